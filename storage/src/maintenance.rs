@@ -1,0 +1,258 @@
+//! Seal, commit, truncate and retention of a partition.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::error::{Error, Result};
+use crate::fsutil::{sync_dir, tmp_path};
+use crate::partition::{Partition, Writer};
+use crate::segment::Segment;
+
+impl Partition {
+    /// Seal: persist the end of the stream. Appends are refused from now on.
+    pub(crate) fn seal(&self) -> Result<u64> {
+        let mut w = self.lock_writer();
+        self.check_open(&w)?;
+        if let Some(end) = w.meta.sealed_at {
+            return Ok(end);
+        }
+        self.sync_now(&mut w)?;
+        let end = w.next_offset;
+        w.meta.sealed_at = Some(end);
+        w.meta.recovery_point = end;
+        if let Err(e) = self.persist_meta(&mut w) {
+            w.meta.sealed_at = None;
+            return Err(e);
+        }
+        self.watch.update(|p| p.sealed = Some(end));
+        Ok(end)
+    }
+
+    /// Set the committed offset of a derived log (monotonic; rows below it are synced first).
+    pub(crate) fn commit(&self, offset: u64) -> Result<()> {
+        let mut w = self.lock_writer();
+        self.check_open(&w)?;
+        if offset > w.next_offset {
+            return Err(Error::OffsetOutOfRange {
+                stream: self.stream.clone(),
+                requested: offset,
+                start: w.meta.start_offset,
+                end: w.next_offset,
+            });
+        }
+        let current = w.meta.committed.unwrap_or(w.meta.start_offset);
+        if offset < current {
+            return Err(Error::InvalidArgument(format!(
+                "cannot commit offset {offset} of stream '{}': offset {current} is already committed",
+                self.stream
+            )));
+        }
+        if self.lock_sync_synced() < offset {
+            self.sync_now(&mut w)?;
+        }
+        let previous = w.meta.committed;
+        w.meta.committed = Some(offset);
+        if let Err(e) = self.persist_meta(&mut w) {
+            w.meta.committed = previous;
+            return Err(e);
+        }
+        self.watch.update(|p| p.committed = Some(offset));
+        Ok(())
+    }
+
+    fn lock_sync_synced(&self) -> u64 {
+        self.sync.lock().map(|s| s.synced).unwrap_or(0)
+    }
+
+    /// Remove every row at `offset` and after. `offset` must be a batch boundary, at or above
+    /// the committed offset and within the retained range.
+    pub(crate) fn truncate(&self, offset: u64) -> Result<()> {
+        let mut w = self.lock_writer();
+        self.check_writable(&w)?;
+        let start = w.meta.start_offset;
+        if offset < start || offset > w.next_offset {
+            return Err(Error::OffsetOutOfRange {
+                stream: self.stream.clone(),
+                requested: offset,
+                start,
+                end: w.next_offset,
+            });
+        }
+        if let Some(c) = w.meta.committed
+            && offset < c
+        {
+            return Err(Error::InvalidArgument(format!(
+                "cannot truncate stream '{}' to offset {offset}: offsets up to {c} are committed and may have been read",
+                self.stream
+            )));
+        }
+        if offset == w.next_offset {
+            return Ok(());
+        }
+        let segments = self.segments_snapshot();
+        let idx = segments.iter().rposition(|s| s.base <= offset).unwrap_or(0);
+        let seg = Arc::clone(&segments[idx]);
+        let (position, header) = seg.locate(offset).map_err(|d| Error::Corruption {
+            segment: seg.path.clone(),
+            offset,
+            position: 0,
+            detail: d,
+        })?;
+        match header {
+            Some(h) if h.base_offset == offset => {}
+            Some(h) => {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot truncate stream '{}' to offset {offset}: it is inside the batch at offsets {}..{}",
+                    self.stream,
+                    h.base_offset,
+                    h.end_offset()
+                )));
+            }
+            None => {}
+        }
+        match self.truncate_locked(&mut w, &segments, idx, position, offset) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(&mut w, e)),
+        }
+    }
+
+    fn truncate_locked(
+        &self,
+        w: &mut Writer,
+        segments: &[Arc<Segment>],
+        idx: usize,
+        position: u64,
+        offset: u64,
+    ) -> Result<()> {
+        let io = self.io.as_ref();
+        let seg = &segments[idx];
+        // The new active segment: the old one cut in place, or a copy of a closed one's prefix
+        // renamed over it (a closed segment may be mapped by readers and must not shrink).
+        let new_active = if seg.is_closed() {
+            let tmp = tmp_path(&seg.path);
+            {
+                let out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+                    .map_err(|e| Error::io("create", &tmp, e))?;
+                let mut buf = vec![0u8; 1 << 20];
+                let mut done = 0u64;
+                while done < position {
+                    let n = ((position - done) as usize).min(buf.len());
+                    std::os::unix::fs::FileExt::read_exact_at(&seg.file, &mut buf[..n], done)
+                        .map_err(|e| Error::io("read", &seg.path, e))?;
+                    io.write_at(&out, done, &buf[..n]).map_err(|e| Error::io("write", &tmp, e))?;
+                    done += n as u64;
+                }
+                io.sync_data(&out).map_err(|e| Error::io("fdatasync", &tmp, e))?;
+            }
+            for p in &seg.all_paths()[1..] {
+                let _ = std::fs::remove_file(p);
+            }
+            std::fs::rename(&tmp, &seg.path).map_err(|e| Error::io("rename", &seg.path, e))?;
+            let fresh =
+                Segment::open(seg.path.clone(), seg.base, self.options.index_interval_bytes)?;
+            if let Some(bad) = fresh.scan(position, false) {
+                return Err(Error::Corruption {
+                    segment: fresh.path.clone(),
+                    offset: bad.offset,
+                    position: bad.position,
+                    detail: bad.detail,
+                });
+            }
+            Arc::new(fresh)
+        } else {
+            seg.truncate_in_place(io, position)?;
+            Arc::clone(seg)
+        };
+        for later in &segments[idx + 1..] {
+            for p in later.all_paths() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        sync_dir(io, &self.dir)?;
+        if let Ok(mut segs) = self.segments.write() {
+            segs.truncate(idx);
+            segs.push(Arc::clone(&new_active));
+        }
+        w.active = new_active;
+        w.next_offset = offset;
+        w.meta.recovery_point = offset;
+        let meta = w.meta.clone();
+        crate::partition::write_meta(io, &self.dir, &meta)?;
+        {
+            let mut s = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+            s.synced = offset;
+            s.epoch += 1;
+            self.watch.update(|p| {
+                p.end = offset;
+                p.epoch += 1;
+            });
+        }
+        Ok(())
+    }
+
+    /// Apply the retention policy now; see [`crate::Stream::enforce_retention`].
+    pub(crate) fn enforce_retention(&self, now: SystemTime) -> Result<usize> {
+        let mut w = self.lock_writer();
+        self.check_open(&w)?;
+        let before = self.segments_snapshot().len();
+        self.enforce_retention_locked(&mut w, now)?;
+        Ok(before - self.segments_snapshot().len())
+    }
+
+    pub(crate) fn enforce_retention_locked(&self, w: &mut Writer, now: SystemTime) -> Result<()> {
+        let retention = self.options.retention;
+        if retention.max_age.is_none() && retention.max_bytes.is_none() {
+            return Ok(());
+        }
+        let segments = self.segments_snapshot();
+        let mut total: u64 = segments.iter().map(|s| s.size()).sum();
+        let mut remove = 0usize;
+        // Never the active (last) segment.
+        for seg in &segments[..segments.len().saturating_sub(1)] {
+            let too_big = retention.max_bytes.is_some_and(|m| total > m);
+            let too_old = retention.max_age.is_some_and(|age| {
+                seg.file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|d| d > age)
+            });
+            if !(too_big || too_old) {
+                break;
+            }
+            total -= seg.size();
+            remove += 1;
+        }
+        if remove == 0 {
+            return Ok(());
+        }
+        let new_start = segments[remove].base;
+        w.meta.start_offset = new_start;
+        if w.meta.committed.is_some_and(|c| c < new_start) {
+            w.meta.committed = Some(new_start);
+        }
+        // The metadata goes first: a crash after it leaves files that recovery deletes.
+        self.persist_meta(w)?;
+        if let Ok(mut segs) = self.segments.write() {
+            segs.drain(..remove);
+        }
+        for seg in &segments[..remove] {
+            for p in seg.all_paths() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let committed = w.meta.committed;
+        self.watch.update(|p| {
+            p.start = new_start;
+            if committed.is_some() {
+                p.committed = committed;
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,497 @@
+//! A partition: a folder of segments, its recovery, and the write path with group commit.
+//!
+//! Locks are always taken in the order `writer -> sync -> segments -> watch`, and never the other
+//! way round. The writer lock serialises appends, rolls, seals, commits, truncations and
+//! retention. The sync lock coordinates group commit: the first appender that finds no sync
+//! running starts one for everything written so far, the others wait on it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::frame::EncodedFrame;
+use crate::fsutil::{atomic_write, read_optional, sync_dir};
+use crate::io::Io;
+use crate::options::{Durability, StreamOptions};
+use crate::progress::{Progress, Watch};
+use crate::schema::{conform, time_range};
+use crate::segment::{Segment, parse_segment_file_name};
+
+/// The persisted state of a partition (`partition.json`, replaced atomically).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PartitionMeta {
+    /// Format version.
+    pub version: u32,
+    /// First retained offset.
+    pub start_offset: u64,
+    /// Every frame that ends at or below this offset was synced.
+    pub recovery_point: u64,
+    /// Committed offset of a derived log.
+    pub committed: Option<u64>,
+    /// Final end offset, once sealed.
+    pub sealed_at: Option<u64>,
+}
+
+const META_FILE: &str = "partition.json";
+
+/// What `append` returns once the batch is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    /// Offset of the first row.
+    pub base_offset: u64,
+    /// Rows appended (`base_offset..base_offset + rows`).
+    pub rows: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub active: Arc<Segment>,
+    pub next_offset: u64,
+    pub meta: PartitionMeta,
+    pub failed: Option<String>,
+    pub closed: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SyncState {
+    pub synced: u64,
+    pub syncing: bool,
+    pub epoch: u64,
+}
+
+/// One partition of a stream.
+#[derive(Debug)]
+pub struct Partition {
+    pub(crate) stream: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) schema: SchemaRef,
+    pub(crate) options: Arc<StreamOptions>,
+    pub(crate) event_column: Option<usize>,
+    pub(crate) io: Arc<dyn Io>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) sync: Mutex<SyncState>,
+    pub(crate) sync_cv: Condvar,
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    pub(crate) watch: Watch,
+}
+
+impl Partition {
+    /// Create the files of a new, empty partition in `dir` (which must not exist yet).
+    pub(crate) fn create_files(io: &dyn Io, dir: &Path, options: &StreamOptions) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let seg = Segment::create(dir, 0, options.index_interval_bytes)?;
+        drop(seg);
+        let meta = PartitionMeta { version: 1, ..PartitionMeta::default() };
+        write_meta(io, dir, &meta)?;
+        sync_dir(io, dir)
+    }
+
+    /// Open and recover the partition in `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] when data below the recovery point is damaged or missing;
+    /// [`Error::Io`] and [`Error::BadMetadata`].
+    pub(crate) fn open(
+        stream: &str,
+        dir: PathBuf,
+        schema: SchemaRef,
+        options: Arc<StreamOptions>,
+        event_column: Option<usize>,
+        io: Arc<dyn Io>,
+    ) -> Result<Partition> {
+        let meta_path = dir.join(META_FILE);
+        let bytes = read_optional(&meta_path)?.ok_or_else(|| Error::BadMetadata {
+            path: meta_path.clone(),
+            detail: "missing".into(),
+        })?;
+        let mut meta: PartitionMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadMetadata { path: meta_path.clone(), detail: e.to_string() })?;
+
+        let segments =
+            recover_segments(io.as_ref(), &dir, &mut meta, options.index_interval_bytes)?;
+        let active = segments.last().cloned().ok_or_else(|| Error::BadMetadata {
+            path: dir.clone(),
+            detail: "partition has no segment".into(),
+        })?;
+        let end = active.end();
+        // Everything that survived recovery is made durable before it becomes visible.
+        io.sync_data(&active.file).map_err(|e| Error::io("fdatasync", &active.path, e))?;
+        if let Some(s) = meta.sealed_at
+            && s != end
+        {
+            return Err(Error::Corruption {
+                segment: active.path.clone(),
+                offset: end,
+                position: active.size(),
+                detail: format!("stream was sealed at offset {s} but the log ends at {end}"),
+            });
+        }
+        if meta.recovery_point != end {
+            meta.recovery_point = end;
+            write_meta(io.as_ref(), &dir, &meta)?;
+        }
+        let progress = Progress {
+            start: meta.start_offset,
+            end,
+            committed: meta.committed.or(options.derived.then_some(meta.start_offset)),
+            sealed: meta.sealed_at,
+            ..Progress::default()
+        };
+        Ok(Partition {
+            stream: stream.to_string(),
+            dir,
+            schema,
+            options,
+            event_column,
+            io,
+            writer: Mutex::new(Writer {
+                active,
+                next_offset: end,
+                meta,
+                failed: None,
+                closed: false,
+            }),
+            sync: Mutex::new(SyncState { synced: end, syncing: false, epoch: 0 }),
+            sync_cv: Condvar::new(),
+            segments: RwLock::new(segments),
+            watch: Watch::new(progress),
+        })
+    }
+
+    pub(crate) fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_sync(&self) -> MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Mark the partition failed after an I/O error: appends are refused until reopen.
+    pub(crate) fn fail(&self, w: &mut Writer, error: Error) -> Error {
+        self.mark_failed(w, error.to_string());
+        error
+    }
+
+    fn mark_failed(&self, w: &mut Writer, cause: String) {
+        if w.failed.is_none() {
+            w.failed = Some(cause.clone());
+            self.watch.update(|p| p.failed = Some(cause));
+        }
+    }
+
+    /// Refuse when the store closed or the partition failed.
+    pub(crate) fn check_open(&self, w: &Writer) -> Result<()> {
+        if w.closed {
+            return Err(Error::Closed { stream: self.stream.clone() });
+        }
+        if let Some(cause) = &w.failed {
+            return Err(Error::Failed { stream: self.stream.clone(), cause: cause.clone() });
+        }
+        Ok(())
+    }
+
+    /// Refuse when closed, failed or sealed.
+    pub(crate) fn check_writable(&self, w: &Writer) -> Result<()> {
+        self.check_open(w)?;
+        if let Some(end) = w.meta.sealed_at {
+            return Err(Error::Sealed { stream: self.stream.clone(), end });
+        }
+        Ok(())
+    }
+
+    /// Append a batch; see [`crate::Stream::append`].
+    pub(crate) fn append(&self, batch: &RecordBatch) -> Result<AppendAck> {
+        let batch = conform(&self.stream, &self.schema, batch)?;
+        let time = self.event_column.and_then(|i| time_range(batch.column(i)));
+        let mut frame =
+            if batch.num_rows() > 0 { Some(EncodedFrame::encode(&batch, time)?) } else { None };
+        let mut w = self.lock_writer();
+        self.check_writable(&w)?;
+        let Some(frame) = frame.as_mut() else {
+            return Ok(AppendAck { base_offset: w.next_offset, rows: 0 });
+        };
+        let frame_len = frame.buf.len() as u64;
+        if w.active.size() > 0 && w.active.size() + frame_len > self.options.segment_bytes {
+            self.roll(&mut w)?;
+        }
+        let base = w.next_offset;
+        let header = frame.seal(base);
+        let pos = w.active.size();
+        if let Err(e) = self.io.write_at(&w.active.file, pos, &frame.buf) {
+            let path = w.active.path.clone();
+            return Err(self.fail(&mut w, Error::io("write", path, e)));
+        }
+        w.active.record_frame(pos, &header);
+        w.next_offset = header.end_offset();
+        let ack = AppendAck { base_offset: base, rows: u64::from(header.rows) };
+        if self.options.durability == Durability::Relaxed {
+            let end = w.next_offset;
+            self.watch.update(|p| p.end = end);
+            return Ok(ack);
+        }
+        let target = w.next_offset;
+        drop(w);
+        self.wait_durable(target)?;
+        Ok(ack)
+    }
+
+    /// Group commit: return once every row below `target` is synced.
+    fn wait_durable(&self, target: u64) -> Result<()> {
+        let mut s = self.lock_sync();
+        loop {
+            if s.synced >= target {
+                return Ok(());
+            }
+            if !s.syncing {
+                s.syncing = true;
+                let epoch = s.epoch;
+                drop(s);
+                let (to, seg, failed) = {
+                    let w = self.lock_writer();
+                    (w.next_offset, Arc::clone(&w.active), w.failed.clone())
+                };
+                let result = match failed {
+                    Some(cause) => Err(Error::Failed { stream: self.stream.clone(), cause }),
+                    None => self
+                        .io
+                        .sync_data(&seg.file)
+                        .map_err(|e| Error::io("fdatasync", seg.path.clone(), e)),
+                };
+                if let Err(e) = &result
+                    && !matches!(e, Error::Failed { .. })
+                {
+                    let mut w = self.lock_writer();
+                    self.mark_failed(&mut w, e.to_string());
+                }
+                s = self.lock_sync();
+                s.syncing = false;
+                if result.is_ok() && s.epoch == epoch && to > s.synced {
+                    s.synced = to;
+                    self.watch.update(|p| p.end = p.end.max(to));
+                }
+                self.sync_cv.notify_all();
+                result?;
+            } else {
+                s = self.sync_cv.wait(s).unwrap_or_else(|p| p.into_inner());
+                if s.synced < target
+                    && let Some(cause) = self.lock_watch_failed()
+                {
+                    return Err(Error::Failed { stream: self.stream.clone(), cause });
+                }
+            }
+        }
+    }
+
+    fn lock_watch_failed(&self) -> Option<String> {
+        self.watch.lock().failed.clone()
+    }
+
+    /// Sync the active segment now (writer lock held) and publish the new durable end.
+    pub(crate) fn sync_now(&self, w: &mut Writer) -> Result<()> {
+        if let Err(e) = self.io.sync_data(&w.active.file) {
+            let path = w.active.path.clone();
+            return Err(self.fail(w, Error::io("fdatasync", path, e)));
+        }
+        let end = w.next_offset;
+        let mut s = self.lock_sync();
+        if end > s.synced {
+            s.synced = end;
+        }
+        self.watch.update(|p| p.end = p.end.max(end));
+        self.sync_cv.notify_all();
+        Ok(())
+    }
+
+    /// Close the active segment and start a new one at the next offset.
+    pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
+        self.sync_now(w)?;
+        w.active.close();
+        let seg = match Segment::create(&self.dir, w.next_offset, self.options.index_interval_bytes)
+            .and_then(|s| sync_dir(self.io.as_ref(), &self.dir).map(|()| s))
+        {
+            Ok(s) => Arc::new(s),
+            Err(e) => return Err(self.fail(w, e)),
+        };
+        if let Ok(mut segs) = self.segments.write() {
+            segs.push(Arc::clone(&seg));
+        }
+        w.active = seg;
+        w.meta.recovery_point = w.next_offset;
+        let meta = w.meta.clone();
+        if let Err(e) = write_meta(self.io.as_ref(), &self.dir, &meta) {
+            return Err(self.fail(w, e));
+        }
+        self.enforce_retention_locked(w, std::time::SystemTime::now())
+    }
+
+    /// Persist the writer's metadata, failing the partition on error.
+    pub(crate) fn persist_meta(&self, w: &mut Writer) -> Result<()> {
+        let meta = w.meta.clone();
+        write_meta(self.io.as_ref(), &self.dir, &meta).map_err(|e| self.fail(w, e))
+    }
+
+    /// Flush indexes and the recovery point (clean close). Best effort on a failed partition.
+    pub(crate) fn close(&self) -> Result<()> {
+        self.watch.update(|p| p.closed = true);
+        let mut w = self.lock_writer();
+        if w.failed.is_some() || w.closed {
+            return Ok(());
+        }
+        w.closed = true;
+        self.sync_now(&mut w)?;
+        w.active.save_indexes();
+        if w.meta.recovery_point != w.next_offset {
+            w.meta.recovery_point = w.next_offset;
+            self.persist_meta(&mut w)?;
+        }
+        Ok(())
+    }
+}
+
+/// Write `partition.json` atomically.
+pub(crate) fn write_meta(io: &dyn Io, dir: &Path, meta: &PartitionMeta) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(meta)
+        .map_err(|e| Error::InvalidArgument(format!("cannot encode partition metadata: {e}")))?;
+    atomic_write(io, &dir.join(META_FILE), &bytes)
+}
+
+/// List, load and recover the segments of a partition. See the crate docs, "Recovery".
+fn recover_segments(
+    io: &dyn Io,
+    dir: &Path,
+    meta: &mut PartitionMeta,
+    interval: u64,
+) -> Result<Vec<Arc<Segment>>> {
+    let mut bases = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(base) = parse_segment_file_name(&name) {
+            bases.push(base);
+        } else if name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    bases.sort_unstable();
+    if bases.is_empty() {
+        return Err(Error::BadMetadata {
+            path: dir.to_path_buf(),
+            detail: "partition has no segment file".into(),
+        });
+    }
+    let rp = meta.recovery_point;
+    // Segments that retention removed from the metadata but not yet from the disk.
+    while bases.len() > 1 && bases[1] <= meta.start_offset {
+        let seg = Segment::open(
+            dir.join(crate::segment::segment_file_name(bases[0])),
+            bases[0],
+            interval,
+        )?;
+        for p in seg.all_paths() {
+            let _ = std::fs::remove_file(p);
+        }
+        bases.remove(0);
+    }
+    // The first segment that may hold frames above the recovery point.
+    let tail_from = bases.iter().rposition(|b| *b <= rp).unwrap_or(0);
+    let mut out: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+    let mut expected = bases[0];
+    let mut i = 0;
+    while i < bases.len() {
+        let base = bases[i];
+        let path = dir.join(crate::segment::segment_file_name(base));
+        if base != expected {
+            return Err(Error::Corruption {
+                segment: path,
+                offset: expected,
+                position: 0,
+                detail: format!(
+                    "segment starts at offset {base}, expected {expected} (a segment is missing)"
+                ),
+            });
+        }
+        let seg = Segment::open(path.clone(), base, interval)?;
+        let len = seg.file_len()?;
+        if i < tail_from {
+            // Entirely below the recovery point: trusted; headers only, any damage is corruption.
+            if !seg.load_indexes(len)
+                && let Some(bad) = seg.scan(len, false)
+            {
+                return Err(corruption(&seg, bad));
+            }
+            if seg.size() != len {
+                return Err(Error::Corruption {
+                    segment: path,
+                    offset: seg.end(),
+                    position: seg.size(),
+                    detail: "segment holds bytes after its last frame".into(),
+                });
+            }
+            seg.close();
+        } else {
+            // A clean close left indexes that describe the whole file up to the recovery point.
+            let trusted = seg.load_indexes(len) && seg.end() == rp;
+            if !trusted && let Some(bad) = seg.scan(len, true) {
+                if bad.offset < rp {
+                    return Err(corruption(&seg, bad));
+                }
+                if seg.valid_frame_after(bad.position, bad.offset, len) {
+                    let mut err = corruption(&seg, bad);
+                    if let Error::Corruption { detail, .. } = &mut err {
+                        detail.push_str(" (valid frames follow, so this is not a torn tail)");
+                    }
+                    return Err(err);
+                }
+                // A torn tail: cut it, and drop any later segment (none can be valid after it).
+                for f in &seg.all_paths()[1..] {
+                    let _ = std::fs::remove_file(f);
+                }
+                seg.file.set_len(bad.position).map_err(|e| Error::io("truncate", &path, e))?;
+                io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
+                for later in &bases[i + 1..] {
+                    let p = dir.join(crate::segment::segment_file_name(*later));
+                    for f in [p.clone(), p.with_extension("index"), p.with_extension("timeindex")] {
+                        let _ = std::fs::remove_file(f);
+                    }
+                }
+                bases.truncate(i + 1);
+                sync_dir(io, dir)?;
+            }
+            if i + 1 < bases.len() {
+                seg.close();
+            }
+        }
+        expected = seg.end();
+        out.push(Arc::new(seg));
+        i += 1;
+    }
+    if expected < rp {
+        let last = &out[out.len() - 1];
+        return Err(Error::Corruption {
+            segment: last.path.clone(),
+            offset: expected,
+            position: last.size(),
+            detail: format!("the log ends at offset {expected} but offsets up to {rp} were synced"),
+        });
+    }
+    Ok(out)
+}
+
+fn corruption(seg: &Segment, bad: crate::segment::BadFrame) -> Error {
+    Error::Corruption {
+        segment: seg.path.clone(),
+        offset: bad.offset,
+        position: bad.position,
+        detail: bad.detail,
+    }
+}

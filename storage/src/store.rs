@@ -1,0 +1,285 @@
+//! The store: a data directory of streams, owned by one process at a time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil::{DirLock, atomic_write, create_dir_durable, read_optional, sync_dir};
+use crate::io::{Io, StdIo};
+use crate::options::StreamOptions;
+use crate::partition::Partition;
+use crate::schema::is_event_time_type;
+use crate::stream::Stream;
+
+const STREAMS: &str = "streams";
+const STREAM_FILE: &str = "stream.json";
+const SCHEMA_FILE: &str = "schema.arrow";
+/// Longest stream name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most streams one store holds.
+pub const MAX_STREAMS: usize = 10_000;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The I/O seam (tests inject faults here).
+    pub io: Arc<dyn Io>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { io: Arc::new(StdIo) }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StreamFile {
+    format: u32,
+    name: String,
+    options: StreamOptions,
+}
+
+/// A data directory of streams.
+///
+/// Holds the directory's lock while it lives; a second `Store` on the same directory, in this
+/// process or another, gets [`Error::Locked`]. Dropping the store closes it (see
+/// [`Store::close`], which reports errors).
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    io: Arc<dyn Io>,
+    streams: Mutex<BTreeMap<String, Arc<Stream>>>,
+    closed: Mutex<bool>,
+    _lock: DirLock,
+}
+
+impl Store {
+    /// Open (creating if needed) the data directory `dir`, lock it, and recover every stream.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process owns it; [`Error::Corruption`] when synced data is
+    /// damaged (nothing is truncated in that case); [`Error::Io`]; [`Error::BadMetadata`].
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        let io = options.io;
+        create_dir_durable(io.as_ref(), &dir)?;
+        let lock = DirLock::acquire(&dir)?;
+        let streams_dir = dir.join(STREAMS);
+        create_dir_durable(io.as_ref(), &streams_dir)?;
+        let mut streams = BTreeMap::new();
+        let rd = std::fs::read_dir(&streams_dir).map_err(|e| Error::io("list", &streams_dir, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io("list", &streams_dir, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') {
+                // An unfinished create or drop: never visible, so remove it.
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
+            let stream = open_stream(&entry.path(), &io)?;
+            streams.insert(name, Arc::new(stream));
+        }
+        Ok(Store { dir, io, streams: Mutex::new(streams), closed: Mutex::new(false), _lock: lock })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock_streams(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Create a stream. The stream appears whole or not at all, even across a crash.
+    ///
+    /// # Errors
+    /// [`Error::StreamExists`]; [`Error::InvalidArgument`] for a bad name, bad options, or an
+    /// event-time column that is missing or not a timestamp; [`Error::LimitExceeded`].
+    pub fn create_stream(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        options: StreamOptions,
+    ) -> Result<Arc<Stream>> {
+        validate_name(name)?;
+        options.validate()?;
+        if let Some(col) = &options.event_time_column {
+            let field = schema.field_with_name(col).map_err(|_| {
+                Error::InvalidArgument(format!("event-time column '{col}' is not in the schema"))
+            })?;
+            if !is_event_time_type(field.data_type()) {
+                return Err(Error::InvalidArgument(format!(
+                    "event-time column '{col}' has type {}, expected a TIMESTAMP",
+                    field.data_type()
+                )));
+            }
+        }
+        if schema.fields().is_empty() {
+            return Err(Error::InvalidArgument("a stream needs at least one column".into()));
+        }
+        let mut streams = self.lock_streams();
+        if streams.contains_key(name) {
+            return Err(Error::StreamExists(name.to_string()));
+        }
+        if streams.len() >= MAX_STREAMS {
+            return Err(Error::LimitExceeded(format!(
+                "a store holds at most {MAX_STREAMS} streams"
+            )));
+        }
+        let io = self.io.as_ref();
+        let streams_dir = self.dir.join(STREAMS);
+        let final_dir = streams_dir.join(name);
+        let tmp_dir = streams_dir.join(format!(".create-{name}"));
+        let _ = std::fs::remove_dir_all(&tmp_dir);
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| Error::io("create directory", &tmp_dir, e))?;
+        let file = StreamFile { format: 1, name: name.to_string(), options: options.clone() };
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode stream options: {e}")))?;
+        atomic_write(io, &tmp_dir.join(STREAM_FILE), &json)?;
+        atomic_write(io, &tmp_dir.join(SCHEMA_FILE), &schema_to_bytes(&schema)?)?;
+        for p in 0..options.partitions {
+            Partition::create_files(io, &tmp_dir.join(partition_dir_name(p)), &options)?;
+        }
+        sync_dir(io, &tmp_dir)?;
+        std::fs::rename(&tmp_dir, &final_dir).map_err(|e| Error::io("rename", &final_dir, e))?;
+        sync_dir(io, &streams_dir)?;
+        let stream = Arc::new(open_stream(&final_dir, &self.io)?);
+        streams.insert(name.to_string(), Arc::clone(&stream));
+        Ok(stream)
+    }
+
+    /// The stream called `name`.
+    ///
+    /// # Errors
+    /// [`Error::StreamNotFound`].
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        self.lock_streams()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::StreamNotFound(name.to_string()))
+    }
+
+    /// Names of all streams, sorted.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.lock_streams().keys().cloned().collect()
+    }
+
+    /// Delete a stream and its data. Readers that still hold it keep reading what they mapped or
+    /// opened; new lookups fail.
+    ///
+    /// # Errors
+    /// [`Error::StreamNotFound`]; [`Error::Io`].
+    pub fn drop_stream(&self, name: &str) -> Result<()> {
+        let mut streams = self.lock_streams();
+        let stream =
+            streams.get(name).cloned().ok_or_else(|| Error::StreamNotFound(name.to_string()))?;
+        let streams_dir = self.dir.join(STREAMS);
+        let doomed = streams_dir.join(format!(".drop-{name}"));
+        let _ = std::fs::remove_dir_all(&doomed);
+        std::fs::rename(stream.dir(), &doomed).map_err(|e| Error::io("rename", stream.dir(), e))?;
+        sync_dir(self.io.as_ref(), &streams_dir)?;
+        streams.remove(name);
+        let _ = std::fs::remove_dir_all(&doomed);
+        Ok(())
+    }
+
+    /// Close every stream: sync, write indexes and recovery points. Idempotent.
+    ///
+    /// # Errors
+    /// The first error met; the other streams are still closed.
+    pub fn close(&self) -> Result<()> {
+        let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        if *closed {
+            return Ok(());
+        }
+        *closed = true;
+        let mut first = None;
+        for s in self.lock_streams().values() {
+            if let Err(e) = s.close()
+                && first.is_none()
+            {
+                first = Some(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn partition_dir_name(p: u32) -> String {
+    format!("p{p}")
+}
+
+/// Stream names are SQL identifiers: ASCII letters, digits and `_`, not starting with a digit.
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid stream name '{name}': use 1 to {MAX_NAME_LEN} ASCII letters, digits and '_', not starting with a digit"
+        )))
+    }
+}
+
+fn schema_to_bytes(schema: &Schema) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, schema)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+fn schema_from_bytes(path: &Path, bytes: &[u8]) -> Result<SchemaRef> {
+    let r = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| Error::BadMetadata { path: path.to_path_buf(), detail: e.to_string() })?;
+    Ok(r.schema())
+}
+
+fn open_stream(dir: &Path, io: &Arc<dyn Io>) -> Result<Stream> {
+    let sf_path = dir.join(STREAM_FILE);
+    let bytes = read_optional(&sf_path)?
+        .ok_or_else(|| Error::BadMetadata { path: sf_path.clone(), detail: "missing".into() })?;
+    let file: StreamFile = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadMetadata { path: sf_path.clone(), detail: e.to_string() })?;
+    let schema_path = dir.join(SCHEMA_FILE);
+    let schema_bytes = read_optional(&schema_path)?.ok_or_else(|| Error::BadMetadata {
+        path: schema_path.clone(),
+        detail: "missing".into(),
+    })?;
+    let schema = schema_from_bytes(&schema_path, &schema_bytes)?;
+    let event_column = match &file.options.event_time_column {
+        Some(c) => Some(schema.index_of(c).map_err(|_| Error::BadMetadata {
+            path: sf_path.clone(),
+            detail: format!("event-time column '{c}' is not in the schema"),
+        })?),
+        None => None,
+    };
+    let options = Arc::new(file.options);
+    let mut partitions = Vec::new();
+    for p in 0..options.partitions {
+        partitions.push(Arc::new(Partition::open(
+            &file.name,
+            dir.join(partition_dir_name(p)),
+            Arc::clone(&schema),
+            Arc::clone(&options),
+            event_column,
+            Arc::clone(io),
+        )?));
+    }
+    Ok(Stream::new(file.name, dir.to_path_buf(), schema, options, partitions))
+}

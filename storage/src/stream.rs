@@ -1,0 +1,188 @@
+//! A stream: a named, typed log made of partitions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use crate::error::{Error, Result};
+use crate::options::StreamOptions;
+use crate::partition::{AppendAck, Partition};
+use crate::progress::Wait;
+use crate::reader::{ReadFrom, Reader};
+
+/// A snapshot of a stream's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// First retained offset.
+    pub start: u64,
+    /// Offset after the last readable row.
+    pub end: u64,
+    /// Committed offset (derived logs).
+    pub committed: Option<u64>,
+    /// Final end, once sealed.
+    pub sealed: Option<u64>,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Bytes of frames on disk.
+    pub bytes: u64,
+}
+
+/// A durable, ordered, append-only log of Arrow record batches.
+///
+/// Cheap to share (`Arc<Stream>`); every method takes `&self` and may be called from any thread.
+/// Partition 0 is the only partition today; the methods act on it.
+#[derive(Debug)]
+pub struct Stream {
+    name: String,
+    dir: PathBuf,
+    schema: SchemaRef,
+    options: Arc<StreamOptions>,
+    partitions: Vec<Arc<Partition>>,
+}
+
+impl Stream {
+    pub(crate) fn new(
+        name: String,
+        dir: PathBuf,
+        schema: SchemaRef,
+        options: Arc<StreamOptions>,
+        partitions: Vec<Arc<Partition>>,
+    ) -> Stream {
+        Stream { name, dir, schema, options, partitions }
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stream's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The Arrow schema every batch has.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The options the stream was created with.
+    pub fn options(&self) -> &StreamOptions {
+        &self.options
+    }
+
+    fn p0(&self) -> &Arc<Partition> {
+        &self.partitions[0]
+    }
+
+    /// Append a batch. Returns once the rows are durable (after `fdatasync`, shared with
+    /// concurrent appenders), or once written in relaxed mode. An empty batch appends nothing.
+    ///
+    /// Blocks the calling thread on I/O; from async code call it through `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`Error::SchemaMismatch`] naming the columns that differ; [`Error::Sealed`];
+    /// [`Error::Io`] when the write or sync fails, after which the stream refuses appends with
+    /// [`Error::Failed`] until the store is reopened (the outcome of that append is unknown: it
+    /// may or may not be present after recovery, and is never present in part).
+    pub fn append(&self, batch: &RecordBatch) -> Result<AppendAck> {
+        self.p0().append(batch)
+    }
+
+    /// A reader starting at `from`.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] for an offset outside the retained, readable range;
+    /// [`Error::InvalidArgument`] for [`ReadFrom::EventTime`] on a stream without event time.
+    pub fn reader(&self, from: ReadFrom) -> Result<Reader> {
+        Reader::new(Arc::clone(self.p0()), from)
+    }
+
+    /// Current offsets and sizes.
+    pub fn info(&self) -> StreamInfo {
+        let p = self.p0().watch.get();
+        let segments = self.p0().segments_snapshot();
+        StreamInfo {
+            start: p.start,
+            end: p.end,
+            committed: p.committed,
+            sealed: p.sealed,
+            segments: segments.len(),
+            bytes: segments.iter().map(|s| s.size()).sum(),
+        }
+    }
+
+    /// Offset after the last readable row.
+    pub fn end_offset(&self) -> u64 {
+        self.p0().watch.get().end
+    }
+
+    /// Block until rows at or beyond `offset` are readable, the stream ends, or `timeout` passes.
+    pub fn wait_for(&self, offset: u64, timeout: Option<Duration>) -> Wait {
+        self.p0().watch.wait_blocking(offset, timeout)
+    }
+
+    /// Seal the stream: its current end becomes final and is persisted; appends are refused.
+    /// Idempotent. Returns the final end offset.
+    ///
+    /// # Errors
+    /// [`Error::Io`] / [`Error::Failed`].
+    pub fn seal(&self) -> Result<u64> {
+        self.p0().seal()
+    }
+
+    /// Commit `offset` of a derived log: readers may read up to it. Rows below it are synced
+    /// first. Commits only move forward.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] below the current commit; [`Error::OffsetOutOfRange`] beyond
+    /// the end; [`Error::Io`].
+    pub fn commit(&self, offset: u64) -> Result<()> {
+        self.p0().commit(offset)
+    }
+
+    /// Remove every row at `offset` and after (exactly-once recovery rolls a derived log back to
+    /// its last checkpoint). `offset` must be a batch boundary, not below the committed offset.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an offset inside a batch or below the commit;
+    /// [`Error::OffsetOutOfRange`]; [`Error::Sealed`]; [`Error::Io`].
+    pub fn truncate(&self, offset: u64) -> Result<()> {
+        self.p0().truncate(offset)
+    }
+
+    /// Apply the retention policy as of `now`: remove whole closed segments that are too old or
+    /// beyond the size limit (never the active one). Also runs on every segment roll. Returns the
+    /// number of segments removed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the metadata cannot be written.
+    pub fn enforce_retention(&self, now: SystemTime) -> Result<usize> {
+        self.p0().enforce_retention(now)
+    }
+
+    pub(crate) fn close(&self) -> Result<()> {
+        let mut first = None;
+        for p in &self.partitions {
+            if let Err(e) = p.close()
+                && first.is_none()
+            {
+                first = Some(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The partition `i`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when it does not exist.
+    pub fn partition(&self, i: usize) -> Result<&Arc<Partition>> {
+        self.partitions.get(i).ok_or_else(|| {
+            Error::InvalidArgument(format!("stream '{}' has no partition {i}", self.name))
+        })
+    }
+}

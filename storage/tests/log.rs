@@ -1,0 +1,389 @@
+//! Functional tests of the log: append, read, seal, commit, truncate, retention, time lookup,
+//! concurrent readers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use kappa_storage::{Durability, Error, ReadFrom, Retention, StreamOptions, Wait};
+
+#[test]
+fn append_returns_offsets_and_reads_back_from_any_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let s = store.create_stream("bids", schema(), options()).unwrap();
+    let a = s.append(&batch(0, 5)).unwrap();
+    let b = s.append(&batch(5, 3)).unwrap();
+    let e = s.append(&batch(8, 0)).unwrap();
+    assert_eq!((a.base_offset, a.rows), (0, 5));
+    assert_eq!((b.base_offset, b.rows), (5, 3));
+    assert_eq!((e.base_offset, e.rows), (8, 0));
+    let mut r = s.reader(ReadFrom::Earliest).unwrap();
+    assert_eq!(read_all(&mut r), vec![(0, vec![0, 1, 2, 3, 4]), (5, vec![5, 6, 7])]);
+    // Mid-batch offsets slice the batch.
+    let mut r = s.reader(ReadFrom::Offset(3)).unwrap();
+    assert_eq!(read_all(&mut r), vec![(3, vec![3, 4]), (5, vec![5, 6, 7])]);
+    let mut r = s.reader(ReadFrom::Offset(8)).unwrap();
+    assert!(read_all(&mut r).is_empty());
+    let err = s.reader(ReadFrom::Offset(9)).unwrap_err();
+    assert!(matches!(err, Error::OffsetOutOfRange { requested: 9, .. }), "{err}");
+    // Projection.
+    let mut r = s.reader(ReadFrom::Offset(6)).unwrap().with_projection(vec![2]).unwrap();
+    let b = r.next_batch().unwrap().unwrap();
+    assert_eq!(b.batch.num_columns(), 1);
+    assert_eq!(b.batch.num_rows(), 2);
+}
+
+#[test]
+fn data_survives_reopen_and_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let opts = StreamOptions { segment_bytes: 4096, ..options() };
+        let s = store.create_stream("s", schema(), opts).unwrap();
+        for i in 0..100 {
+            s.append(&batch(i * 10, 10)).unwrap();
+        }
+        assert!(s.info().segments > 10, "{:?}", s.info());
+        store.close().unwrap();
+    }
+    let store = open(dir.path());
+    let s = store.stream("s").unwrap();
+    assert_eq!(all_ids(&s), (0..1000).collect::<Vec<_>>());
+    assert_eq!(s.append(&batch(1000, 1)).unwrap().base_offset, 1000);
+    // Read from the middle of a middle segment.
+    let mut r = s.reader(ReadFrom::Offset(555)).unwrap();
+    assert_eq!(r.next_batch().unwrap().unwrap().offset, 555);
+    assert_eq!(store.stream_names(), vec!["s".to_string()]);
+}
+
+#[test]
+fn schema_mismatch_is_refused_naming_columns_and_nothing_is_written() {
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let s = store.create_stream("s", schema(), options()).unwrap();
+    let wrong = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+        vec![Arc::new(Int64Array::from(vec![1]))],
+    )
+    .unwrap();
+    let msg = s.append(&wrong).unwrap_err().to_string();
+    assert!(
+        msg.contains("missing column 'ts'") && msg.contains("missing column 'payload'"),
+        "{msg}"
+    );
+    assert_eq!(s.end_offset(), 0);
+}
+
+#[test]
+fn create_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_stream("s", schema(), options()).unwrap();
+    assert!(matches!(store.create_stream("s", schema(), options()), Err(Error::StreamExists(_))));
+    let e = store.create_stream("bad name", schema(), options()).unwrap_err();
+    assert!(e.to_string().contains("invalid stream name 'bad name'"), "{e}");
+    let opts = StreamOptions { event_time_column: Some("payload".into()), ..options() };
+    let e = store.create_stream("t", schema(), opts).unwrap_err();
+    assert!(e.to_string().contains("expected a TIMESTAMP"), "{e}");
+    assert!(matches!(store.stream("nope"), Err(Error::StreamNotFound(_))));
+    store.drop_stream("s").unwrap();
+    assert!(matches!(store.stream("s"), Err(Error::StreamNotFound(_))));
+    store.create_stream("s", schema(), options()).unwrap();
+}
+
+#[test]
+fn second_store_on_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(dir.path());
+    let err = kappa_storage::Store::open(dir.path(), Default::default()).unwrap_err();
+    assert!(err.to_string().contains("in use by another kappa process"), "{err}");
+}
+
+#[test]
+fn seal_refuses_appends_ends_readers_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let s = store.create_stream("s", schema(), options()).unwrap();
+        s.append(&batch(0, 4)).unwrap();
+        assert_eq!(s.seal().unwrap(), 4);
+        assert_eq!(s.seal().unwrap(), 4);
+        let e = s.append(&batch(4, 1)).unwrap_err();
+        assert!(matches!(e, Error::Sealed { end: 4, .. }), "{e}");
+        let mut r = s.reader(ReadFrom::Earliest).unwrap();
+        assert_eq!(r.next_blocking(None).unwrap().unwrap().batch.num_rows(), 4);
+        assert!(r.next_blocking(None).unwrap().is_none(), "sealed end reached");
+        assert_eq!(r.wait(None), Wait::Ended);
+    }
+    let store = open(dir.path());
+    let s = store.stream("s").unwrap();
+    assert_eq!(s.info().sealed, Some(4));
+    assert!(matches!(s.append(&batch(4, 1)), Err(Error::Sealed { .. })));
+    assert!(matches!(s.truncate(2), Err(Error::Sealed { .. })));
+}
+
+#[test]
+fn derived_log_readers_stop_at_the_committed_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let opts = StreamOptions { derived: true, ..options() };
+        let s = store.create_stream("d", schema(), opts).unwrap();
+        s.append(&batch(0, 3)).unwrap();
+        s.append(&batch(3, 3)).unwrap();
+        let mut r = s.reader(ReadFrom::Earliest).unwrap();
+        assert!(read_all(&mut r).is_empty(), "nothing committed yet");
+        s.commit(4).unwrap();
+        // The commit may fall inside a batch: the reader gets the committed part.
+        assert_eq!(read_all(&mut r), vec![(0, vec![0, 1, 2]), (3, vec![3])]);
+        s.commit(6).unwrap();
+        assert_eq!(read_all(&mut r), vec![(4, vec![4, 5])]);
+        assert!(s.commit(5).unwrap_err().to_string().contains("already committed"));
+        assert!(matches!(s.commit(7), Err(Error::OffsetOutOfRange { .. })));
+        s.append(&batch(6, 2)).unwrap();
+        let e = s.truncate(3).unwrap_err();
+        assert!(e.to_string().contains("committed"), "{e}");
+        s.truncate(6).unwrap();
+    }
+    let store = open(dir.path());
+    let s = store.stream("d").unwrap();
+    assert_eq!(s.info().committed, Some(6));
+    assert_eq!(s.end_offset(), 6);
+}
+
+#[test]
+fn truncate_at_batch_boundaries_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let opts = StreamOptions { segment_bytes: 4096, ..options() };
+    let s = store.create_stream("s", schema(), opts).unwrap();
+    for i in 0..60 {
+        s.append(&batch(i * 5, 5)).unwrap();
+    }
+    let segments_before = s.info().segments;
+    let mut late_reader = s.reader(ReadFrom::Offset(290)).unwrap();
+    let mut early_reader = s.reader(ReadFrom::Offset(10)).unwrap();
+    let first = early_reader.next_batch().unwrap().unwrap();
+    assert_eq!(first.offset, 10);
+    let e = s.truncate(102).unwrap_err();
+    assert!(e.to_string().contains("inside the batch at offsets 100..105"), "{e}");
+    s.truncate(100).unwrap();
+    assert!(s.info().segments < segments_before);
+    assert_eq!(s.end_offset(), 100);
+    assert_eq!(all_ids(&s), (0..100).collect::<Vec<_>>());
+    let e = late_reader.next_batch().unwrap_err();
+    assert!(matches!(e, Error::ReaderTruncated { end: 100, position: 290, .. }), "{e}");
+    let rest: Vec<i64> = read_all(&mut early_reader).into_iter().flat_map(|(_, v)| v).collect();
+    assert_eq!(rest, (15..100).collect::<Vec<_>>());
+    // Appends continue at the new end, and everything survives a reopen.
+    s.append(&batch(100, 5)).unwrap();
+    drop(s);
+    store.close().unwrap();
+    drop(store);
+    let store = open(dir.path());
+    let s = store.stream("s").unwrap();
+    assert_eq!(all_ids(&s), (0..105).collect::<Vec<_>>());
+    s.truncate(0).unwrap();
+    assert!(all_ids(&s).is_empty());
+    assert_eq!(s.append(&batch(0, 2)).unwrap().base_offset, 0);
+}
+
+#[test]
+fn retention_by_size_and_age_removes_whole_closed_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let opts = StreamOptions {
+            segment_bytes: 4096,
+            retention: Retention { max_bytes: Some(20_000), max_age: None },
+            ..options()
+        };
+        let s = store.create_stream("s", schema(), opts).unwrap();
+        for i in 0..100 {
+            s.append(&batch(i * 10, 10)).unwrap();
+        }
+        let info = s.info();
+        assert!(info.bytes <= 20_000 + 4096, "{info:?}");
+        assert!(info.start > 0);
+        assert_eq!(info.end, 1000);
+        let ids = all_ids(&s);
+        assert_eq!(ids.first().copied(), Some(info.start as i64));
+        assert_eq!(ids.last().copied(), Some(999));
+        let e = s.reader(ReadFrom::Offset(0)).unwrap_err();
+        assert!(matches!(e, Error::OffsetOutOfRange { requested: 0, .. }), "{e}");
+    }
+    let store = open(dir.path());
+    let s = store.stream("s").unwrap();
+    let start = s.info().start;
+    assert!(start > 0);
+    assert_eq!(all_ids(&s).len() as u64, 1000 - start);
+
+    // Age: everything closed is older than a second from now; the active segment stays.
+    let opts = StreamOptions {
+        segment_bytes: 4096,
+        retention: Retention { max_age: Some(Duration::from_secs(3600)), max_bytes: None },
+        ..options()
+    };
+    let a = store.create_stream("aged", schema(), opts).unwrap();
+    for i in 0..50 {
+        a.append(&batch(i * 10, 10)).unwrap();
+    }
+    let before = a.info();
+    assert_eq!(a.enforce_retention(SystemTime::now()).unwrap(), 0);
+    let removed = a.enforce_retention(SystemTime::now() + Duration::from_secs(7200)).unwrap();
+    assert_eq!(removed, before.segments - 1);
+    let after = a.info();
+    assert_eq!(after.segments, 1);
+    assert_eq!(after.end, 500);
+    assert_eq!(all_ids(&a).last().copied(), Some(499));
+}
+
+#[test]
+fn reader_from_event_time_uses_the_time_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let opts = StreamOptions { segment_bytes: 8192, index_interval_bytes: 512, ..options() };
+    let s = store.create_stream("s", schema(), opts).unwrap();
+    // Event time grows with the id, with some disorder: ts = id*10, minus 25 on every 4th row.
+    let ts_of = |i: i64| if i % 4 == 0 { i * 10 - 25 } else { i * 10 };
+    for i in 0..200 {
+        s.append(&batch_with_ts(i * 8, 8, ts_of)).unwrap();
+    }
+    for t in [-100i64, 0, 5, 1234, 8000, 15_990, 15_995, 16_000, 99_999] {
+        let expected = (0..1600i64).find(|i| ts_of(*i) >= t).map(|i| i as u64).unwrap_or(1600);
+        let r = s.reader(ReadFrom::EventTime(t)).unwrap();
+        assert_eq!(r.position(), expected, "time {t}");
+    }
+    let plain = store.create_stream("plain", schema(), StreamOptions::default()).unwrap();
+    assert!(
+        plain.reader(ReadFrom::EventTime(0)).unwrap_err().to_string().contains("no event-time")
+    );
+}
+
+#[test]
+fn relaxed_durability_appends_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let opts =
+            StreamOptions { durability: Durability::Relaxed, segment_bytes: 4096, ..options() };
+        let s = store.create_stream("r", schema(), opts).unwrap();
+        for i in 0..50 {
+            s.append(&batch(i * 3, 3)).unwrap();
+        }
+        assert_eq!(all_ids(&s).len(), 150);
+    }
+    let store = open(dir.path());
+    assert_eq!(all_ids(&store.stream("r").unwrap()), (0..150).collect::<Vec<_>>());
+}
+
+#[test]
+fn concurrent_readers_follow_a_live_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let opts = StreamOptions { segment_bytes: 16 * 1024, ..options() };
+    let s = store.create_stream("live", schema(), opts).unwrap();
+    const BATCHES: i64 = 300;
+    const ROWS: i64 = 7;
+    let readers: Vec<_> = (0..4)
+        .map(|k| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let mut r = s.reader(ReadFrom::Earliest).unwrap();
+                let mut next = 0i64;
+                while next < BATCHES * ROWS {
+                    // Slow readers read at their own pace.
+                    if k == 3 && next % 100 == 0 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    let b = r.next_blocking(Some(Duration::from_secs(30))).unwrap().expect("data");
+                    assert_eq!(b.offset as i64, next);
+                    check_rows(&b.batch);
+                    let ids = ids(&b.batch);
+                    assert_eq!(ids, (next..next + ids.len() as i64).collect::<Vec<_>>());
+                    next += ids.len() as i64;
+                }
+                next
+            })
+        })
+        .collect();
+    let writer = {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || {
+            for i in 0..BATCHES {
+                s.append(&batch(i * ROWS, ROWS as usize)).unwrap();
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })
+    };
+    writer.join().unwrap();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), BATCHES * ROWS);
+    }
+}
+
+#[test]
+fn concurrent_appenders_get_disjoint_offsets() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let opts = StreamOptions { segment_bytes: 8192, ..options() };
+    let s = store.create_stream("c", schema(), opts).unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let mut acks = Vec::new();
+                for i in 0..40 {
+                    let tag = t * 1_000_000 + i * 10;
+                    let ack = s.append(&batch(tag, 3)).unwrap();
+                    acks.push((ack.base_offset, tag));
+                }
+                acks
+            })
+        })
+        .collect();
+    let mut acks: Vec<(u64, i64)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    acks.sort();
+    assert_eq!(acks.len(), 320);
+    for (k, (off, _)) in acks.iter().enumerate() {
+        assert_eq!(*off, 3 * k as u64);
+    }
+    let mut r = s.reader(ReadFrom::Earliest).unwrap();
+    let mut k = 0;
+    while let Some(b) = r.next_batch().unwrap() {
+        let first = b.batch.column(0).as_primitive::<Int64Type>().value(0);
+        assert_eq!((b.offset, first), acks[k]);
+        k += 1;
+    }
+    assert_eq!(k, 320);
+}
+
+#[tokio::test]
+async fn async_reader_waits_without_polling_and_ends_on_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let s = store.create_stream("a", schema(), options()).unwrap();
+    let mut r = s.reader(ReadFrom::Latest).unwrap();
+    let s2 = Arc::clone(&s);
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        s2.append(&batch(0, 2)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s2.seal().unwrap();
+    });
+    let b = tokio::time::timeout(Duration::from_secs(10), r.next_async()).await.unwrap().unwrap();
+    assert_eq!(b.unwrap().batch.num_rows(), 2);
+    let end = tokio::time::timeout(Duration::from_secs(10), r.next_async()).await.unwrap().unwrap();
+    assert!(end.is_none());
+    writer.join().unwrap();
+}

@@ -1,0 +1,310 @@
+//! Recovery: torn tails at every byte, bit flips, index rebuild, and a fault-injection sweep.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use kappa_storage::{Error, Fault, FaultyIo, ReadFrom, Store, StoreOptions, StreamOptions};
+
+/// Cut the last frame at every byte position: reopen shows every whole frame and nothing partial.
+#[test]
+fn torn_tail_at_every_byte_keeps_whole_frames_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seg, last_start, full_len) = {
+        let store = open(dir.path());
+        let s = store.create_stream("t", schema(), options()).unwrap();
+        for i in 0..4 {
+            s.append(&batch(i * 3, 3)).unwrap();
+        }
+        let seg = segment_files(s.dir())[0].clone();
+        let last_start = std::fs::metadata(&seg).unwrap().len();
+        s.append(&batch(12, 3)).unwrap();
+        let full_len = std::fs::metadata(&seg).unwrap().len();
+        (seg, last_start, full_len)
+    };
+    let original = std::fs::read(&seg).unwrap();
+    let stream_dir = seg.parent().unwrap().parent().unwrap().to_path_buf();
+    assert!(full_len - last_start >= 64);
+    for cut in last_start..full_len {
+        std::fs::write(&seg, &original[..cut as usize]).unwrap();
+        // A crash while the last frame was being written: the recovery point is below it.
+        set_recovery_point(&stream_dir, 12);
+        let store = open(dir.path());
+        let s = store.stream("t").unwrap();
+        assert_eq!(all_ids(&s), (0..12).collect::<Vec<_>>(), "cut at byte {cut}");
+        assert_eq!(s.end_offset(), 12);
+        drop(s);
+        drop(store);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), last_start, "torn bytes removed");
+    }
+    // And a log cut mid-frame keeps accepting appends after recovery.
+    std::fs::write(&seg, &original[..(last_start + 100) as usize]).unwrap();
+    set_recovery_point(&stream_dir, 12);
+    let store = open(dir.path());
+    let s = store.stream("t").unwrap();
+    assert_eq!(s.append(&batch(12, 3)).unwrap().base_offset, 12);
+    assert_eq!(all_ids(&s), (0..15).collect::<Vec<_>>());
+}
+
+/// Flip one bit anywhere in synced data: it is detected and reported, never returned.
+#[test]
+fn bit_flips_in_synced_data_are_detected_never_returned() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let segs = {
+        let store = open(dir.path());
+        let opts = StreamOptions { segment_bytes: 8192, ..options() };
+        let s = store.create_stream("b", schema(), opts).unwrap();
+        for i in 0..40 {
+            s.append(&batch(i * 5, 5)).unwrap();
+        }
+        segment_files(s.dir())
+    };
+    assert!(segs.len() > 2);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let flips: usize =
+        std::env::var("KAPPA_BITFLIPS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    for round in 0..flips {
+        let seg = &segs[rng.random_range(0..segs.len())];
+        let mut bytes = std::fs::read(seg).unwrap();
+        let at = rng.random_range(0..bytes.len());
+        let bit = rng.random_range(0..8);
+        bytes[at] ^= 1 << bit;
+        std::fs::write(seg, &bytes).unwrap();
+        let detected = match Store::open(dir.path(), StoreOptions::default()) {
+            Err(e) => {
+                assert!(matches!(e, Error::Corruption { .. }), "round {round}: {e}");
+                true
+            }
+            Ok(store) => {
+                let s = store.stream("b").unwrap();
+                let mut r = s.reader(ReadFrom::Earliest).unwrap();
+                let mut next = 0i64;
+                loop {
+                    match r.next_batch() {
+                        Ok(Some(b)) => {
+                            check_rows(&b.batch);
+                            let got = ids(&b.batch);
+                            assert_eq!(got, (next..next + got.len() as i64).collect::<Vec<_>>());
+                            next += got.len() as i64;
+                        }
+                        Ok(None) => break false,
+                        Err(e) => {
+                            let msg = e.to_string();
+                            assert!(matches!(e, Error::Corruption { .. }), "round {round}: {msg}");
+                            assert!(msg.contains(".log"), "names the segment: {msg}");
+                            break true;
+                        }
+                    }
+                }
+            }
+        };
+        assert!(
+            detected,
+            "round {round}: flip of bit {bit} at byte {at} of {} went unnoticed",
+            seg.display()
+        );
+        bytes[at] ^= 1 << bit;
+        std::fs::write(seg, &bytes).unwrap();
+        // Nothing was truncated.
+        assert_eq!(std::fs::read(seg).unwrap(), bytes);
+    }
+}
+
+/// Damage below the recovery point, found while rebuilding an index at open, is reported and the
+/// file is left alone.
+#[test]
+fn corruption_below_recovery_point_is_reported_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = {
+        let store = open(dir.path());
+        let opts = StreamOptions { segment_bytes: 4096, ..options() };
+        let s = store.create_stream("c", schema(), opts).unwrap();
+        for i in 0..30 {
+            s.append(&batch(i * 5, 5)).unwrap();
+        }
+        segment_files(s.dir())
+    };
+    // Damage the header of the second frame of the first segment, and remove its index so the
+    // header scan meets it.
+    let seg = &segs[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    let second = {
+        let body_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        64 + body_len.div_ceil(64) * 64
+    };
+    bytes[second] ^= 0xFF;
+    std::fs::write(seg, &bytes).unwrap();
+    std::fs::remove_file(seg.with_extension("index")).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Corruption { .. }), "{msg}");
+    assert!(msg.contains(&seg.file_name().unwrap().to_string_lossy().to_string()), "{msg}");
+    assert!(msg.contains(&format!("at byte {second}")), "{msg}");
+    assert_eq!(std::fs::read(seg).unwrap(), bytes, "never truncated");
+
+    // The same damage in the tail segment, above nothing but below the recovery point, also.
+    bytes[second] ^= 0xFF;
+    std::fs::write(seg, &bytes).unwrap();
+    let last = segs.last().unwrap();
+    let mut tail = std::fs::read(last).unwrap();
+    tail[10] ^= 0x01;
+    std::fs::write(last, &tail).unwrap();
+    std::fs::remove_file(last.with_extension("index")).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Corruption { .. }), "{err}");
+    assert_eq!(std::fs::read(last).unwrap(), tail);
+}
+
+/// Damage in the middle of the unsynced tail, followed by valid frames, is not a torn tail.
+#[test]
+fn damage_followed_by_valid_frames_is_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = {
+        let store = open(dir.path());
+        let s = store.create_stream("m", schema(), options()).unwrap();
+        for i in 0..6 {
+            s.append(&batch(i * 2, 2)).unwrap();
+        }
+        segment_files(s.dir())[0].clone()
+    };
+    let stream_dir = seg.parent().unwrap().parent().unwrap().to_path_buf();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[70] ^= 0x04; // inside the body of the first frame
+    std::fs::write(&seg, &bytes).unwrap();
+    set_recovery_point(&stream_dir, 0);
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not a torn tail"), "{err}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+}
+
+#[test]
+fn missing_torn_and_stale_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StreamOptions { segment_bytes: 4096, index_interval_bytes: 256, ..options() };
+    let segs = {
+        let store = open(dir.path());
+        let s = store.create_stream("i", schema(), opts).unwrap();
+        for i in 0..60 {
+            s.append(&batch(i * 5, 5)).unwrap();
+        }
+        segment_files(s.dir())
+    };
+    assert!(segs.len() >= 4);
+    std::fs::remove_file(segs[0].with_extension("index")).unwrap();
+    std::fs::remove_file(segs[1].with_extension("timeindex")).unwrap();
+    let idx = segs[2].with_extension("index");
+    let b = std::fs::read(&idx).unwrap();
+    std::fs::write(&idx, &b[..b.len() - 3]).unwrap();
+    // Stale: an index of the tail segment that covers fewer bytes than the file holds.
+    let last = segs.last().unwrap();
+    let tail_index = last.with_extension("index");
+    let stale = std::fs::read(&tail_index).unwrap();
+    {
+        let store = open(dir.path());
+        let s = store.stream("i").unwrap();
+        s.append(&batch(300, 5)).unwrap();
+    }
+    std::fs::write(&tail_index, &stale).unwrap();
+    let store = open(dir.path());
+    let s = store.stream("i").unwrap();
+    assert_eq!(all_ids(&s), (0..305).collect::<Vec<_>>());
+    for off in [0u64, 7, 77, 123, 250, 299, 301] {
+        let mut r = s.reader(ReadFrom::Offset(off)).unwrap();
+        assert_eq!(r.next_batch().unwrap().unwrap().offset, off);
+    }
+    let r = s.reader(ReadFrom::EventTime(1500)).unwrap();
+    assert_eq!(r.position(), 150);
+    for seg in &segs[..3] {
+        assert!(seg.with_extension("index").exists() && seg.with_extension("timeindex").exists());
+    }
+}
+
+const BATCHES: i64 = 10;
+const ROWS: i64 = 5;
+
+/// Run the fault workload; returns the number of batches acknowledged, whether the stream's
+/// creation was acknowledged, and whether any operation reported an error.
+fn workload(dir: &std::path::Path, io: Arc<FaultyIo>) -> (i64, bool, bool) {
+    let store = match Store::open(dir, StoreOptions { io }) {
+        Ok(s) => s,
+        Err(_) => return (0, false, true),
+    };
+    let opts = StreamOptions { segment_bytes: 4096, ..options() };
+    let s = match store.create_stream("f", schema(), opts) {
+        Ok(s) => s,
+        Err(_) => return (0, false, true),
+    };
+    let mut acked = 0;
+    for i in 0..BATCHES {
+        match s.append(&batch(i * ROWS, ROWS as usize)) {
+            Ok(ack) => {
+                assert_eq!(ack.base_offset as i64, i * ROWS);
+                acked += 1;
+            }
+            Err(_) => {
+                // After a failure the stream refuses appends with a clear error.
+                let e = s.append(&batch(i * ROWS, ROWS as usize)).unwrap_err();
+                assert!(matches!(e, Error::Failed { .. } | Error::Io { .. }), "{e}");
+                return (acked, true, true);
+            }
+        }
+    }
+    let sealed = s.seal().is_err();
+    let closed = store.close().is_err();
+    (acked, true, sealed || closed)
+}
+
+/// Fail or tear the Nth write, or fail the Nth sync, for every N of a short workload: the error
+/// reaches the caller, and a reopen recovers a consistent log holding every acknowledged batch.
+#[test]
+fn fault_injection_sweep_recovers_consistent_log() {
+    let (writes, syncs) = {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(FaultyIo::new(Fault::None, false));
+        let (acked, created, failed) = workload(dir.path(), Arc::clone(&io));
+        assert_eq!((acked, created, failed), (BATCHES, true, false));
+        (io.writes(), io.syncs())
+    };
+    assert!(writes >= BATCHES as u64 && syncs >= BATCHES as u64, "{writes} writes, {syncs} syncs");
+    let mut faults = Vec::new();
+    for n in 1..=writes {
+        faults.push(Fault::FailWrite(n));
+        faults.push(Fault::TearWrite(n));
+    }
+    for n in 1..=syncs {
+        faults.push(Fault::FailSync(n));
+    }
+    let mut cases = 0;
+    for fault in faults {
+        for sticky in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let io = Arc::new(FaultyIo::new(fault, sticky));
+            let (acked, created, failed) = workload(dir.path(), Arc::clone(&io));
+            assert!(io.tripped(), "{fault:?} was never reached");
+            assert!(failed, "{fault:?} (sticky {sticky}) was not reported to the caller");
+            let store = Store::open(dir.path(), StoreOptions::default())
+                .unwrap_or_else(|e| panic!("{fault:?} sticky {sticky}: reopen failed: {e}"));
+            match store.stream("f") {
+                Ok(s) => {
+                    let ids = all_ids(&s);
+                    assert_eq!(ids, (0..ids.len() as i64).collect::<Vec<_>>(), "{fault:?}");
+                    assert_eq!(ids.len() as i64 % ROWS, 0, "{fault:?}: a partial batch is visible");
+                    assert!(ids.len() as i64 >= acked * ROWS, "{fault:?}: acknowledged rows lost");
+                    assert!(ids.len() as i64 <= (acked + 1) * ROWS, "{fault:?}: rows from nowhere");
+                    // The recovered log takes appends again (unless it was sealed).
+                    if s.info().sealed.is_none() {
+                        let next = ids.len() as i64;
+                        assert_eq!(s.append(&batch(next, 1)).unwrap().base_offset as i64, next);
+                    }
+                }
+                Err(Error::StreamNotFound(_)) => assert!(!created, "{fault:?}: stream lost"),
+                Err(e) => panic!("{fault:?}: {e}"),
+            }
+            cases += 1;
+        }
+    }
+    assert!(cases > 50);
+}
