@@ -10,7 +10,9 @@
 //!     16     8  base offset (the log offset of the first row)
 //!     24     8  minimum event time (raw i64 of the event-time column)
 //!     32     8  maximum event time
-//!     40    20  reserved, zero
+//!     40     8  synced-before: every row below this offset was durable when the frame was
+//!               written (lets recovery tell a torn unsynced write from damage to synced data)
+//!     48    12  reserved, zero
 //!     60     4  CRC-32C of the padded body followed by bytes 0..60 of this header
 //!     64     …  body: Arrow IPC encapsulated messages (dictionaries, then the record batch),
 //!               zero-padded to a multiple of 64 bytes
@@ -61,6 +63,8 @@ pub(crate) struct FrameHeader {
     pub base_offset: u64,
     /// Event-time range, when the stream has an event-time column and the batch a non-null value.
     pub time: Option<(i64, i64)>,
+    /// Every row below this offset was durable when the frame was written.
+    pub synced_before: u64,
     /// The stored checksum.
     pub crc: u32,
 }
@@ -94,6 +98,7 @@ impl FrameHeader {
         let (lo, hi) = self.time.unwrap_or((0, 0));
         out[24..32].copy_from_slice(&lo.to_le_bytes());
         out[32..40].copy_from_slice(&hi.to_le_bytes());
+        out[40..48].copy_from_slice(&self.synced_before.to_le_bytes());
     }
 
     /// Decode and sanity-check a header. Does not verify the checksum (that needs the body).
@@ -123,7 +128,7 @@ impl FrameHeader {
         if flags & !FLAG_HAS_TIME != 0 {
             return Err(format!("unknown frame flags {flags:#06x}"));
         }
-        if buf[40..60].iter().any(|b| *b != 0) {
+        if buf[48..60].iter().any(|b| *b != 0) {
             return Err("reserved header bytes are not zero".to_string());
         }
         let body_len = u32_at(8);
@@ -134,8 +139,18 @@ impl FrameHeader {
         if rows == 0 {
             return Err("frame with zero rows".to_string());
         }
+        let base_offset = u64_at(16);
+        if base_offset.checked_add(u64::from(rows)).is_none() {
+            return Err(format!("frame offsets {base_offset} + {rows} overflow"));
+        }
+        let synced_before = u64_at(40);
+        if synced_before > base_offset {
+            return Err(format!(
+                "synced-before {synced_before} is above the frame's offset {base_offset}"
+            ));
+        }
         let time = (flags & FLAG_HAS_TIME != 0).then(|| (u64_at(24) as i64, u64_at(32) as i64));
-        Ok(FrameHeader { body_len, rows, base_offset: u64_at(16), time, crc: u32_at(60) })
+        Ok(FrameHeader { body_len, rows, base_offset, time, synced_before, crc: u32_at(60) })
     }
 
     /// Check the stored checksum against the header bytes and the padded body.
@@ -199,12 +214,13 @@ impl EncodedFrame {
     }
 
     /// Write the header for `base_offset` (checksum included). Returns the header.
-    pub fn seal(&mut self, base_offset: u64) -> FrameHeader {
+    pub fn seal(&mut self, base_offset: u64, synced_before: u64) -> FrameHeader {
         let mut header = FrameHeader {
             body_len: self.body_len,
             rows: self.rows,
             base_offset,
             time: self.time,
+            synced_before: synced_before.min(base_offset),
             crc: 0,
         };
         header.encode_without_crc(&mut self.buf);
@@ -241,6 +257,7 @@ pub(crate) fn decode_body(
     schema: &SchemaRef,
     body: &Buffer,
     body_len: usize,
+    rows: usize,
     projection: Option<&[usize]>,
 ) -> std::result::Result<RecordBatch, String> {
     let mut decoder = FileDecoder::new(Arc::clone(schema), MetadataVersion::V5);
@@ -282,10 +299,17 @@ pub(crate) fn decode_body(
                 if end != body_len {
                     return Err("data after the record batch in a frame".to_string());
                 }
-                return decoder
+                let batch = decoder
                     .read_record_batch(&block, &data)
                     .map_err(|e| e.to_string())?
-                    .ok_or_else(|| "empty IPC message in a frame".to_string());
+                    .ok_or_else(|| "empty IPC message in a frame".to_string())?;
+                if batch.num_rows() != rows {
+                    return Err(format!(
+                        "frame header says {rows} rows, its batch holds {}",
+                        batch.num_rows()
+                    ));
+                }
+                return Ok(batch);
             }
             other => return Err(format!("unexpected IPC message {other:?} in a frame")),
         }
@@ -302,14 +326,14 @@ mod tests {
 
     fn roundtrip(batch: &RecordBatch) -> RecordBatch {
         let mut f = EncodedFrame::encode(batch, Some((1, 9))).unwrap();
-        let h = f.seal(42);
+        let h = f.seal(42, 40);
         assert_eq!(f.buf.len() % ALIGN, 0);
         let parsed = FrameHeader::decode(&f.buf).unwrap();
         assert_eq!(parsed, h);
         assert_eq!(parsed.time, Some((1, 9)));
         assert!(parsed.verify(&f.buf[..HEADER_LEN], &f.buf[HEADER_LEN..]));
         let body = Buffer::from_vec(f.buf[HEADER_LEN..].to_vec());
-        decode_body(&batch.schema(), &body, h.body_len as usize, None).unwrap()
+        decode_body(&batch.schema(), &body, h.body_len as usize, h.rows as usize, None).unwrap()
     }
 
     #[test]
@@ -338,7 +362,7 @@ mod tests {
         let batch =
             RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![7, 8]))]).unwrap();
         let mut f = EncodedFrame::encode(&batch, None).unwrap();
-        f.seal(0);
+        f.seal(0, 0);
         for bit in 0..f.buf.len() * 8 {
             let mut b = f.buf.clone();
             b[bit / 8] ^= 1 << (bit % 8);

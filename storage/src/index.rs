@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn floor_finds_last_le() {
-        let e = [1u64, 5, 9];
+        let e = [1i64, 5, 9];
         assert_eq!(floor(&e, |x| *x <= 0), None);
         assert_eq!(floor(&e, |x| *x <= 5), Some(1));
         assert_eq!(floor(&e, |x| *x <= 100), Some(2));

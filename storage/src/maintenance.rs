@@ -50,10 +50,12 @@ impl Partition {
         if self.lock_sync_synced() < offset {
             self.sync_now(&mut w)?;
         }
-        let previous = w.meta.committed;
+        let previous = (w.meta.committed, w.meta.recovery_point);
         w.meta.committed = Some(offset);
+        // Everything synced so far is below the recovery point from now on.
+        w.meta.recovery_point = w.meta.recovery_point.max(self.lock_sync_synced());
         if let Err(e) = self.persist_meta(&mut w) {
-            w.meta.committed = previous;
+            (w.meta.committed, w.meta.recovery_point) = previous;
             return Err(e);
         }
         self.watch.update(|p| p.committed = Some(offset));
@@ -125,6 +127,11 @@ impl Partition {
         offset: u64,
     ) -> Result<()> {
         let io = self.io.as_ref();
+        // Persist the intent first: a crash from here on leaves a log that recovery cuts at
+        // `offset`, whatever state the files are in.
+        w.meta.truncating_to = Some(offset);
+        w.meta.recovery_point = w.meta.recovery_point.min(offset);
+        crate::partition::write_meta(io, &self.dir, &w.meta)?;
         let seg = &segments[idx];
         // The new active segment: the old one cut in place, or a copy of a closed one's prefix
         // renamed over it (a closed segment may be mapped by readers and must not shrink).
@@ -179,9 +186,10 @@ impl Partition {
         }
         w.active = new_active;
         w.next_offset = offset;
+        w.unsynced.clear();
         w.meta.recovery_point = offset;
-        let meta = w.meta.clone();
-        crate::partition::write_meta(io, &self.dir, &meta)?;
+        w.meta.truncating_to = None;
+        crate::partition::write_meta(io, &self.dir, &w.meta)?;
         {
             let mut s = self.sync.lock().unwrap_or_else(|p| p.into_inner());
             s.synced = offset;
@@ -189,6 +197,10 @@ impl Partition {
             self.watch.update(|p| {
                 p.end = offset;
                 p.epoch += 1;
+                p.truncations.push_back((p.epoch, offset));
+                if p.truncations.len() > crate::progress::MAX_TRUNCATIONS {
+                    p.truncations.pop_front();
+                }
             });
         }
         Ok(())

@@ -19,7 +19,7 @@ use crate::io::Io;
 use crate::options::{Durability, StreamOptions};
 use crate::progress::{Progress, Watch};
 use crate::schema::{conform, time_range};
-use crate::segment::{Segment, parse_segment_file_name};
+use crate::segment::{Segment, parse_segment_file_name, segment_file_name};
 
 /// The persisted state of a partition (`partition.json`, replaced atomically).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +34,9 @@ pub(crate) struct PartitionMeta {
     pub committed: Option<u64>,
     /// Final end offset, once sealed.
     pub sealed_at: Option<u64>,
+    /// A truncation to this offset was started; recovery finishes it.
+    #[serde(default)]
+    pub truncating_to: Option<u64>,
 }
 
 const META_FILE: &str = "partition.json";
@@ -54,6 +57,9 @@ pub(crate) struct Writer {
     pub meta: PartitionMeta,
     pub failed: Option<String>,
     pub closed: bool,
+    /// Closed segments of a relaxed log that were not synced yet (synced by the next
+    /// `sync_now`: seal, commit, close).
+    pub unsynced: Vec<Arc<Segment>>,
 }
 
 #[derive(Debug, Default)]
@@ -118,8 +124,16 @@ impl Partition {
             detail: "partition has no segment".into(),
         })?;
         let end = active.end();
-        // Everything that survived recovery is made durable before it becomes visible.
-        io.sync_data(&active.file).map_err(|e| Error::io("fdatasync", &active.path, e))?;
+        if let Some(c) = meta.committed
+            && c > end
+        {
+            return Err(Error::Corruption {
+                segment: active.path.clone(),
+                offset: end,
+                position: active.size(),
+                detail: format!("offsets up to {c} were committed but the log ends at {end}"),
+            });
+        }
         if let Some(s) = meta.sealed_at
             && s != end
         {
@@ -154,6 +168,7 @@ impl Partition {
                 meta,
                 failed: None,
                 closed: false,
+                unsynced: Vec::new(),
             }),
             sync: Mutex::new(SyncState { synced: end, syncing: false, epoch: 0 }),
             sync_cv: Condvar::new(),
@@ -223,7 +238,11 @@ impl Partition {
             self.roll(&mut w)?;
         }
         let base = w.next_offset;
-        let header = frame.seal(base);
+        let (synced, epoch) = {
+            let s = self.lock_sync();
+            (s.synced, s.epoch)
+        };
+        let header = frame.seal(base, synced);
         let pos = w.active.size();
         if let Err(e) = self.io.write_at(&w.active.file, pos, &frame.buf) {
             let path = w.active.path.clone();
@@ -239,14 +258,20 @@ impl Partition {
         }
         let target = w.next_offset;
         drop(w);
-        self.wait_durable(target)?;
+        self.wait_durable(target, epoch)?;
         Ok(ack)
     }
 
     /// Group commit: return once every row below `target` is synced.
-    fn wait_durable(&self, target: u64) -> Result<()> {
+    fn wait_durable(&self, target: u64, epoch: u64) -> Result<()> {
         let mut s = self.lock_sync();
         loop {
+            if s.epoch != epoch {
+                return Err(Error::InvalidArgument(format!(
+                    "stream '{}' was truncated before this append became durable; it is not in the log",
+                    self.stream
+                )));
+            }
             if s.synced >= target {
                 return Ok(());
             }
@@ -294,11 +319,15 @@ impl Partition {
         self.watch.lock().failed.clone()
     }
 
-    /// Sync the active segment now (writer lock held) and publish the new durable end.
+    /// Sync the active segment (and closed segments a relaxed log left unsynced) now, with the
+    /// writer lock held, and publish the new durable end.
     pub(crate) fn sync_now(&self, w: &mut Writer) -> Result<()> {
-        if let Err(e) = self.io.sync_data(&w.active.file) {
-            let path = w.active.path.clone();
-            return Err(self.fail(w, Error::io("fdatasync", path, e)));
+        let mut pending = std::mem::take(&mut w.unsynced);
+        pending.push(Arc::clone(&w.active));
+        for seg in pending {
+            if let Err(e) = self.io.sync_data(&seg.file) {
+                return Err(self.fail(w, Error::io("fdatasync", seg.path.clone(), e)));
+            }
         }
         let end = w.next_offset;
         let mut s = self.lock_sync();
@@ -312,7 +341,13 @@ impl Partition {
 
     /// Close the active segment and start a new one at the next offset.
     pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
-        self.sync_now(w)?;
+        let durable = self.options.durability == Durability::Durable;
+        if durable {
+            self.sync_now(w)?;
+        } else {
+            // Relaxed: the closed segment is synced by the next seal, commit or close.
+            w.unsynced.push(Arc::clone(&w.active));
+        }
         w.active.close();
         let seg = match Segment::create(&self.dir, w.next_offset, self.options.index_interval_bytes)
             .and_then(|s| sync_dir(self.io.as_ref(), &self.dir).map(|()| s))
@@ -324,10 +359,9 @@ impl Partition {
             segs.push(Arc::clone(&seg));
         }
         w.active = seg;
-        w.meta.recovery_point = w.next_offset;
-        let meta = w.meta.clone();
-        if let Err(e) = write_meta(self.io.as_ref(), &self.dir, &meta) {
-            return Err(self.fail(w, e));
+        if durable {
+            w.meta.recovery_point = w.next_offset;
+            self.persist_meta(w)?;
         }
         self.enforce_retention_locked(w, std::time::SystemTime::now())
     }
@@ -363,6 +397,46 @@ pub(crate) fn write_meta(io: &dyn Io, dir: &Path, meta: &PartitionMeta) -> Resul
     atomic_write(io, &dir.join(META_FILE), &bytes)
 }
 
+/// Finish a truncation that a crash interrupted: cut the log at `offset` (a batch boundary,
+/// checked before the intent was persisted). Runs before anything else reads the segments.
+fn finish_truncation(
+    io: &dyn Io,
+    dir: &Path,
+    bases: &mut Vec<u64>,
+    offset: u64,
+    interval: u64,
+) -> Result<()> {
+    let keep = bases.iter().rposition(|b| *b <= offset).unwrap_or(0);
+    for later in bases.drain(keep + 1..) {
+        remove_segment_files(&dir.join(segment_file_name(later)));
+    }
+    let base = bases[keep];
+    let path = dir.join(segment_file_name(base));
+    let seg = Segment::open(path.clone(), base, interval)?;
+    let len = seg.file_len()?;
+    let mut pos = 0;
+    while pos < len {
+        match seg.read_header(pos) {
+            Ok((h, _)) if h.base_offset < offset => pos += h.frame_len(),
+            _ => break,
+        }
+    }
+    remove_segment_files_except_log(&path);
+    seg.file.set_len(pos.min(len)).map_err(|e| Error::io("truncate", &path, e))?;
+    io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
+    sync_dir(io, dir)
+}
+
+fn remove_segment_files(log: &Path) {
+    let _ = std::fs::remove_file(log);
+    remove_segment_files_except_log(log);
+}
+
+fn remove_segment_files_except_log(log: &Path) {
+    let _ = std::fs::remove_file(log.with_extension("index"));
+    let _ = std::fs::remove_file(log.with_extension("timeindex"));
+}
+
 /// List, load and recover the segments of a partition. See the crate docs, "Recovery".
 fn recover_segments(
     io: &dyn Io,
@@ -389,19 +463,29 @@ fn recover_segments(
             detail: "partition has no segment file".into(),
         });
     }
-    let rp = meta.recovery_point;
+    if let Some(offset) = meta.truncating_to {
+        finish_truncation(io, dir, &mut bases, offset, interval)?;
+        meta.recovery_point = meta.recovery_point.min(offset);
+        meta.truncating_to = None;
+        write_meta(io, dir, meta)?;
+    }
     // Segments that retention removed from the metadata but not yet from the disk.
     while bases.len() > 1 && bases[1] <= meta.start_offset {
-        let seg = Segment::open(
-            dir.join(crate::segment::segment_file_name(bases[0])),
-            bases[0],
-            interval,
-        )?;
-        for p in seg.all_paths() {
-            let _ = std::fs::remove_file(p);
-        }
+        remove_segment_files(&dir.join(segment_file_name(bases[0])));
         bases.remove(0);
     }
+    if bases[0] > meta.start_offset {
+        return Err(Error::Corruption {
+            segment: dir.join(segment_file_name(meta.start_offset)),
+            offset: meta.start_offset,
+            position: 0,
+            detail: format!(
+                "the first segment starts at offset {}, but offsets from {} are retained (a segment is missing)",
+                bases[0], meta.start_offset
+            ),
+        });
+    }
+    let rp = meta.recovery_point;
     // The first segment that may hold frames above the recovery point.
     let tail_from = bases.iter().rposition(|b| *b <= rp).unwrap_or(0);
     let mut out: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
@@ -409,7 +493,7 @@ fn recover_segments(
     let mut i = 0;
     while i < bases.len() {
         let base = bases[i];
-        let path = dir.join(crate::segment::segment_file_name(base));
+        let path = dir.join(segment_file_name(base));
         if base != expected {
             return Err(Error::Corruption {
                 segment: path,
@@ -429,14 +513,6 @@ fn recover_segments(
             {
                 return Err(corruption(&seg, bad));
             }
-            if seg.size() != len {
-                return Err(Error::Corruption {
-                    segment: path,
-                    offset: seg.end(),
-                    position: seg.size(),
-                    detail: "segment holds bytes after its last frame".into(),
-                });
-            }
             seg.close();
         } else {
             // A clean close left indexes that describe the whole file up to the recovery point.
@@ -445,28 +521,31 @@ fn recover_segments(
                 if bad.offset < rp {
                     return Err(corruption(&seg, bad));
                 }
-                if seg.valid_frame_after(bad.position, bad.offset, len) {
+                // Above the recovery point a bad frame is a torn, unsynced write, unless a later
+                // frame attests that it had been synced: then it is damage to durable data.
+                let later: Vec<PathBuf> =
+                    bases[i + 1..].iter().map(|b| dir.join(segment_file_name(*b))).collect();
+                let attested = seg.max_synced_before_after(bad.position, len, &later);
+                if attested > bad.offset {
                     let mut err = corruption(&seg, bad);
                     if let Error::Corruption { detail, .. } = &mut err {
-                        detail.push_str(" (valid frames follow, so this is not a torn tail)");
+                        detail.push_str(&format!(
+                            " (a later frame records offsets up to {attested} as synced, so this is not a torn tail)"
+                        ));
                     }
                     return Err(err);
                 }
-                // A torn tail: cut it, and drop any later segment (none can be valid after it).
-                for f in &seg.all_paths()[1..] {
-                    let _ = std::fs::remove_file(f);
-                }
+                // A torn tail: cut it, and drop every later segment (none can be valid after it).
+                remove_segment_files_except_log(&path);
                 seg.file.set_len(bad.position).map_err(|e| Error::io("truncate", &path, e))?;
-                io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
                 for later in &bases[i + 1..] {
-                    let p = dir.join(crate::segment::segment_file_name(*later));
-                    for f in [p.clone(), p.with_extension("index"), p.with_extension("timeindex")] {
-                        let _ = std::fs::remove_file(f);
-                    }
+                    remove_segment_files(&dir.join(segment_file_name(*later)));
                 }
                 bases.truncate(i + 1);
                 sync_dir(io, dir)?;
             }
+            // What survives recovery is made durable before it becomes visible.
+            io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
             if i + 1 < bases.len() {
                 seg.close();
             }

@@ -16,13 +16,32 @@ pub(crate) struct Progress {
     pub sealed: Option<u64>,
     /// Bumped by every truncation, so readers re-check their position.
     pub epoch: u64,
+    /// The most recent truncations, as (epoch after it, offset).
+    pub truncations: std::collections::VecDeque<(u64, u64)>,
     /// Set when the partition stopped after an I/O error.
     pub failed: Option<String>,
     /// Set when the store is closing: waiters wake up and stop.
     pub closed: bool,
 }
 
+/// Truncations remembered for readers that have not looked since.
+pub(crate) const MAX_TRUNCATIONS: usize = 64;
+
 impl Progress {
+    /// The lowest offset the log was truncated to after `epoch`: a reader positioned above it
+    /// has read rows that are gone. `Some(0)` when the history no longer reaches back that far.
+    pub fn truncated_since(&self, epoch: u64) -> Option<u64> {
+        if epoch >= self.epoch {
+            return None;
+        }
+        match self.truncations.front() {
+            Some((first, _)) if *first <= epoch + 1 => {
+                self.truncations.iter().filter(|(e, _)| *e > epoch).map(|(_, o)| *o).min()
+            }
+            _ => Some(0),
+        }
+    }
+
     /// The offset readers may read up to (exclusive).
     pub fn limit(&self) -> u64 {
         match self.committed {

@@ -45,7 +45,7 @@ pub struct Reader {
     partition: Arc<Partition>,
     next: u64,
     segment: Option<Arc<Segment>>,
-    position: u64,
+    frame_pos: u64,
     epoch: u64,
     projection: Option<Vec<usize>>,
 }
@@ -74,14 +74,14 @@ impl Reader {
                         partition.stream
                     )));
                 }
-                find_time(&partition, t, progress.start.max(0), progress.limit())?
+                find_time(&partition, t, progress.start, progress.limit())?
             }
         };
         Ok(Reader {
             partition,
             next,
             segment: None,
-            position: 0,
+            frame_pos: 0,
             epoch: progress.epoch,
             projection: None,
         })
@@ -121,28 +121,44 @@ impl Reader {
     /// of a damaged frame is ever returned); [`Error::OffsetOutOfRange`] when retention removed
     /// the reader's position; [`Error::ReaderTruncated`] when the log was truncated below it.
     pub fn next_batch(&mut self) -> Result<Option<ReadBatch>> {
-        let progress = self.partition.watch.get();
-        if progress.epoch != self.epoch {
-            self.epoch = progress.epoch;
-            self.segment = None;
-            if self.next > progress.end {
-                return Err(Error::ReaderTruncated {
-                    stream: self.partition.stream.clone(),
-                    end: progress.end,
-                    position: self.next,
-                });
+        loop {
+            let progress = self.partition.watch.get();
+            if progress.epoch != self.epoch {
+                if let Some(cut) = progress.truncated_since(self.epoch)
+                    && self.next > cut
+                {
+                    return Err(Error::ReaderTruncated {
+                        stream: self.partition.stream.clone(),
+                        end: cut,
+                        position: self.next,
+                    });
+                }
+                self.epoch = progress.epoch;
+                self.segment = None;
             }
+            let saved = (self.next, self.frame_pos);
+            let result = self.read_one(progress.start, progress.limit());
+            // A truncation that ran while we read may have changed the bytes under us: retry,
+            // and let the check above decide.
+            if self.partition.watch.lock().epoch != progress.epoch {
+                (self.next, self.frame_pos) = saved;
+                self.segment = None;
+                continue;
+            }
+            return result;
         }
-        let limit = progress.limit();
+    }
+
+    fn read_one(&mut self, start: u64, limit: u64) -> Result<Option<ReadBatch>> {
         loop {
             if self.next >= limit {
                 return Ok(None);
             }
             let seg = match &self.segment {
                 Some(s) => Arc::clone(s),
-                None => self.locate(progress.start)?,
+                None => self.locate(start)?,
             };
-            if self.position >= seg.size() {
+            if self.frame_pos >= seg.size() {
                 // End of this segment: move to the one that starts where it ends.
                 let next_seg = self
                     .partition
@@ -153,36 +169,36 @@ impl Reader {
                     Some(s) => {
                         s.ensure_mapped()?;
                         self.segment = Some(s);
-                        self.position = 0;
+                        self.frame_pos = 0;
                         continue;
                     }
                     None => {
                         // Closed under us (a roll we have not seen): look it up again.
                         self.segment = None;
-                        let again = self.locate(progress.start)?;
-                        if Arc::ptr_eq(&again, &seg) && self.position >= seg.size() {
+                        let again = self.locate(start)?;
+                        if Arc::ptr_eq(&again, &seg) && self.frame_pos >= seg.size() {
                             return Ok(None);
                         }
                         continue;
                     }
                 }
             }
-            let frame = seg.read_frame(self.position).map_err(|detail| Error::Corruption {
+            let frame = seg.read_frame(self.frame_pos).map_err(|detail| Error::Corruption {
                 segment: seg.path.clone(),
                 offset: self.next,
-                position: self.position,
+                position: self.frame_pos,
                 detail,
             })?;
             let h = frame.header;
             if h.end_offset() <= self.next {
-                self.position += h.frame_len();
+                self.frame_pos += h.frame_len();
                 continue;
             }
             if h.base_offset > self.next {
                 return Err(Error::Corruption {
                     segment: seg.path.clone(),
                     offset: self.next,
-                    position: self.position,
+                    position: self.frame_pos,
                     detail: format!(
                         "expected offset {}, found frame at {}",
                         self.next, h.base_offset
@@ -193,12 +209,13 @@ impl Reader {
                 &self.partition.schema,
                 &frame.body,
                 h.body_len as usize,
+                h.rows as usize,
                 self.projection.as_deref(),
             )
             .map_err(|detail| Error::Corruption {
                 segment: seg.path.clone(),
                 offset: h.base_offset,
-                position: self.position,
+                position: self.frame_pos,
                 detail,
             })?;
             let from = (self.next - h.base_offset) as usize;
@@ -211,7 +228,7 @@ impl Reader {
             let offset = self.next;
             self.next = h.base_offset + to as u64;
             if self.next == h.end_offset() {
-                self.position += h.frame_len();
+                self.frame_pos += h.frame_len();
             }
             return Ok(Some(ReadBatch { offset, batch }));
         }
@@ -244,7 +261,7 @@ impl Reader {
             position: 0,
             detail,
         })?;
-        self.position = position;
+        self.frame_pos = position;
         self.segment = Some(Arc::clone(&seg));
         Ok(seg)
     }
@@ -347,14 +364,19 @@ fn find_time(partition: &Partition, t: i64, start: u64, limit: u64) -> Result<u6
                     position: pos,
                     detail,
                 })?;
-                let batch =
-                    decode_body(&partition.schema, &frame.body, h.body_len as usize, Some(&[col]))
-                        .map_err(|detail| Error::Corruption {
-                            segment: seg.path.clone(),
-                            offset: h.base_offset,
-                            position: pos,
-                            detail,
-                        })?;
+                let batch = decode_body(
+                    &partition.schema,
+                    &frame.body,
+                    h.body_len as usize,
+                    h.rows as usize,
+                    Some(&[col]),
+                )
+                .map_err(|detail| Error::Corruption {
+                    segment: seg.path.clone(),
+                    offset: h.base_offset,
+                    position: pos,
+                    detail,
+                })?;
                 let skip = (start.saturating_sub(h.base_offset)) as usize;
                 let column = batch.column(0).slice(skip, batch.num_rows() - skip);
                 if let Some(row) = first_row_at_or_after(column.as_ref(), t) {

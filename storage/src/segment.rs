@@ -235,6 +235,13 @@ impl Segment {
             }
             map.slice_with_length(start, body_len)
         } else {
+            if body_len > 64 << 20 {
+                // Do not trust a large length before knowing the file holds it.
+                let len = self.file.metadata().map_err(|e| format!("stat failed: {e}"))?.len();
+                if start as u64 + body_len as u64 > len {
+                    return Err("frame body beyond the end of the segment".into());
+                }
+            }
             let mut buf = MutableBuffer::from_len_zeroed(body_len);
             read_exact_at(&self.file, buf.as_slice_mut(), start as u64)?;
             buf.into()
@@ -377,20 +384,32 @@ impl Segment {
         None
     }
 
-    /// Whether a valid frame (checksum included) with a base offset above `offset` starts
-    /// anywhere after `position`: then damage at `position` is not a torn tail.
-    pub fn valid_frame_after(&self, position: u64, offset: u64, file_len: u64) -> bool {
-        let mut pos = position + crate::frame::ALIGN as u64;
-        while pos + HEADER_LEN as u64 <= file_len {
-            if let Ok((h, _)) = self.read_header(pos)
-                && h.base_offset > offset
-                && self.read_frame(pos).is_ok()
-            {
-                return true;
+    /// The highest "synced before" offset that any valid frame (checksum included) after
+    /// `position` records, in this file and in the `later` segment files. Frames after a bad one
+    /// are found by trying every aligned position, since the bad frame's length is not trusted.
+    pub fn max_synced_before_after(&self, position: u64, file_len: u64, later: &[PathBuf]) -> u64 {
+        let mut best = 0;
+        let mut scan = |seg: &Segment, from: u64, len: u64| {
+            let mut pos = from;
+            while pos + HEADER_LEN as u64 <= len {
+                if let Ok((h, _)) = seg.read_header(pos)
+                    && h.synced_before > best
+                    && seg.read_frame(pos).is_ok()
+                {
+                    best = h.synced_before;
+                }
+                pos += crate::frame::ALIGN as u64;
             }
-            pos += crate::frame::ALIGN as u64;
+        };
+        scan(self, position + crate::frame::ALIGN as u64, file_len);
+        for path in later {
+            if let Ok(seg) = Segment::open(path.clone(), 0, self.interval)
+                && let Ok(len) = seg.file_len()
+            {
+                scan(&seg, 0, len);
+            }
         }
-        false
+        best
     }
 
     /// Position of the frame that holds `offset` (or the end position if `offset == end`).

@@ -179,6 +179,9 @@ impl Store {
         let mut streams = self.lock_streams();
         let stream =
             streams.get(name).cloned().ok_or_else(|| Error::StreamNotFound(name.to_string()))?;
+        // Handles that outlive the drop must not write into a stream created later under the
+        // same name.
+        stream.close()?;
         let streams_dir = self.dir.join(STREAMS);
         let doomed = streams_dir.join(format!(".drop-{name}"));
         let _ = std::fs::remove_dir_all(&doomed);
@@ -269,6 +272,9 @@ fn open_stream(dir: &Path, io: &Arc<dyn Io>) -> Result<Stream> {
         })?),
         None => None,
     };
+    file.options
+        .validate()
+        .map_err(|e| Error::BadMetadata { path: sf_path.clone(), detail: e.to_string() })?;
     let options = Arc::new(file.options);
     let mut partitions = Vec::new();
     for p in 0..options.partitions {

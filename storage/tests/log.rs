@@ -92,9 +92,16 @@ fn create_errors_are_clear() {
     let e = store.create_stream("t", schema(), opts).unwrap_err();
     assert!(e.to_string().contains("expected a TIMESTAMP"), "{e}");
     assert!(matches!(store.stream("nope"), Err(Error::StreamNotFound(_))));
+    let old = store.stream("s").unwrap();
     store.drop_stream("s").unwrap();
     assert!(matches!(store.stream("s"), Err(Error::StreamNotFound(_))));
-    store.create_stream("s", schema(), options()).unwrap();
+    let new = store.create_stream("s", schema(), options()).unwrap();
+    // A handle from before the drop cannot touch the new stream of the same name.
+    let e = old.append(&batch(0, 1));
+    assert!(matches!(e, Err(Error::Closed { .. })), "{e:?}");
+    assert!(matches!(old.seal(), Err(Error::Closed { .. })));
+    new.append(&batch(0, 2)).unwrap();
+    assert_eq!(all_ids(&new), vec![0, 1]);
 }
 
 #[test]
@@ -189,6 +196,15 @@ fn truncate_at_batch_boundaries_across_segments() {
     let store = open(dir.path());
     let s = store.stream("s").unwrap();
     assert_eq!(all_ids(&s), (0..105).collect::<Vec<_>>());
+    // A reader past the truncation point errors even when new rows refill the log beyond it.
+    let mut r = s.reader(ReadFrom::Offset(60)).unwrap();
+    assert_eq!(r.next_batch().unwrap().unwrap().offset, 60);
+    s.truncate(50).unwrap();
+    for i in 10..20 {
+        s.append(&batch(i * 5, 5)).unwrap();
+    }
+    let e = r.next_batch().unwrap_err();
+    assert!(matches!(e, Error::ReaderTruncated { end: 50, position: 65, .. }), "{e}");
     s.truncate(0).unwrap();
     assert!(all_ids(&s).is_empty());
     assert_eq!(s.append(&batch(0, 2)).unwrap().base_offset, 0);

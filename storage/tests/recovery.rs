@@ -131,10 +131,7 @@ fn corruption_below_recovery_point_is_reported_not_truncated() {
     // header scan meets it.
     let seg = &segs[0];
     let mut bytes = std::fs::read(seg).unwrap();
-    let second = {
-        let body_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        64 + body_len.div_ceil(64) * 64
-    };
+    let second = frame_positions(&bytes)[1];
     bytes[second] ^= 0xFF;
     std::fs::write(seg, &bytes).unwrap();
     std::fs::remove_file(seg.with_extension("index")).unwrap();
@@ -145,17 +142,79 @@ fn corruption_below_recovery_point_is_reported_not_truncated() {
     assert!(msg.contains(&format!("at byte {second}")), "{msg}");
     assert_eq!(std::fs::read(seg).unwrap(), bytes, "never truncated");
 
-    // The same damage in the tail segment, above nothing but below the recovery point, also.
+    // Damage to the last frame of the tail segment, which lies below the recovery point (the
+    // store was closed cleanly): no valid frame follows it, yet it is reported, not cut.
     bytes[second] ^= 0xFF;
     std::fs::write(seg, &bytes).unwrap();
     let last = segs.last().unwrap();
     let mut tail = std::fs::read(last).unwrap();
-    tail[10] ^= 0x01;
+    let last_frame = *frame_positions(&tail).last().unwrap();
+    tail[last_frame + 100] ^= 0x01;
     std::fs::write(last, &tail).unwrap();
     std::fs::remove_file(last.with_extension("index")).unwrap();
     let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Corruption { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("at byte {last_frame}")), "{err}");
     assert_eq!(std::fs::read(last).unwrap(), tail);
+}
+
+/// Byte positions of the frames of a segment file.
+fn frame_positions(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 64 <= bytes.len() {
+        out.push(pos);
+        let body_len = u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        pos += 64 + body_len.div_ceil(64) * 64;
+    }
+    out
+}
+
+/// Damage to unsynced frames (a relaxed log), even with whole frames after it, is a torn tail:
+/// writeback may reorder unsynced pages, so recovery cuts it.
+#[test]
+fn damage_to_unsynced_frames_is_cut_even_with_frames_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = {
+        let store = open(dir.path());
+        let opts = StreamOptions { durability: kappa_storage::Durability::Relaxed, ..options() };
+        let s = store.create_stream("u", schema(), opts).unwrap();
+        for i in 0..6 {
+            s.append(&batch(i * 2, 2)).unwrap();
+        }
+        segment_files(s.dir())[0].clone()
+    };
+    let stream_dir = seg.parent().unwrap().parent().unwrap().to_path_buf();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let third = frame_positions(&bytes)[2];
+    bytes[third + 70] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    set_recovery_point(&stream_dir, 0);
+    let store = open(dir.path());
+    assert_eq!(all_ids(&store.stream("u").unwrap()), (0..4).collect::<Vec<_>>());
+}
+
+/// A truncation interrupted by a crash is finished by recovery.
+#[test]
+fn interrupted_truncation_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream_dir = {
+        let store = open(dir.path());
+        let opts = StreamOptions { segment_bytes: 4096, ..options() };
+        let s = store.create_stream("t", schema(), opts).unwrap();
+        for i in 0..40 {
+            s.append(&batch(i * 5, 5)).unwrap();
+        }
+        s.dir().to_path_buf()
+    };
+    let p = stream_dir.join("p0/partition.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    v["truncating_to"] = 35.into();
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    let store = open(dir.path());
+    let s = store.stream("t").unwrap();
+    assert_eq!(all_ids(&s), (0..35).collect::<Vec<_>>());
+    assert_eq!(s.append(&batch(35, 5)).unwrap().base_offset, 35);
 }
 
 /// Damage in the middle of the unsynced tail, followed by valid frames, is not a torn tail.
@@ -224,37 +283,60 @@ fn missing_torn_and_stale_indexes_are_rebuilt() {
 
 const BATCHES: i64 = 10;
 const ROWS: i64 = 5;
+const TRUNCATE_TO: i64 = 6;
 
-/// Run the fault workload; returns the number of batches acknowledged, whether the stream's
-/// creation was acknowledged, and whether any operation reported an error.
-fn workload(dir: &std::path::Path, io: Arc<FaultyIo>) -> (i64, bool, bool) {
-    let store = match Store::open(dir, StoreOptions { io }) {
-        Ok(s) => s,
-        Err(_) => return (0, false, true),
-    };
+/// What a reopen must show after the fault workload.
+struct Outcome {
+    /// Rows that must be present (acknowledged).
+    min_rows: i64,
+    /// Rows that may be present (acknowledged, plus the one append whose outcome is unknown).
+    max_rows: i64,
+    created: bool,
+    failed: bool,
+}
+
+/// Appends, a truncation, more appends, a seal. Stops at the first error.
+fn workload(dir: &std::path::Path, io: Arc<FaultyIo>) -> Outcome {
+    let mut out = Outcome { min_rows: 0, max_rows: ROWS, created: false, failed: true };
+    let Ok(store) = Store::open(dir, StoreOptions { io }) else { return out };
     let opts = StreamOptions { segment_bytes: 4096, ..options() };
-    let s = match store.create_stream("f", schema(), opts) {
-        Ok(s) => s,
-        Err(_) => return (0, false, true),
-    };
-    let mut acked = 0;
-    for i in 0..BATCHES {
+    let Ok(s) = store.create_stream("f", schema(), opts) else { return out };
+    out.created = true;
+    let append = |i: i64, out: &mut Outcome| -> bool {
         match s.append(&batch(i * ROWS, ROWS as usize)) {
             Ok(ack) => {
                 assert_eq!(ack.base_offset as i64, i * ROWS);
-                acked += 1;
+                out.min_rows = (i + 1) * ROWS;
+                out.max_rows = (i + 2) * ROWS;
+                true
             }
             Err(_) => {
                 // After a failure the stream refuses appends with a clear error.
                 let e = s.append(&batch(i * ROWS, ROWS as usize)).unwrap_err();
                 assert!(matches!(e, Error::Failed { .. } | Error::Io { .. }), "{e}");
-                return (acked, true, true);
+                false
             }
         }
+    };
+    for i in 0..BATCHES {
+        if !append(i, &mut out) {
+            return out;
+        }
     }
-    let sealed = s.seal().is_err();
-    let closed = store.close().is_err();
-    (acked, true, sealed || closed)
+    if s.truncate((TRUNCATE_TO * ROWS) as u64).is_err() {
+        // Done or not done: either is consistent.
+        (out.min_rows, out.max_rows) = (TRUNCATE_TO * ROWS, BATCHES * ROWS);
+        return out;
+    }
+    (out.min_rows, out.max_rows) = (TRUNCATE_TO * ROWS, (TRUNCATE_TO + 1) * ROWS);
+    for i in TRUNCATE_TO..TRUNCATE_TO + 3 {
+        if !append(i, &mut out) {
+            return out;
+        }
+    }
+    out.max_rows = out.min_rows;
+    out.failed = s.seal().is_err() || store.close().is_err();
+    out
 }
 
 /// Fail or tear the Nth write, or fail the Nth sync, for every N of a short workload: the error
@@ -264,8 +346,9 @@ fn fault_injection_sweep_recovers_consistent_log() {
     let (writes, syncs) = {
         let dir = tempfile::tempdir().unwrap();
         let io = Arc::new(FaultyIo::new(Fault::None, false));
-        let (acked, created, failed) = workload(dir.path(), Arc::clone(&io));
-        assert_eq!((acked, created, failed), (BATCHES, true, false));
+        let o = workload(dir.path(), Arc::clone(&io));
+        assert!(o.created && !o.failed);
+        assert_eq!(o.min_rows, (TRUNCATE_TO + 3) * ROWS);
         (io.writes(), io.syncs())
     };
     assert!(writes >= BATCHES as u64 && syncs >= BATCHES as u64, "{writes} writes, {syncs} syncs");
@@ -282,9 +365,9 @@ fn fault_injection_sweep_recovers_consistent_log() {
         for sticky in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let io = Arc::new(FaultyIo::new(fault, sticky));
-            let (acked, created, failed) = workload(dir.path(), Arc::clone(&io));
+            let o = workload(dir.path(), Arc::clone(&io));
             assert!(io.tripped(), "{fault:?} was never reached");
-            assert!(failed, "{fault:?} (sticky {sticky}) was not reported to the caller");
+            assert!(o.failed, "{fault:?} (sticky {sticky}) was not reported to the caller");
             let store = Store::open(dir.path(), StoreOptions::default())
                 .unwrap_or_else(|e| panic!("{fault:?} sticky {sticky}: reopen failed: {e}"));
             match store.stream("f") {
@@ -292,19 +375,21 @@ fn fault_injection_sweep_recovers_consistent_log() {
                     let ids = all_ids(&s);
                     assert_eq!(ids, (0..ids.len() as i64).collect::<Vec<_>>(), "{fault:?}");
                     assert_eq!(ids.len() as i64 % ROWS, 0, "{fault:?}: a partial batch is visible");
-                    assert!(ids.len() as i64 >= acked * ROWS, "{fault:?}: acknowledged rows lost");
-                    assert!(ids.len() as i64 <= (acked + 1) * ROWS, "{fault:?}: rows from nowhere");
+                    let n = ids.len() as i64;
+                    assert!(n >= o.min_rows, "{fault:?}: acknowledged rows lost ({n})");
+                    assert!(n <= o.max_rows, "{fault:?}: rows from nowhere ({n})");
                     // The recovered log takes appends again (unless it was sealed).
                     if s.info().sealed.is_none() {
                         let next = ids.len() as i64;
                         assert_eq!(s.append(&batch(next, 1)).unwrap().base_offset as i64, next);
                     }
                 }
-                Err(Error::StreamNotFound(_)) => assert!(!created, "{fault:?}: stream lost"),
+                Err(Error::StreamNotFound(_)) => assert!(!o.created, "{fault:?}: stream lost"),
                 Err(e) => panic!("{fault:?}: {e}"),
             }
             cases += 1;
         }
     }
+    eprintln!("fault sweep: {writes} writes and {syncs} syncs in the workload, {cases} cases");
     assert!(cases > 50);
 }
