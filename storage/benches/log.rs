@@ -103,8 +103,12 @@ fn append(c: &mut Criterion) {
         for (name, sync) in [("raw_write", false), ("raw_write_fdatasync", true)] {
             let dir = fresh_dir(&format!("raw-{label}-{name}"));
             std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join("raw.log");
-            let mut f = OpenOptions::new().create(true).append(true).open(&path).unwrap();
+            let mut file_no = 0u64;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{file_no:020}.raw")))
+                .unwrap();
             let mut written = 0usize;
             g.bench_function(BenchmarkId::new(name, ""), |b| {
                 b.iter(|| {
@@ -113,13 +117,14 @@ fn append(c: &mut Criterion) {
                         f.sync_data().unwrap();
                     }
                     written += bytes.len();
-                    // Start a new file like a segment roll, so the file does not grow forever.
+                    // Start a new file like a segment roll (and keep the old one, as the log
+                    // does, so that its dirty pages are written back, not discarded).
                     if written >= 64 << 20 {
+                        file_no += 1;
                         f = OpenOptions::new()
                             .create(true)
-                            .write(true)
-                            .truncate(true)
-                            .open(&path)
+                            .append(true)
+                            .open(dir.join(format!("{file_no:020}.raw")))
                             .unwrap();
                         written = 0;
                     }
@@ -228,6 +233,13 @@ fn group_commit(c: &mut Criterion) {
             start.elapsed().mul_f64(iters as f64 / (per * THREADS as u64) as f64)
         })
     });
+    let info = s.info();
+    eprintln!(
+        "group commit: {} appends shared {} syncs ({:.1} appends per sync)",
+        info.appended_batches,
+        info.syncs,
+        info.appended_batches as f64 / info.syncs.max(1) as f64
+    );
     let raw_dir = fresh_dir("group-commit-raw");
     std::fs::create_dir_all(&raw_dir).unwrap();
     let mut f = OpenOptions::new().create(true).append(true).open(raw_dir.join("raw.log")).unwrap();

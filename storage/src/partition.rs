@@ -6,6 +6,7 @@
 //! running starts one for everything written so far, the others wait on it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use arrow::array::RecordBatch;
@@ -60,6 +61,8 @@ pub(crate) struct Writer {
     /// Closed segments of a relaxed log that were not synced yet (synced by the next
     /// `sync_now`: seal, commit, close).
     pub unsynced: Vec<Arc<Segment>>,
+    /// Frames written since open.
+    pub frames: u64,
 }
 
 #[derive(Debug, Default)]
@@ -67,7 +70,15 @@ pub(crate) struct SyncState {
     pub synced: u64,
     pub syncing: bool,
     pub epoch: u64,
+    /// Frames the last group commit covered, and how long its sync took.
+    pub last_group: u64,
+    pub last_sync: std::time::Duration,
+    /// Frames written when the last group commit started.
+    pub frames_at_last_sync: u64,
 }
+
+/// The longest a group-commit leader waits for more appenders to join its sync.
+const MAX_GROUP_DELAY: std::time::Duration = std::time::Duration::from_micros(400);
 
 /// One partition of a stream.
 #[derive(Debug)]
@@ -83,6 +94,12 @@ pub struct Partition {
     pub(crate) sync_cv: Condvar,
     pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
     pub(crate) watch: Watch,
+    /// Appenders inside `append` (encoding, writing, or waiting for their sync).
+    pub(crate) appenders: std::sync::atomic::AtomicUsize,
+    /// Frames written since open (also in `Writer::frames`; readable without the lock).
+    pub(crate) frames_written: AtomicU64,
+    /// Group-commit syncs since open.
+    pub(crate) group_syncs: AtomicU64,
 }
 
 impl Partition {
@@ -169,11 +186,15 @@ impl Partition {
                 failed: None,
                 closed: false,
                 unsynced: Vec::new(),
+                frames: 0,
             }),
-            sync: Mutex::new(SyncState { synced: end, syncing: false, epoch: 0 }),
+            sync: Mutex::new(SyncState { synced: end, ..SyncState::default() }),
             sync_cv: Condvar::new(),
             segments: RwLock::new(segments),
             watch: Watch::new(progress),
+            appenders: std::sync::atomic::AtomicUsize::new(0),
+            frames_written: AtomicU64::new(0),
+            group_syncs: AtomicU64::new(0),
         })
     }
 
@@ -224,6 +245,19 @@ impl Partition {
 
     /// Append a batch; see [`crate::Stream::append`].
     pub(crate) fn append(&self, batch: &RecordBatch) -> Result<AppendAck> {
+        use std::sync::atomic::Ordering;
+        self.appenders.fetch_add(1, Ordering::AcqRel);
+        let result = self.write_frame(batch).and_then(|(ack, durable_at)| match durable_at {
+            Some((target, epoch)) => self.wait_durable(target, epoch).map(|()| ack),
+            None => Ok(ack),
+        });
+        self.appenders.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    /// Check, encode and write a batch. Returns the ack and, in durable mode, the offset and
+    /// sync epoch to wait for.
+    fn write_frame(&self, batch: &RecordBatch) -> Result<(AppendAck, Option<(u64, u64)>)> {
         let batch = conform(&self.stream, &self.schema, batch)?;
         let time = self.event_column.and_then(|i| time_range(batch.column(i)));
         let mut frame =
@@ -231,7 +265,7 @@ impl Partition {
         let mut w = self.lock_writer();
         self.check_writable(&w)?;
         let Some(frame) = frame.as_mut() else {
-            return Ok(AppendAck { base_offset: w.next_offset, rows: 0 });
+            return Ok((AppendAck { base_offset: w.next_offset, rows: 0 }, None));
         };
         let frame_len = frame.buf.len() as u64;
         if w.active.size() > 0 && w.active.size() + frame_len > self.options.segment_bytes {
@@ -250,16 +284,15 @@ impl Partition {
         }
         w.active.record_frame(pos, &header);
         w.next_offset = header.end_offset();
+        w.frames += 1;
+        self.frames_written.store(w.frames, std::sync::atomic::Ordering::Release);
         let ack = AppendAck { base_offset: base, rows: u64::from(header.rows) };
         if self.options.durability == Durability::Relaxed {
             let end = w.next_offset;
             self.watch.update(|p| p.end = end);
-            return Ok(ack);
+            return Ok((ack, None));
         }
-        let target = w.next_offset;
-        drop(w);
-        self.wait_durable(target, epoch)?;
-        Ok(ack)
+        Ok((ack, Some((w.next_offset, epoch))))
     }
 
     /// Group commit: return once every row below `target` is synced.
@@ -278,11 +311,16 @@ impl Partition {
             if !s.syncing {
                 s.syncing = true;
                 let epoch = s.epoch;
+                let (last_group, last_sync, covered) =
+                    (s.last_group, s.last_sync, s.frames_at_last_sync);
                 drop(s);
-                let (to, seg, failed) = {
+                self.gather_group(last_group, last_sync, covered);
+                let (to, seg, failed, frames) = {
                     let w = self.lock_writer();
-                    (w.next_offset, Arc::clone(&w.active), w.failed.clone())
+                    (w.next_offset, Arc::clone(&w.active), w.failed.clone(), w.frames)
                 };
+                let sync_start = std::time::Instant::now();
+                self.group_syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let result = match failed {
                     Some(cause) => Err(Error::Failed { stream: self.stream.clone(), cause }),
                     None => self
@@ -298,6 +336,9 @@ impl Partition {
                 }
                 s = self.lock_sync();
                 s.syncing = false;
+                s.last_sync = sync_start.elapsed();
+                s.last_group = frames.saturating_sub(s.frames_at_last_sync);
+                s.frames_at_last_sync = frames;
                 if result.is_ok() && s.epoch == epoch && to > s.synced {
                     s.synced = to;
                     self.watch.update(|p| p.end = p.end.max(to));
@@ -311,6 +352,29 @@ impl Partition {
                 {
                     return Err(Error::Failed { stream: self.stream.clone(), cause });
                 }
+            }
+        }
+    }
+
+    /// Before a group commit: when appenders are concurrent, give those still encoding, or just
+    /// woken by the last sync, a moment to write their frame and join this sync (as PostgreSQL's
+    /// `commit_delay` does). Waits until every appender inside `append` has a frame pending, or
+    /// at most half the last sync's duration (capped).
+    fn gather_group(&self, last_group: u64, last_sync: std::time::Duration, covered: u64) {
+        use std::sync::atomic::Ordering;
+        if last_group <= 1 && self.appenders.load(Ordering::Acquire) <= 1 {
+            return;
+        }
+        let max = (last_sync / 2).min(MAX_GROUP_DELAY);
+        let min = (last_sync / 8).min(MAX_GROUP_DELAY / 8);
+        let start = std::time::Instant::now();
+        loop {
+            std::thread::yield_now();
+            let waited = start.elapsed();
+            let pending = self.frames_written.load(Ordering::Acquire).saturating_sub(covered);
+            let appenders = self.appenders.load(Ordering::Acquire) as u64;
+            if waited >= max || (waited >= min && pending >= appenders) {
+                return;
             }
         }
     }

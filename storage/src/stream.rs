@@ -28,6 +28,11 @@ pub struct StreamInfo {
     pub segments: usize,
     /// Bytes of frames on disk.
     pub bytes: u64,
+    /// Batches appended since the store was opened.
+    pub appended_batches: u64,
+    /// Group-commit `fdatasync` calls since the store was opened: `appended_batches / syncs` is
+    /// how many durable appends share a sync.
+    pub syncs: u64,
 }
 
 /// A durable, ordered, append-only log of Arrow record batches.
@@ -112,6 +117,8 @@ impl Stream {
             sealed: p.sealed,
             segments: segments.len(),
             bytes: segments.iter().map(|s| s.size()).sum(),
+            appended_batches: self.p0().frames_written.load(std::sync::atomic::Ordering::Relaxed),
+            syncs: self.p0().group_syncs.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
