@@ -205,41 +205,45 @@ fn read(c: &mut Criterion) {
 }
 
 fn group_commit(c: &mut Criterion) {
-    const THREADS: usize = 8;
     let batch = Arc::new(batch_of(1 << 10));
     let frame = frame_bytes(&batch);
     let mut g = c.benchmark_group("group_commit/1KiB");
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(6));
-    let dir = fresh_dir("group-commit");
-    let store = Store::open(&dir, StoreOptions::default()).unwrap();
-    let s = store.create_stream("s", schema(), StreamOptions::default()).unwrap();
-    g.bench_function(format!("kappa_durable_{THREADS}_appenders"), |b| {
-        b.iter_custom(|iters| {
-            let per = iters.div_ceil(THREADS as u64);
-            let start = Instant::now();
-            std::thread::scope(|scope| {
-                for _ in 0..THREADS {
-                    let s = &s;
-                    let batch = Arc::clone(&batch);
-                    scope.spawn(move || {
-                        for _ in 0..per {
-                            s.append(&batch).unwrap();
-                        }
-                    });
-                }
-            });
-            // Time per append, as if `iters` appends had been made.
-            start.elapsed().mul_f64(iters as f64 / (per * THREADS as u64) as f64)
-        })
-    });
-    let info = s.info();
-    eprintln!(
-        "group commit: {} appends shared {} syncs ({:.1} appends per sync)",
-        info.appended_batches,
-        info.syncs,
-        info.appended_batches as f64 / info.syncs.max(1) as f64
-    );
+    for threads in [8usize, 32] {
+        let dir = fresh_dir("group-commit");
+        let store = Store::open(&dir, StoreOptions::default()).unwrap();
+        let s = store.create_stream("s", schema(), StreamOptions::default()).unwrap();
+        g.bench_function(format!("kappa_durable_{threads}_appenders"), |b| {
+            b.iter_custom(|iters| {
+                let per = iters.div_ceil(threads as u64);
+                let start = Instant::now();
+                std::thread::scope(|scope| {
+                    for _ in 0..threads {
+                        let s = &s;
+                        let batch = Arc::clone(&batch);
+                        scope.spawn(move || {
+                            for _ in 0..per {
+                                s.append(&batch).unwrap();
+                            }
+                        });
+                    }
+                });
+                // Time per append, as if `iters` appends had been made.
+                start.elapsed().mul_f64(iters as f64 / (per * threads as u64) as f64)
+            })
+        });
+        let info = s.info();
+        eprintln!(
+            "group commit, {threads} appenders: {} appends shared {} syncs ({:.1} appends per sync)",
+            info.appended_batches,
+            info.syncs,
+            info.appended_batches as f64 / info.syncs.max(1) as f64
+        );
+        drop(s);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let raw_dir = fresh_dir("group-commit-raw");
     std::fs::create_dir_all(&raw_dir).unwrap();
     let mut f = OpenOptions::new().create(true).append(true).open(raw_dir.join("raw.log")).unwrap();
@@ -251,9 +255,6 @@ fn group_commit(c: &mut Criterion) {
         })
     });
     g.finish();
-    drop(s);
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&raw_dir);
 }
 

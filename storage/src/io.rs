@@ -110,6 +110,18 @@ impl FaultyIo {
     fn dead(&self) -> bool {
         self.sticky && self.tripped()
     }
+
+    /// Count a sync (data or full) and fail it if it is the chosen one.
+    fn sync_with(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let n = self.syncs.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.dead() {
+            return Err(io::Error::other("injected fault (disk gone)"));
+        }
+        match self.fault {
+            Fault::FailSync(k) if k == n => Err(self.trip()),
+            _ => sync(),
+        }
+    }
 }
 
 impl Io for FaultyIo {
@@ -129,24 +141,10 @@ impl Io for FaultyIo {
     }
 
     fn sync_data(&self, file: &File) -> io::Result<()> {
-        let n = self.syncs.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.dead() {
-            return Err(io::Error::other("injected fault (disk gone)"));
-        }
-        match self.fault {
-            Fault::FailSync(k) if k == n => Err(self.trip()),
-            _ => file.sync_data(),
-        }
+        self.sync_with(|| file.sync_data())
     }
 
     fn sync_all(&self, file: &File) -> io::Result<()> {
-        let n = self.syncs.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.dead() {
-            return Err(io::Error::other("injected fault (disk gone)"));
-        }
-        match self.fault {
-            Fault::FailSync(k) if k == n => Err(self.trip()),
-            _ => file.sync_all(),
-        }
+        self.sync_with(|| file.sync_all())
     }
 }

@@ -52,7 +52,8 @@
 //! [`Stream::append`] checks the batch against the stream's schema, encodes the frame outside
 //! any lock, writes it under the writer lock and, in [`Durability::Durable`] mode, waits for an
 //! `fdatasync` that covers it. Syncs are shared (group commit): while one sync runs, other
-//! appenders write and then wait for the next one, which covers them all. Readers see a row only
+//! appenders write and then wait for the next one, which covers them all; with concurrent
+//! appenders the leader of a sync first gives them a moment to join (a commit delay). Readers see a row only
 //! once it is durable (or written, in relaxed mode). A segment is rolled when the next frame would
 //! take it past `segment_bytes`: it is synced, its index files are written, and it becomes
 //! immutable and memory-mapped for reading.
@@ -73,10 +74,12 @@
 //! a segment rolls, on seal, commit, truncate and close, and after recovery. On open, segments
 //! wholly below the recovery point are trusted (their indexes are loaded, or rebuilt from the
 //! frame headers); from the segment holding the recovery point on, every frame is read and
-//! verified. The first bad frame at or above the recovery point is a torn tail and is cut off,
-//! unless a valid frame follows it (then it is corruption). A bad frame below the recovery point
-//! is reported as [`Error::Corruption`] and nothing is truncated. Metadata files are replaced
-//! atomically (write, fsync, rename, fsync the directory).
+//! verified. A bad frame below the recovery point is reported as [`Error::Corruption`] and
+//! nothing is truncated; so is a bad frame above it that a later valid frame attests was synced
+//! (every frame header records the offset below which the log was durable when it was written).
+//! Any other bad frame is a torn, unsynced write: the log is cut there. A truncation interrupted
+//! by a crash is finished (its intent is persisted first). Metadata files are replaced atomically
+//! (write, fsync, rename, fsync the directory).
 //!
 //! After a failed write or sync the partition refuses appends ([`Error::Failed`]): the state of
 //! the file is unknown until a reopen recovers it. All writes and syncs go through the [`Io`]

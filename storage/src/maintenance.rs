@@ -162,12 +162,7 @@ impl Partition {
             let fresh =
                 Segment::open(seg.path.clone(), seg.base, self.options.index_interval_bytes)?;
             if let Some(bad) = fresh.scan(position, false) {
-                return Err(Error::Corruption {
-                    segment: fresh.path.clone(),
-                    offset: bad.offset,
-                    position: bad.position,
-                    detail: bad.detail,
-                });
+                return Err(bad.into_error(&fresh.path));
             }
             Arc::new(fresh)
         } else {

@@ -631,10 +631,5 @@ fn recover_segments(
 }
 
 fn corruption(seg: &Segment, bad: crate::segment::BadFrame) -> Error {
-    Error::Corruption {
-        segment: seg.path.clone(),
-        offset: bad.offset,
-        position: bad.position,
-        detail: bad.detail,
-    }
+    bad.into_error(&seg.path)
 }

@@ -275,8 +275,8 @@ impl Reader {
     /// The next batch, waiting for one if needed; `None` once a sealed stream is read to its end.
     ///
     /// # Errors
-    /// As [`Reader::next_batch`]; [`Error::Failed`] if the log failed or the store closed while
-    /// waiting.
+    /// As [`Reader::next_batch`]; [`Error::Failed`] if the log failed, [`Error::Closed`] if the
+    /// store closed, while waiting.
     ///
     /// # Cancel safety
     /// Cancel safe: a cancelled call has not moved the reader.
@@ -288,18 +288,17 @@ impl Reader {
             match self.partition.watch.wait_async(self.next).await {
                 Wait::Data | Wait::TimedOut => {}
                 Wait::Ended => return Ok(None),
-                Wait::Closed => {
-                    return Err(Error::Failed {
-                        stream: self.partition.stream.clone(),
-                        cause: self
-                            .partition
-                            .watch
-                            .get()
-                            .failed
-                            .unwrap_or_else(|| "the store was closed".to_string()),
-                    });
-                }
+                Wait::Closed => return Err(self.stopped()),
             }
+        }
+    }
+
+    /// The error for a wait that ended because the log failed or the store closed.
+    fn stopped(&self) -> Error {
+        let stream = self.partition.stream.clone();
+        match self.partition.watch.get().failed {
+            Some(cause) => Error::Failed { stream, cause },
+            None => Error::Closed { stream },
         }
     }
 
@@ -315,17 +314,7 @@ impl Reader {
             match self.wait(timeout) {
                 Wait::Data => {}
                 Wait::Ended | Wait::TimedOut => return Ok(None),
-                Wait::Closed => {
-                    return Err(Error::Failed {
-                        stream: self.partition.stream.clone(),
-                        cause: self
-                            .partition
-                            .watch
-                            .get()
-                            .failed
-                            .unwrap_or_else(|| "the store was closed".to_string()),
-                    });
-                }
+                Wait::Closed => return Err(self.stopped()),
             }
         }
     }

@@ -77,6 +77,18 @@ pub(crate) struct BadFrame {
     pub detail: String,
 }
 
+impl BadFrame {
+    /// The corruption error for this frame of `segment`.
+    pub fn into_error(self, segment: &Path) -> Error {
+        Error::Corruption {
+            segment: segment.to_path_buf(),
+            offset: self.offset,
+            position: self.position,
+            detail: self.detail,
+        }
+    }
+}
+
 /// A frame read from a segment.
 #[derive(Debug)]
 pub(crate) struct RawFrame {
@@ -447,15 +459,10 @@ impl Segment {
         io.sync_data(&self.file).map_err(|e| Error::io("fdatasync", &self.path, e))?;
         let _ = std::fs::remove_file(self.index_path());
         let _ = std::fs::remove_file(self.time_index_path());
-        if let Some(bad) = self.scan(position, false) {
-            return Err(Error::Corruption {
-                segment: self.path.clone(),
-                offset: bad.offset,
-                position: bad.position,
-                detail: bad.detail,
-            });
+        match self.scan(position, false) {
+            Some(bad) => Err(bad.into_error(&self.path)),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -371,6 +371,10 @@ fn concurrent_appenders_get_disjoint_offsets() {
     let mut acks: Vec<(u64, i64)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     acks.sort();
     assert_eq!(acks.len(), 320);
+    // Group commit: concurrent durable appenders shared syncs.
+    let info = s.info();
+    assert_eq!(info.appended_batches, 320);
+    assert!(info.syncs < 320, "{info:?}");
     for (k, (off, _)) in acks.iter().enumerate() {
         assert_eq!(*off, 3 * k as u64);
     }
