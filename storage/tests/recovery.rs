@@ -393,3 +393,56 @@ fn fault_injection_sweep_recovers_consistent_log() {
     eprintln!("fault sweep: {writes} writes and {syncs} syncs in the workload, {cases} cases");
     assert!(cases > 50);
 }
+
+/// Damaged stream metadata is refused with an error naming the file, never a panic.
+#[test]
+fn bad_stream_metadata_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream_dir = {
+        let store = open(dir.path());
+        let s = store.create_stream("m", schema(), options()).unwrap();
+        s.append(&batch(0, 3)).unwrap();
+        s.dir().to_path_buf()
+    };
+    let file = stream_dir.join("stream.json");
+    let original = std::fs::read(&file).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    v["options"]["partitions"] = 0.into();
+    std::fs::write(&file, serde_json::to_vec(&v).unwrap()).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::BadMetadata { .. }), "{err}");
+    assert!(err.to_string().contains("stream.json"), "{err}");
+    std::fs::write(&file, b"{ not json").unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("stream.json"), "{err}");
+    std::fs::write(&file, &original).unwrap();
+    // A committed offset beyond the end of the log is corruption, not a silent gap.
+    let p = stream_dir.join("p0/partition.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    m["committed"] = 99.into();
+    std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("offsets up to 99 were committed"), "{err}");
+    m["committed"] = serde_json::Value::Null;
+    std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+    let store = open(dir.path());
+    assert_eq!(all_ids(&store.stream("m").unwrap()), vec![0, 1, 2]);
+}
+
+/// A missing first segment is reported, not hidden behind a later start offset.
+#[test]
+fn missing_first_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = {
+        let store = open(dir.path());
+        let opts = StreamOptions { segment_bytes: 4096, ..options() };
+        let s = store.create_stream("g", schema(), opts).unwrap();
+        for i in 0..30 {
+            s.append(&batch(i * 5, 5)).unwrap();
+        }
+        segment_files(s.dir())
+    };
+    std::fs::remove_file(&segs[0]).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("a segment is missing"), "{err}");
+}
