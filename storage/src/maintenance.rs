@@ -132,6 +132,21 @@ impl Partition {
         w.meta.truncating_to = Some(offset);
         w.meta.recovery_point = w.meta.recovery_point.min(offset);
         crate::partition::write_meta(io, &self.dir, &w.meta)?;
+        // Tell readers and waiting appenders before any file changes: a reader that meets the
+        // changing files then retries and sees the truncation, never a false corruption.
+        {
+            let mut s = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+            s.synced = s.synced.min(offset);
+            s.epoch += 1;
+            self.watch.update(|p| {
+                p.end = offset;
+                p.epoch += 1;
+                p.truncations.push_back((p.epoch, offset));
+                if p.truncations.len() > crate::progress::MAX_TRUNCATIONS {
+                    p.truncations.pop_front();
+                }
+            });
+        }
         let seg = &segments[idx];
         // The new active segment: the old one cut in place, or a copy of a closed one's prefix
         // renamed over it (a closed segment may be mapped by readers and must not shrink).
@@ -181,22 +196,14 @@ impl Partition {
         }
         w.active = new_active;
         w.next_offset = offset;
-        w.unsynced.clear();
         w.meta.recovery_point = offset;
         w.meta.truncating_to = None;
         crate::partition::write_meta(io, &self.dir, &w.meta)?;
+        // Everything below `offset` is durable now (the cut segment was synced).
         {
             let mut s = self.sync.lock().unwrap_or_else(|p| p.into_inner());
             s.synced = offset;
-            s.epoch += 1;
-            self.watch.update(|p| {
-                p.end = offset;
-                p.epoch += 1;
-                p.truncations.push_back((p.epoch, offset));
-                if p.truncations.len() > crate::progress::MAX_TRUNCATIONS {
-                    p.truncations.pop_front();
-                }
-            });
+            self.sync_cv.notify_all();
         }
         Ok(())
     }

@@ -58,9 +58,6 @@ pub(crate) struct Writer {
     pub meta: PartitionMeta,
     pub failed: Option<String>,
     pub closed: bool,
-    /// Closed segments of a relaxed log that were not synced yet (synced by the next
-    /// `sync_now`: seal, commit, close).
-    pub unsynced: Vec<Arc<Segment>>,
     /// Frames written since open.
     pub frames: u64,
 }
@@ -185,7 +182,6 @@ impl Partition {
                 meta,
                 failed: None,
                 closed: false,
-                unsynced: Vec::new(),
                 frames: 0,
             }),
             sync: Mutex::new(SyncState { synced: end, ..SyncState::default() }),
@@ -300,10 +296,15 @@ impl Partition {
         let mut s = self.lock_sync();
         loop {
             if s.epoch != epoch {
-                return Err(Error::InvalidArgument(format!(
-                    "stream '{}' was truncated before this append became durable; it is not in the log",
-                    self.stream
-                )));
+                // A truncation ran while this append waited: it survives if the log was not cut
+                // below its end (and then the truncation's own sync makes it durable).
+                let cut = self.watch.lock().truncated_since(epoch);
+                if cut.is_none_or(|c| target > c) {
+                    return Err(Error::InvalidArgument(format!(
+                        "stream '{}' was truncated below this append while it waited for its sync; it is not in the log",
+                        self.stream
+                    )));
+                }
             }
             if s.synced >= target {
                 return Ok(());
@@ -383,15 +384,11 @@ impl Partition {
         self.watch.lock().failed.clone()
     }
 
-    /// Sync the active segment (and closed segments a relaxed log left unsynced) now, with the
-    /// writer lock held, and publish the new durable end.
+    /// Sync the active segment now, with the writer lock held, and publish the new durable end.
     pub(crate) fn sync_now(&self, w: &mut Writer) -> Result<()> {
-        let mut pending = std::mem::take(&mut w.unsynced);
-        pending.push(Arc::clone(&w.active));
-        for seg in pending {
-            if let Err(e) = self.io.sync_data(&seg.file) {
-                return Err(self.fail(w, Error::io("fdatasync", seg.path.clone(), e)));
-            }
+        if let Err(e) = self.io.sync_data(&w.active.file) {
+            let path = w.active.path.clone();
+            return Err(self.fail(w, Error::io("fdatasync", path, e)));
         }
         let end = w.next_offset;
         let mut s = self.lock_sync();
@@ -405,13 +402,9 @@ impl Partition {
 
     /// Close the active segment and start a new one at the next offset.
     pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
-        let durable = self.options.durability == Durability::Durable;
-        if durable {
-            self.sync_now(w)?;
-        } else {
-            // Relaxed: the closed segment is synced by the next seal, commit or close.
-            w.unsynced.push(Arc::clone(&w.active));
-        }
+        // Relaxed logs sync here too: a closed segment is always complete on disk, so a power
+        // loss can only cut the active segment, and the recovery point moves at every roll.
+        self.sync_now(w)?;
         w.active.close();
         let seg = match Segment::create(&self.dir, w.next_offset, self.options.index_interval_bytes)
             .and_then(|s| sync_dir(self.io.as_ref(), &self.dir).map(|()| s))
@@ -423,10 +416,8 @@ impl Partition {
             segs.push(Arc::clone(&seg));
         }
         w.active = seg;
-        if durable {
-            w.meta.recovery_point = w.next_offset;
-            self.persist_meta(w)?;
-        }
+        w.meta.recovery_point = w.next_offset;
+        self.persist_meta(w)?;
         self.enforce_retention_locked(w, std::time::SystemTime::now())
     }
 
@@ -461,34 +452,42 @@ pub(crate) fn write_meta(io: &dyn Io, dir: &Path, meta: &PartitionMeta) -> Resul
     atomic_write(io, &dir.join(META_FILE), &bytes)
 }
 
-/// Finish a truncation that a crash interrupted: cut the log at `offset` (a batch boundary,
-/// checked before the intent was persisted). Runs before anything else reads the segments.
+/// Finish a truncation that a crash interrupted: cut the log at `offset`. Walks the frames of
+/// the segment that holds `offset` with their checksums; returns `false`, changing nothing, when
+/// a damaged frame stops the walk before `offset` (normal recovery then judges that frame).
 fn finish_truncation(
     io: &dyn Io,
     dir: &Path,
     bases: &mut Vec<u64>,
     offset: u64,
     interval: u64,
-) -> Result<()> {
+) -> Result<bool> {
     let keep = bases.iter().rposition(|b| *b <= offset).unwrap_or(0);
-    for later in bases.drain(keep + 1..) {
-        remove_segment_files(&dir.join(segment_file_name(later)));
-    }
     let base = bases[keep];
     let path = dir.join(segment_file_name(base));
     let seg = Segment::open(path.clone(), base, interval)?;
     let len = seg.file_len()?;
-    let mut pos = 0;
-    while pos < len {
-        match seg.read_header(pos) {
-            Ok((h, _)) if h.base_offset < offset => pos += h.frame_len(),
-            _ => break,
+    let (mut pos, mut next) = (0, base);
+    while pos < len && next < offset {
+        match seg.read_frame(pos) {
+            Ok(f) if f.header.base_offset == next && pos + f.header.frame_len() <= len => {
+                pos += f.header.frame_len();
+                next = f.header.end_offset();
+            }
+            _ => return Ok(false),
         }
     }
+    if next != offset && pos < len {
+        return Ok(false);
+    }
+    for later in bases.drain(keep + 1..) {
+        remove_segment_files(&dir.join(segment_file_name(later)));
+    }
     remove_segment_files_except_log(&path);
-    seg.file.set_len(pos.min(len)).map_err(|e| Error::io("truncate", &path, e))?;
+    seg.file.set_len(pos).map_err(|e| Error::io("truncate", &path, e))?;
     io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
-    sync_dir(io, dir)
+    sync_dir(io, dir)?;
+    Ok(true)
 }
 
 fn remove_segment_files(log: &Path) {
@@ -528,10 +527,11 @@ fn recover_segments(
         });
     }
     if let Some(offset) = meta.truncating_to {
-        finish_truncation(io, dir, &mut bases, offset, interval)?;
         meta.recovery_point = meta.recovery_point.min(offset);
-        meta.truncating_to = None;
-        write_meta(io, dir, meta)?;
+        if finish_truncation(io, dir, &mut bases, offset, interval)? {
+            meta.truncating_to = None;
+            write_meta(io, dir, meta)?;
+        }
     }
     // Segments that retention removed from the metadata but not yet from the disk.
     while bases.len() > 1 && bases[1] <= meta.start_offset {
@@ -589,7 +589,7 @@ fn recover_segments(
                 // frame attests that it had been synced: then it is damage to durable data.
                 let later: Vec<PathBuf> =
                     bases[i + 1..].iter().map(|b| dir.join(segment_file_name(*b))).collect();
-                let attested = seg.max_synced_before_after(bad.position, len, &later);
+                let attested = seg.max_synced_before_after(bad.position, bad.offset, len, &later);
                 if attested > bad.offset {
                     let mut err = corruption(&seg, bad);
                     if let Error::Corruption { detail, .. } = &mut err {
@@ -617,6 +617,23 @@ fn recover_segments(
         expected = seg.end();
         out.push(Arc::new(seg));
         i += 1;
+    }
+    if let Some(offset) = meta.truncating_to {
+        // The truncation could not be finished before recovery; it is done if recovery cut the
+        // log at or below its target, and otherwise the damage that stopped it is reported.
+        let last = &out[out.len() - 1];
+        if expected > offset {
+            return Err(Error::Corruption {
+                segment: last.path.clone(),
+                offset,
+                position: 0,
+                detail: format!(
+                    "an interrupted truncation to offset {offset} cannot be finished: a frame below it is damaged"
+                ),
+            });
+        }
+        meta.truncating_to = None;
+        write_meta(io, dir, meta)?;
     }
     if expected < rp {
         let last = &out[out.len() - 1];

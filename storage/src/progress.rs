@@ -100,10 +100,11 @@ impl Watch {
         self.notify.notify_waiters();
     }
 
-    fn classify(p: &Progress, offset: u64) -> Option<Wait> {
+    fn classify(p: &Progress, offset: u64, epoch: u64) -> Option<Wait> {
         if p.closed || p.failed.is_some() {
             Some(Wait::Closed)
-        } else if p.limit() > offset {
+        } else if p.limit() > offset || p.epoch != epoch {
+            // A truncation since the waiter last looked: let it re-check its position.
             Some(Wait::Data)
         } else if p.ended_at(offset) {
             Some(Wait::Ended)
@@ -112,12 +113,13 @@ impl Watch {
         }
     }
 
-    /// Block until rows beyond `offset` are readable, the stream ends, or `timeout` passes.
-    pub fn wait_blocking(&self, offset: u64, timeout: Option<Duration>) -> Wait {
+    /// Block until rows beyond `offset` are readable, the stream ends, the log is truncated
+    /// after `epoch`, or `timeout` passes.
+    pub fn wait_blocking(&self, offset: u64, epoch: u64, timeout: Option<Duration>) -> Wait {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut s = self.lock();
         loop {
-            if let Some(w) = Watch::classify(&s, offset) {
+            if let Some(w) = Watch::classify(&s, offset, epoch) {
                 return w;
             }
             match deadline {
@@ -137,12 +139,12 @@ impl Watch {
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future loses nothing.
-    pub async fn wait_async(&self, offset: u64) -> Wait {
+    pub async fn wait_async(&self, offset: u64, epoch: u64) -> Wait {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(w) = Watch::classify(&self.lock(), offset) {
+            if let Some(w) = Watch::classify(&self.lock(), offset, epoch) {
                 return w;
             }
             notified.await;

@@ -269,7 +269,7 @@ impl Reader {
     /// Block until rows beyond the position are readable, the stream ends, or `timeout` passes.
     /// Does not poll: the writer wakes waiters.
     pub fn wait(&self, timeout: Option<Duration>) -> Wait {
-        self.partition.watch.wait_blocking(self.next, timeout)
+        self.partition.watch.wait_blocking(self.next, self.epoch, timeout)
     }
 
     /// The next batch, waiting for one if needed; `None` once a sealed stream is read to its end.
@@ -285,7 +285,7 @@ impl Reader {
             if let Some(b) = self.next_batch()? {
                 return Ok(Some(b));
             }
-            match self.partition.watch.wait_async(self.next).await {
+            match self.partition.watch.wait_async(self.next, self.epoch).await {
                 Wait::Data | Wait::TimedOut => {}
                 Wait::Ended => return Ok(None),
                 Wait::Closed => return Err(self.stopped()),

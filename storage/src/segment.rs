@@ -397,28 +397,39 @@ impl Segment {
     }
 
     /// The highest "synced before" offset that any valid frame (checksum included) after
-    /// `position` records, in this file and in the `later` segment files. Frames after a bad one
+    /// `position`, starting at `offset` or later, records, in this file and in the `later` segment files. Frames after a bad one
     /// are found by trying every aligned position, since the bad frame's length is not trusted.
-    pub fn max_synced_before_after(&self, position: u64, file_len: u64, later: &[PathBuf]) -> u64 {
+    pub fn max_synced_before_after(
+        &self,
+        position: u64,
+        offset: u64,
+        file_len: u64,
+        later: &[PathBuf],
+    ) -> u64 {
         let mut best = 0;
-        let mut scan = |seg: &Segment, from: u64, len: u64| {
+        let mut scan = |seg: &Segment, from: u64, len: u64, after: u64| {
             let mut pos = from;
             while pos + HEADER_LEN as u64 <= len {
+                // Only frames that continue the log after the bad one count, and a valid frame
+                // is skipped whole, so bytes inside its body are never taken for a frame.
                 if let Ok((h, _)) = seg.read_header(pos)
-                    && h.synced_before > best
+                    && h.base_offset >= after
+                    && pos + h.frame_len() <= len
                     && seg.read_frame(pos).is_ok()
                 {
-                    best = h.synced_before;
+                    best = best.max(h.synced_before);
+                    pos += h.frame_len();
+                    continue;
                 }
                 pos += crate::frame::ALIGN as u64;
             }
         };
-        scan(self, position + crate::frame::ALIGN as u64, file_len);
+        scan(self, position + crate::frame::ALIGN as u64, file_len, offset);
         for path in later {
             if let Ok(seg) = Segment::open(path.clone(), 0, self.interval)
                 && let Ok(len) = seg.file_len()
             {
-                scan(&seg, 0, len);
+                scan(&seg, 0, len, offset);
             }
         }
         best

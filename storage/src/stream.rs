@@ -129,7 +129,8 @@ impl Stream {
 
     /// Block until rows at or beyond `offset` are readable, the stream ends, or `timeout` passes.
     pub fn wait_for(&self, offset: u64, timeout: Option<Duration>) -> Wait {
-        self.p0().watch.wait_blocking(offset, timeout)
+        let watch = &self.p0().watch;
+        watch.wait_blocking(offset, watch.lock().epoch, timeout)
     }
 
     /// Seal the stream: its current end becomes final and is persisted; appends are refused.

@@ -407,3 +407,21 @@ async fn async_reader_waits_without_polling_and_ends_on_seal() {
     assert!(end.is_none());
     writer.join().unwrap();
 }
+
+#[test]
+fn a_reader_waiting_at_the_end_learns_of_a_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let s = store.create_stream("w", schema(), options()).unwrap();
+    for i in 0..20 {
+        s.append(&batch(i * 5, 5)).unwrap();
+    }
+    let mut r = s.reader(ReadFrom::Earliest).unwrap();
+    assert_eq!(read_all(&mut r).len(), 20);
+    let waiter = std::thread::spawn(move || r.next_blocking(Some(Duration::from_secs(30))));
+    std::thread::sleep(Duration::from_millis(50));
+    s.truncate(50).unwrap();
+    s.seal().unwrap();
+    let e = waiter.join().unwrap().unwrap_err();
+    assert!(matches!(e, Error::ReaderTruncated { end: 50, position: 100, .. }), "{e}");
+}

@@ -211,10 +211,31 @@ fn interrupted_truncation_is_finished_on_open() {
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     v["truncating_to"] = 35.into();
     std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    {
+        let store = open(dir.path());
+        assert_eq!(all_ids(&store.stream("t").unwrap()), (0..35).collect::<Vec<_>>());
+    }
+    // A damaged frame below the target stops the truncation: reported, nothing cut. (The first
+    // segment holds offsets 0..35 in frames of 5; the target 30 lies inside it.)
+    let seg = segment_files(&stream_dir)[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let original = bytes.clone();
+    let frames = frame_positions(&bytes);
+    assert_eq!(frames.len(), 7);
+    let at = frames[5] + 80; // the frame at offsets 25..30
+    bytes[at] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    m["truncating_to"] = 30.into();
+    std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Corruption { .. }), "{err}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing cut");
+    std::fs::write(&seg, &original).unwrap();
     let store = open(dir.path());
     let s = store.stream("t").unwrap();
-    assert_eq!(all_ids(&s), (0..35).collect::<Vec<_>>());
-    assert_eq!(s.append(&batch(35, 5)).unwrap().base_offset, 35);
+    assert_eq!(all_ids(&s), (0..30).collect::<Vec<_>>());
+    assert_eq!(s.append(&batch(30, 5)).unwrap().base_offset, 30);
 }
 
 /// Damage in the middle of the unsynced tail, followed by valid frames, is not a torn tail.
