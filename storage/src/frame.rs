@@ -187,13 +187,13 @@ impl EncodedFrame {
         // A fresh tracker per frame: every frame carries its own dictionaries and can be decoded
         // alone, from any offset.
         let mut tracker = DictionaryTracker::new(false);
-        let mut context = IpcWriteContext::default();
         let schema = batch.schema();
         if schema.fields().iter().any(|f| has_dictionary(f.data_type())) {
             // Assigns the dictionary ids, in the order the decoder expects them.
             let _ =
                 generator.schema_to_bytes_with_dictionary_tracker(&schema, &mut tracker, &options);
         }
+        let mut context = IpcWriteContext::default();
         let (dictionaries, encoded) =
             generator.encode(batch, &mut tracker, &options, &mut context)?;
         let mut buf = Vec::with_capacity(HEADER_LEN + encoded.arrow_data.len() + 1024);

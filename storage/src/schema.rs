@@ -1,5 +1,6 @@
 //! Schema checks of appended batches and event-time extraction.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -18,12 +19,17 @@ use crate::error::{Error, Result};
 ///
 /// # Errors
 /// [`Error::SchemaMismatch`] naming every column that differs.
-pub(crate) fn conform(
+pub(crate) fn conform<'a>(
     stream: &str,
     schema: &SchemaRef,
-    batch: &RecordBatch,
-) -> Result<RecordBatch> {
+    batch: &'a RecordBatch,
+) -> Result<Cow<'a, RecordBatch>> {
     let got = batch.schema();
+    if Arc::ptr_eq(&got, schema) || got == *schema {
+        // Exactly the stream's schema: Arrow already checked lengths and types when the batch
+        // was built, and no NOT NULL column holds a null (RecordBatch::try_new refuses that).
+        return Ok(Cow::Borrowed(batch));
+    }
     let mut problems = Vec::new();
     for (i, want) in schema.fields().iter().enumerate() {
         match got.fields().get(i) {
@@ -65,7 +71,7 @@ pub(crate) fn conform(
         });
     }
     let columns: Vec<ArrayRef> = batch.columns().to_vec();
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    Ok(Cow::Owned(RecordBatch::try_new(Arc::clone(schema), columns)?))
 }
 
 /// Whether `data_type` can be a stream's event-time column.
@@ -159,6 +165,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(conform("s", &schema(), &ok).unwrap().schema(), schema());
+        let own = RecordBatch::try_new(
+            schema(),
+            vec![Arc::new(Int64Array::from(vec![1])), Arc::new(StringArray::from(vec!["a"]))],
+        )
+        .unwrap();
+        assert!(matches!(conform("s", &own.schema(), &own).unwrap(), Cow::Borrowed(_)));
         let bad = RecordBatch::try_new(
             loose,
             vec![Arc::new(Int64Array::from(vec![None])), Arc::new(StringArray::from(vec!["a"]))],
