@@ -79,7 +79,7 @@ const MAX_GROUP_DELAY: std::time::Duration = std::time::Duration::from_micros(40
 
 /// One partition of a stream.
 #[derive(Debug)]
-pub struct Partition {
+pub(crate) struct Partition {
     pub(crate) stream: String,
     pub(crate) dir: PathBuf,
     pub(crate) schema: SchemaRef,

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
 use crate::options::StreamOptions;
 use crate::partition::{AppendAck, Partition};
 use crate::progress::Wait;
@@ -182,15 +184,5 @@ impl Stream {
             }
         }
         first.map_or(Ok(()), Err)
-    }
-
-    /// The partition `i`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when it does not exist.
-    pub fn partition(&self, i: usize) -> Result<&Arc<Partition>> {
-        self.partitions.get(i).ok_or_else(|| {
-            Error::InvalidArgument(format!("stream '{}' has no partition {i}", self.name))
-        })
     }
 }

@@ -126,6 +126,7 @@ fn kill_9_loses_no_acknowledged_row_and_shows_no_partial_batch() {
         }
         drop(store);
     }
+    eprintln!("kill -9: {cycles} cycles, {total_acks} acknowledged batches checked");
     assert!(
         total_acks > cycles,
         "the child acknowledged too little to test anything: {total_acks}"
