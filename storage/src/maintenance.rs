@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use crate::error::{Error, Result};
 use crate::fsutil::{sync_dir, tmp_path};
 use crate::partition::{Partition, Writer};
-use crate::segment::Segment;
+use crate::segment::{Segment, remove_index_files, remove_segment_files};
 
 impl Partition {
     /// Seal: persist the end of the stream. Appends are refused from now on.
@@ -170,9 +170,7 @@ impl Partition {
                 }
                 io.sync_data(&out).map_err(|e| Error::io("fdatasync", &tmp, e))?;
             }
-            for p in &seg.all_paths()[1..] {
-                let _ = std::fs::remove_file(p);
-            }
+            remove_index_files(&seg.path);
             std::fs::rename(&tmp, &seg.path).map_err(|e| Error::io("rename", &seg.path, e))?;
             let fresh =
                 Segment::open(seg.path.clone(), seg.base, self.options.index_interval_bytes)?;
@@ -185,9 +183,7 @@ impl Partition {
             Arc::clone(seg)
         };
         for later in &segments[idx + 1..] {
-            for p in later.all_paths() {
-                let _ = std::fs::remove_file(p);
-            }
+            remove_segment_files(&later.path);
         }
         sync_dir(io, &self.dir)?;
         if let Ok(mut segs) = self.segments.write() {
@@ -256,9 +252,7 @@ impl Partition {
             segs.drain(..remove);
         }
         for seg in &segments[..remove] {
-            for p in seg.all_paths() {
-                let _ = std::fs::remove_file(p);
-            }
+            remove_segment_files(&seg.path);
         }
         let committed = w.meta.committed;
         self.watch.update(|p| {

@@ -20,7 +20,9 @@ use crate::io::Io;
 use crate::options::{Durability, StreamOptions};
 use crate::progress::{Progress, Watch};
 use crate::schema::{conform, time_range};
-use crate::segment::{Segment, parse_segment_file_name, segment_file_name};
+use crate::segment::{
+    Segment, parse_segment_file_name, remove_index_files, remove_segment_files, segment_file_name,
+};
 
 /// The persisted state of a partition (`partition.json`, replaced atomically).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +60,6 @@ pub(crate) struct Writer {
     pub meta: PartitionMeta,
     pub failed: Option<String>,
     pub closed: bool,
-    /// Frames written since open.
-    pub frames: u64,
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +93,7 @@ pub(crate) struct Partition {
     pub(crate) watch: Watch,
     /// Appenders inside `append` (encoding, writing, or waiting for their sync).
     pub(crate) appenders: std::sync::atomic::AtomicUsize,
-    /// Frames written since open (also in `Writer::frames`; readable without the lock).
+    /// Frames written since open (changed under the writer lock, read without it).
     pub(crate) frames_written: AtomicU64,
     /// Group-commit syncs since open.
     pub(crate) group_syncs: AtomicU64,
@@ -182,7 +182,6 @@ impl Partition {
                 meta,
                 failed: None,
                 closed: false,
-                frames: 0,
             }),
             sync: Mutex::new(SyncState { synced: end, ..SyncState::default() }),
             sync_cv: Condvar::new(),
@@ -280,8 +279,7 @@ impl Partition {
         }
         w.active.record_frame(pos, &header);
         w.next_offset = header.end_offset();
-        w.frames += 1;
-        self.frames_written.store(w.frames, std::sync::atomic::Ordering::Release);
+        self.frames_written.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let ack = AppendAck { base_offset: base, rows: u64::from(header.rows) };
         if self.options.durability == Durability::Relaxed {
             let end = w.next_offset;
@@ -318,7 +316,8 @@ impl Partition {
                 self.gather_group(last_group, last_sync, covered);
                 let (to, seg, failed, frames) = {
                     let w = self.lock_writer();
-                    (w.next_offset, Arc::clone(&w.active), w.failed.clone(), w.frames)
+                    let frames = self.frames_written.load(std::sync::atomic::Ordering::Acquire);
+                    (w.next_offset, Arc::clone(&w.active), w.failed.clone(), frames)
                 };
                 let sync_start = std::time::Instant::now();
                 self.group_syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -483,21 +482,11 @@ fn finish_truncation(
     for later in bases.drain(keep + 1..) {
         remove_segment_files(&dir.join(segment_file_name(later)));
     }
-    remove_segment_files_except_log(&path);
+    remove_index_files(&path);
     seg.file.set_len(pos).map_err(|e| Error::io("truncate", &path, e))?;
     io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
     sync_dir(io, dir)?;
     Ok(true)
-}
-
-fn remove_segment_files(log: &Path) {
-    let _ = std::fs::remove_file(log);
-    remove_segment_files_except_log(log);
-}
-
-fn remove_segment_files_except_log(log: &Path) {
-    let _ = std::fs::remove_file(log.with_extension("index"));
-    let _ = std::fs::remove_file(log.with_extension("timeindex"));
 }
 
 /// List, load and recover the segments of a partition. See the crate docs, "Recovery".
@@ -575,7 +564,7 @@ fn recover_segments(
             if !seg.load_indexes(len)
                 && let Some(bad) = seg.scan(len, false)
             {
-                return Err(corruption(&seg, bad));
+                return Err(bad.into_error(&seg.path));
             }
             seg.close();
         } else {
@@ -583,7 +572,7 @@ fn recover_segments(
             let trusted = seg.load_indexes(len) && seg.end() == rp;
             if !trusted && let Some(bad) = seg.scan(len, true) {
                 if bad.offset < rp {
-                    return Err(corruption(&seg, bad));
+                    return Err(bad.into_error(&seg.path));
                 }
                 // Above the recovery point a bad frame is a torn, unsynced write, unless a later
                 // frame attests that it had been synced: then it is damage to durable data.
@@ -591,7 +580,7 @@ fn recover_segments(
                     bases[i + 1..].iter().map(|b| dir.join(segment_file_name(*b))).collect();
                 let attested = seg.max_synced_before_after(bad.position, bad.offset, len, &later);
                 if attested > bad.offset {
-                    let mut err = corruption(&seg, bad);
+                    let mut err = bad.into_error(&seg.path);
                     if let Error::Corruption { detail, .. } = &mut err {
                         detail.push_str(&format!(
                             " (a later frame records offsets up to {attested} as synced, so this is not a torn tail)"
@@ -600,7 +589,7 @@ fn recover_segments(
                     return Err(err);
                 }
                 // A torn tail: cut it, and drop every later segment (none can be valid after it).
-                remove_segment_files_except_log(&path);
+                remove_index_files(&path);
                 seg.file.set_len(bad.position).map_err(|e| Error::io("truncate", &path, e))?;
                 for later in &bases[i + 1..] {
                     remove_segment_files(&dir.join(segment_file_name(*later)));
@@ -645,8 +634,4 @@ fn recover_segments(
         });
     }
     Ok(out)
-}
-
-fn corruption(seg: &Segment, bad: crate::segment::BadFrame) -> Error {
-    bad.into_error(&seg.path)
 }

@@ -166,11 +166,6 @@ impl Segment {
         self.path.with_extension("timeindex")
     }
 
-    /// Paths of the files that belong to this segment.
-    pub fn all_paths(&self) -> [PathBuf; 3] {
-        [self.path.clone(), self.index_path(), self.time_index_path()]
-    }
-
     /// Record a complete frame written at `position` (writer only, or a scan).
     pub fn record_frame(&self, position: u64, header: &FrameHeader) {
         let frame_len = header.frame_len();
@@ -468,13 +463,24 @@ impl Segment {
     pub fn truncate_in_place(&self, io: &dyn Io, position: u64) -> Result<()> {
         self.file.set_len(position).map_err(|e| Error::io("truncate", &self.path, e))?;
         io.sync_data(&self.file).map_err(|e| Error::io("fdatasync", &self.path, e))?;
-        let _ = std::fs::remove_file(self.index_path());
-        let _ = std::fs::remove_file(self.time_index_path());
+        remove_index_files(&self.path);
         match self.scan(position, false) {
             Some(bad) => Err(bad.into_error(&self.path)),
             None => Ok(()),
         }
     }
+}
+
+/// Remove a segment's `.log` file and its index files (best effort: missing files are fine).
+pub(crate) fn remove_segment_files(log: &Path) {
+    let _ = std::fs::remove_file(log);
+    remove_index_files(log);
+}
+
+/// Remove the index files of the segment whose `.log` file is `log` (they are rebuilt on need).
+pub(crate) fn remove_index_files(log: &Path) {
+    let _ = std::fs::remove_file(log.with_extension("index"));
+    let _ = std::fs::remove_file(log.with_extension("timeindex"));
 }
 
 fn read_exact_at(file: &File, buf: &mut [u8], position: u64) -> std::result::Result<(), String> {
