@@ -131,7 +131,7 @@ pub enum Error {
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
 
-    /// An argument is not valid (a name, an option, an offset that is not a batch boundary).
+    /// An argument is not valid (a name, an option, an offset below a commit).
     #[error("{0}")]
     InvalidArgument(String),
 

@@ -66,7 +66,7 @@ pub enum Fault {
 /// only the one operation fails.
 #[derive(Debug)]
 pub struct FaultyIo {
-    fault: Fault,
+    fault: Mutex<Fault>,
     sticky: bool,
     writes: AtomicU64,
     syncs: AtomicU64,
@@ -77,12 +77,24 @@ impl FaultyIo {
     /// A new injector.
     pub fn new(fault: Fault, sticky: bool) -> Self {
         FaultyIo {
-            fault,
+            fault: Mutex::new(fault),
             sticky,
             writes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             tripped: Mutex::new(false),
         }
+    }
+
+    /// Replace the fault to inject (counts continue), e.g. to arm it once a workload reached
+    /// the step under test.
+    pub fn arm(&self, fault: Fault) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = fault;
+        }
+    }
+
+    fn fault(&self) -> Fault {
+        self.fault.lock().map(|f| *f).unwrap_or(Fault::None)
     }
 
     /// Writes seen so far.
@@ -117,7 +129,7 @@ impl FaultyIo {
         if self.dead() {
             return Err(io::Error::other("injected fault (disk gone)"));
         }
-        match self.fault {
+        match self.fault() {
             Fault::FailSync(k) if k == n => Err(self.trip()),
             _ => sync(),
         }
@@ -130,7 +142,7 @@ impl Io for FaultyIo {
         if self.dead() {
             return Err(io::Error::other("injected fault (disk gone)"));
         }
-        match self.fault {
+        match self.fault() {
             Fault::FailWrite(k) if k == n => Err(self.trip()),
             Fault::TearWrite(k) if k == n => {
                 file.write_all_at(&buf[..buf.len() / 2], pos)?;

@@ -56,7 +56,17 @@
 //! appenders the leader of a sync first gives them a moment to join (a commit delay). Readers see a row only
 //! once it is durable (or written, in relaxed mode). A segment is rolled when the next frame would
 //! take it past `segment_bytes`: it is synced, its index files are written, and it becomes
-//! immutable and memory-mapped for reading.
+//! immutable and memory-mapped for reading. [`Stream::submit`] writes without waiting for the
+//! sync, so that one appender can keep several appends in flight; [`PendingAppend::wait`]
+//! acknowledges.
+//!
+//! # Compaction
+//!
+//! When a segment closes (roll or seal) and its frames are small on average
+//! ([`StreamOptions::compact_frames_below`]), the store's background compactor rewrites it with
+//! consecutive small frames merged into frames of about 1 MiB, then renames it over the original
+//! (see the `compact` module). Offsets, rows and event times do not change, only batch
+//! boundaries, which carry no meaning: [`Stream::truncate`] accepts any offset.
 //!
 //! # Reading
 //!
@@ -85,6 +95,7 @@
 //! the file is unknown until a reopen recovers it. All writes and syncs go through the [`Io`]
 //! seam, where tests inject faults ([`FaultyIo`]).
 
+mod compact;
 mod error;
 mod frame;
 mod fsutil;
@@ -104,7 +115,7 @@ pub use error::{Error, Result};
 pub use frame::MAX_FRAME_BODY;
 pub use io::{Fault, FaultyIo, Io, StdIo};
 pub use options::{Durability, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Retention, StreamOptions};
-pub use partition::AppendAck;
+pub use partition::{AppendAck, PendingAppend};
 pub use progress::Wait;
 pub use reader::{ReadBatch, ReadFrom, Reader};
 pub use store::{MAX_NAME_LEN, MAX_STREAMS, Store, StoreOptions};

@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
+use crate::frame::{EncodedFrame, decode_body};
 use crate::fsutil::{sync_dir, tmp_path};
+use crate::io::Io;
 use crate::partition::{Partition, Writer};
-use crate::segment::{Segment, remove_index_files, remove_segment_files};
+use crate::segment::{RawFrame, Segment, remove_index_files, remove_segment_files};
 
 impl Partition {
     /// Seal: persist the end of the stream. Appends are refused from now on.
@@ -25,6 +27,11 @@ impl Partition {
             return Err(e);
         }
         self.watch.update(|p| p.sealed = Some(end));
+        // Nothing will be written to the active segment again: close it (mapped reads) and
+        // compact it like a rolled one.
+        w.active.close();
+        let last = Arc::clone(&w.active);
+        self.schedule_compaction(&last);
         Ok(end)
     }
 
@@ -66,7 +73,7 @@ impl Partition {
         self.sync.lock().map(|s| s.synced).unwrap_or(0)
     }
 
-    /// Remove every row at `offset` and after. `offset` must be a batch boundary, at or above
+    /// Remove every row at `offset` and after. `offset` may be inside a batch; it must be at or above
     /// the committed offset and within the retained range.
     pub(crate) fn truncate(&self, offset: u64) -> Result<()> {
         let mut w = self.lock_writer();
@@ -100,19 +107,28 @@ impl Partition {
             position: 0,
             detail: d,
         })?;
-        match header {
-            Some(h) if h.base_offset == offset => {}
-            Some(h) => {
-                return Err(Error::InvalidArgument(format!(
-                    "cannot truncate stream '{}' to offset {offset}: it is inside the batch at offsets {}..{}",
-                    self.stream,
-                    h.base_offset,
-                    h.end_offset()
-                )));
+        // An offset inside a frame (batch boundaries change when segments are compacted): the
+        // frame's first rows are re-encoded as the new last frame.
+        let head = match header {
+            Some(h) if h.base_offset < offset => {
+                let frame = seg.read_frame(position).map_err(|detail| Error::Corruption {
+                    segment: seg.path.clone(),
+                    offset: h.base_offset,
+                    position,
+                    detail,
+                })?;
+                Some(head_frame(&self.schema, &frame, offset).map_err(|detail| {
+                    Error::Corruption {
+                        segment: seg.path.clone(),
+                        offset: h.base_offset,
+                        position,
+                        detail,
+                    }
+                })?)
             }
-            None => {}
-        }
-        match self.truncate_locked(&mut w, &segments, idx, position, offset) {
+            _ => None,
+        };
+        match self.truncate_locked(&mut w, &segments, idx, position, offset, head) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail(&mut w, e)),
         }
@@ -125,6 +141,7 @@ impl Partition {
         idx: usize,
         position: u64,
         offset: u64,
+        head: Option<EncodedFrame>,
     ) -> Result<()> {
         let io = self.io.as_ref();
         // Persist the intent first: a crash from here on leaves a log that recovery cuts at
@@ -150,31 +167,12 @@ impl Partition {
         let seg = &segments[idx];
         // The new active segment: the old one cut in place, or a copy of a closed one's prefix
         // renamed over it (a closed segment may be mapped by readers and must not shrink).
-        let new_active = if seg.is_closed() {
-            let tmp = tmp_path(&seg.path);
-            {
-                let out = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&tmp)
-                    .map_err(|e| Error::io("create", &tmp, e))?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut done = 0u64;
-                while done < position {
-                    let n = ((position - done) as usize).min(buf.len());
-                    std::os::unix::fs::FileExt::read_exact_at(&seg.file, &mut buf[..n], done)
-                        .map_err(|e| Error::io("read", &seg.path, e))?;
-                    io.write_at(&out, done, &buf[..n]).map_err(|e| Error::io("write", &tmp, e))?;
-                    done += n as u64;
-                }
-                io.sync_data(&out).map_err(|e| Error::io("fdatasync", &tmp, e))?;
-            }
-            remove_index_files(&seg.path);
-            std::fs::rename(&tmp, &seg.path).map_err(|e| Error::io("rename", &seg.path, e))?;
+        let new_active = if seg.is_closed() || head.is_some() {
+            let tail = head.as_ref().map(|f| f.buf.as_slice());
+            let len = rewrite_prefix(io, &seg.file, &seg.path, position, tail)?;
             let fresh =
                 Segment::open(seg.path.clone(), seg.base, self.options.index_interval_bytes)?;
-            if let Some(bad) = fresh.scan(position, false) {
+            if let Some(bad) = fresh.scan(len, false) {
                 return Err(bad.into_error(&fresh.path));
             }
             Arc::new(fresh)
@@ -263,4 +261,65 @@ impl Partition {
         });
         Ok(())
     }
+}
+
+/// Replace the segment file at `path` (open as `src`) with its first `position` bytes followed
+/// by `tail`, atomically: a new file is written and synced, then renamed over (a closed segment
+/// may be mapped by readers and must not change under them). Returns the new length. The
+/// caller syncs the directory.
+///
+/// # Errors
+/// [`Error::Io`].
+pub(crate) fn rewrite_prefix(
+    io: &dyn Io,
+    src: &std::fs::File,
+    path: &std::path::Path,
+    position: u64,
+    tail: Option<&[u8]>,
+) -> Result<u64> {
+    let tmp = tmp_path(path);
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    while done < position {
+        let n = ((position - done) as usize).min(buf.len());
+        std::os::unix::fs::FileExt::read_exact_at(src, &mut buf[..n], done)
+            .map_err(|e| Error::io("read", path, e))?;
+        io.write_at(&out, done, &buf[..n]).map_err(|e| Error::io("write", &tmp, e))?;
+        done += n as u64;
+    }
+    if let Some(t) = tail {
+        io.write_at(&out, done, t).map_err(|e| Error::io("write", &tmp, e))?;
+        done += t.len() as u64;
+    }
+    io.sync_data(&out).map_err(|e| Error::io("fdatasync", &tmp, e))?;
+    drop(out);
+    remove_index_files(path);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    Ok(done)
+}
+
+/// The first rows of `frame`, up to (not including) `offset`, encoded as a frame of their own
+/// at the same base offset (what is left of a frame that a truncation cuts inside).
+///
+/// # Errors
+/// A description of what is wrong with the frame.
+pub(crate) fn head_frame(
+    schema: &arrow::datatypes::SchemaRef,
+    frame: &RawFrame,
+    offset: u64,
+) -> std::result::Result<EncodedFrame, String> {
+    let h = frame.header;
+    let batch = decode_body(schema, &frame.body, h.body_len as usize, h.rows as usize, None)?;
+    let keep = offset.saturating_sub(h.base_offset).min(batch.num_rows() as u64) as usize;
+    // The original time range still bounds the kept rows, which is all the time index needs.
+    let mut head =
+        EncodedFrame::encode(&batch.slice(0, keep), h.time).map_err(|e| e.to_string())?;
+    head.seal(h.base_offset, h.synced_before);
+    Ok(head)
 }

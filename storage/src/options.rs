@@ -46,6 +46,10 @@ pub struct StreamOptions {
     /// A derived log: readers never pass its committed offset
     /// (see [`crate::Stream::commit`]). Its writer is a job that commits at checkpoints.
     pub derived: bool,
+    /// When a segment closes and its frames average fewer bytes than this, a background job
+    /// merges its small frames into frames of about 1 MiB (offsets and rows unchanged), so
+    /// that replays read large batches. 0 turns compaction off. Default 64 KiB.
+    pub compact_frames_below: u64,
 }
 
 impl Default for StreamOptions {
@@ -58,6 +62,7 @@ impl Default for StreamOptions {
             segment_bytes: 64 << 20,
             index_interval_bytes: 4096,
             derived: false,
+            compact_frames_below: 64 << 10,
         }
     }
 }

@@ -7,16 +7,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
+use crate::compact::Compactor;
 use crate::error::{Error, Result};
 use crate::frame::EncodedFrame;
 use crate::fsutil::{atomic_write, read_optional, sync_dir};
 use crate::io::Io;
+use crate::maintenance::{head_frame, rewrite_prefix};
 use crate::options::{Durability, StreamOptions};
 use crate::progress::{Progress, Watch};
 use crate::schema::{conform, time_range};
@@ -51,6 +53,51 @@ pub struct AppendAck {
     pub base_offset: u64,
     /// Rows appended (`base_offset..base_offset + rows`).
     pub rows: u64,
+}
+
+/// An append that is written but may not be durable yet: see [`crate::Stream::submit`].
+///
+/// It counts as an appender of its stream until [`PendingAppend::wait`] returns or it is
+/// dropped, so that group commits wait for it to be covered. Dropping it does not withdraw the
+/// rows: they are in the log and become durable with the next sync, unacknowledged.
+#[derive(Debug)]
+#[must_use = "an append is acknowledged only by `wait`"]
+pub struct PendingAppend {
+    partition: Arc<Partition>,
+    ack: AppendAck,
+    durable_at: Option<(u64, u64)>,
+}
+
+impl PendingAppend {
+    /// Where the rows were written. They are not acknowledged (readable, or kept by a crash)
+    /// until [`PendingAppend::wait`] returns `Ok`.
+    pub fn offsets(&self) -> AppendAck {
+        self.ack
+    }
+
+    /// Block until the rows are durable (shared group commit); immediate in relaxed mode.
+    ///
+    /// # Errors
+    /// As [`crate::Stream::append`]: [`Error::Io`] or [`Error::Failed`] when the sync fails,
+    /// [`Error::InvalidArgument`] when a truncation removed the rows while they waited.
+    pub fn wait(mut self) -> Result<AppendAck> {
+        match self.durable_at.take() {
+            Some((target, epoch)) => {
+                let result = self.partition.wait_durable(target, epoch);
+                self.partition.appenders.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                result.map(|()| self.ack)
+            }
+            None => Ok(self.ack),
+        }
+    }
+}
+
+impl Drop for PendingAppend {
+    fn drop(&mut self) {
+        if self.durable_at.is_some() {
+            self.partition.appenders.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -97,6 +144,13 @@ pub(crate) struct Partition {
     pub(crate) frames_written: AtomicU64,
     /// Group-commit syncs since open.
     pub(crate) group_syncs: AtomicU64,
+    /// The store's background compactor.
+    pub(crate) compactor: Arc<Compactor>,
+    /// This partition, for compaction jobs (set when it is put in its `Arc`).
+    pub(crate) me: Weak<Partition>,
+    /// Segments compacted, and compactions that failed, since open.
+    pub(crate) compactions: AtomicU64,
+    pub(crate) compaction_errors: AtomicU64,
 }
 
 impl Partition {
@@ -122,6 +176,7 @@ impl Partition {
         options: Arc<StreamOptions>,
         event_column: Option<usize>,
         io: Arc<dyn Io>,
+        compactor: Arc<Compactor>,
     ) -> Result<Partition> {
         let meta_path = dir.join(META_FILE);
         let bytes = read_optional(&meta_path)?.ok_or_else(|| Error::BadMetadata {
@@ -132,11 +187,15 @@ impl Partition {
             .map_err(|e| Error::BadMetadata { path: meta_path.clone(), detail: e.to_string() })?;
 
         let segments =
-            recover_segments(io.as_ref(), &dir, &mut meta, options.index_interval_bytes)?;
+            recover_segments(io.as_ref(), &dir, &mut meta, options.index_interval_bytes, &schema)?;
         let active = segments.last().cloned().ok_or_else(|| Error::BadMetadata {
             path: dir.clone(),
             detail: "partition has no segment".into(),
         })?;
+        if meta.sealed_at.is_some() {
+            // A sealed stream is immutable: its last segment is read from a mapping too.
+            active.close();
+        }
         let end = active.end();
         if let Some(c) = meta.committed
             && c > end
@@ -190,6 +249,10 @@ impl Partition {
             appenders: std::sync::atomic::AtomicUsize::new(0),
             frames_written: AtomicU64::new(0),
             group_syncs: AtomicU64::new(0),
+            compactor,
+            me: Weak::new(),
+            compactions: AtomicU64::new(0),
+            compaction_errors: AtomicU64::new(0),
         })
     }
 
@@ -248,6 +311,24 @@ impl Partition {
         });
         self.appenders.fetch_sub(1, Ordering::AcqRel);
         result
+    }
+
+    /// Write a batch without waiting for its sync; see [`crate::Stream::submit`].
+    pub(crate) fn submit(self: &Arc<Self>, batch: &RecordBatch) -> Result<PendingAppend> {
+        use std::sync::atomic::Ordering;
+        self.appenders.fetch_add(1, Ordering::AcqRel);
+        match self.write_frame(batch) {
+            Ok((ack, durable_at)) => {
+                if durable_at.is_none() {
+                    self.appenders.fetch_sub(1, Ordering::AcqRel);
+                }
+                Ok(PendingAppend { partition: Arc::clone(self), ack, durable_at })
+            }
+            Err(e) => {
+                self.appenders.fetch_sub(1, Ordering::AcqRel);
+                Err(e)
+            }
+        }
     }
 
     /// Check, encode and write a batch. Returns the ack and, in durable mode, the offset and
@@ -405,6 +486,7 @@ impl Partition {
         // loss can only cut the active segment, and the recovery point moves at every roll.
         self.sync_now(w)?;
         w.active.close();
+        let closed = Arc::clone(&w.active);
         let seg = match Segment::create(&self.dir, w.next_offset, self.options.index_interval_bytes)
             .and_then(|s| sync_dir(self.io.as_ref(), &self.dir).map(|()| s))
         {
@@ -417,7 +499,16 @@ impl Partition {
         w.active = seg;
         w.meta.recovery_point = w.next_offset;
         self.persist_meta(w)?;
-        self.enforce_retention_locked(w, std::time::SystemTime::now())
+        self.enforce_retention_locked(w, std::time::SystemTime::now())?;
+        self.schedule_compaction(&closed);
+        Ok(())
+    }
+
+    /// Queue a segment that just closed for compaction, if its frames are small.
+    pub(crate) fn schedule_compaction(&self, seg: &Arc<Segment>) {
+        if self.wants_compaction(seg) {
+            self.compactor.schedule(self.me.clone(), Arc::clone(seg));
+        }
     }
 
     /// Persist the writer's metadata, failing the partition on error.
@@ -460,6 +551,7 @@ fn finish_truncation(
     bases: &mut Vec<u64>,
     offset: u64,
     interval: u64,
+    schema: &SchemaRef,
 ) -> Result<bool> {
     let keep = bases.iter().rposition(|b| *b <= offset).unwrap_or(0);
     let base = bases[keep];
@@ -467,9 +559,17 @@ fn finish_truncation(
     let seg = Segment::open(path.clone(), base, interval)?;
     let len = seg.file_len()?;
     let (mut pos, mut next) = (0, base);
+    let mut head = None;
     while pos < len && next < offset {
         match seg.read_frame(pos) {
             Ok(f) if f.header.base_offset == next && pos + f.header.frame_len() <= len => {
+                if f.header.end_offset() > offset {
+                    // The cut is inside this frame: keep its first rows as a frame of their own.
+                    let Ok(h) = head_frame(schema, &f, offset) else { return Ok(false) };
+                    head = Some(h);
+                    next = offset;
+                    break;
+                }
                 pos += f.header.frame_len();
                 next = f.header.end_offset();
             }
@@ -482,9 +582,16 @@ fn finish_truncation(
     for later in bases.drain(keep + 1..) {
         remove_segment_files(&dir.join(segment_file_name(later)));
     }
-    remove_index_files(&path);
-    seg.file.set_len(pos).map_err(|e| Error::io("truncate", &path, e))?;
-    io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
+    match head {
+        Some(h) => {
+            rewrite_prefix(io, &seg.file, &path, pos, Some(&h.buf))?;
+        }
+        None => {
+            remove_index_files(&path);
+            seg.file.set_len(pos).map_err(|e| Error::io("truncate", &path, e))?;
+            io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
+        }
+    }
     sync_dir(io, dir)?;
     Ok(true)
 }
@@ -495,6 +602,7 @@ fn recover_segments(
     dir: &Path,
     meta: &mut PartitionMeta,
     interval: u64,
+    schema: &SchemaRef,
 ) -> Result<Vec<Arc<Segment>>> {
     let mut bases = Vec::new();
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
@@ -517,7 +625,7 @@ fn recover_segments(
     }
     if let Some(offset) = meta.truncating_to {
         meta.recovery_point = meta.recovery_point.min(offset);
-        if finish_truncation(io, dir, &mut bases, offset, interval)? {
+        if finish_truncation(io, dir, &mut bases, offset, interval, schema)? {
             meta.truncating_to = None;
             write_meta(io, dir, meta)?;
         }

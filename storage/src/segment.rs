@@ -58,6 +58,9 @@ pub(crate) struct Segment {
     end: AtomicU64,
     /// Largest event time in the segment, `i64::MIN` if none.
     max_time: AtomicI64,
+    /// Frames recorded since open or the last index reset (0 when the indexes were loaded
+    /// from files, which do not count frames).
+    frames: AtomicU64,
     closed: AtomicBool,
     map: OnceLock<Buffer>,
     index: RwLock<Vec<(u64, u64)>>,
@@ -106,6 +109,7 @@ impl Segment {
             size: AtomicU64::new(0),
             end: AtomicU64::new(base),
             max_time: AtomicI64::new(i64::MIN),
+            frames: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             map: OnceLock::new(),
             index: RwLock::new(Vec::new()),
@@ -198,6 +202,22 @@ impl Segment {
         }
         self.end.store(header.end_offset(), Ordering::Release);
         self.size.store(position + frame_len, Ordering::Release);
+        self.frames.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Frames recorded since open or the last index reset (0 if unknown).
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Acquire)
+    }
+
+    /// The bytes `position..position + len` of a mapped (closed) segment, as a shared slice.
+    pub fn raw_bytes(&self, position: u64, len: u64) -> std::result::Result<Buffer, String> {
+        let map = self.map.get().ok_or_else(|| "segment is not mapped".to_string())?;
+        let (p, n) = (position as usize, len as usize);
+        if p + n > map.len() {
+            return Err("frame beyond the end of the segment".into());
+        }
+        Ok(map.slice_with_length(p, n))
     }
 
     fn reset_indexes(&self) {
@@ -209,6 +229,7 @@ impl Segment {
         }
         *self.builder.lock().unwrap_or_else(|p| p.into_inner()) = IndexBuilder::default();
         self.max_time.store(i64::MIN, Ordering::Release);
+        self.frames.store(0, Ordering::Release);
         self.size.store(0, Ordering::Release);
         self.end.store(self.base, Ordering::Release);
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arrow::datatypes::{Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use crate::compact::Compactor;
 use crate::error::{Error, Result};
 use crate::fsutil::{DirLock, atomic_write, create_dir_durable, read_optional, sync_dir};
 use crate::io::{Io, StdIo};
@@ -54,6 +55,7 @@ pub struct Store {
     io: Arc<dyn Io>,
     streams: Mutex<BTreeMap<String, Arc<Stream>>>,
     closed: Mutex<bool>,
+    compactor: Arc<Compactor>,
     _lock: DirLock,
 }
 
@@ -70,6 +72,7 @@ impl Store {
         let lock = DirLock::acquire(&dir)?;
         let streams_dir = dir.join(STREAMS);
         create_dir_durable(io.as_ref(), &streams_dir)?;
+        let compactor = Compactor::start(&dir)?;
         let mut streams = BTreeMap::new();
         let rd = std::fs::read_dir(&streams_dir).map_err(|e| Error::io("list", &streams_dir, e))?;
         for entry in rd {
@@ -80,10 +83,23 @@ impl Store {
                 let _ = std::fs::remove_dir_all(entry.path());
                 continue;
             }
-            let stream = open_stream(&entry.path(), &io)?;
+            let stream = match open_stream(&entry.path(), &io, &compactor) {
+                Ok(s) => s,
+                Err(e) => {
+                    compactor.stop();
+                    return Err(e);
+                }
+            };
             streams.insert(name, Arc::new(stream));
         }
-        Ok(Store { dir, io, streams: Mutex::new(streams), closed: Mutex::new(false), _lock: lock })
+        Ok(Store {
+            dir,
+            io,
+            streams: Mutex::new(streams),
+            closed: Mutex::new(false),
+            compactor,
+            _lock: lock,
+        })
     }
 
     /// The data directory.
@@ -149,7 +165,7 @@ impl Store {
         sync_dir(io, &tmp_dir)?;
         std::fs::rename(&tmp_dir, &final_dir).map_err(|e| Error::io("rename", &final_dir, e))?;
         sync_dir(io, &streams_dir)?;
-        let stream = Arc::new(open_stream(&final_dir, &self.io)?);
+        let stream = Arc::new(open_stream(&final_dir, &self.io, &self.compactor)?);
         streams.insert(name.to_string(), Arc::clone(&stream));
         Ok(stream)
     }
@@ -192,7 +208,15 @@ impl Store {
         Ok(())
     }
 
-    /// Close every stream: sync, write indexes and recovery points. Idempotent.
+    /// Block until background compaction has nothing queued or running, or `timeout` passes.
+    /// Returns whether it is idle. Compaction needs no waiting for correctness (reads are the
+    /// same before and after); this is for benchmarks and tests.
+    pub fn wait_for_compaction(&self, timeout: std::time::Duration) -> bool {
+        self.compactor.wait_idle(timeout)
+    }
+
+    /// Close every stream: sync, write indexes and recovery points. Idempotent. A compaction
+    /// in progress is abandoned (its segment stays as it was).
     ///
     /// # Errors
     /// The first error met; the other streams are still closed.
@@ -202,6 +226,7 @@ impl Store {
             return Ok(());
         }
         *closed = true;
+        self.compactor.stop();
         let mut first = None;
         for s in self.lock_streams().values() {
             if let Err(e) = s.close()
@@ -253,7 +278,7 @@ fn schema_from_bytes(path: &Path, bytes: &[u8]) -> Result<SchemaRef> {
     Ok(r.schema())
 }
 
-fn open_stream(dir: &Path, io: &Arc<dyn Io>) -> Result<Stream> {
+fn open_stream(dir: &Path, io: &Arc<dyn Io>, compactor: &Arc<Compactor>) -> Result<Stream> {
     let sf_path = dir.join(STREAM_FILE);
     let bytes = read_optional(&sf_path)?
         .ok_or_else(|| Error::BadMetadata { path: sf_path.clone(), detail: "missing".into() })?;
@@ -278,14 +303,16 @@ fn open_stream(dir: &Path, io: &Arc<dyn Io>) -> Result<Stream> {
     let options = Arc::new(file.options);
     let mut partitions = Vec::new();
     for p in 0..options.partitions {
-        partitions.push(Arc::new(Partition::open(
+        let partition = Partition::open(
             &file.name,
             dir.join(partition_dir_name(p)),
             Arc::clone(&schema),
             Arc::clone(&options),
             event_column,
             Arc::clone(io),
-        )?));
+            Arc::clone(compactor),
+        )?;
+        partitions.push(Arc::new_cyclic(|me| Partition { me: me.clone(), ..partition }));
     }
     Ok(Stream::new(file.name, dir.to_path_buf(), schema, options, partitions))
 }

@@ -11,7 +11,7 @@ use arrow::datatypes::SchemaRef;
 use crate::error::Error;
 use crate::error::Result;
 use crate::options::StreamOptions;
-use crate::partition::{AppendAck, Partition};
+use crate::partition::{AppendAck, Partition, PendingAppend};
 use crate::progress::Wait;
 use crate::reader::{ReadFrom, Reader};
 
@@ -35,6 +35,8 @@ pub struct StreamInfo {
     /// Group-commit `fdatasync` calls since the store was opened: `appended_batches / syncs` is
     /// how many durable appends share a sync.
     pub syncs: u64,
+    /// Segments compacted (small frames merged) since the store was opened.
+    pub compactions: u64,
 }
 
 /// A durable, ordered, append-only log of Arrow record batches.
@@ -99,6 +101,19 @@ impl Stream {
         self.p0().append(batch)
     }
 
+    /// Write a batch and return without waiting for its sync, so that one appender can have
+    /// several appends in flight (as a Kafka producer does) and share a group commit with them.
+    /// The rows are acknowledged, readable and kept by a crash only once
+    /// [`PendingAppend::wait`] returns `Ok`; appends are durable in the order they were
+    /// submitted. In relaxed mode the rows are acknowledged when this returns.
+    ///
+    /// # Errors
+    /// As [`Stream::append`] for everything up to the write; the sync's outcome comes from
+    /// [`PendingAppend::wait`].
+    pub fn submit(&self, batch: &RecordBatch) -> Result<PendingAppend> {
+        self.p0().submit(batch)
+    }
+
     /// A reader starting at `from`.
     ///
     /// # Errors
@@ -121,6 +136,7 @@ impl Stream {
             bytes: segments.iter().map(|s| s.size()).sum(),
             appended_batches: self.p0().frames_written.load(std::sync::atomic::Ordering::Relaxed),
             syncs: self.p0().group_syncs.load(std::sync::atomic::Ordering::Relaxed),
+            compactions: self.p0().compactions.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -155,10 +171,11 @@ impl Stream {
     }
 
     /// Remove every row at `offset` and after (exactly-once recovery rolls a derived log back to
-    /// its last checkpoint). `offset` must be a batch boundary, not below the committed offset.
+    /// its last checkpoint). `offset` may fall inside a batch (its first rows are kept); it may not
+    /// be below the committed offset.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an offset inside a batch or below the commit;
+    /// [`Error::InvalidArgument`] for an offset below the commit;
     /// [`Error::OffsetOutOfRange`]; [`Error::Sealed`]; [`Error::Io`].
     pub fn truncate(&self, offset: u64) -> Result<()> {
         self.p0().truncate(offset)

@@ -120,7 +120,8 @@ fn corruption_below_recovery_point_is_reported_not_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let segs = {
         let store = open(dir.path());
-        let opts = StreamOptions { segment_bytes: 4096, ..options() };
+        // Frames as appended (no compaction): the test damages a chosen frame.
+        let opts = StreamOptions { segment_bytes: 4096, compact_frames_below: 0, ..options() };
         let s = store.create_stream("c", schema(), opts).unwrap();
         for i in 0..30 {
             s.append(&batch(i * 5, 5)).unwrap();
@@ -200,7 +201,8 @@ fn interrupted_truncation_is_finished_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let stream_dir = {
         let store = open(dir.path());
-        let opts = StreamOptions { segment_bytes: 4096, ..options() };
+        // Frames as appended (no compaction): the test damages a chosen frame.
+        let opts = StreamOptions { segment_bytes: 4096, compact_frames_below: 0, ..options() };
         let s = store.create_stream("t", schema(), opts).unwrap();
         for i in 0..40 {
             s.append(&batch(i * 5, 5)).unwrap();
@@ -236,6 +238,36 @@ fn interrupted_truncation_is_finished_on_open() {
     let s = store.stream("t").unwrap();
     assert_eq!(all_ids(&s), (0..30).collect::<Vec<_>>());
     assert_eq!(s.append(&batch(30, 5)).unwrap().base_offset, 30);
+}
+
+/// A crash during a truncation to an offset inside a frame (frames merged by compaction):
+/// recovery keeps the frame's first rows, in a closed segment and in the active one.
+#[test]
+fn interrupted_truncation_inside_a_frame_is_finished_on_open() {
+    for (target, rows) in [(33u64, 40i64), (197, 200)] {
+        let dir = tempfile::tempdir().unwrap();
+        let stream_dir = {
+            let store = open(dir.path());
+            let opts = StreamOptions { segment_bytes: 4096, compact_frames_below: 0, ..options() };
+            let s = store.create_stream("t", schema(), opts).unwrap();
+            for i in 0..rows / 5 {
+                s.append(&batch(i * 5, 5)).unwrap();
+            }
+            s.dir().to_path_buf()
+        };
+        let p = stream_dir.join("p0/partition.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        v["truncating_to"] = target.into();
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+        for _ in 0..2 {
+            let store = open(dir.path());
+            let s = store.stream("t").unwrap();
+            assert_eq!(all_ids(&s), (0..target as i64).collect::<Vec<_>>(), "{target}");
+        }
+        let store = open(dir.path());
+        let s = store.stream("t").unwrap();
+        assert_eq!(s.append(&batch(target as i64, 2)).unwrap().base_offset, target);
+    }
 }
 
 /// Damage in the middle of the unsynced tail, followed by valid frames, is not a torn tail.
@@ -320,7 +352,8 @@ struct Outcome {
 fn workload(dir: &std::path::Path, io: Arc<FaultyIo>) -> Outcome {
     let mut out = Outcome { min_rows: 0, max_rows: ROWS, created: false, failed: true };
     let Ok(store) = Store::open(dir, StoreOptions { io }) else { return out };
-    let opts = StreamOptions { segment_bytes: 4096, ..options() };
+    // No background compaction: the sweep counts this workload's writes and syncs exactly.
+    let opts = StreamOptions { segment_bytes: 4096, compact_frames_below: 0, ..options() };
     let Ok(s) = store.create_stream("f", schema(), opts) else { return out };
     out.created = true;
     let append = |i: i64, out: &mut Outcome| -> bool {

@@ -33,20 +33,30 @@ fn parse(line: &str) -> Option<(String, Ack)> {
     Some((stream, Ack { base, rows, tag }))
 }
 
-/// Every batch of the log, whole, as (offset, tag, rows).
+/// Every appended batch of the log, whole, as (offset, tag, rows). Compaction may have merged
+/// appended batches into larger ones: an appended batch starts where its `row` column is 0.
 fn scan(store: &Store, name: &str) -> Vec<(u64, i64, u64)> {
     let s = store.stream(name).unwrap();
     let mut r = s.reader(ReadFrom::Earliest).unwrap();
     let mut out = Vec::new();
     while let Some(b) = r.next_batch().unwrap() {
-        check_batch(&b.batch);
-        let tag = b.batch.column(0).as_primitive::<Int64Type>().value(0);
-        out.push((b.offset, tag, b.batch.num_rows() as u64));
+        let rows = b.batch.column(1).as_primitive::<Int64Type>();
+        assert_eq!(rows.value(0), 0, "a read batch starts inside an appended batch");
+        let mut start = 0;
+        for i in 1..=b.batch.num_rows() {
+            if i == b.batch.num_rows() || rows.value(i) == 0 {
+                let appended = b.batch.slice(start, i - start);
+                let tag = check_batch(&appended);
+                out.push((b.offset + start as u64, tag, appended.num_rows() as u64));
+                start = i;
+            }
+        }
     }
     out
 }
 
-fn check_batch(batch: &RecordBatch) {
+/// Check one appended batch: whole, every row as the appender made it. Returns its tag.
+fn check_batch(batch: &RecordBatch) -> i64 {
     let tags = batch.column(0).as_primitive::<Int64Type>();
     let rows = batch.column(1).as_primitive::<Int64Type>();
     let payloads = batch.column(2).as_string::<i32>();
@@ -57,6 +67,7 @@ fn check_batch(batch: &RecordBatch) {
         assert_eq!(rows.value(i), i as i64);
         assert_eq!(payloads.value(i), payload(tag, i as i64));
     }
+    tag
 }
 
 #[test]
