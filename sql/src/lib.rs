@@ -1,10 +1,25 @@
 //! `kappa-sql`: the SQL front end of kappa.
 //!
-//! This crate will hold kappa's sqlparser dialect (the statements DataFusion does not know:
-//! `CREATE STREAM ... WATERMARK FOR`, `SEAL STREAM`, `COPY`, `EMIT ...`), the token-level rewrite
-//! of Flink's window table functions, planning through DataFusion's `SqlToRel`, and the rewrite of
-//! a `LogicalPlan` into streaming plan nodes. See `docs/ARCHITECTURE.md`, section Planning.
+//! - [`parse`] turns SQL text into kappa's [`Statement`]s: sqlparser's tokenizer and parser
+//!   (`GenericDialect`) with kappa's statements (`CREATE STREAM ... WATERMARK FOR`, `SEAL
+//!   STREAM`, `SHOW STREAMS`, `EMIT ...`) parsed on top (see the `parser` module). Queries stay
+//!   sqlparser ASTs, which DataFusion's `SqlToRel` plans.
+//! - [`stream_plan`] checks a DataFusion `LogicalPlan` for what kappa can run continuously and
+//!   compiles it into a [`stream_plan::StatelessPlan`]: per input stream, a chain of filters
+//!   and projections as DataFusion physical expressions, which the engine runs on every batch.
 //!
-//! It is built by issue 3; today it only fixes the dependency pins (DataFusion 55.2 with the
-//! sqlparser 0.62 it uses) and its place in the dependency graph (`engine -> sql`). It exports
-//! nothing yet, so nothing can call a half-built planner.
+//! Errors carry the line and column of the problem in the statement when known
+//! ([`Error::location`]). See `docs/ARCHITECTURE.md`, sections Planning and SQL surface.
+
+pub mod ast;
+mod error;
+mod parser;
+pub mod stream_plan;
+pub mod types;
+
+pub use ast::{ParsedStatement, Statement};
+pub use error::{Error, Location, Result};
+pub use parser::{ident_name, parse, parse_one};
+
+/// The sqlparser crate kappa's ASTs come from (the version DataFusion uses).
+pub use sqlparser;

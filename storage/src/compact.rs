@@ -111,7 +111,9 @@ impl Compactor {
 
     /// Block until nothing is queued or running, or `timeout` passes. Returns whether idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
         let mut s = self.lock();
         while !s.queue.is_empty() || s.running {
             let now = Instant::now();
@@ -164,7 +166,9 @@ impl Compactor {
             if let Some(p) = job.partition.upgrade() {
                 // A failed compaction changes nothing: the segment stays as it was, and the
                 // error (a full disk, a damaged frame) is for the writer or a reader to report.
-                if p.compact_segment(&job.segment, &self.stop).is_err() {
+                let run =
+                    std::panic::AssertUnwindSafe(|| p.compact_segment(&job.segment, &self.stop));
+                if !matches!(std::panic::catch_unwind(run), Ok(Ok(_))) {
                     p.compaction_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -296,12 +300,30 @@ impl Partition {
             expected = h.end_offset();
         }
         self.flush_group(&mut group, &mut write)?;
-        io.sync_data(&out).map_err(|e| Error::io("fdatasync", &tmp_path, e))?;
         if let Ok(modified) = seg.file.metadata().and_then(|m| m.modified()) {
             // Retention by age counts from the last write of the data, not of the rewrite.
             let _ = out.set_modified(modified);
         }
+        io.sync_data(&out).map_err(|e| Error::io("fdatasync", &tmp_path, e))?;
         drop(out);
+        // Check the new file, checksums included, before it replaces anything.
+        let mut fresh =
+            Segment::open(tmp_path.clone(), seg.base, self.options.index_interval_bytes)?;
+        if let Some(bad) = fresh.scan(written, true) {
+            return Err(bad.into_error(&tmp_path));
+        }
+        if fresh.end() != seg.end() {
+            return Err(corrupt(
+                0,
+                seg.base,
+                format!(
+                    "compacted segment ends at offset {}, the original at {}",
+                    fresh.end(),
+                    seg.end()
+                ),
+            ));
+        }
+        fresh.path = seg.path.clone();
 
         let mut w = self.lock_writer();
         if w.closed
@@ -316,22 +338,8 @@ impl Partition {
         std::fs::rename(&tmp_path, &seg.path).map_err(|e| Error::io("rename", &seg.path, e))?;
         let mut tmp = tmp;
         tmp.0 = None;
-        sync_dir(io, &self.dir)?;
-        let fresh = Segment::open(seg.path.clone(), seg.base, self.options.index_interval_bytes)?;
-        if let Some(bad) = fresh.scan(written, false) {
-            return Err(bad.into_error(&fresh.path));
-        }
-        if fresh.end() != seg.end() {
-            return Err(corrupt(
-                0,
-                seg.base,
-                format!(
-                    "compacted segment ends at offset {}, the original at {}",
-                    fresh.end(),
-                    seg.end()
-                ),
-            ));
-        }
+        // From here on the new file is the segment: memory follows the disk whatever happens.
+        let synced = sync_dir(io, &self.dir);
         fresh.close();
         let fresh = Arc::new(fresh);
         if let Ok(mut segs) = self.segments.write()
@@ -343,6 +351,10 @@ impl Partition {
             w.active = fresh;
         }
         self.compactions.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = synced {
+            // The rename may not be durable: the log is not trusted until it is reopened.
+            return Err(self.fail(&mut w, e));
+        }
         Ok(true)
     }
 

@@ -110,6 +110,16 @@ impl Partition {
         // An offset inside a frame (batch boundaries change when segments are compacted): the
         // frame's first rows are re-encoded as the new last frame.
         let head = match header {
+            Some(h) if h.base_offset < offset && h.end_offset() > self.lock_sync_synced() => {
+                // Its append still waits for its sync: keeping part of it would leave rows
+                // that the appender is told are not in the log.
+                return Err(Error::InvalidArgument(format!(
+                    "cannot truncate stream '{}' to offset {offset}: it is inside the batch at offsets {}..{}, whose append is not acknowledged yet",
+                    self.stream,
+                    h.base_offset,
+                    h.end_offset()
+                )));
+            }
             Some(h) if h.base_offset < offset => {
                 let frame = seg.read_frame(position).map_err(|detail| Error::Corruption {
                     segment: seg.path.clone(),

@@ -57,9 +57,8 @@ pub struct AppendAck {
 
 /// An append that is written but may not be durable yet: see [`crate::Stream::submit`].
 ///
-/// It counts as an appender of its stream until [`PendingAppend::wait`] returns or it is
-/// dropped, so that group commits wait for it to be covered. Dropping it does not withdraw the
-/// rows: they are in the log and become durable with the next sync, unacknowledged.
+/// Dropping it does not withdraw the rows: they are in the log and become durable with the
+/// next sync, unacknowledged.
 #[derive(Debug)]
 #[must_use = "an append is acknowledged only by `wait`"]
 pub struct PendingAppend {
@@ -80,22 +79,10 @@ impl PendingAppend {
     /// # Errors
     /// As [`crate::Stream::append`]: [`Error::Io`] or [`Error::Failed`] when the sync fails,
     /// [`Error::InvalidArgument`] when a truncation removed the rows while they waited.
-    pub fn wait(mut self) -> Result<AppendAck> {
-        match self.durable_at.take() {
-            Some((target, epoch)) => {
-                let result = self.partition.wait_durable(target, epoch);
-                self.partition.appenders.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                result.map(|()| self.ack)
-            }
+    pub fn wait(self) -> Result<AppendAck> {
+        match self.durable_at {
+            Some((target, epoch)) => self.partition.wait_durable(target, epoch).map(|()| self.ack),
             None => Ok(self.ack),
-        }
-    }
-}
-
-impl Drop for PendingAppend {
-    fn drop(&mut self) {
-        if self.durable_at.is_some() {
-            self.partition.appenders.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }
     }
 }
@@ -138,7 +125,8 @@ pub(crate) struct Partition {
     pub(crate) sync_cv: Condvar,
     pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
     pub(crate) watch: Watch,
-    /// Appenders inside `append` (encoding, writing, or waiting for their sync).
+    /// Appenders inside `append` (encoding, writing, or waiting for their sync), and inside
+    /// `submit` (encoding or writing).
     pub(crate) appenders: std::sync::atomic::AtomicUsize,
     /// Frames written since open (changed under the writer lock, read without it).
     pub(crate) frames_written: AtomicU64,
@@ -314,21 +302,16 @@ impl Partition {
     }
 
     /// Write a batch without waiting for its sync; see [`crate::Stream::submit`].
+    ///
+    /// A submitted append counts as an appender (for the group commit's gathering) only while
+    /// it encodes and writes: its frame is then pending, and a leader need not wait for it.
     pub(crate) fn submit(self: &Arc<Self>, batch: &RecordBatch) -> Result<PendingAppend> {
         use std::sync::atomic::Ordering;
         self.appenders.fetch_add(1, Ordering::AcqRel);
-        match self.write_frame(batch) {
-            Ok((ack, durable_at)) => {
-                if durable_at.is_none() {
-                    self.appenders.fetch_sub(1, Ordering::AcqRel);
-                }
-                Ok(PendingAppend { partition: Arc::clone(self), ack, durable_at })
-            }
-            Err(e) => {
-                self.appenders.fetch_sub(1, Ordering::AcqRel);
-                Err(e)
-            }
-        }
+        let written = self.write_frame(batch);
+        self.appenders.fetch_sub(1, Ordering::AcqRel);
+        let (ack, durable_at) = written?;
+        Ok(PendingAppend { partition: Arc::clone(self), ack, durable_at })
     }
 
     /// Check, encode and write a batch. Returns the ack and, in durable mode, the offset and

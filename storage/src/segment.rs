@@ -48,7 +48,8 @@ struct IndexBuilder {
 pub(crate) struct Segment {
     /// Offset of the first row.
     pub base: u64,
-    /// The `.log` file.
+    /// The `.log` file (a compaction builds the new segment under a temporary name, then
+    /// renames the file and sets this).
     pub path: PathBuf,
     /// Read and write handle.
     pub file: File,

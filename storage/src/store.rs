@@ -73,6 +73,16 @@ impl Store {
         let streams_dir = dir.join(STREAMS);
         create_dir_durable(io.as_ref(), &streams_dir)?;
         let compactor = Compactor::start(&dir)?;
+        // Stops the compactor unless the store gets built (an error or a panic on the way).
+        struct StopOnFailure<'a>(&'a Compactor, bool);
+        impl Drop for StopOnFailure<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.stop();
+                }
+            }
+        }
+        let mut guard = StopOnFailure(&compactor, false);
         let mut streams = BTreeMap::new();
         let rd = std::fs::read_dir(&streams_dir).map_err(|e| Error::io("list", &streams_dir, e))?;
         for entry in rd {
@@ -83,15 +93,11 @@ impl Store {
                 let _ = std::fs::remove_dir_all(entry.path());
                 continue;
             }
-            let stream = match open_stream(&entry.path(), &io, &compactor) {
-                Ok(s) => s,
-                Err(e) => {
-                    compactor.stop();
-                    return Err(e);
-                }
-            };
+            let stream = open_stream(&entry.path(), &io, &compactor)?;
             streams.insert(name, Arc::new(stream));
         }
+        guard.1 = true;
+        drop(guard);
         Ok(Store {
             dir,
             io,

@@ -414,6 +414,13 @@ fn pipelined_appends_share_syncs_and_are_readable_only_once_durable() {
     let store = open(dir.path());
     let s = store.stream("p").unwrap();
     assert_eq!(all_ids(&s), (0..34).collect::<Vec<_>>());
+    // A truncation may not keep part of a batch whose append is still waiting for its sync.
+    let pending = s.submit(&batch(34, 4)).unwrap();
+    let e = s.truncate(36).unwrap_err();
+    assert!(e.to_string().contains("not acknowledged yet"), "{e}");
+    assert_eq!(pending.wait().unwrap().base_offset, 34);
+    s.truncate(36).unwrap();
+    assert_eq!(all_ids(&s), (0..36).collect::<Vec<_>>());
     // Relaxed mode: acknowledged at once; sealed streams refuse submissions.
     let r = store
         .create_stream(

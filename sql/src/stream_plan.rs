@@ -1,0 +1,225 @@
+//! The streaming plan of a stateless continuous query.
+//!
+//! DataFusion plans the query (`SqlToRel`, then its optimizer pushes filters and merges
+//! projections); this module then walks the optimized `LogicalPlan`. A plan made only of table
+//! scans, filters, projections, aliases and `UNION ALL` is stateless: every input batch can be
+//! processed alone. Each input stream gets a [`InputPipeline`]: the columns to read and a chain
+//! of [`Op`]s (filter, projection) as DataFusion `PhysicalExpr`s, which the engine evaluates on
+//! every batch it reads. Any other node (aggregation, join, sort, limit, window function) needs
+//! state and is refused with a "not supported yet" error that names it, until the issues that
+//! build stateful operators.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+
+use crate::error::{Error, Location, Result};
+
+/// One step of a pipeline.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Keep the rows where the predicate is true.
+    Filter(Arc<dyn PhysicalExpr>),
+    /// Compute new columns.
+    Project {
+        /// One expression per output column.
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        /// The output schema.
+        schema: SchemaRef,
+    },
+}
+
+/// What one input stream goes through.
+#[derive(Debug, Clone)]
+pub struct InputPipeline {
+    /// The stream read.
+    pub stream: String,
+    /// Columns read from the stream (indexes into its schema); `None`: all.
+    pub projection: Option<Vec<usize>>,
+    /// Steps, in order.
+    pub ops: Vec<Op>,
+}
+
+/// A stateless continuous query: one pipeline per input (several for `UNION ALL`).
+#[derive(Debug, Clone)]
+pub struct StatelessPlan {
+    /// The schema of every output batch.
+    pub schema: SchemaRef,
+    /// The pipelines; their outputs are interleaved in arrival order (order is kept per input).
+    pub inputs: Vec<InputPipeline>,
+    /// For each output column, the input column it copies unchanged in every pipeline, if any.
+    pub origins: Vec<Option<String>>,
+}
+
+impl StatelessPlan {
+    /// Run input `i`'s pipeline on a batch read from its stream (already projected as
+    /// [`InputPipeline::projection`] says). `None` when every row was filtered out.
+    ///
+    /// # Errors
+    /// [`Error::Plan`] when an expression fails on the data (a cast of a bad string, a division
+    /// by zero, ...), naming the stream.
+    pub fn apply(&self, i: usize, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let pipe = &self.inputs[i];
+        let fail =
+            |e: String| Error::plan(format!("on a row of stream {}: {e}", pipe.stream), None);
+        let mut b = batch;
+        for op in &pipe.ops {
+            if b.num_rows() == 0 {
+                return Ok(None);
+            }
+            match op {
+                Op::Filter(p) => {
+                    let mask = p
+                        .evaluate(&b)
+                        .and_then(|v| v.into_array(b.num_rows()))
+                        .map_err(|e| fail(e.message().to_string()))?;
+                    let Some(mask) = mask.as_boolean_opt() else {
+                        return Err(fail(format!("a filter returned {}", mask.data_type())));
+                    };
+                    b = filter_record_batch(&b, mask).map_err(|e| fail(e.to_string()))?;
+                }
+                Op::Project { exprs, schema } => {
+                    let n = b.num_rows();
+                    let cols = exprs
+                        .iter()
+                        .map(|e| e.evaluate(&b).and_then(|v| v.into_array(n)))
+                        .collect::<datafusion::common::Result<Vec<_>>>()
+                        .map_err(|e| fail(e.message().to_string()))?;
+                    let options = RecordBatchOptions::new().with_row_count(Some(n));
+                    b = RecordBatch::try_new_with_options(Arc::clone(schema), cols, &options)
+                        .map_err(|e| fail(e.to_string()))?;
+                }
+            }
+        }
+        if b.num_rows() == 0 {
+            return Ok(None);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+        RecordBatch::try_new_with_options(Arc::clone(&self.schema), b.columns().to_vec(), &options)
+            .map(Some)
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// Compile an optimized logical plan into a stateless streaming plan.
+///
+/// # Errors
+/// [`Error::NotSupported`] naming the first node that needs state; [`Error::Plan`] when an
+/// expression cannot be compiled.
+pub fn compile(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    at: Option<Location>,
+) -> Result<StatelessPlan> {
+    let schema: SchemaRef = Arc::clone(plan.schema().inner());
+    let pipes = walk(plan, state, at)?;
+    let n = schema.fields().len();
+    let mut origins: Vec<Option<String>> = vec![None; n];
+    for (j, origin) in origins.iter_mut().enumerate() {
+        let first = pipes.first().and_then(|p| p.1.get(j).cloned().flatten());
+        if pipes.iter().all(|p| p.1.get(j).cloned().flatten() == first) {
+            *origin = first;
+        }
+    }
+    Ok(StatelessPlan { schema, inputs: pipes.into_iter().map(|p| p.0).collect(), origins })
+}
+
+/// Pipelines producing `plan`'s output, each with the origin of every current column.
+type Pipes = Vec<(InputPipeline, Vec<Option<String>>)>;
+
+fn walk(plan: &LogicalPlan, state: &SessionState, at: Option<Location>) -> Result<Pipes> {
+    let unsupported =
+        |what: &str| Err(Error::not_supported(format!("{what} in a continuous query"), at));
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let source = scan.source.schema();
+            let names: Vec<Option<String>> = match &scan.projection {
+                Some(p) => p.iter().map(|i| Some(source.field(*i).name().clone())).collect(),
+                None => source.fields().iter().map(|f| Some(f.name().clone())).collect(),
+            };
+            let pipe = InputPipeline {
+                stream: scan.table_name.table().to_string(),
+                projection: scan.projection.clone(),
+                ops: Vec::new(),
+            };
+            Ok(vec![(pipe, names)])
+        }
+        LogicalPlan::Filter(f) => {
+            let mut pipes = walk(&f.input, state, at)?;
+            let pred = physical(state, &f.predicate, f.input.schema(), at)?;
+            for (p, _) in &mut pipes {
+                p.ops.push(Op::Filter(Arc::clone(&pred)));
+            }
+            Ok(pipes)
+        }
+        LogicalPlan::Projection(p) => {
+            let mut pipes = walk(&p.input, state, at)?;
+            let exprs = p
+                .expr
+                .iter()
+                .map(|e| physical(state, e, p.input.schema(), at))
+                .collect::<Result<Vec<_>>>()?;
+            let schema: SchemaRef = Arc::clone(p.schema.inner());
+            for (pipe, origin) in &mut pipes {
+                let next: Vec<Option<String>> = exprs
+                    .iter()
+                    .map(|e| {
+                        e.downcast_ref::<Column>()
+                            .and_then(|c| origin.get(c.index()).cloned().flatten())
+                    })
+                    .collect();
+                *origin = next;
+                pipe.ops.push(Op::Project { exprs: exprs.clone(), schema: Arc::clone(&schema) });
+            }
+            Ok(pipes)
+        }
+        LogicalPlan::SubqueryAlias(a) => walk(&a.input, state, at),
+        LogicalPlan::Union(u) => {
+            let mut out = Vec::new();
+            for input in &u.inputs {
+                out.extend(walk(input, state, at)?);
+            }
+            Ok(out)
+        }
+        LogicalPlan::Aggregate(_) => unsupported("aggregation (GROUP BY, COUNT, SUM, ...)"),
+        LogicalPlan::Join(_) => unsupported("a join"),
+        LogicalPlan::Sort(_) => unsupported("ORDER BY (a stream is ordered by its offsets)"),
+        LogicalPlan::Limit(_) => {
+            unsupported("LIMIT (a push query may end with EMIT CHANGES LIMIT n)")
+        }
+        LogicalPlan::Window(_) => unsupported("a window function (OVER)"),
+        LogicalPlan::Distinct(_) => unsupported("DISTINCT (or UNION without ALL)"),
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+            unsupported("a query that reads no stream")
+        }
+        other => unsupported(&format!("the plan node {}", node_name(other))),
+    }
+}
+
+fn node_name(plan: &LogicalPlan) -> String {
+    let text = plan.display().to_string();
+    text.split(':').next().unwrap_or("?").trim().to_string()
+}
+
+fn physical(
+    state: &SessionState,
+    expr: &Expr,
+    schema: &DFSchema,
+    at: Option<Location>,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    state
+        .create_physical_expr(expr.clone(), schema)
+        .map_err(|e| Error::plan(e.message().to_string(), at))
+}
+
+/// Whether a type is a valid filter result.
+pub fn is_boolean(t: &DataType) -> bool {
+    matches!(t, DataType::Boolean | DataType::Null)
+}
