@@ -11,7 +11,6 @@ use datafusion::sql::planner::SqlToRel;
 use sqlparser::ast::{ColumnDef, ColumnOption};
 
 use crate::error::{Error, Location, Result};
-use crate::parser::ident_name;
 
 /// A context that knows no tables or functions: enough to map column types.
 struct TypesOnly {
@@ -76,10 +75,6 @@ pub fn schema_of(columns: &[ColumnDef], at: Option<Location>) -> Result<Schema> 
             }
         }
     }
-    let mut normalized = columns.to_vec();
-    for c in &mut normalized {
-        c.name = sqlparser::ast::Ident::new(ident_name(&c.name));
-    }
     let mut options = ConfigOptions::default();
     // Streams store `Utf8` (what CSV, JSON and most Parquet files hold); the engine's session
     // uses the same setting, so that casts agree.
@@ -87,7 +82,7 @@ pub fn schema_of(columns: &[ColumnDef], at: Option<Location>) -> Result<Schema> 
     let provider = TypesOnly { options };
     let planner = SqlToRel::new(&provider);
     let schema =
-        planner.build_schema(normalized).map_err(|e| Error::plan(e.message().to_string(), at))?;
+        planner.build_schema(columns.to_vec()).map_err(|e| Error::plan(e.message().to_string(), at))?;
     let mut seen = std::collections::HashSet::new();
     for f in schema.fields() {
         if !seen.insert(f.name().clone()) {
