@@ -81,8 +81,9 @@ pub fn schema_of(columns: &[ColumnDef], at: Option<Location>) -> Result<Schema> 
     options.sql_parser.map_string_types_to_utf8view = false;
     let provider = TypesOnly { options };
     let planner = SqlToRel::new(&provider);
-    let schema =
-        planner.build_schema(columns.to_vec()).map_err(|e| Error::plan(e.message().to_string(), at))?;
+    let schema = planner
+        .build_schema(columns.to_vec())
+        .map_err(|e| Error::plan(e.message().to_string(), at))?;
     let mut seen = std::collections::HashSet::new();
     for f in schema.fields() {
         if !seen.insert(f.name().clone()) {
