@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 
 use crate::error::{Error, Result};
-use crate::frame::{EncodedFrame, HEADER_LEN, decode_body};
+use crate::frame::{EncodedFrame, HEADER_LEN, Tag, decode_body};
 use crate::fsutil::sync_dir;
 use crate::partition::Partition;
 use crate::segment::{Segment, remove_index_files};
@@ -215,6 +215,8 @@ struct Group {
     base: u64,
     bytes: usize,
     time: Option<(i64, i64)>,
+    /// The last frame's tag (all frames of a group have the same producer, or none).
+    tag: Option<Tag>,
 }
 
 impl Partition {
@@ -283,9 +285,16 @@ impl Partition {
                     None,
                 )
                 .map_err(|d| corrupt(pos, h.base_offset, d))?;
+                // Frames of different producers are never merged: each keeps its own tags.
+                if !group.batches.is_empty()
+                    && group.tag.map(|t| t.producer) != h.tag.map(|t| t.producer)
+                {
+                    self.flush_group(&mut group, &mut write)?;
+                }
                 if group.batches.is_empty() {
                     group.base = h.base_offset;
                 }
+                group.tag = h.tag;
                 group.bytes += h.body_len as usize;
                 group.time = match (group.time, h.time) {
                     (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
@@ -374,6 +383,7 @@ impl Partition {
         let batches = std::mem::take(&mut group.batches);
         let merged = arrow::compute::concat_batches(&self.schema, &batches)?;
         let mut frame = EncodedFrame::encode(&merged, group.time)?;
+        frame.tag = group.tag;
         // Everything in a closed segment was synced before it closed.
         frame.seal(group.base, group.base);
         write(&frame.buf)?;

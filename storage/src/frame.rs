@@ -4,7 +4,8 @@
 //! offset  size  field
 //!      0     4  magic "KPF1"
 //!      4     2  format version (1)
-//!      6     2  flags (bit 0: the batch has event times; min/max below are valid)
+//!      6     2  flags (bit 0: the batch has event times; min/max below are valid;
+//!               bit 1: the frame carries a producer tag)
 //!      8     4  body length in bytes, before padding
 //!     12     4  row count
 //!     16     8  base offset (the log offset of the first row)
@@ -12,7 +13,8 @@
 //!     32     8  maximum event time
 //!     40     8  synced-before: every row below this offset was durable when the frame was
 //!               written (lets recovery tell a torn unsynced write from damage to synced data)
-//!     48    12  reserved, zero
+//!     48     4  producer id (flag bit 1), else zero: see [`Tag`]
+//!     52     8  producer sequence (flag bit 1), else zero
 //!     60     4  CRC-32C of the padded body followed by bytes 0..60 of this header
 //!     64     …  body: Arrow IPC encapsulated messages (dictionaries, then the record batch),
 //!               zero-padded to a multiple of 64 bytes
@@ -46,6 +48,19 @@ pub(crate) const ALIGN: usize = 64;
 pub const MAX_FRAME_BODY: usize = 1 << 30;
 
 const FLAG_HAS_TIME: u16 = 1;
+const FLAG_HAS_TAG: u16 = 2;
+
+/// A producer's mark on a frame: who appended it and how far that producer had got (for a job,
+/// the input offset its output covers). Lets a producer that restarts find what it already
+/// wrote (see [`crate::Stream::producer_positions`]), so that its output is exactly-once
+/// without rolling the log back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tag {
+    /// The producer (non-zero by convention; the log does not interpret it).
+    pub producer: u32,
+    /// The producer's position after this frame; increases with every tagged append.
+    pub seq: u64,
+}
 
 /// Round `n` up to the frame alignment.
 pub(crate) fn pad(n: usize) -> usize {
@@ -65,6 +80,8 @@ pub(crate) struct FrameHeader {
     pub time: Option<(i64, i64)>,
     /// Every row below this offset was durable when the frame was written.
     pub synced_before: u64,
+    /// The producer's tag, if any.
+    pub tag: Option<Tag>,
     /// The stored checksum.
     pub crc: u32,
 }
@@ -90,7 +107,10 @@ impl FrameHeader {
         out[..HEADER_LEN].fill(0);
         out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         out[4..6].copy_from_slice(&VERSION.to_le_bytes());
-        let flags = if self.time.is_some() { FLAG_HAS_TIME } else { 0 };
+        let mut flags = if self.time.is_some() { FLAG_HAS_TIME } else { 0 };
+        if self.tag.is_some() {
+            flags |= FLAG_HAS_TAG;
+        }
         out[6..8].copy_from_slice(&flags.to_le_bytes());
         out[8..12].copy_from_slice(&self.body_len.to_le_bytes());
         out[12..16].copy_from_slice(&self.rows.to_le_bytes());
@@ -99,6 +119,10 @@ impl FrameHeader {
         out[24..32].copy_from_slice(&lo.to_le_bytes());
         out[32..40].copy_from_slice(&hi.to_le_bytes());
         out[40..48].copy_from_slice(&self.synced_before.to_le_bytes());
+        if let Some(t) = self.tag {
+            out[48..52].copy_from_slice(&t.producer.to_le_bytes());
+            out[52..60].copy_from_slice(&t.seq.to_le_bytes());
+        }
     }
 
     /// Decode and sanity-check a header. Does not verify the checksum (that needs the body).
@@ -125,12 +149,17 @@ impl FrameHeader {
             return Err(format!("unknown frame format version {version}"));
         }
         let flags = u16_at(6);
-        if flags & !FLAG_HAS_TIME != 0 {
+        if flags & !(FLAG_HAS_TIME | FLAG_HAS_TAG) != 0 {
             return Err(format!("unknown frame flags {flags:#06x}"));
         }
-        if buf[48..60].iter().any(|b| *b != 0) {
-            return Err("reserved header bytes are not zero".to_string());
-        }
+        let tag = if flags & FLAG_HAS_TAG != 0 {
+            Some(Tag { producer: u32_at(48), seq: u64_at(52) })
+        } else {
+            if buf[48..60].iter().any(|b| *b != 0) {
+                return Err("reserved header bytes are not zero".to_string());
+            }
+            None
+        };
         let body_len = u32_at(8);
         if body_len as usize > MAX_FRAME_BODY {
             return Err(format!("frame body length {body_len} exceeds the limit"));
@@ -150,7 +179,7 @@ impl FrameHeader {
             ));
         }
         let time = (flags & FLAG_HAS_TIME != 0).then(|| (u64_at(24) as i64, u64_at(32) as i64));
-        Ok(FrameHeader { body_len, rows, base_offset, time, synced_before, crc: u32_at(60) })
+        Ok(FrameHeader { body_len, rows, base_offset, time, synced_before, tag, crc: u32_at(60) })
     }
 
     /// Check the stored checksum against the header bytes and the padded body.
@@ -177,6 +206,8 @@ pub(crate) struct EncodedFrame {
     pub rows: u32,
     /// Event-time range of the batch.
     pub time: Option<(i64, i64)>,
+    /// The producer's tag, written by [`EncodedFrame::seal`].
+    pub tag: Option<Tag>,
 }
 
 impl EncodedFrame {
@@ -219,7 +250,7 @@ impl EncodedFrame {
         }
         buf.resize(HEADER_LEN + pad(body_len), 0);
         let body_crc = crc32c::crc32c(&buf[HEADER_LEN..]);
-        Ok(EncodedFrame { buf, body_crc, body_len: body_len as u32, rows, time })
+        Ok(EncodedFrame { buf, body_crc, body_len: body_len as u32, rows, time, tag: None })
     }
 
     /// Write the header for `base_offset` (checksum included). Returns the header.
@@ -230,6 +261,7 @@ impl EncodedFrame {
             base_offset,
             time: self.time,
             synced_before: synced_before.min(base_offset),
+            tag: self.tag,
             crc: 0,
         };
         header.encode_without_crc(&mut self.buf);

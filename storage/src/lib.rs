@@ -112,7 +112,7 @@ mod store;
 mod stream;
 
 pub use error::{Error, Result};
-pub use frame::MAX_FRAME_BODY;
+pub use frame::{MAX_FRAME_BODY, Tag};
 pub use io::{Fault, FaultyIo, Io, StdIo};
 pub use options::{Durability, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Retention, StreamOptions};
 pub use partition::{AppendAck, PendingAppend};

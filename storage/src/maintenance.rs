@@ -69,6 +69,34 @@ impl Partition {
         Ok(())
     }
 
+    /// See [`crate::Stream::producer_positions`].
+    pub(crate) fn producer_positions(
+        &self,
+        from: u64,
+    ) -> Result<std::collections::HashMap<u32, u64>> {
+        let mut out = std::collections::HashMap::new();
+        for seg in self.segments_snapshot().iter().filter(|s| s.end() > from) {
+            let start = from.max(seg.base);
+            let corrupt = |position: u64, detail: String| Error::Corruption {
+                segment: seg.path.clone(),
+                offset: start,
+                position,
+                detail,
+            };
+            let (mut pos, _) = seg.locate(start).map_err(|d| corrupt(0, d))?;
+            let size = seg.size();
+            while pos < size {
+                let (h, _) = seg.read_header(pos).map_err(|d| corrupt(pos, d))?;
+                if let Some(t) = h.tag {
+                    let e = out.entry(t.producer).or_insert(t.seq);
+                    *e = (*e).max(t.seq);
+                }
+                pos += h.frame_len();
+            }
+        }
+        Ok(out)
+    }
+
     fn lock_sync_synced(&self) -> u64 {
         self.sync.lock().map(|s| s.synced).unwrap_or(0)
     }

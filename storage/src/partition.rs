@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compact::Compactor;
 use crate::error::{Error, Result};
-use crate::frame::EncodedFrame;
+use crate::frame::{EncodedFrame, Tag};
 use crate::fsutil::{atomic_write, read_optional, sync_dir};
 use crate::io::Io;
 use crate::maintenance::{head_frame, rewrite_prefix};
@@ -290,10 +290,10 @@ impl Partition {
     }
 
     /// Append a batch; see [`crate::Stream::append`].
-    pub(crate) fn append(&self, batch: &RecordBatch) -> Result<AppendAck> {
+    pub(crate) fn append(&self, batch: &RecordBatch, tag: Option<Tag>) -> Result<AppendAck> {
         use std::sync::atomic::Ordering;
         self.appenders.fetch_add(1, Ordering::AcqRel);
-        let result = self.write_frame(batch).and_then(|(ack, durable_at)| match durable_at {
+        let result = self.write_frame(batch, tag).and_then(|(ack, durable_at)| match durable_at {
             Some((target, epoch)) => self.wait_durable(target, epoch).map(|()| ack),
             None => Ok(ack),
         });
@@ -305,10 +305,14 @@ impl Partition {
     ///
     /// A submitted append counts as an appender (for the group commit's gathering) only while
     /// it encodes and writes: its frame is then pending, and a leader need not wait for it.
-    pub(crate) fn submit(self: &Arc<Self>, batch: &RecordBatch) -> Result<PendingAppend> {
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        batch: &RecordBatch,
+        tag: Option<Tag>,
+    ) -> Result<PendingAppend> {
         use std::sync::atomic::Ordering;
         self.appenders.fetch_add(1, Ordering::AcqRel);
-        let written = self.write_frame(batch);
+        let written = self.write_frame(batch, tag);
         self.appenders.fetch_sub(1, Ordering::AcqRel);
         let (ack, durable_at) = written?;
         Ok(PendingAppend { partition: Arc::clone(self), ack, durable_at })
@@ -316,11 +320,18 @@ impl Partition {
 
     /// Check, encode and write a batch. Returns the ack and, in durable mode, the offset and
     /// sync epoch to wait for.
-    fn write_frame(&self, batch: &RecordBatch) -> Result<(AppendAck, Option<(u64, u64)>)> {
+    fn write_frame(
+        &self,
+        batch: &RecordBatch,
+        tag: Option<Tag>,
+    ) -> Result<(AppendAck, Option<(u64, u64)>)> {
         let batch = conform(&self.stream, &self.schema, batch)?;
         let time = self.event_column.and_then(|i| time_range(batch.column(i)));
         let mut frame =
             if batch.num_rows() > 0 { Some(EncodedFrame::encode(&batch, time)?) } else { None };
+        if let Some(f) = frame.as_mut() {
+            f.tag = tag;
+        }
         let mut w = self.lock_writer();
         self.check_writable(&w)?;
         let Some(frame) = frame.as_mut() else {

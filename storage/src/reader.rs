@@ -48,6 +48,8 @@ pub struct Reader {
     frame_pos: u64,
     epoch: u64,
     projection: Option<Vec<usize>>,
+    /// Skip frames whose event times all fall outside this inclusive range.
+    time_range: Option<(i64, i64)>,
 }
 
 impl Reader {
@@ -84,6 +86,7 @@ impl Reader {
             frame_pos: 0,
             epoch: progress.epoch,
             projection: None,
+            time_range: None,
         })
     }
 
@@ -101,6 +104,16 @@ impl Reader {
         }
         self.projection = Some(columns);
         Ok(self)
+    }
+
+    /// Skip whole frames whose event times all fall outside `lo..=hi` (raw values of the
+    /// event-time column), judged from frame headers without decoding them: a scan for a time
+    /// range reads only the frames that may hold it. Rows of the frames read are not filtered,
+    /// and frames without event times (all null) are skipped. Offsets of the returned batches
+    /// stay exact; the skipped rows are simply not returned.
+    pub fn with_time_range(mut self, lo: i64, hi: i64) -> Reader {
+        self.time_range = Some((lo, hi));
+        self
     }
 
     /// The offset of the next row this reader returns.
@@ -182,6 +195,17 @@ impl Reader {
                         continue;
                     }
                 }
+            }
+            if let Some((lo, hi)) = self.time_range
+                && let Ok((h, _)) = seg.read_header(self.frame_pos)
+                && h.end_offset() <= limit
+                && h.base_offset <= self.next
+                && h.time.is_none_or(|(min, max)| max < lo || min > hi)
+            {
+                // No row of this frame is in the range: skip it unread.
+                self.next = h.end_offset();
+                self.frame_pos += h.frame_len();
+                continue;
             }
             let frame = seg.read_frame(self.frame_pos).map_err(|detail| Error::Corruption {
                 segment: seg.path.clone(),

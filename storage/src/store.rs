@@ -17,6 +17,8 @@ use crate::schema::is_event_time_type;
 use crate::stream::Stream;
 
 const STREAMS: &str = "streams";
+/// Folder of metadata files written for the engine (`Store::write_meta`).
+const META_DIR: &str = "meta";
 const STREAM_FILE: &str = "stream.json";
 const SCHEMA_FILE: &str = "schema.arrow";
 /// Longest stream name.
@@ -111,6 +113,53 @@ impl Store {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Replace the metadata file `name` (in `<data dir>/meta/`) with `bytes`, atomically
+    /// (write, fsync, rename, fsync the directory): a crash leaves the old or the new content.
+    /// For the engine's catalog and job progress records.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name that is not a plain file name; [`Error::Io`].
+    pub fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.meta_path(name)?;
+        if let Some(parent) = path.parent() {
+            create_dir_durable(self.io.as_ref(), parent)?;
+        }
+        atomic_write(self.io.as_ref(), &path, bytes)
+    }
+
+    /// The content of metadata file `name`, or `None` if it does not exist.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name; [`Error::Io`].
+    pub fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        read_optional(&self.meta_path(name)?)
+    }
+
+    /// Remove metadata file `name` (absent is fine).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name; [`Error::Io`].
+    pub fn remove_meta(&self, name: &str) -> Result<()> {
+        let path = self.meta_path(name)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(self.io.as_ref(), &self.dir.join(META_DIR)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        }
+    }
+
+    fn meta_path(&self, name: &str) -> Result<PathBuf> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && !name.ends_with(".tmp")
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(Error::InvalidArgument(format!("bad metadata file name '{name}'")));
+        }
+        Ok(self.dir.join(META_DIR).join(name))
     }
 
     fn lock_streams(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Stream>>> {

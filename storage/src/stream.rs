@@ -10,6 +10,7 @@ use arrow::datatypes::SchemaRef;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
+use crate::frame::Tag;
 use crate::options::StreamOptions;
 use crate::partition::{AppendAck, Partition, PendingAppend};
 use crate::progress::Wait;
@@ -98,7 +99,37 @@ impl Stream {
     /// [`Error::Failed`] until the store is reopened (the outcome of that append is unknown: it
     /// may or may not be present after recovery, and is never present in part).
     pub fn append(&self, batch: &RecordBatch) -> Result<AppendAck> {
-        self.p0().append(batch)
+        self.p0().append(batch, None)
+    }
+
+    /// [`Stream::append`] with a producer's [`Tag`] on the frame (see
+    /// [`Stream::producer_positions`]).
+    ///
+    /// # Errors
+    /// As [`Stream::append`].
+    pub fn append_tagged(&self, batch: &RecordBatch, tag: Tag) -> Result<AppendAck> {
+        self.p0().append(batch, Some(tag))
+    }
+
+    /// [`Stream::submit`] with a producer's [`Tag`] on the frame.
+    ///
+    /// # Errors
+    /// As [`Stream::submit`].
+    pub fn submit_tagged(&self, batch: &RecordBatch, tag: Tag) -> Result<PendingAppend> {
+        self.p0().submit(batch, Some(tag))
+    }
+
+    /// The highest sequence of each producer's tags in frames that end after offset `from`
+    /// (frame headers only are read). A producer that records `(its progress, the log's end)`
+    /// from time to time resumes, after a crash, from the larger of its record and what this
+    /// finds beyond the recorded end: what it wrote is then neither lost nor written twice.
+    /// Tags survive compaction (frames of different producers are never merged; a merged frame
+    /// keeps its last tag); a truncation that cuts inside a tagged frame drops that frame's tag.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] when a frame header is damaged.
+    pub fn producer_positions(&self, from: u64) -> Result<std::collections::HashMap<u32, u64>> {
+        self.p0().producer_positions(from)
     }
 
     /// Write a batch and return without waiting for its sync, so that one appender can have
@@ -111,7 +142,7 @@ impl Stream {
     /// As [`Stream::append`] for everything up to the write; the sync's outcome comes from
     /// [`PendingAppend::wait`].
     pub fn submit(&self, batch: &RecordBatch) -> Result<PendingAppend> {
-        self.p0().submit(batch)
+        self.p0().submit(batch, None)
     }
 
     /// A reader starting at `from`.
