@@ -1,0 +1,463 @@
+//! The engine: a store of logs, a catalog, a DataFusion session, and the running jobs.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
+use kappa_sql::stream_plan::StatelessPlan;
+use kappa_storage::{AppendAck, Store, StoreOptions, Stream};
+
+use crate::catalog::{Catalog, JobEntry, JobKind, JobState};
+use crate::error::{Error, Result};
+use crate::job::{self, JobHandle, JobSpec, Status};
+use crate::output::{Output, Subscription};
+use crate::table::StreamTable;
+
+/// Options of [`Engine::open_with`].
+#[derive(Debug, Default)]
+pub struct EngineOptions {
+    /// Scalar functions to register before any job restarts (jobs that call them need them).
+    pub udfs: Vec<ScalarUDF>,
+}
+
+/// The kappa engine, embedded. Cheap to clone (a handle); every method takes `&self`.
+///
+/// It must run inside a multi-thread tokio runtime: jobs are tasks that do blocking log
+/// writes with `block_in_place`.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<Store>,
+    pub ctx: SessionContext,
+    pub catalog: Mutex<Catalog>,
+    pub jobs: Mutex<HashMap<String, JobHandle>>,
+    pub closed: AtomicBool,
+    /// Serializes statements that change the catalog.
+    pub ddl: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    pub fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn jobs(&self) -> MutexGuard<'_, HashMap<String, JobHandle>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn stream(&self, name: &str, at: Option<kappa_sql::Location>) -> Result<Arc<Stream>> {
+        if !self.catalog().streams.contains_key(name) {
+            return Err(Error::plan(format!("stream '{name}' does not exist"), at));
+        }
+        Ok(self.store.stream(name)?)
+    }
+
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// Make `stream` queryable by SQL.
+    pub fn register_table(&self, stream: Arc<Stream>) -> Result<()> {
+        let name = stream.name().to_string();
+        let _ = self.ctx.deregister_table(name.as_str())?;
+        self.ctx.register_table(name.as_str(), Arc::new(StreamTable::new(stream)))?;
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Open (creating if needed) the data directory `dir`: recover every log, load the catalog,
+    /// and restart every job where it left off.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the directory is locked by another process or damaged;
+    /// [`Error::Catalog`].
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Engine> {
+        Engine::open_with(dir, EngineOptions::default()).await
+    }
+
+    /// [`Engine::open`] with options.
+    ///
+    /// # Errors
+    /// As [`Engine::open`]; [`Error::Sql`] when not called inside a multi-thread tokio runtime.
+    pub async fn open_with(dir: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
+        if tokio::runtime::Handle::try_current()
+            .map(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread)
+            .unwrap_or(true)
+        {
+            return Err(Error::not_supported(
+                "running kappa outside a multi-thread tokio runtime",
+                None,
+            ));
+        }
+        let dir = dir.as_ref().to_path_buf();
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir, StoreOptions::default()))
+            .await
+            .map_err(|e| Error::Io { path: ".".into(), source: std::io::Error::other(e) })??;
+        let mut catalog = Catalog::load(&store)?;
+        // Reconcile: logs the catalog does not know were never acknowledged; entries without
+        // their log were being dropped.
+        let names: BTreeSet<String> = store.stream_names().into_iter().collect();
+        for n in &names {
+            if !catalog.streams.contains_key(n) {
+                store.drop_stream(n)?;
+            }
+        }
+        catalog.streams.retain(|n, _| names.contains(n));
+        catalog.jobs.retain(|_, j| names.contains(&j.output));
+        catalog.save(&store)?;
+        let mut config = SessionConfig::new().with_information_schema(true);
+        config.options_mut().sql_parser.collect_spans = true;
+        config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        config.options_mut().execution.parquet.schema_force_view_types = false;
+        let ctx = SessionContext::new_with_config(config);
+        for udf in options.udfs {
+            ctx.register_udf(udf);
+        }
+        let inner = Arc::new(Inner {
+            store: Arc::new(store),
+            ctx,
+            catalog: Mutex::new(catalog),
+            jobs: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            ddl: tokio::sync::Mutex::new(()),
+        });
+        let streams: Vec<String> = inner.catalog().streams.keys().cloned().collect();
+        for name in streams {
+            let s = inner.store.stream(&name)?;
+            inner.register_table(s)?;
+        }
+        let engine = Engine { inner };
+        let to_start: Vec<(String, JobEntry)> = engine
+            .inner
+            .catalog()
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::Running)
+            .map(|(n, j)| (n.clone(), j.clone()))
+            .collect();
+        for (name, entry) in to_start {
+            if let Err(e) = engine.restart_job(&name, &entry).await {
+                engine.set_job_state(&name, JobState::Failed(format!("could not restart: {e}")))?;
+            }
+        }
+        Ok(engine)
+    }
+
+    /// Run SQL: one or more statements separated by semicolons, in order. Returns one
+    /// [`Output`] per statement; stops at the first error (earlier statements took effect).
+    ///
+    /// # Errors
+    /// The first failing statement's error, located in `sql` ([`Error::location`]).
+    pub async fn execute(&self, sql: &str) -> Result<Vec<Output>> {
+        self.inner.check_open()?;
+        let statements = kappa_sql::parse(sql)?;
+        let mut out = Vec::with_capacity(statements.len());
+        for s in statements {
+            let at = Some(s.location);
+            out.push(self.run_statement(s).await.map_err(|e| e.or_at(at))?);
+        }
+        Ok(out)
+    }
+
+    /// Run one snapshot query and collect its rows.
+    ///
+    /// # Errors
+    /// As [`Engine::execute`]; [`Error::Sql`] when `sql` is not one query.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut outs = self.execute_one(sql).await?;
+        match outs.pop() {
+            Some(Output::Rows { batches, .. }) => Ok(batches),
+            _ => Err(Error::plan("query() takes a query (SELECT ...); use execute()", None)),
+        }
+    }
+
+    /// Start a push query: the rows present now, then new rows as they arrive. `sql` is a
+    /// query, with or without `EMIT CHANGES`.
+    ///
+    /// # Errors
+    /// As [`Engine::execute`]; "not supported yet" for queries that need state.
+    pub async fn subscribe(&self, sql: &str) -> Result<Subscription> {
+        self.inner.check_open()?;
+        let s = kappa_sql::parse_one(sql)?;
+        let at = Some(s.location);
+        match s.statement {
+            kappa_sql::Statement::Query { query, .. } => {
+                crate::subscribe::start(self, query, at).await.map_err(|e| e.or_at(at))
+            }
+            _ => Err(Error::plan("subscribe() takes a query (SELECT ...)", at)),
+        }
+    }
+
+    /// Append a batch to a stream; returns once it is durable (or written, for a relaxed
+    /// stream).
+    ///
+    /// # Errors
+    /// [`Error::Sql`] for an unknown stream; [`Error::Storage`] for a schema mismatch, a
+    /// sealed stream, or an I/O failure.
+    pub async fn append(&self, stream: &str, batch: RecordBatch) -> Result<AppendAck> {
+        self.inner.check_open()?;
+        let s = self.inner.stream(stream, None)?;
+        if let Some(job) = self.inner.catalog().streams.get(stream).and_then(|e| e.job.clone()) {
+            return Err(Error::plan(
+                format!("stream '{stream}' is written by job {job}; append to its inputs"),
+                None,
+            ));
+        }
+        let ack = tokio::task::spawn_blocking(move || s.append(&batch))
+            .await
+            .map_err(|e| Error::Io { path: stream.into(), source: std::io::Error::other(e) })??;
+        Ok(ack)
+    }
+
+    /// Register a scalar function for queries and jobs created from now on. Jobs that use it
+    /// restart after a reopen only if it is registered again ([`EngineOptions::udfs`]).
+    pub fn register_udf(&self, udf: ScalarUDF) {
+        self.inner.ctx.register_udf(udf);
+    }
+
+    /// Wait until every running job has processed everything its inputs hold now (what `kappa
+    /// -f` does before it exits).
+    ///
+    /// # Errors
+    /// The error of a job that failed meanwhile.
+    pub async fn wait_for_jobs(&self) -> Result<()> {
+        let names: Vec<String> = self.inner.jobs().keys().cloned().collect();
+        self.catch_up_jobs(&names).await?;
+        for name in names {
+            let status = self.inner.jobs().get(&name).map(|j| j.progress.borrow().status.clone());
+            if let Some(Status::Failed(m)) = status {
+                return Err(Error::plan(format!("job {name} failed: {m}"), None));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop every job (each records its progress) and close the logs.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when a log cannot be closed cleanly.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let jobs: Vec<JobHandle> = self.inner.jobs().drain().map(|(_, j)| j).collect();
+        for j in &jobs {
+            let _ = j.stop.send(true);
+        }
+        for j in jobs {
+            let _ = j.task.await;
+        }
+        let store = Arc::clone(&self.inner.store);
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|e| Error::Io { path: ".".into(), source: std::io::Error::other(e) })??;
+        Ok(())
+    }
+
+    async fn execute_one(&self, sql: &str) -> Result<Vec<Output>> {
+        self.inner.check_open()?;
+        let s = kappa_sql::parse_one(sql)?;
+        let at = Some(s.location);
+        Ok(vec![self.run_statement(s).await.map_err(|e| e.or_at(at))?])
+    }
+
+    /// The jobs that write `stream` (its deriving job, and `INSERT INTO` jobs).
+    pub(crate) fn writers_of(&self, stream: &str) -> Vec<(String, Vec<String>)> {
+        self.inner
+            .catalog()
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.output == stream && j.state == JobState::Running)
+            .map(|(n, j)| (n.clone(), j.inputs.clone()))
+            .collect()
+    }
+
+    /// Read-your-writes: for every job upstream of `streams`, wait until it has processed what
+    /// its inputs held when this was called (upstream jobs first).
+    pub(crate) async fn catch_up(&self, streams: &[String]) -> Result<()> {
+        let mut order: Vec<String> = Vec::new();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut stack: Vec<String> = streams.to_vec();
+        let mut depth = 0;
+        while let Some(s) = stack.pop() {
+            depth += 1;
+            if depth > 10_000 {
+                break;
+            }
+            for (job, inputs) in self.writers_of(&s) {
+                if seen.insert(job.clone()) {
+                    order.push(job);
+                    stack.extend(inputs);
+                }
+            }
+        }
+        // Upstream first: jobs were found downstream first.
+        order.reverse();
+        self.catch_up_jobs(&order).await
+    }
+
+    async fn catch_up_jobs(&self, jobs: &[String]) -> Result<()> {
+        for name in jobs {
+            let Some(inputs) = self.inner.catalog().jobs.get(name).map(|j| j.inputs.clone()) else {
+                continue;
+            };
+            let targets: Vec<u64> = inputs
+                .iter()
+                .map(|s| self.inner.store.stream(s).map(|s| s.end_offset()).unwrap_or(0))
+                .collect();
+            let rx = self.inner.jobs().get(name).map(|j| j.progress.clone());
+            if let Some(mut rx) = rx {
+                job::wait_for(&mut rx, &targets).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_job_state(&self, name: &str, state: JobState) -> Result<()> {
+        let mut c = self.inner.catalog();
+        if let Some(j) = c.jobs.get_mut(name) {
+            j.state = state;
+        }
+        c.save(&self.inner.store)
+    }
+
+    /// Plan a query with DataFusion (tables are the streams).
+    pub(crate) async fn plan_query(
+        &self,
+        query: Box<kappa_sql::sqlparser::ast::Query>,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<LogicalPlan> {
+        let stmt = kappa_sql::sqlparser::ast::Statement::Query(query);
+        let state = self.inner.ctx.state();
+        state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
+            .await
+            .map_err(|e| crate::error::planning(e, at))
+    }
+
+    /// Compile a continuous query (stateless for now) after DataFusion's optimizer.
+    pub(crate) fn compile(
+        &self,
+        plan: &LogicalPlan,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<StatelessPlan> {
+        let state = self.inner.ctx.state();
+        let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
+        Ok(kappa_sql::stream_plan::compile(&optimized, &state, at)?)
+    }
+
+    /// Start a job from its catalog entry (on open).
+    async fn restart_job(&self, name: &str, entry: &JobEntry) -> Result<()> {
+        let parsed = kappa_sql::parse_one(&entry.query)?;
+        let plan = match parsed.statement {
+            kappa_sql::Statement::Query { query, .. } => self.plan_query(query, None).await?,
+            kappa_sql::Statement::Insert { stream, columns, source } => {
+                let target = self.inner.store.stream(&stream)?;
+                let plan = self.plan_query(source, None).await?;
+                crate::statements::conform_plan(plan, target.schema(), &columns, &stream, None)?
+            }
+            _ => return Err(Error::plan("a job's query is not a query", None)),
+        };
+        let compiled = self.compile(&plan, None)?;
+        self.launch_job(name, entry, compiled)
+    }
+
+    /// Run a job whose catalog entry exists.
+    pub(crate) fn launch_job(
+        &self,
+        name: &str,
+        entry: &JobEntry,
+        plan: StatelessPlan,
+    ) -> Result<()> {
+        let inputs = plan
+            .inputs
+            .iter()
+            .map(|p| self.inner.store.stream(&p.stream))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let output = self.inner.store.stream(&entry.output)?;
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let job_name = name.to_string();
+        let on_end = Box::new(move |status: &Status| {
+            let Some(inner) = weak.upgrade() else { return };
+            let state = match status {
+                Status::Finished => JobState::Finished,
+                Status::Failed(m) => JobState::Failed(m.clone()),
+                Status::Running | Status::Stopped => return,
+            };
+            let mut c = inner.catalog();
+            if let Some(j) = c.jobs.get_mut(&job_name) {
+                j.state = state;
+            }
+            let _ = c.save(&inner.store);
+        });
+        let handle = job::start(JobSpec {
+            name: name.to_string(),
+            id: entry.id,
+            kind: entry.kind,
+            plan,
+            inputs,
+            output,
+            store: Arc::clone(&self.inner.store),
+            on_end,
+        })?;
+        self.inner.jobs().insert(name.to_string(), handle);
+        Ok(())
+    }
+
+    /// Stop a job and wait for it.
+    pub(crate) async fn stop_job(&self, name: &str) {
+        let handle = self.inner.jobs().remove(name);
+        if let Some(h) = handle {
+            let _ = h.stop.send(true);
+            let _ = h.task.await;
+        }
+    }
+
+    /// Add a job to the catalog and start it.
+    pub(crate) fn create_job(
+        &self,
+        name: &str,
+        kind: JobKind,
+        output: &str,
+        query_text: &str,
+        plan: StatelessPlan,
+    ) -> Result<()> {
+        let entry = {
+            let mut c = self.inner.catalog();
+            if c.jobs.len() >= crate::catalog::MAX_JOBS {
+                return Err(Error::plan(
+                    format!("at most {} jobs may exist", crate::catalog::MAX_JOBS),
+                    None,
+                ));
+            }
+            let id = c.next_job_id;
+            c.next_job_id += 1;
+            let entry = JobEntry {
+                id,
+                kind,
+                output: output.to_string(),
+                query: query_text.to_string(),
+                inputs: plan.inputs.iter().map(|p| p.stream.clone()).collect(),
+                state: JobState::Running,
+            };
+            c.jobs.insert(name.to_string(), entry.clone());
+            c.save(&self.inner.store)?;
+            entry
+        };
+        self.launch_job(name, &entry, plan)
+    }
+}

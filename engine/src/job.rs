@@ -1,0 +1,384 @@
+//! Continuous jobs: a stateless plan run over every batch of its input streams, its output
+//! appended to a log.
+//!
+//! A job is one tokio task fed by one reader task per input, through a bounded channel. For
+//! each input batch it runs the input's pipeline ([`kappa_sql::stream_plan`]) and appends the
+//! result with a producer [`Tag`]: `(job id, input)` and the input offset the output covers.
+//! From time to time (at most once a second, when it has caught up) it waits for its appends
+//! to be acknowledged and records its input positions and the output's end in a small
+//! progress file. After a crash it resumes each input from the larger of the recorded
+//! position and the highest tag found in the output beyond the recorded end: every input row
+//! is processed, and no output is written twice, without rolling the output back.
+//!
+//! A job publishes its acknowledged positions on a watch channel: a snapshot query waits on it
+//! to see everything its inputs held when the query started (read-your-writes).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kappa_sql::stream_plan::StatelessPlan;
+use kappa_storage::{PendingAppend, ReadBatch, ReadFrom, Store, Stream, Tag};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::catalog::JobKind;
+use crate::error::{Error, Result};
+
+/// Batches buffered between an input's reader task and its job.
+const INPUT_QUEUE: usize = 16;
+/// Appends a job keeps in flight before waiting for the oldest.
+const MAX_IN_FLIGHT: usize = 32;
+/// Least time between two progress records.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Inputs a job may have (the low 8 bits of a producer id).
+pub(crate) const MAX_INPUTS: usize = 255;
+
+/// A job's status as it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Running (or starting).
+    Running,
+    /// Every input sealed and read.
+    Finished,
+    /// Stopped by this error.
+    Failed(String),
+    /// Stopped by the engine (close, drop).
+    Stopped,
+}
+
+/// What a job publishes.
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    /// Per input: the offset below which every row's output is acknowledged.
+    pub positions: Vec<u64>,
+    /// Rows read and written since the job (re)started.
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub status: Status,
+}
+
+/// A running job, as the engine holds it.
+#[derive(Debug)]
+pub(crate) struct JobHandle {
+    pub stop: watch::Sender<bool>,
+    pub progress: watch::Receiver<Progress>,
+    pub task: JoinHandle<()>,
+}
+
+/// The progress record of a job (`job-<id>.json` in the store's metadata).
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    positions: Vec<u64>,
+    output_end: u64,
+}
+
+fn record_name(id: u32) -> String {
+    format!("job-{id}.json")
+}
+
+/// The producer id of input `i` of job `id`.
+fn producer(id: u32, i: usize) -> u32 {
+    (id << 8) | (i as u32 & 0xff)
+}
+
+/// Everything a job needs to run.
+pub(crate) struct JobSpec {
+    pub name: String,
+    pub id: u32,
+    pub kind: JobKind,
+    pub plan: StatelessPlan,
+    pub inputs: Vec<Arc<Stream>>,
+    pub output: Arc<Stream>,
+    pub store: Arc<Store>,
+    /// Called once when the job finishes or fails (to update the catalog).
+    pub on_end: Box<dyn FnOnce(&Status) + Send>,
+}
+
+/// Remove a job's progress record.
+pub(crate) fn forget(store: &Store, id: u32) -> Result<()> {
+    store.remove_meta(&record_name(id))?;
+    Ok(())
+}
+
+/// Where each input resumes: the progress record, then the output's tags beyond it.
+fn resume_positions(spec: &JobSpec) -> Result<Vec<u64>> {
+    let n = spec.inputs.len();
+    let (mut positions, from) = match spec.store.read_meta(&record_name(spec.id))? {
+        Some(bytes) => {
+            let r: Record = serde_json::from_slice(&bytes).map_err(|e| Error::Catalog {
+                path: spec.store.dir().join("meta").join(record_name(spec.id)),
+                message: e.to_string(),
+            })?;
+            if r.positions.len() != n {
+                return Err(Error::Catalog {
+                    path: spec.store.dir().join("meta").join(record_name(spec.id)),
+                    message: format!("{} positions for {n} inputs", r.positions.len()),
+                });
+            }
+            (r.positions, r.output_end)
+        }
+        None => (spec.inputs.iter().map(|s| s.info().start).collect(), 0),
+    };
+    let tags = spec.output.producer_positions(from)?;
+    for (i, p) in positions.iter_mut().enumerate() {
+        if let Some(seq) = tags.get(&producer(spec.id, i)) {
+            *p = (*p).max(*seq);
+        }
+    }
+    for (i, s) in spec.inputs.iter().enumerate() {
+        let start = s.info().start;
+        if positions[i] < start {
+            return Err(Error::plan(
+                format!(
+                    "job {} must resume stream {} at offset {}, but retention removed the rows before {start}",
+                    spec.name,
+                    s.name(),
+                    positions[i]
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(positions)
+}
+
+/// An input to read: the stream, the columns to read, the offset to start at.
+pub(crate) type InputSpec = (Arc<Stream>, Option<Vec<usize>>, u64);
+
+/// Messages from input reader tasks.
+pub(crate) enum InputMsg {
+    Batch(usize, ReadBatch),
+    End(usize),
+    Failed(kappa_storage::Error),
+}
+
+/// One reader task per input, from `starts`, reading `projections`, into one bounded channel.
+pub(crate) fn spawn_inputs(
+    inputs: &[InputSpec],
+    stop: &watch::Receiver<bool>,
+) -> (mpsc::Receiver<InputMsg>, Vec<JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    let mut tasks = Vec::new();
+    for (i, (stream, projection, start)) in inputs.iter().enumerate() {
+        let tx = tx.clone();
+        let mut stop = stop.clone();
+        let stream = Arc::clone(stream);
+        let projection = projection.clone();
+        let start = *start;
+        tasks.push(tokio::spawn(async move {
+            let reader = stream.reader(ReadFrom::Offset(start)).and_then(|r| match projection {
+                Some(p) => r.with_projection(p),
+                None => Ok(r),
+            });
+            let mut reader = match reader {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(InputMsg::Failed(e)).await;
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => return,
+                    r = reader.next_async() => {
+                        let msg = match r {
+                            Ok(Some(b)) => InputMsg::Batch(i, b),
+                            Ok(None) => InputMsg::End(i),
+                            Err(e) => InputMsg::Failed(e),
+                        };
+                        let last = !matches!(msg, InputMsg::Batch(..));
+                        if tx.send(msg).await.is_err() || last {
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    (rx, tasks)
+}
+
+/// Start a job. Returns its handle; the job runs until its inputs end, it fails, or it is
+/// stopped.
+///
+/// # Errors
+/// When its progress cannot be read or its inputs cannot be resumed.
+pub(crate) fn start(spec: JobSpec) -> Result<JobHandle> {
+    if spec.inputs.len() > MAX_INPUTS {
+        return Err(Error::not_supported(
+            format!("a job with more than {MAX_INPUTS} inputs"),
+            None,
+        ));
+    }
+    let positions = resume_positions(&spec)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (progress_tx, progress_rx) = watch::channel(Progress {
+        positions: positions.clone(),
+        rows_in: 0,
+        rows_out: 0,
+        status: Status::Running,
+    });
+    let task = tokio::spawn(run(spec, positions, stop_rx, progress_tx));
+    Ok(JobHandle { stop: stop_tx, progress: progress_rx, task })
+}
+
+struct Runner {
+    spec: JobSpec,
+    positions: Vec<u64>,
+    pending: VecDeque<PendingAppend>,
+    progress: watch::Sender<Progress>,
+    last_record: Instant,
+    rows_in: u64,
+    rows_out: u64,
+}
+
+impl Runner {
+    /// Wait for every append in flight, publish the positions, and record them if due.
+    fn flush(&mut self, force_record: bool) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        tokio::task::block_in_place(|| -> Result<()> {
+            for p in pending {
+                p.wait()?;
+            }
+            Ok(())
+        })?;
+        let positions = self.positions.clone();
+        let (rows_in, rows_out) = (self.rows_in, self.rows_out);
+        self.progress.send_modify(|p| {
+            p.positions = positions;
+            p.rows_in = rows_in;
+            p.rows_out = rows_out;
+        });
+        if force_record || self.last_record.elapsed() >= PROGRESS_INTERVAL {
+            let record = Record {
+                positions: self.positions.clone(),
+                output_end: self.spec.output.end_offset(),
+            };
+            let bytes = serde_json::to_vec(&record).map_err(|e| Error::Catalog {
+                path: record_name(self.spec.id).into(),
+                message: e.to_string(),
+            })?;
+            tokio::task::block_in_place(|| {
+                self.spec.store.write_meta(&record_name(self.spec.id), &bytes)
+            })?;
+            self.last_record = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, i: usize, b: ReadBatch) -> Result<()> {
+        let rows = b.batch.num_rows() as u64;
+        let end = b.offset + rows;
+        if let Some(out) = self.spec.plan.apply(i, b.batch)? {
+            let tag = Tag { producer: producer(self.spec.id, i), seq: end };
+            let n = out.num_rows() as u64;
+            let output = Arc::clone(&self.spec.output);
+            let p = tokio::task::block_in_place(|| output.submit_tagged(&out, tag))?;
+            self.pending.push_back(p);
+            self.rows_out += n;
+            if self.pending.len() > MAX_IN_FLIGHT
+                && let Some(oldest) = self.pending.pop_front()
+            {
+                tokio::task::block_in_place(|| oldest.wait())?;
+            }
+        }
+        self.positions[i] = end;
+        self.rows_in += rows;
+        Ok(())
+    }
+}
+
+async fn run(
+    spec: JobSpec,
+    positions: Vec<u64>,
+    mut stop: watch::Receiver<bool>,
+    progress: watch::Sender<Progress>,
+) {
+    let inputs: Vec<InputSpec> = spec
+        .inputs
+        .iter()
+        .zip(&spec.plan.inputs)
+        .zip(&positions)
+        .map(|((s, p), start)| (Arc::clone(s), p.projection.clone(), *start))
+        .collect();
+    let (mut rx, readers) = spawn_inputs(&inputs, &stop);
+    let n = inputs.len();
+    let mut r = Runner {
+        spec,
+        positions,
+        pending: VecDeque::new(),
+        progress,
+        last_record: Instant::now(),
+        rows_in: 0,
+        rows_out: 0,
+    };
+    let mut ended = vec![false; n];
+    let outcome: Result<Status> = async {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(Status::Stopped),
+                m = rx.recv() => m,
+            };
+            match msg {
+                Some(InputMsg::Batch(i, b)) => r.process(i, b)?,
+                Some(InputMsg::End(i)) => ended[i] = true,
+                Some(InputMsg::Failed(e)) => return Err(e.into()),
+                None => return Ok(Status::Stopped),
+            }
+            if ended.iter().all(|e| *e) {
+                return Ok(Status::Finished);
+            }
+            if rx.is_empty() || r.pending.len() >= MAX_IN_FLIGHT {
+                r.flush(false)?;
+            }
+        }
+    }
+    .await;
+    for t in readers {
+        t.abort();
+    }
+    let status = match outcome {
+        Ok(status) => match r.flush(true) {
+            Ok(()) => status,
+            Err(e) => Status::Failed(e.to_string()),
+        },
+        Err(e) => {
+            let _ = r.flush(true);
+            Status::Failed(e.to_string())
+        }
+    };
+    let status = if status == Status::Finished && r.spec.kind == JobKind::DerivedStream {
+        let output = Arc::clone(&r.spec.output);
+        match tokio::task::block_in_place(|| output.seal()) {
+            Ok(_) => Status::Finished,
+            Err(e) => Status::Failed(e.to_string()),
+        }
+    } else {
+        status
+    };
+    if status != Status::Stopped {
+        let on_end = std::mem::replace(&mut r.spec.on_end, Box::new(|_| {}));
+        on_end(&status);
+    }
+    r.progress.send_modify(|p| p.status = status);
+}
+
+/// Wait until a job's acknowledged positions reach `targets`, or it stops running.
+pub(crate) async fn wait_for(progress: &mut watch::Receiver<Progress>, targets: &[u64]) {
+    loop {
+        {
+            let p = progress.borrow_and_update();
+            let reached = p.positions.iter().zip(targets).all(|(p, t)| p >= t);
+            if reached || p.status != Status::Running {
+                return;
+            }
+        }
+        if progress.changed().await.is_err() {
+            return;
+        }
+    }
+}

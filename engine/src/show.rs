@@ -1,0 +1,174 @@
+//! `SHOW STREAMS | JOBS | TABLES | VIEWS` and `DESCRIBE`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use kappa_sql::Location;
+use kappa_sql::ast::ShowObject;
+
+use crate::catalog::{JobKind, JobState};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::job::Status;
+use crate::output::Output;
+
+fn rows(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<Output> {
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    Ok(Output::Rows { schema, batches: vec![batch] })
+}
+
+fn text(v: Vec<Option<String>>) -> ArrayRef {
+    Arc::new(StringArray::from(v))
+}
+
+pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> Result<Output> {
+    let inner = &engine.inner;
+    match what {
+        ShowObject::Streams => {
+            let entries: Vec<(String, crate::catalog::StreamEntry)> =
+                inner.catalog().streams.iter().map(|(n, e)| (n.clone(), e.clone())).collect();
+            let (mut names, mut counts, mut bytes, mut sealed, mut times, mut wms, mut jobs) =
+                (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+            for (name, e) in entries {
+                let info = inner.store.stream(&name)?.info();
+                names.push(Some(name));
+                counts.push(info.end - info.start);
+                bytes.push(info.bytes);
+                sealed.push(info.sealed.is_some());
+                times.push(e.watermark.as_ref().map(|w| w.column.clone()));
+                wms.push(e.watermark.as_ref().map(|w| w.expr.clone()));
+                jobs.push(e.job.clone());
+            }
+            rows(
+                vec![
+                    Field::new("name", DataType::Utf8, false),
+                    Field::new("rows", DataType::UInt64, false),
+                    Field::new("bytes", DataType::UInt64, false),
+                    Field::new("sealed", DataType::Boolean, false),
+                    Field::new("event_time", DataType::Utf8, true),
+                    Field::new("watermark", DataType::Utf8, true),
+                    Field::new("job", DataType::Utf8, true),
+                ],
+                vec![
+                    text(names),
+                    Arc::new(UInt64Array::from(counts)),
+                    Arc::new(UInt64Array::from(bytes)),
+                    Arc::new(BooleanArray::from(sealed)),
+                    text(times),
+                    text(wms),
+                    text(jobs),
+                ],
+            )
+        }
+        ShowObject::Jobs => {
+            let entries: Vec<(String, crate::catalog::JobEntry)> =
+                inner.catalog().jobs.iter().map(|(n, e)| (n.clone(), e.clone())).collect();
+            let (mut names, mut kinds, mut outputs, mut inputs, mut states) =
+                (vec![], vec![], vec![], vec![], vec![]);
+            let (mut rows_in, mut rows_out, mut lags, mut errors) =
+                (vec![], vec![], vec![], vec![]);
+            for (name, e) in entries {
+                let live = inner.jobs().get(&name).map(|h| h.progress.borrow().clone());
+                let (state, error) = match (&e.state, live.as_ref().map(|p| &p.status)) {
+                    (_, Some(Status::Failed(m))) | (JobState::Failed(m), _) => {
+                        ("failed", Some(m.clone()))
+                    }
+                    (JobState::Finished, _) | (_, Some(Status::Finished)) => ("finished", None),
+                    (JobState::Running, Some(_)) => ("running", None),
+                    (JobState::Running, None) => ("stopped", None),
+                };
+                let lag: u64 = match &live {
+                    Some(p) => e
+                        .inputs
+                        .iter()
+                        .zip(&p.positions)
+                        .map(|(s, pos)| {
+                            inner
+                                .store
+                                .stream(s)
+                                .map(|s| s.end_offset().saturating_sub(*pos))
+                                .unwrap_or(0)
+                        })
+                        .sum(),
+                    None => 0,
+                };
+                names.push(Some(name));
+                kinds.push(Some(
+                    match e.kind {
+                        JobKind::DerivedStream => "derived stream",
+                        JobKind::InsertInto => "insert into",
+                    }
+                    .to_string(),
+                ));
+                outputs.push(Some(e.output.clone()));
+                inputs.push(Some(e.inputs.join(", ")));
+                states.push(Some(state.to_string()));
+                rows_in.push(live.as_ref().map_or(0, |p| p.rows_in));
+                rows_out.push(live.as_ref().map_or(0, |p| p.rows_out));
+                lags.push(lag);
+                errors.push(error);
+            }
+            rows(
+                vec![
+                    Field::new("name", DataType::Utf8, false),
+                    Field::new("kind", DataType::Utf8, false),
+                    Field::new("output", DataType::Utf8, false),
+                    Field::new("inputs", DataType::Utf8, false),
+                    Field::new("state", DataType::Utf8, false),
+                    Field::new("rows_in", DataType::UInt64, false),
+                    Field::new("rows_out", DataType::UInt64, false),
+                    Field::new("lag_rows", DataType::UInt64, false),
+                    Field::new("error", DataType::Utf8, true),
+                ],
+                vec![
+                    text(names),
+                    text(kinds),
+                    text(outputs),
+                    text(inputs),
+                    text(states),
+                    Arc::new(UInt64Array::from(rows_in)),
+                    Arc::new(UInt64Array::from(rows_out)),
+                    Arc::new(UInt64Array::from(lags)),
+                    text(errors),
+                ],
+            )
+        }
+        // No connector tables or materialized views exist yet: empty lists.
+        ShowObject::Tables | ShowObject::Views => {
+            rows(vec![Field::new("name", DataType::Utf8, false)], vec![text(vec![])])
+        }
+        ShowObject::Dataflow => Err(Error::not_supported("SHOW DATAFLOW", at)),
+    }
+}
+
+pub(crate) fn describe(engine: &Engine, name: &str, at: Option<Location>) -> Result<Output> {
+    let stream = engine.inner.stream(name, at)?;
+    let wm = engine.inner.catalog().streams.get(name).and_then(|e| e.watermark.clone());
+    let schema = stream.schema();
+    let mut names = vec![];
+    let mut types = vec![];
+    let mut nulls = vec![];
+    let mut notes = vec![];
+    for f in schema.fields() {
+        names.push(Some(f.name().clone()));
+        types.push(Some(f.data_type().to_string()));
+        nulls.push(f.is_nullable());
+        notes.push(
+            wm.as_ref()
+                .filter(|w| &w.column == f.name())
+                .map(|w| format!("event time, WATERMARK AS {}", w.expr)),
+        );
+    }
+    rows(
+        vec![
+            Field::new("column", DataType::Utf8, false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("nullable", DataType::Boolean, false),
+            Field::new("note", DataType::Utf8, true),
+        ],
+        vec![text(names), text(types), Arc::new(BooleanArray::from(nulls)), text(notes)],
+    )
+}

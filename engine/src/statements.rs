@@ -1,0 +1,477 @@
+//! Running statements: DDL, INSERT, SEAL, snapshot queries, SET.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, cast, lit};
+use kappa_sql::ast::{CreateStream, ObjectKind, Statement};
+use kappa_sql::sqlparser::ast::Query;
+use kappa_sql::{Location, ParsedStatement};
+
+use crate::catalog::{JobKind, StreamEntry, WatermarkEntry};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::output::Output;
+
+type At = Option<Location>;
+
+fn done(tag: &str) -> Output {
+    Output::Done { tag: tag.to_string(), rows: None }
+}
+
+/// The streams a plan reads.
+pub(crate) fn scanned_streams(plan: &LogicalPlan) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(s) = node {
+            out.push(s.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Engine {
+    pub(crate) async fn run_statement(&self, s: ParsedStatement) -> Result<Output> {
+        let at = Some(s.location);
+        match s.statement {
+            Statement::CreateStream(c) => {
+                let _guard = self.inner.ddl.lock().await;
+                self.create_stream(c, at).await
+            }
+            Statement::CreateTable(_) => Err(Error::not_supported(
+                "CREATE TABLE (declare a log with CREATE STREAM; connector tables come later)",
+                at,
+            )),
+            Statement::CreateMaterializedView { .. } => {
+                Err(Error::not_supported("CREATE MATERIALIZED VIEW", at))
+            }
+            Statement::Rebuild { kind, .. } => {
+                Err(Error::not_supported(format!("ALTER {} ... REBUILD", kind.sql()), at))
+            }
+            Statement::Insert { stream, columns, source } => {
+                let _guard = self.inner.ddl.lock().await;
+                self.insert(&stream, &columns, source, at).await
+            }
+            Statement::CopyFrom { stream, path, options } => {
+                crate::copy::copy_from(self, &stream, &path, &options, at).await
+            }
+            Statement::CopyTo { source, path, options } => {
+                crate::copy::copy_to(self, source, &path, &options, at).await
+            }
+            Statement::Seal { stream } => self.seal(&stream, at).await,
+            Statement::Query { query, emit: None } => self.snapshot(query, at).await,
+            Statement::Query { query, emit: Some(_) } => {
+                Ok(Output::Subscription(crate::subscribe::start(self, query, at).await?))
+            }
+            Statement::Show(what) => crate::show::show(self, what, at),
+            Statement::Describe { name } => crate::show::describe(self, &name, at),
+            Statement::Explain { .. } => Err(Error::not_supported("EXPLAIN DATAFLOW", at)),
+            Statement::Drop { kind, name, if_exists } => {
+                let _guard = self.inner.ddl.lock().await;
+                self.drop_object(kind, &name, if_exists, at).await
+            }
+            Statement::Set { name, value } => self.set(&name, &value, at),
+        }
+    }
+
+    async fn create_stream(&self, c: CreateStream, at: At) -> Result<Output> {
+        if c.or_replace {
+            return Err(Error::not_supported("CREATE OR REPLACE STREAM", at));
+        }
+        if self.inner.catalog().streams.contains_key(&c.name) {
+            if c.if_not_exists {
+                return Ok(done("CREATE STREAM"));
+            }
+            return Err(Error::plan(format!("stream '{}' already exists", c.name), at));
+        }
+        let mut declared = BTreeMap::new();
+        for (k, v) in &c.options {
+            if declared.insert(k.clone(), v.clone()).is_some() {
+                return Err(Error::plan(format!("option '{k}' is given twice"), at));
+            }
+        }
+        let mut options = crate::options::stream_options(&declared, at)?;
+        match c.query {
+            Some((query, _emit)) => {
+                if !c.columns.is_empty() || c.watermark.is_some() {
+                    return Err(Error::plan(
+                        "CREATE STREAM ... AS SELECT takes its columns from the query: no column list or WATERMARK",
+                        at,
+                    ));
+                }
+                let text = query.to_string();
+                let plan = self.plan_query(query, at).await?;
+                let compiled = self.compile(&plan, at)?;
+                let schema: SchemaRef = Arc::clone(&compiled.schema);
+                check_unique_names(&schema, at)?;
+                // Keep the inputs' event time and watermark when the query passes the column.
+                let mut entry = StreamEntry {
+                    options: declared,
+                    job: Some(c.name.clone()),
+                    ..Default::default()
+                };
+                let wms: Vec<Option<WatermarkEntry>> = compiled
+                    .inputs
+                    .iter()
+                    .map(|p| {
+                        self.inner
+                            .catalog()
+                            .streams
+                            .get(&p.stream)
+                            .and_then(|e| e.watermark.clone())
+                    })
+                    .collect();
+                if let Some(Some(first)) = wms.first()
+                    && wms.iter().all(|w| w.as_ref() == Some(first))
+                    && let Some(j) =
+                        compiled.origins.iter().position(|o| o.as_deref() == Some(&first.column))
+                    && schema.field(j).name() == &first.column
+                {
+                    options.event_time_column = Some(first.column.clone());
+                    entry.watermark = Some(first.clone());
+                }
+                self.inner.store.create_stream(&c.name, Arc::clone(&schema), options)?;
+                let stream = self.inner.store.stream(&c.name)?;
+                self.inner.catalog().streams.insert(c.name.clone(), entry);
+                if let Err(e) =
+                    self.create_job(&c.name, JobKind::DerivedStream, &c.name, &text, compiled)
+                {
+                    self.inner.catalog().streams.remove(&c.name);
+                    let _ = self.inner.store.drop_stream(&c.name);
+                    return Err(e);
+                }
+                self.inner.register_table(stream)?;
+                Ok(done("CREATE STREAM"))
+            }
+            None => {
+                let schema = Arc::new(kappa_sql::types::schema_of(&c.columns, at)?);
+                let mut entry = StreamEntry { options: declared, ..Default::default() };
+                if let Some(w) = &c.watermark {
+                    let field = schema.field_with_name(&w.column).map_err(|_| {
+                        Error::plan(format!("WATERMARK FOR {}: no such column", w.column), at)
+                    })?;
+                    if !kappa_sql::types::is_timestamp(field.data_type()) {
+                        return Err(Error::plan(
+                            format!(
+                                "WATERMARK FOR {}: the column is {}, it must be a TIMESTAMP",
+                                w.column,
+                                field.data_type()
+                            ),
+                            at,
+                        ));
+                    }
+                    let df = DFSchema::try_from(Arc::clone(&schema))?;
+                    let expr = self
+                        .inner
+                        .ctx
+                        .parse_sql_expr(&w.expr_text, &df)
+                        .map_err(|e| crate::error::planning(e, at))?;
+                    let t = expr.get_type(&df).map_err(|e| crate::error::planning(e, at))?;
+                    if !kappa_sql::types::is_timestamp(&t) {
+                        return Err(Error::plan(
+                            format!(
+                                "the watermark expression {} is {t}, it must be a TIMESTAMP",
+                                w.expr_text
+                            ),
+                            at,
+                        ));
+                    }
+                    options.event_time_column = Some(w.column.clone());
+                    entry.watermark = Some(WatermarkEntry {
+                        column: w.column.clone(),
+                        expr: w.expr_text.clone(),
+                    });
+                }
+                self.inner.store.create_stream(&c.name, schema, options)?;
+                let stream = self.inner.store.stream(&c.name)?;
+                {
+                    let mut cat = self.inner.catalog();
+                    cat.streams.insert(c.name.clone(), entry);
+                    if let Err(e) = cat.save(&self.inner.store) {
+                        cat.streams.remove(&c.name);
+                        drop(cat);
+                        let _ = self.inner.store.drop_stream(&c.name);
+                        return Err(e);
+                    }
+                }
+                self.inner.register_table(stream)?;
+                Ok(done("CREATE STREAM"))
+            }
+        }
+    }
+
+    /// `INSERT INTO s ...`: a one-shot append when the source reads no stream (`VALUES`), a
+    /// continuous job otherwise.
+    async fn insert(
+        &self,
+        stream: &str,
+        columns: &[String],
+        source: Box<Query>,
+        at: At,
+    ) -> Result<Output> {
+        let target = self.inner.stream(stream, at)?;
+        if let Some(job) = self.inner.catalog().streams.get(stream).and_then(|e| e.job.clone()) {
+            return Err(Error::plan(format!("stream '{stream}' is written by job {job}"), at));
+        }
+        let text = source.to_string();
+        let plan = self.plan_query(source, at).await?;
+        let plan = conform_plan(plan, target.schema(), columns, stream, at)?;
+        let reads = scanned_streams(&plan);
+        if reads.is_empty() {
+            let batches = self.inner.ctx.execute_logical_plan(plan).await?.collect().await?;
+            let batch = concat_batches(target.schema(), &batches)?;
+            let rows = batch.num_rows() as u64;
+            tokio::task::spawn_blocking(move || target.append(&batch)).await.map_err(|e| {
+                Error::Io { path: stream.into(), source: std::io::Error::other(e) }
+            })??;
+            return Ok(Output::Done { tag: "INSERT".into(), rows: Some(rows) });
+        }
+        if reads.iter().any(|r| r == stream) {
+            return Err(Error::plan(
+                format!("a job cannot write into stream '{stream}', which it reads"),
+                at,
+            ));
+        }
+        let compiled = self.compile(&plan, at)?;
+        let name = {
+            let c = self.inner.catalog();
+            let mut n = 1;
+            loop {
+                let candidate = format!("insert_into_{stream}_{n}");
+                if !c.jobs.contains_key(&candidate) {
+                    break candidate;
+                }
+                n += 1;
+            }
+        };
+        self.create_insert_job(&name, stream, &text, columns, compiled)?;
+        Ok(Output::Done { tag: format!("INSERT JOB {name}"), rows: None })
+    }
+
+    fn create_insert_job(
+        &self,
+        name: &str,
+        stream: &str,
+        text: &str,
+        columns: &[String],
+        compiled: kappa_sql::stream_plan::StatelessPlan,
+    ) -> Result<()> {
+        // Persist the INSERT's query with its column list so that a restart conforms it again.
+        let stored = if columns.is_empty() {
+            format!("INSERT INTO {stream} {text}")
+        } else {
+            format!("INSERT INTO {stream} ({}) {text}", columns.join(", "))
+        };
+        self.create_job(name, JobKind::InsertInto, stream, &stored, compiled)
+    }
+
+    async fn snapshot(&self, query: Box<Query>, at: At) -> Result<Output> {
+        let plan = self.plan_query(query, at).await?;
+        self.catch_up(&scanned_streams(&plan)).await?;
+        let schema: SchemaRef = Arc::clone(plan.schema().inner());
+        let batches = self.inner.ctx.execute_logical_plan(plan).await?.collect().await?;
+        Ok(Output::Rows { schema, batches })
+    }
+
+    async fn seal(&self, stream: &str, at: At) -> Result<Output> {
+        let s = self.inner.stream(stream, at)?;
+        if let Some(job) = self.inner.catalog().streams.get(stream).and_then(|e| e.job.clone()) {
+            return Err(Error::plan(
+                format!(
+                    "stream '{stream}' is derived by job {job}: it seals once its inputs are sealed and read"
+                ),
+                at,
+            ));
+        }
+        tokio::task::spawn_blocking(move || s.seal())
+            .await
+            .map_err(|e| Error::Io { path: stream.into(), source: std::io::Error::other(e) })??;
+        Ok(done("SEAL STREAM"))
+    }
+
+    async fn drop_object(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        if_exists: bool,
+        at: At,
+    ) -> Result<Output> {
+        match kind {
+            ObjectKind::Stream => {
+                if !self.inner.catalog().streams.contains_key(name) {
+                    if if_exists {
+                        return Ok(done("DROP STREAM"));
+                    }
+                    return Err(Error::plan(format!("stream '{name}' does not exist"), at));
+                }
+                let readers = self.inner.catalog().readers_of(name);
+                if !readers.is_empty() {
+                    return Err(Error::plan(
+                        format!(
+                            "stream '{name}' is read by job {}: drop that first",
+                            readers.join(", ")
+                        ),
+                        at,
+                    ));
+                }
+                let writers: Vec<String> = self
+                    .inner
+                    .catalog()
+                    .jobs
+                    .iter()
+                    .filter(|(n, j)| j.output == name && n.as_str() != name)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if !writers.is_empty() {
+                    return Err(Error::plan(
+                        format!(
+                            "stream '{name}' is written by job {}: DROP JOB first",
+                            writers.join(", ")
+                        ),
+                        at,
+                    ));
+                }
+                self.stop_job(name).await;
+                let job_id = {
+                    let mut c = self.inner.catalog();
+                    let id = c.jobs.remove(name).map(|j| j.id);
+                    c.streams.remove(name);
+                    c.save(&self.inner.store)?;
+                    id
+                };
+                let _ = self.inner.ctx.deregister_table(name);
+                self.inner.store.drop_stream(name)?;
+                if let Some(id) = job_id {
+                    crate::job::forget(&self.inner.store, id)?;
+                }
+                Ok(done("DROP STREAM"))
+            }
+            ObjectKind::Job => {
+                let entry = self.inner.catalog().jobs.get(name).cloned();
+                let Some(entry) = entry else {
+                    if if_exists {
+                        return Ok(done("DROP JOB"));
+                    }
+                    return Err(Error::plan(format!("job '{name}' does not exist"), at));
+                };
+                if entry.kind == JobKind::DerivedStream {
+                    return Err(Error::plan(
+                        format!(
+                            "job {name} derives stream {}: DROP STREAM {} instead",
+                            entry.output, entry.output
+                        ),
+                        at,
+                    ));
+                }
+                self.stop_job(name).await;
+                {
+                    let mut c = self.inner.catalog();
+                    c.jobs.remove(name);
+                    c.save(&self.inner.store)?;
+                }
+                crate::job::forget(&self.inner.store, entry.id)?;
+                Ok(done("DROP JOB"))
+            }
+            other => Err(Error::not_supported(format!("DROP {}", other.sql()), at)),
+        }
+    }
+
+    fn set(&self, name: &str, value: &str, at: At) -> Result<Output> {
+        if name.starts_with("datafusion.") {
+            let state = self.inner.ctx.state_ref();
+            let mut state = state.write();
+            state
+                .config_mut()
+                .options_mut()
+                .set(name, value)
+                .map_err(|e| Error::plan(e.message().to_string(), at))?;
+            return Ok(done("SET"));
+        }
+        match name {
+            "checkpoint_interval" | "state_ttl" => {
+                Err(Error::not_supported(format!("SET {name}"), at))
+            }
+            _ => Err(Error::plan(
+                format!("unknown setting '{name}' (DataFusion settings start with datafusion.)"),
+                at,
+            )),
+        }
+    }
+}
+
+fn check_unique_names(schema: &SchemaRef, at: At) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for f in schema.fields() {
+        if !seen.insert(f.name().as_str()) {
+            return Err(Error::plan(
+                format!(
+                    "the query has two columns named {}: give them different names with AS",
+                    f.name()
+                ),
+                at,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Project a plan's output onto a stream's columns: by position, or by the listed column
+/// names (unlisted columns get NULL), each cast to the stream's type.
+pub(crate) fn conform_plan(
+    plan: LogicalPlan,
+    target: &SchemaRef,
+    columns: &[String],
+    stream: &str,
+    at: At,
+) -> Result<LogicalPlan> {
+    let source = plan.schema().clone();
+    let n_source = source.fields().len();
+    let mapping: Vec<Option<usize>> = if columns.is_empty() {
+        if n_source != target.fields().len() {
+            return Err(Error::plan(
+                format!(
+                    "stream '{stream}' has {} columns but the query gives {n_source}",
+                    target.fields().len()
+                ),
+                at,
+            ));
+        }
+        (0..n_source).map(Some).collect()
+    } else {
+        if columns.len() != n_source {
+            return Err(Error::plan(
+                format!("{} columns are listed but the query gives {n_source}", columns.len()),
+                at,
+            ));
+        }
+        for c in columns {
+            if target.field_with_name(c).is_err() {
+                return Err(Error::plan(format!("stream '{stream}' has no column {c}"), at));
+            }
+        }
+        target.fields().iter().map(|f| columns.iter().position(|c| c == f.name())).collect()
+    };
+    let exprs: Vec<Expr> = target
+        .fields()
+        .iter()
+        .zip(&mapping)
+        .map(|(f, m)| {
+            let e = match m {
+                Some(i) => {
+                    let (q, field) = source.qualified_field(*i);
+                    Expr::Column(datafusion::common::Column::new(q.cloned(), field.name()))
+                }
+                None => lit(datafusion::common::ScalarValue::Null),
+            };
+            cast(e, f.data_type().clone()).alias(f.name())
+        })
+        .collect();
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+}

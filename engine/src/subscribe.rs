@@ -1,0 +1,91 @@
+//! Push queries (`SELECT ... EMIT CHANGES [LIMIT n]`): the stateless plan of the query run
+//! from the first retained row of each input, then on new rows as they arrive, into a bounded
+//! channel that the [`Subscription`] reads. A top-level `LIMIT n` ends it after `n` rows.
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
+use kappa_sql::Location;
+use kappa_sql::sqlparser::ast::Query;
+use tokio::sync::{mpsc, watch};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::job::{InputMsg, InputSpec, spawn_inputs};
+use crate::output::Subscription;
+
+/// Batches buffered between a push query and its reader.
+const QUEUE: usize = 16;
+
+/// A top-level `LIMIT n` (without OFFSET) becomes the push query's row count.
+fn strip_limit(plan: LogicalPlan, at: Option<Location>) -> Result<(LogicalPlan, Option<usize>)> {
+    match plan {
+        LogicalPlan::Limit(l) => {
+            let skip = l.get_skip_type()?;
+            let fetch = l.get_fetch_type()?;
+            match (skip, fetch) {
+                (SkipType::Literal(0), FetchType::Literal(n)) => Ok((l.input.as_ref().clone(), n)),
+                _ => Err(Error::not_supported("OFFSET in a push query", at)),
+            }
+        }
+        other => Ok((other, None)),
+    }
+}
+
+pub(crate) async fn start(
+    engine: &Engine,
+    query: Box<Query>,
+    at: Option<Location>,
+) -> Result<Subscription> {
+    let plan = engine.plan_query(query, at).await?;
+    let (plan, limit) = strip_limit(plan, at)?;
+    let compiled = engine.compile(&plan, at)?;
+    let mut inputs: Vec<InputSpec> = Vec::new();
+    for p in &compiled.inputs {
+        let s = engine.inner.store.stream(&p.stream)?;
+        let start = s.info().start;
+        inputs.push((s, p.projection.clone(), start));
+    }
+    let schema = Arc::clone(&compiled.schema);
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        // Dropping `stop_tx` (when this task ends or is aborted) stops the readers.
+        let _stop = stop_tx;
+        let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
+        let mut left = limit.unwrap_or(usize::MAX);
+        let mut ended = vec![false; inputs.len()];
+        if left == 0 {
+            return;
+        }
+        while let Some(msg) = input_rx.recv().await {
+            match msg {
+                InputMsg::Batch(i, b) => match compiled.apply(i, b.batch) {
+                    Ok(Some(out)) => {
+                        let out = if out.num_rows() > left { out.slice(0, left) } else { out };
+                        left -= out.num_rows();
+                        if tx.send(Ok(out)).await.is_err() || left == 0 {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                },
+                InputMsg::End(i) => {
+                    ended[i] = true;
+                    if ended.iter().all(|e| *e) {
+                        return;
+                    }
+                }
+                InputMsg::Failed(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Subscription { schema, rx, task })
+}
