@@ -319,9 +319,13 @@ impl Engine {
                 .iter()
                 .map(|s| self.inner.store.stream(s).map(|s| s.end_offset()).unwrap_or(0))
                 .collect();
+            // A job whose inputs are all sealed runs to its end (and seals its output).
+            let sealed = inputs
+                .iter()
+                .all(|s| self.inner.store.stream(s).is_ok_and(|s| s.info().sealed.is_some()));
             let rx = self.inner.jobs().get(name).map(|j| j.progress.clone());
             if let Some(mut rx) = rx {
-                job::wait_for(&mut rx, &targets).await;
+                job::wait_for(&mut rx, &targets, sealed).await;
             }
         }
         Ok(())
@@ -349,6 +353,24 @@ impl Engine {
             .map_err(|e| crate::error::planning(e, at))
     }
 
+    /// Plan an `INSERT`: DataFusion types `VALUES` by the target's columns, fills unlisted
+    /// columns with NULL and casts to the target's types. Returns the plan of the rows.
+    pub(crate) async fn plan_insert(
+        &self,
+        statement: kappa_sql::sqlparser::ast::Statement,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<LogicalPlan> {
+        let state = self.inner.ctx.state();
+        let plan = state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+            .await
+            .map_err(|e| crate::error::planning(e, at))?;
+        match plan {
+            LogicalPlan::Dml(d) => Ok(d.input.as_ref().clone()),
+            _ => Err(Error::plan("not an INSERT", at)),
+        }
+    }
+
     /// Compile a continuous query (stateless for now) after DataFusion's optimizer.
     pub(crate) fn compile(
         &self,
@@ -365,10 +387,8 @@ impl Engine {
         let parsed = kappa_sql::parse_one(&entry.query)?;
         let plan = match parsed.statement {
             kappa_sql::Statement::Query { query, .. } => self.plan_query(query, None).await?,
-            kappa_sql::Statement::Insert { stream, columns, source } => {
-                let target = self.inner.store.stream(&stream)?;
-                let plan = self.plan_query(source, None).await?;
-                crate::statements::conform_plan(plan, target.schema(), &columns, &stream, None)?
+            kappa_sql::Statement::Insert { statement, .. } => {
+                self.plan_insert(*statement, None).await?
             }
             _ => return Err(Error::plan("a job's query is not a query", None)),
         };

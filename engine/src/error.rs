@@ -130,6 +130,12 @@ pub(crate) fn planning(e: DataFusionError, at: Option<Location>) -> Error {
         DataFusionError::SQL(p, _) => p.to_string(),
         other => other.message().to_string(),
     };
+    // "table 'datafusion.public.x' not found": name the stream as the user wrote it.
+    if let Some(name) = message.strip_prefix("table '").and_then(|r| r.strip_suffix("' not found"))
+    {
+        let short = name.rsplit('.').next().unwrap_or(name);
+        return Error::plan(format!("stream '{short}' does not exist"), span.or(at));
+    }
     Error::plan(message, span.or(at))
 }
 

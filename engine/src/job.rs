@@ -367,13 +367,18 @@ async fn run(
     r.progress.send_modify(|p| p.status = status);
 }
 
-/// Wait until a job's acknowledged positions reach `targets`, or it stops running.
-pub(crate) async fn wait_for(progress: &mut watch::Receiver<Progress>, targets: &[u64]) {
+/// Wait until a job's acknowledged positions reach `targets` (and, with `to_end`, until it
+/// has stopped running: every input sealed and read), or it stops running.
+pub(crate) async fn wait_for(
+    progress: &mut watch::Receiver<Progress>,
+    targets: &[u64],
+    to_end: bool,
+) {
     loop {
         {
             let p = progress.borrow_and_update();
             let reached = p.positions.iter().zip(targets).all(|(p, t)| p >= t);
-            if reached || p.status != Status::Running {
+            if (reached && !to_end) || p.status != Status::Running {
                 return;
             }
         }

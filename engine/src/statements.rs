@@ -7,7 +7,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, cast, lit};
+use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
 use kappa_sql::ast::{CreateStream, ObjectKind, Statement};
 use kappa_sql::sqlparser::ast::Query;
 use kappa_sql::{Location, ParsedStatement};
@@ -55,9 +55,11 @@ impl Engine {
             Statement::Rebuild { kind, .. } => {
                 Err(Error::not_supported(format!("ALTER {} ... REBUILD", kind.sql()), at))
             }
-            Statement::Insert { stream, columns, source } => {
+            Statement::Insert { stream, stream_location, statement, .. } => {
                 let _guard = self.inner.ddl.lock().await;
-                self.insert(&stream, &columns, source, at).await
+                // Name an unknown target where it is written.
+                self.inner.stream(&stream, stream_location)?;
+                self.insert(&stream, *statement, &s.text, at).await
             }
             Statement::CopyFrom { stream, path, options } => {
                 crate::copy::copy_from(self, &stream, &path, &options, at).await
@@ -151,9 +153,11 @@ impl Engine {
                 Ok(done("CREATE STREAM"))
             }
             None => {
-                let schema = Arc::new(kappa_sql::types::schema_of(&c.columns, at)?);
+                let schema =
+                    Arc::new(kappa_sql::types::schema_of(&c.columns, &c.column_locations, at)?);
                 let mut entry = StreamEntry { options: declared, ..Default::default() };
                 if let Some(w) = &c.watermark {
+                    let at = w.location.or(at);
                     let field = schema.field_with_name(&w.column).map_err(|_| {
                         Error::plan(format!("WATERMARK FOR {}: no such column", w.column), at)
                     })?;
@@ -212,20 +216,39 @@ impl Engine {
     async fn insert(
         &self,
         stream: &str,
-        columns: &[String],
-        source: Box<Query>,
+        statement: kappa_sql::sqlparser::ast::Statement,
+        text: &str,
         at: At,
     ) -> Result<Output> {
+        let plan = self.plan_insert(statement, at).await?;
         let target = self.inner.stream(stream, at)?;
         if let Some(job) = self.inner.catalog().streams.get(stream).and_then(|e| e.job.clone()) {
             return Err(Error::plan(format!("stream '{stream}' is written by job {job}"), at));
         }
-        let text = source.to_string();
-        let plan = self.plan_query(source, at).await?;
-        let plan = conform_plan(plan, target.schema(), columns, stream, at)?;
         let reads = scanned_streams(&plan);
         if reads.is_empty() {
             let batches = self.inner.ctx.execute_logical_plan(plan).await?.collect().await?;
+            let schema = target.schema();
+            for b in &batches {
+                for (i, f) in schema.fields().iter().enumerate() {
+                    let c = b.column(i);
+                    if !f.is_nullable() && c.null_count() > 0 {
+                        return Err(Error::plan(
+                            format!("column {} is NOT NULL, but a row gives it no value", f.name()),
+                            at,
+                        ));
+                    }
+                }
+            }
+            let batches: Vec<_> = batches
+                .into_iter()
+                .map(|b| {
+                    datafusion::arrow::record_batch::RecordBatch::try_new(
+                        Arc::clone(schema),
+                        b.columns().to_vec(),
+                    )
+                })
+                .collect::<std::result::Result<_, _>>()?;
             let batch = concat_batches(target.schema(), &batches)?;
             let rows = batch.num_rows() as u64;
             tokio::task::spawn_blocking(move || target.append(&batch)).await.map_err(|e| {
@@ -251,25 +274,9 @@ impl Engine {
                 n += 1;
             }
         };
-        self.create_insert_job(&name, stream, &text, columns, compiled)?;
+        // The whole INSERT is the job's query: a restart plans it again the same way.
+        self.create_job(&name, JobKind::InsertInto, stream, text, compiled)?;
         Ok(Output::Done { tag: format!("INSERT JOB {name}"), rows: None })
-    }
-
-    fn create_insert_job(
-        &self,
-        name: &str,
-        stream: &str,
-        text: &str,
-        columns: &[String],
-        compiled: kappa_sql::stream_plan::StatelessPlan,
-    ) -> Result<()> {
-        // Persist the INSERT's query with its column list so that a restart conforms it again.
-        let stored = if columns.is_empty() {
-            format!("INSERT INTO {stream} {text}")
-        } else {
-            format!("INSERT INTO {stream} ({}) {text}", columns.join(", "))
-        };
-        self.create_job(name, JobKind::InsertInto, stream, &stored, compiled)
     }
 
     async fn snapshot(&self, query: Box<Query>, at: At) -> Result<Output> {
@@ -420,58 +427,4 @@ fn check_unique_names(schema: &SchemaRef, at: At) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Project a plan's output onto a stream's columns: by position, or by the listed column
-/// names (unlisted columns get NULL), each cast to the stream's type.
-pub(crate) fn conform_plan(
-    plan: LogicalPlan,
-    target: &SchemaRef,
-    columns: &[String],
-    stream: &str,
-    at: At,
-) -> Result<LogicalPlan> {
-    let source = plan.schema().clone();
-    let n_source = source.fields().len();
-    let mapping: Vec<Option<usize>> = if columns.is_empty() {
-        if n_source != target.fields().len() {
-            return Err(Error::plan(
-                format!(
-                    "stream '{stream}' has {} columns but the query gives {n_source}",
-                    target.fields().len()
-                ),
-                at,
-            ));
-        }
-        (0..n_source).map(Some).collect()
-    } else {
-        if columns.len() != n_source {
-            return Err(Error::plan(
-                format!("{} columns are listed but the query gives {n_source}", columns.len()),
-                at,
-            ));
-        }
-        for c in columns {
-            if target.field_with_name(c).is_err() {
-                return Err(Error::plan(format!("stream '{stream}' has no column {c}"), at));
-            }
-        }
-        target.fields().iter().map(|f| columns.iter().position(|c| c == f.name())).collect()
-    };
-    let exprs: Vec<Expr> = target
-        .fields()
-        .iter()
-        .zip(&mapping)
-        .map(|(f, m)| {
-            let e = match m {
-                Some(i) => {
-                    let (q, field) = source.qualified_field(*i);
-                    Expr::Column(datafusion::common::Column::new(q.cloned(), field.name()))
-                }
-                None => lit(datafusion::common::ScalarValue::Null),
-            };
-            cast(e, f.data_type().clone()).alias(f.name())
-        })
-        .collect();
-    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
 }

@@ -46,10 +46,15 @@ pub enum Statement {
     Insert {
         /// The target stream.
         stream: String,
+        /// Where the target's name is.
+        stream_location: Option<Location>,
         /// The listed columns (empty: all, in order).
         columns: Vec<String>,
         /// `VALUES` or a query.
         source: Box<Query>,
+        /// The whole statement as sqlparser parsed it (DataFusion plans it: it types `VALUES`
+        /// by the target's columns).
+        statement: Box<sqlparser::ast::Statement>,
     },
     /// `COPY s FROM 'path' [WITH] (...)`.
     CopyFrom {
@@ -122,6 +127,8 @@ pub struct CreateStream {
     pub or_replace: bool,
     /// Declared columns (empty for `AS SELECT`).
     pub columns: Vec<ColumnDef>,
+    /// Where each declared column starts.
+    pub column_locations: Vec<Option<Location>>,
     /// `WATERMARK FOR col AS expr`.
     pub watermark: Option<Watermark>,
     /// `WITH (k = v, ...)`: keys lower-cased, values unquoted.
@@ -139,6 +146,8 @@ pub struct Watermark {
     pub expr: Expr,
     /// The expression's text.
     pub expr_text: String,
+    /// Where the column name after `WATERMARK FOR` is.
+    pub location: Option<Location>,
 }
 
 /// The `EMIT` clause.

@@ -437,6 +437,7 @@ fn parse_elements(s: &mut P<'_>, c: &mut CreateStream) -> Result<()> {
             let at = s.here();
             s.p.next_token();
             s.p.expect_keyword(Keyword::FOR).map_err(Error::from_parser)?;
+            let location = s.here();
             let column = ident_name(&s.p.parse_identifier().map_err(Error::from_parser)?);
             s.p.expect_keyword(Keyword::AS).map_err(Error::from_parser)?;
             let from = s.peek().span.start;
@@ -445,10 +446,11 @@ fn parse_elements(s: &mut P<'_>, c: &mut CreateStream) -> Result<()> {
             if c.watermark.is_some() {
                 return Err(Error::syntax("a stream has at most one WATERMARK", at));
             }
-            c.watermark = Some(Watermark { column, expr, expr_text });
+            c.watermark = Some(Watermark { column, expr, expr_text, location });
         } else if s.peek_word("PRIMARY") || s.peek_word("CONSTRAINT") {
             return Err(Error::not_supported("PRIMARY KEY on a stream", s.here()));
         } else {
+            c.column_locations.push(s.here());
             let col = s.p.parse_column_def().map_err(Error::from_parser)?;
             c.columns.push(col);
         }
@@ -618,6 +620,7 @@ fn copy_statement(stmt: ast::Statement, at: Option<Location>) -> Result<Statemen
 }
 
 fn insert_statement(stmt: ast::Statement, at: Option<Location>) -> Result<Statement> {
+    let raw = Box::new(stmt.clone());
     let ast::Statement::Insert(ins) = stmt else {
         return Err(Error::syntax("expected INSERT", at));
     };
@@ -631,11 +634,17 @@ fn insert_statement(stmt: ast::Statement, at: Option<Location>) -> Result<Statem
         return Err(Error::not_supported("INSERT INTO a table function", at));
     };
     let stream = object_name(name, at)?;
+    let stream_location = name
+        .0
+        .first()
+        .and_then(|p| p.as_ident())
+        .and_then(|i| Location::from_sql(i.span.start))
+        .or(at);
     let columns = ins.columns.iter().map(|c| object_name(c, at)).collect::<Result<Vec<_>>>()?;
     let Some(source) = ins.source else {
         return Err(Error::not_supported("INSERT without VALUES or SELECT", at));
     };
-    Ok(Statement::Insert { stream, columns, source })
+    Ok(Statement::Insert { stream, stream_location, columns, source, statement: raw })
 }
 
 #[cfg(test)]

@@ -64,8 +64,14 @@ impl ContextProvider for TypesOnly {
 /// # Errors
 /// [`Error::Plan`] for a type DataFusion does not know, a duplicate column, or a column option
 /// other than `NULL` / `NOT NULL`.
-pub fn schema_of(columns: &[ColumnDef], at: Option<Location>) -> Result<Schema> {
-    for c in columns {
+pub fn schema_of(
+    columns: &[ColumnDef],
+    locations: &[Option<Location>],
+    at: Option<Location>,
+) -> Result<Schema> {
+    let at_column = |i: usize| locations.get(i).copied().flatten().or(at);
+    for (i, c) in columns.iter().enumerate() {
+        let at = at_column(i);
         for o in &c.options {
             if !matches!(o.option, ColumnOption::Null | ColumnOption::NotNull) {
                 return Err(Error::not_supported(
@@ -81,13 +87,20 @@ pub fn schema_of(columns: &[ColumnDef], at: Option<Location>) -> Result<Schema> 
     options.sql_parser.map_string_types_to_utf8view = false;
     let provider = TypesOnly { options };
     let planner = SqlToRel::new(&provider);
-    let schema = planner
-        .build_schema(columns.to_vec())
-        .map_err(|e| Error::plan(e.message().to_string(), at))?;
+    let schema = planner.build_schema(columns.to_vec()).map_err(|e| {
+        // Locate the column at fault.
+        let culprit = (0..columns.len())
+            .find(|i| planner.build_schema(vec![columns[*i].clone()]).is_err())
+            .and_then(at_column);
+        Error::plan(e.message().to_string(), culprit.or(at))
+    })?;
     let mut seen = std::collections::HashSet::new();
-    for f in schema.fields() {
+    for (i, f) in schema.fields().iter().enumerate() {
         if !seen.insert(f.name().clone()) {
-            return Err(Error::plan(format!("column {} is declared twice", f.name()), at));
+            return Err(Error::plan(
+                format!("column {} is declared twice", f.name()),
+                at_column(i),
+            ));
         }
     }
     Ok(schema)
@@ -122,6 +135,7 @@ mod tests {
     fn sql_types_map_to_arrow() {
         let s = schema_of(
             &columns("CREATE STREAM s (Id BIGINT NOT NULL, name VARCHAR, p DOUBLE, ts TIMESTAMP(3), \"Q\" INT)"),
+            &[],
             None,
         )
         .unwrap();
@@ -135,9 +149,9 @@ mod tests {
         assert_eq!(got[2].1, DataType::Float64);
         assert_eq!(got[3].1, DataType::Timestamp(TimeUnit::Millisecond, None));
         assert_eq!(got[4], ("Q".into(), DataType::Int32, true));
-        let e = schema_of(&columns("CREATE STREAM s (a INT, A BIGINT)"), None).unwrap_err();
+        let e = schema_of(&columns("CREATE STREAM s (a INT, A BIGINT)"), &[], None).unwrap_err();
         assert!(e.to_string().contains("declared twice"), "{e}");
-        let e = schema_of(&columns("CREATE STREAM s (a INT DEFAULT 3)"), None).unwrap_err();
+        let e = schema_of(&columns("CREATE STREAM s (a INT DEFAULT 3)"), &[], None).unwrap_err();
         assert!(matches!(e, Error::NotSupported { .. }), "{e}");
     }
 }

@@ -58,7 +58,9 @@ pub struct Store {
     streams: Mutex<BTreeMap<String, Arc<Stream>>>,
     closed: Mutex<bool>,
     compactor: Arc<Compactor>,
-    _lock: DirLock,
+    /// Held until `close`: then another `Store` (in this process or another) may open the
+    /// directory.
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl Store {
@@ -106,7 +108,7 @@ impl Store {
             streams: Mutex::new(streams),
             closed: Mutex::new(false),
             compactor,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -177,6 +179,7 @@ impl Store {
         schema: SchemaRef,
         options: StreamOptions,
     ) -> Result<Arc<Stream>> {
+        self.check_open(name)?;
         validate_name(name)?;
         options.validate()?;
         if let Some(col) = &options.event_time_column {
@@ -270,8 +273,9 @@ impl Store {
         self.compactor.wait_idle(timeout)
     }
 
-    /// Close every stream: sync, write indexes and recovery points. Idempotent. A compaction
-    /// in progress is abandoned (its segment stays as it was).
+    /// Close every stream: sync, write indexes and recovery points, then release the
+    /// directory's lock. Idempotent. A compaction in progress is abandoned (its segment stays
+    /// as it was). Handles of the closed store's streams refuse writes ([`Error::Closed`]).
     ///
     /// # Errors
     /// The first error met; the other streams are still closed.
@@ -290,7 +294,15 @@ impl Store {
                 first = Some(e);
             }
         }
+        drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
         first.map_or(Ok(()), Err)
+    }
+
+    fn check_open(&self, stream: &str) -> Result<()> {
+        if *self.closed.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(Error::Closed { stream: stream.to_string() });
+        }
+        Ok(())
     }
 }
 
