@@ -3,6 +3,7 @@
 //! Records, separated by blank lines (`#` starts a comment line):
 //!
 //! - `statement ok` then SQL: it must succeed.
+//! - `statement count N` then SQL: it must succeed and report N rows written (INSERT, COPY).
 //! - `statement error [@LINE:COL] TEXT` then SQL: it must fail with a message containing TEXT
 //!   (and, with `@LINE:COL`, located there in the SQL).
 //! - `query TYPES [rowsort]` then SQL, `----`, and the expected rows: one line per row, values
@@ -40,6 +41,7 @@ pub struct Failure {
 enum Record {
     Statement {
         sql: String,
+        count: Option<u64>,
     },
     StatementError {
         sql: String,
@@ -98,7 +100,8 @@ fn parse(text: &str) -> Result<Vec<(usize, Record)>> {
         }
         let rest = |from: usize| head[from.min(head.len())..].join(" ");
         let record = match head.as_slice() {
-            ["statement", "ok"] => Record::Statement { sql },
+            ["statement", "ok"] => Record::Statement { sql, count: None },
+            ["statement", "count", n] => Record::Statement { sql, count: Some(n.parse()?) },
             ["statement" | "query", "error", ..] => {
                 let (location, from) = match head.get(2).and_then(|t| t.strip_prefix('@')) {
                     Some(lc) => {
@@ -181,11 +184,18 @@ pub async fn run_file(path: &Path, data: &Path) -> Result<Vec<Failure>> {
         let at = format!("{name}:{line}");
         let fail = |message: String| Failure { at: at.clone(), message };
         match record {
-            Record::Statement { sql } => {
-                if let Err(e) = engine.execute(&subst(&sql)).await {
-                    failures.push(fail(format!("statement failed: {e}\n  {sql}")));
+            Record::Statement { sql, count } => match engine.execute(&subst(&sql)).await {
+                Err(e) => failures.push(fail(format!("statement failed: {e}\n  {sql}"))),
+                Ok(outs) => {
+                    if let Some(n) = count {
+                        match outs.last() {
+                            Some(Output::Done { rows: Some(r), .. }) if *r == n => {}
+                            other => failures
+                                .push(fail(format!("expected {n} rows written, got {other:?}"))),
+                        }
+                    }
                 }
-            }
+            },
             Record::StatementError { sql, text, location }
             | Record::QueryError { sql, text, location } => {
                 match engine.execute(&subst(&sql)).await {
@@ -194,6 +204,7 @@ pub async fn run_file(path: &Path, data: &Path) -> Result<Vec<Failure>> {
                     ))),
                     Err(e) => {
                         let msg = e.to_string();
+                        let text = subst(&text);
                         if !msg.contains(&text) {
                             failures.push(fail(format!("error '{msg}' does not contain '{text}'")));
                         }
