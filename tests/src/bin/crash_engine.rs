@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use kappa::{Engine, Output};
+use kappa::Engine;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -21,20 +21,13 @@ async fn main() -> Result<()> {
                SELECT id, v * 2 AS v2, upper(tag) AS tag FROM input WHERE v % 3 <> 0",
         )
         .await?;
-    let mut next: i64 =
-        match engine.execute("SELECT rows FROM (SHOW STREAMS) s WHERE name = 'input'").await?.pop()
-        {
-            Some(Output::Rows { batches, .. }) => batches
-                .first()
-                .and_then(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<arrow::array::UInt64Array>()
-                        .map(|a| a.value(0) as i64)
-                })
-                .unwrap_or(0),
-            _ => 0,
-        };
+    let count = engine.query("SELECT count(*) FROM input").await?;
+    let mut next: i64 = count
+        .first()
+        .and_then(|b| {
+            b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0))
+        })
+        .unwrap_or(0);
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("v", DataType::Int64, true),
