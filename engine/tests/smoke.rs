@@ -67,3 +67,88 @@ async fn create_insert_query_derive_reopen() {
     println!("{}", table(batches));
     e.close().await.unwrap();
 }
+
+fn double_udf() -> kappa::datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use kappa::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use std::sync::Arc;
+    let f = Arc::new(|args: &[ColumnarValue]| {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let a = arrays[0].as_any().downcast_ref::<Int64Array>().expect("Int64");
+        let out: Int64Array = a.iter().map(|v| v.map(|x| x * 2)).collect();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    });
+    create_udf(
+        "double_it",
+        vec![datafusion::arrow::datatypes::DataType::Int64],
+        datafusion::arrow::datatypes::DataType::Int64,
+        Volatility::Immutable,
+        f,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_functions_in_jobs_survive_reopen_when_registered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = Engine::open(dir.path()).await.unwrap();
+        e.register_udf(double_udf());
+        e.execute(
+            "CREATE STREAM s (x BIGINT); CREATE STREAM d AS SELECT x, double_it(x) AS y FROM s",
+        )
+        .await
+        .unwrap();
+        e.execute("INSERT INTO s VALUES (1), (2)").await.unwrap();
+        let t = table(&e.query("SELECT sum(y) AS total FROM d").await.unwrap());
+        assert!(t.contains("| 6     |"), "{t}");
+        e.close().await.unwrap();
+    }
+    {
+        // Registered again at open: the job restarts where it left off.
+        let options = kappa::EngineOptions { udfs: vec![double_udf()] };
+        let e = Engine::open_with(dir.path(), options).await.unwrap();
+        e.execute("INSERT INTO s VALUES (10)").await.unwrap();
+        let t = table(&e.query("SELECT sum(y) AS total FROM d").await.unwrap());
+        assert!(t.contains("| 26    |"), "{t}");
+        e.close().await.unwrap();
+    }
+    {
+        // Without the function the job cannot restart: it is failed, with the reason.
+        let e = Engine::open(dir.path()).await.unwrap();
+        let out = e.execute("SHOW JOBS").await.unwrap();
+        let Output::Rows { batches, .. } = &out[0] else { panic!() };
+        let t = table(batches);
+        assert!(t.contains("failed") && t.contains("double_it"), "{t}");
+        e.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_pipeline_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sql = std::fs::read_to_string(root.join("queries/examples/bids.sql")).unwrap();
+    let sql = sql.replace("'queries/", &format!("'{}/queries/", root.display()));
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path()).await.unwrap();
+    let outs = e.execute(&sql).await.unwrap();
+    assert_eq!(outs.len(), 9);
+    let Output::Rows { batches, .. } = &outs[4] else { panic!("{:?}", outs[4]) };
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+    e.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_located_and_categorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path()).await.unwrap();
+    let err = e.execute("CREATE STREAM s (a INT);\nSELECT b\n  FROM s").await.unwrap_err();
+    assert_eq!(err.category(), "plan");
+    assert_eq!(err.location().map(|l| (l.line, l.column)), Some((2, 8)), "{err}");
+    let err = e.execute("SELEC 1").await.unwrap_err();
+    assert_eq!(err.category(), "syntax");
+    let err = e.execute("CREATE MATERIALIZED VIEW v AS SELECT 1").await.unwrap_err();
+    assert_eq!(err.category(), "not supported");
+    e.close().await.unwrap();
+    let err = e.execute("SELECT 1").await.unwrap_err();
+    assert_eq!(err.category(), "closed");
+}

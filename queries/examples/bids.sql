@@ -1,0 +1,32 @@
+-- A first pipeline: load bids from a CSV file, derive a stream of large bids with a
+-- continuous query, and look at both. Run: cargo run -p kappa --example pipeline
+
+CREATE STREAM bids (
+  auction BIGINT NOT NULL,
+  bidder  BIGINT,
+  price   BIGINT,
+  channel VARCHAR,
+  ts      TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '4' SECOND
+);
+
+COPY bids FROM 'queries/data/bids.csv' (FORMAT csv, HEADER true);
+
+-- A continuous job: every bid appended to `bids` from now on flows through it too.
+CREATE STREAM large_bids AS
+  SELECT auction, bidder, price, upper(channel) AS channel, ts
+  FROM bids
+  WHERE price >= 150;
+
+INSERT INTO bids VALUES (1004, 7, 9000, 'app', TIMESTAMP '2026-01-01 00:00:09');
+
+-- Snapshot queries see every row appended before they start, through the job.
+SELECT * FROM large_bids;
+
+SELECT auction, count(*) AS bids, max(price) AS top FROM bids GROUP BY auction ORDER BY auction;
+
+-- A push query: the rows so far, then new ones as they arrive (here: the first 3).
+SELECT auction, price FROM large_bids EMIT CHANGES LIMIT 3;
+
+SHOW STREAMS;
+SHOW JOBS;
