@@ -55,9 +55,15 @@ fn batches(n: usize) -> Vec<RecordBatch> {
             RecordBatch::try_new(
                 schema(),
                 vec![
-                    Arc::new(Int64Array::from(ids.iter().map(|i| 1000 + i % 5000).collect::<Vec<_>>())),
-                    Arc::new(Int64Array::from(ids.iter().map(|i| i * 7 % 100_000).collect::<Vec<_>>())),
-                    Arc::new(Int64Array::from(ids.iter().map(|i| i * 31 % 1000).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(
+                        ids.iter().map(|i| 1000 + i % 5000).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(
+                        ids.iter().map(|i| i * 7 % 100_000).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(
+                        ids.iter().map(|i| i * 31 % 1000).collect::<Vec<_>>(),
+                    )),
                     Arc::new(StringArray::from(
                         ids.iter().map(|i| channels[(*i % 4) as usize]).collect::<Vec<_>>(),
                     )),
@@ -99,7 +105,8 @@ fn fresh(name: &str) -> PathBuf {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let n = rows();
     let data = batches(n);
     let (csv, parquet) = write_files(&data);
@@ -137,10 +144,16 @@ fn bench(c: &mut Criterion) {
                         let start = Instant::now();
                         let df = match label {
                             "csv" => ctx
-                                .read_csv(path.to_str().unwrap(), CsvReadOptions::new().schema(&schema()))
+                                .read_csv(
+                                    path.to_str().unwrap(),
+                                    CsvReadOptions::new().schema(&schema()),
+                                )
                                 .await
                                 .unwrap(),
-                            _ => ctx.read_parquet(path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap(),
+                            _ => ctx
+                                .read_parquet(path.to_str().unwrap(), ParquetReadOptions::default())
+                                .await
+                                .unwrap(),
                         };
                         let got = df.collect().await.unwrap();
                         assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), n);
@@ -175,10 +188,7 @@ fn bench(c: &mut Criterion) {
                 k += 1;
                 total += rt.block_on(async {
                     let start = Instant::now();
-                    engine
-                        .execute(&format!("CREATE STREAM d{k} AS {QUERY}"))
-                        .await
-                        .unwrap();
+                    engine.execute(&format!("CREATE STREAM d{k} AS {QUERY}")).await.unwrap();
                     engine.wait_for_jobs().await.unwrap();
                     let t = start.elapsed();
                     engine.execute(&format!("DROP STREAM d{k}")).await.unwrap();

@@ -74,7 +74,10 @@ impl Engine {
             }
             Statement::Show(what) => crate::show::show(self, what, at),
             Statement::Describe { name } => crate::show::describe(self, &name, at),
-            Statement::Explain { .. } => Err(Error::not_supported("EXPLAIN DATAFLOW", at)),
+            Statement::Explain { target: kappa_sql::ast::ExplainTarget::Dataflow(_) } => {
+                Err(Error::not_supported("EXPLAIN DATAFLOW", at))
+            }
+            Statement::Explain { .. } => Err(Error::not_supported("EXPLAIN", at)),
             Statement::Drop { kind, name, if_exists } => {
                 let _guard = self.inner.ddl.lock().await;
                 self.drop_object(kind, &name, if_exists, at).await

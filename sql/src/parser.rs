@@ -35,7 +35,10 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         let Some(last) = stmt.iter().rev().find(|t| !is_blank(&t.token)) else { continue };
         let location = Location::from_sql(first.span.start).unwrap_or_default();
         let text = index.slice(sql, first.span.start, last.span.end).to_string();
-        let statement = parse_tokens(stmt, sql, &index)?;
+        // An error at the end of the statement ("found: EOF") has no token to point at: point
+        // just after the statement's last token.
+        let end = Location::from_sql(last.span.end);
+        let statement = parse_tokens(stmt, sql, &index).map_err(|e| e.or_at(end))?;
         out.push(ParsedStatement { statement, location, text });
     }
     Ok(out)
@@ -339,7 +342,18 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Res
                     if s.eat_word("DATAFLOW") {
                         Statement::Explain { target: ExplainTarget::Dataflow(s.name()?) }
                     } else {
-                        return Err(Error::not_supported("EXPLAIN of a statement", loc(&first)));
+                        // The explained statement is parsed like any other.
+                        let from = s.peek().span.start;
+                        let mut rest = Vec::new();
+                        while s.peek().token != Token::EOF {
+                            rest.push(s.p.next_token());
+                        }
+                        let location = Location::from_sql(from).unwrap_or_default();
+                        let end = rest.last().map(|t| t.span.end).unwrap_or(from);
+                        let text = index.slice(sql, from, end).to_string();
+                        let inner = parse_tokens(rest, sql, index)?;
+                        let target = ParsedStatement { statement: inner, location, text };
+                        Statement::Explain { target: ExplainTarget::Statement(Box::new(target)) }
                     }
                 }
                 "COPY" => {

@@ -94,6 +94,7 @@ fn every_statement_of_the_design_parses() {
         "SHOW DATAFLOW",
         "DESCRIBE s",
         "EXPLAIN DATAFLOW s",
+        "EXPLAIN SELECT a FROM s WHERE a > 1",
         "DROP STREAM IF EXISTS s",
         "DROP MATERIALIZED VIEW v",
         "DROP JOB j",
