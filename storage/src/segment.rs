@@ -271,9 +271,7 @@ impl Segment {
                     return Err("frame body beyond the end of the segment".into());
                 }
             }
-            let mut buf = MutableBuffer::from_len_zeroed(body_len);
-            read_exact_at(&self.file, buf.as_slice_mut(), start as u64)?;
-            buf.into()
+            read_uninit_at(&self.file, body_len, start as u64)?
         };
         if !header.verify(&hbytes, body.as_slice()) {
             return Err("checksum mismatch".into());
@@ -503,6 +501,41 @@ pub(crate) fn remove_segment_files(log: &Path) {
 pub(crate) fn remove_index_files(log: &Path) {
     let _ = std::fs::remove_file(log.with_extension("index"));
     let _ = std::fs::remove_file(log.with_extension("timeindex"));
+}
+
+/// Read `len` bytes at `position` into a new buffer, without zeroing it first (the reads of
+/// the active segment are a copy already; zeroing cost as much again).
+fn read_uninit_at(file: &File, len: usize, position: u64) -> std::result::Result<Buffer, String> {
+    use std::os::fd::AsRawFd;
+    let mut buf = MutableBuffer::with_capacity(len);
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: `buf` has capacity for `len` bytes; the kernel writes at most `len - done`
+        // bytes at offset `done` of that capacity, and only the bytes it reports as read are
+        // counted; the fd is valid for the call.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(done).cast::<libc::c_void>(),
+                len - done,
+                (position + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => return Err("frame cut short by the end of the file".to_string()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("read failed: {e}"));
+            }
+            n => done += n as usize,
+        }
+    }
+    // SAFETY: the loop above initialized all `len` bytes.
+    unsafe { buf.set_len(len) };
+    Ok(buf.into())
 }
 
 fn read_exact_at(file: &File, buf: &mut [u8], position: u64) -> std::result::Result<(), String> {
