@@ -80,6 +80,7 @@ fn load(
     options: &CopyOptions,
 ) -> Result<u64> {
     let schema = Arc::clone(target.schema());
+    let stamp = file_stamp(path)?;
     let mut kept: Vec<RecordBatch> = Vec::new();
     let mut bytes = 0usize;
     let mut spilled = false;
@@ -107,6 +108,10 @@ fn load(
         Ok(())
     };
     if spilled {
+        // The second pass must read the file the first one checked.
+        if file_stamp(path)? != stamp {
+            return Err(copy_error(path, None, None, "the file changed while it was being loaded"));
+        }
         read_file(path, format, options, &schema, &mut append)?;
     } else {
         for b in kept {
@@ -117,6 +122,13 @@ fn load(
         p.wait()?;
     }
     Ok(rows)
+}
+
+/// Size and modification time of a file.
+fn file_stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>)> {
+    let m =
+        std::fs::metadata(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    Ok((m.len(), m.modified().ok()))
 }
 
 /// The schema with every field nullable (readers must not fail on a null before we can say
@@ -187,6 +199,7 @@ fn read_csv(
     let header = options.header.unwrap_or(true);
     let reader = datafusion::arrow::csv::ReaderBuilder::new(nullable(schema))
         .with_header(header)
+        .with_header_validation(header)
         .with_delimiter(options.delimiter.unwrap_or(b','))
         .with_batch_size(BATCH_ROWS)
         .build(file)?;
@@ -227,8 +240,10 @@ fn read_json(
     schema: &SchemaRef,
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
+    // Room for more values than lines, so that a line holding two is seen, not cut.
     let builder = || {
-        datafusion::arrow::json::ReaderBuilder::new(nullable(schema)).with_batch_size(BATCH_ROWS)
+        datafusion::arrow::json::ReaderBuilder::new(nullable(schema))
+            .with_batch_size(BATCH_ROWS * 4)
     };
     let mut decoder = builder().build_decoder()?;
     let mut lines: Vec<(u64, String)> = Vec::new();
@@ -246,6 +261,16 @@ fn read_json(
             .try_for_each(|(_, l)| decoder.decode(l.as_bytes()).map(|_| ()))
             .and_then(|()| decoder.flush());
         match result {
+            Ok(Some(b)) if b.num_rows() != lines.len() => Err(copy_error(
+                path,
+                None,
+                None,
+                format!(
+                    "{} JSON values on {} lines: JSON lines holds one object per line",
+                    b.num_rows(),
+                    lines.len()
+                ),
+            )),
             Ok(Some(b)) => {
                 let n = b.num_rows() as u64;
                 sink(finish_batch(path, schema, b, *rows_before + 1)?)?;
@@ -391,7 +416,9 @@ pub(crate) async fn copy_to(
     let schema: SchemaRef = Arc::clone(plan.schema().inner());
     let mut batches = engine.inner.ctx.execute_logical_plan(plan).await?.execute_stream().await?;
     let target = PathBuf::from(path);
-    let tmp = PathBuf::from(format!("{path}.kappa-tmp"));
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = PathBuf::from(format!("{path}.kappa-tmp-{}-{n}", std::process::id()));
     let io = |e: std::io::Error| Error::Io { path: tmp.clone(), source: e };
     let file = std::fs::File::create(&tmp).map_err(io)?;
     let result: Result<u64> = async {
@@ -469,8 +496,9 @@ impl Writer {
                 let f = w.into_inner();
                 f.sync_all().map_err(|e| Error::Io { path: "COPY".into(), source: e })?;
             }
-            Writer::Parquet(w) => {
-                let _ = w.close().map_err(|e| Error::plan(e.to_string(), None))?;
+            Writer::Parquet(mut w) => {
+                w.finish().map_err(|e| Error::plan(e.to_string(), None))?;
+                w.inner().sync_all().map_err(|e| Error::Io { path: "COPY".into(), source: e })?;
             }
         }
         Ok(())

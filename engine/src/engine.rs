@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub ctx: SessionContext,
     pub catalog: Mutex<Catalog>,
     pub jobs: Mutex<HashMap<String, JobHandle>>,
+    /// Jobs that could not restart on open, with the reason (not persisted).
+    pub restart_errors: Mutex<HashMap<String, String>>,
     pub closed: AtomicBool,
     /// Serializes statements that change the catalog.
     pub ddl: tokio::sync::Mutex<()>,
@@ -58,6 +60,10 @@ impl Inner {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub fn restart_errors(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.restart_errors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn stream(&self, name: &str, at: Option<kappa_sql::Location>) -> Result<Arc<Stream>> {
         if !self.catalog().streams.contains_key(name) {
             return Err(Error::plan(format!("stream '{name}' does not exist"), at));
@@ -66,7 +72,10 @@ impl Inner {
     }
 
     pub fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        multi_thread_runtime()
     }
 
     /// Make `stream` queryable by SQL.
@@ -75,6 +84,17 @@ impl Inner {
         let _ = self.ctx.deregister_table(name.as_str())?;
         self.ctx.register_table(name.as_str(), Arc::new(StreamTable::new(stream)))?;
         Ok(())
+    }
+}
+
+/// Kappa runs in a multi-thread tokio runtime (its jobs and COPY write with `block_in_place`).
+fn multi_thread_runtime() -> Result<()> {
+    let ok = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::not_supported("running kappa outside a multi-thread tokio runtime", None))
     }
 }
 
@@ -94,15 +114,7 @@ impl Engine {
     /// # Errors
     /// As [`Engine::open`]; [`Error::Sql`] when not called inside a multi-thread tokio runtime.
     pub async fn open_with(dir: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
-        if tokio::runtime::Handle::try_current()
-            .map(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread)
-            .unwrap_or(true)
-        {
-            return Err(Error::not_supported(
-                "running kappa outside a multi-thread tokio runtime",
-                None,
-            ));
-        }
+        multi_thread_runtime()?;
         let dir = dir.as_ref().to_path_buf();
         let store = tokio::task::spawn_blocking(move || Store::open(&dir, StoreOptions::default()))
             .await
@@ -132,6 +144,7 @@ impl Engine {
             ctx,
             catalog: Mutex::new(catalog),
             jobs: Mutex::new(HashMap::new()),
+            restart_errors: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             ddl: tokio::sync::Mutex::new(()),
         });
@@ -150,8 +163,9 @@ impl Engine {
             .map(|(n, j)| (n.clone(), j.clone()))
             .collect();
         for (name, entry) in to_start {
+            // Not persisted: the next open tries again (a UDF registered, a file restored).
             if let Err(e) = engine.restart_job(&name, &entry).await {
-                engine.set_job_state(&name, JobState::Failed(format!("could not restart: {e}")))?;
+                engine.inner.restart_errors().insert(name, format!("could not restart: {e}"));
             }
         }
         Ok(engine)
@@ -235,7 +249,9 @@ impl Engine {
     /// # Errors
     /// The error of a job that failed meanwhile.
     pub async fn wait_for_jobs(&self) -> Result<()> {
-        let names: Vec<String> = self.inner.jobs().keys().cloned().collect();
+        let outputs: Vec<String> =
+            self.inner.catalog().jobs.values().map(|j| j.output.clone()).collect();
+        let names = self.upstream_order(&outputs);
         self.catch_up_jobs(&names).await?;
         for name in names {
             let status = self.inner.jobs().get(&name).map(|j| j.progress.borrow().status.clone());
@@ -251,6 +267,7 @@ impl Engine {
     /// # Errors
     /// [`Error::Storage`] when a log cannot be closed cleanly.
     pub async fn close(&self) -> Result<()> {
+        let _ddl = self.inner.ddl.lock().await;
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -289,25 +306,34 @@ impl Engine {
     /// Read-your-writes: for every job upstream of `streams`, wait until it has processed what
     /// its inputs held when this was called (upstream jobs first).
     pub(crate) async fn catch_up(&self, streams: &[String]) -> Result<()> {
+        let order = self.upstream_order(streams);
+        self.catch_up_jobs(&order).await
+    }
+
+    /// The running jobs that feed `streams`, directly or not, each after every job it reads
+    /// from (a post-order walk: upstream first).
+    fn upstream_order(&self, streams: &[String]) -> Vec<String> {
+        enum Step {
+            Stream(String),
+            Done(String),
+        }
         let mut order: Vec<String> = Vec::new();
         let mut seen: BTreeSet<String> = BTreeSet::new();
-        let mut stack: Vec<String> = streams.to_vec();
-        let mut depth = 0;
-        while let Some(s) = stack.pop() {
-            depth += 1;
-            if depth > 10_000 {
-                break;
-            }
-            for (job, inputs) in self.writers_of(&s) {
-                if seen.insert(job.clone()) {
-                    order.push(job);
-                    stack.extend(inputs);
+        let mut stack: Vec<Step> = streams.iter().rev().map(|s| Step::Stream(s.clone())).collect();
+        while let Some(step) = stack.pop() {
+            match step {
+                Step::Done(job) => order.push(job),
+                Step::Stream(s) => {
+                    for (job, inputs) in self.writers_of(&s) {
+                        if seen.insert(job.clone()) {
+                            stack.push(Step::Done(job));
+                            stack.extend(inputs.into_iter().map(Step::Stream));
+                        }
+                    }
                 }
             }
         }
-        // Upstream first: jobs were found downstream first.
-        order.reverse();
-        self.catch_up_jobs(&order).await
+        order
     }
 
     async fn catch_up_jobs(&self, jobs: &[String]) -> Result<()> {
@@ -329,14 +355,6 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    pub(crate) fn set_job_state(&self, name: &str, state: JobState) -> Result<()> {
-        let mut c = self.inner.catalog();
-        if let Some(j) = c.jobs.get_mut(name) {
-            j.state = state;
-        }
-        c.save(&self.inner.store)
     }
 
     /// Plan a query with DataFusion (tables are the streams).
@@ -403,6 +421,7 @@ impl Engine {
         entry: &JobEntry,
         plan: StatelessPlan,
     ) -> Result<()> {
+        self.inner.check_open()?;
         let inputs = plan
             .inputs
             .iter()
@@ -478,6 +497,12 @@ impl Engine {
             c.save(&self.inner.store)?;
             entry
         };
-        self.launch_job(name, &entry, plan)
+        if let Err(e) = self.launch_job(name, &entry, plan) {
+            let mut c = self.inner.catalog();
+            c.jobs.remove(name);
+            let _ = c.save(&self.inner.store);
+            return Err(e);
+        }
+        Ok(())
     }
 }

@@ -128,6 +128,8 @@ fn resume_positions(spec: &JobSpec) -> Result<Vec<u64>> {
         }
     }
     for (i, s) in spec.inputs.iter().enumerate() {
+        // A relaxed input may have lost its unsynced tail to a power loss: resume at its end.
+        positions[i] = positions[i].min(s.end_offset());
         let start = s.info().start;
         if positions[i] < start {
             return Err(Error::plan(
@@ -253,6 +255,10 @@ impl Runner {
             p.rows_out = rows_out;
         });
         if force_record || self.last_record.elapsed() >= PROGRESS_INTERVAL {
+            // The record must never be ahead of durable output (a relaxed output is synced
+            // here; a durable one already is).
+            let output = Arc::clone(&self.spec.output);
+            tokio::task::block_in_place(|| output.sync())?;
             let record = Record {
                 positions: self.positions.clone(),
                 output_end: self.spec.output.end_offset(),
@@ -332,7 +338,9 @@ async fn run(
             if ended.iter().all(|e| *e) {
                 return Ok(Status::Finished);
             }
-            if rx.is_empty() || r.pending.len() >= MAX_IN_FLIGHT {
+            // Publish often: at once when nothing waits for a sync (cheap), when caught up, or
+            // when the appends in flight reach their limit.
+            if r.pending.is_empty() || rx.is_empty() || r.pending.len() >= MAX_IN_FLIGHT {
                 r.flush(false)?;
             }
         }

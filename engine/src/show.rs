@@ -72,7 +72,9 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 (vec![], vec![], vec![], vec![]);
             for (name, e) in entries {
                 let live = inner.jobs().get(&name).map(|h| h.progress.borrow().clone());
+                let restart_error = inner.restart_errors().get(&name).cloned();
                 let (state, error) = match (&e.state, live.as_ref().map(|p| &p.status)) {
+                    _ if restart_error.is_some() => ("failed", restart_error),
                     (_, Some(Status::Failed(m))) | (JobState::Failed(m), _) => {
                         ("failed", Some(m.clone()))
                     }

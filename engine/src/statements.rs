@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
 use kappa_sql::ast::{CreateStream, ObjectKind, Statement};
 use kappa_sql::sqlparser::ast::Query;
@@ -26,7 +26,7 @@ fn done(tag: &str) -> Output {
 /// The streams a plan reads.
 pub(crate) fn scanned_streams(plan: &LogicalPlan) -> Vec<String> {
     let mut out = Vec::new();
-    let _ = plan.apply(|node| {
+    let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(s) = node {
             out.push(s.table_name.table().to_string());
         }

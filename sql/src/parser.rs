@@ -131,7 +131,8 @@ fn extract_emit(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, EmitC
             Token::Word(w)
                 if depth == 0
                     && w.quote_style.is_none()
-                    && w.value.eq_ignore_ascii_case("EMIT") =>
+                    && w.value.eq_ignore_ascii_case("EMIT")
+                    && emit_follows(&tokens[i + 1..]) =>
             {
                 at = Some(i);
                 break;
@@ -161,6 +162,17 @@ fn extract_emit(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, EmitC
     let consumed = p.index().min(tail.len());
     head.extend(tail.into_iter().skip(consumed));
     Ok((head, Some((emit, location))))
+}
+
+/// Whether the next word is FINAL or CHANGES: only then is `EMIT` the clause (a column or
+/// stream may be called `emit`).
+fn emit_follows(rest: &[TokenWithSpan]) -> bool {
+    match rest.iter().find(|t| !is_blank(&t.token)).map(|t| &t.token) {
+        Some(Token::Word(w)) => {
+            w.value.eq_ignore_ascii_case("FINAL") || w.value.eq_ignore_ascii_case("CHANGES")
+        }
+        _ => false,
+    }
 }
 
 fn expected(what: &str, found: &TokenWithSpan) -> Error {
@@ -344,6 +356,9 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Res
                     } else {
                         // The explained statement is parsed like any other.
                         let from = s.peek().span.start;
+                        if s.peek_word("EXPLAIN") {
+                            return Err(Error::syntax("EXPLAIN EXPLAIN is not valid", s.here()));
+                        }
                         let mut rest = Vec::new();
                         while s.peek().token != Token::EOF {
                             rest.push(s.p.next_token());

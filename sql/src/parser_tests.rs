@@ -151,6 +151,12 @@ fn errors_have_locations() {
     assert!(matches!(e, Error::Syntax { location: Some(_), .. }), "{e}");
     let e = err("CREATE STREAM s");
     assert!(e.to_string().contains("a stream needs columns"), "{e}");
-    let e = err("SELECT 1 EMIT SOMETIMES");
-    assert_eq!(e.to_string(), "expected FINAL or CHANGES after EMIT, found SOMETIMES");
+    let e = err("SELECT a FROM s EMIT CHANGES EVERY");
+    assert!(matches!(e, Error::Syntax { .. }), "{e}");
+    // `emit` is a name unless FINAL or CHANGES follows.
+    let Statement::Query { query, emit } = one("SELECT emit FROM emit") else { panic!() };
+    assert!(emit.is_none());
+    assert_eq!(query.to_string(), "SELECT emit FROM emit");
+    let e = err("EXPLAIN EXPLAIN SELECT 1");
+    assert!(e.to_string().contains("EXPLAIN EXPLAIN"), "{e}");
 }

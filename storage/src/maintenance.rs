@@ -35,6 +35,16 @@ impl Partition {
         Ok(end)
     }
 
+    /// Sync everything written; see [`crate::Stream::sync`].
+    pub(crate) fn sync(&self) -> Result<u64> {
+        let mut w = self.lock_writer();
+        self.check_open(&w)?;
+        if self.lock_sync_synced() < w.next_offset {
+            self.sync_now(&mut w)?;
+        }
+        Ok(w.next_offset)
+    }
+
     /// Set the committed offset of a derived log (monotonic; rows below it are synced first).
     pub(crate) fn commit(&self, offset: u64) -> Result<()> {
         let mut w = self.lock_writer();

@@ -191,6 +191,16 @@ impl Stream {
         self.p0().seal()
     }
 
+    /// Make every row written so far durable (`fdatasync`), and return the end offset it
+    /// covers. For a relaxed stream, whose appends do not sync; a durable stream's acknowledged
+    /// rows already are.
+    ///
+    /// # Errors
+    /// [`Error::Io`] / [`Error::Failed`] / [`Error::Closed`].
+    pub fn sync(&self) -> Result<u64> {
+        self.p0().sync()
+    }
+
     /// Commit `offset` of a derived log: readers may read up to it. Rows below it are synced
     /// first. Commits only move forward.
     ///
