@@ -397,7 +397,23 @@ impl Engine {
     ) -> Result<StatelessPlan> {
         let state = self.inner.ctx.state();
         let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
+        // Continuous queries read streams only (not information_schema).
+        for name in crate::statements::scanned_tables(&optimized) {
+            if name.schema().is_some() || !self.inner.catalog().streams.contains_key(name.table()) {
+                return Err(Error::not_supported(
+                    format!("reading {name} in a continuous query (only streams)"),
+                    at,
+                ));
+            }
+        }
         Ok(kappa_sql::stream_plan::compile(&optimized, &state, at)?)
+    }
+
+    /// Whether `stream` is upstream of any of `streams` (through jobs).
+    pub(crate) fn feeds(&self, stream: &str, streams: &[String]) -> bool {
+        let jobs = self.upstream_order(streams);
+        let c = self.inner.catalog();
+        jobs.iter().filter_map(|j| c.jobs.get(j)).any(|j| j.inputs.iter().any(|i| i == stream))
     }
 
     /// Start a job from its catalog entry (on open).
@@ -405,6 +421,10 @@ impl Engine {
         let parsed = kappa_sql::parse_one(&entry.query)?;
         let plan = match parsed.statement {
             kappa_sql::Statement::Query { query, .. } => self.plan_query(query, None).await?,
+            kappa_sql::Statement::CreateStream(c) => match c.query {
+                Some((query, _)) => self.plan_query(query, None).await?,
+                None => return Err(Error::plan("a job's statement has no query", None)),
+            },
             kappa_sql::Statement::Insert { statement, .. } => {
                 self.plan_insert(*statement, None).await?
             }
@@ -484,6 +504,9 @@ impl Engine {
                 ));
             }
             let id = c.next_job_id;
+            if id >= 1 << 24 {
+                return Err(Error::plan("job ids are exhausted (2^24 jobs were created)", None));
+            }
             c.next_job_id += 1;
             let entry = JobEntry {
                 id,

@@ -72,6 +72,9 @@ pub(crate) struct JobHandle {
 struct Record {
     positions: Vec<u64>,
     output_end: u64,
+    /// The input streams, in the order of `positions`.
+    #[serde(default)]
+    inputs: Vec<String>,
 }
 
 fn record_name(id: u32) -> String {
@@ -111,6 +114,16 @@ fn resume_positions(spec: &JobSpec) -> Result<Vec<u64>> {
                 path: spec.store.dir().join("meta").join(record_name(spec.id)),
                 message: e.to_string(),
             })?;
+            let names: Vec<&str> = spec.inputs.iter().map(|s| s.name()).collect();
+            if !r.inputs.is_empty() && r.inputs != names {
+                return Err(Error::Catalog {
+                    path: spec.store.dir().join("meta").join(record_name(spec.id)),
+                    message: format!(
+                        "the job's inputs were {:?} and are now planned as {names:?}",
+                        r.inputs
+                    ),
+                });
+            }
             if r.positions.len() != n {
                 return Err(Error::Catalog {
                     path: spec.store.dir().join("meta").join(record_name(spec.id)),
@@ -223,7 +236,20 @@ pub(crate) fn start(spec: JobSpec) -> Result<JobHandle> {
         rows_out: 0,
         status: Status::Running,
     });
-    let task = tokio::spawn(run(spec, positions, stop_rx, progress_tx));
+    // A panic in the job must not leave it "running": it is reported as a failure.
+    let monitor = progress_tx.clone();
+    let task = tokio::spawn(async move {
+        use futures::FutureExt;
+        let run = std::panic::AssertUnwindSafe(run(spec, positions, stop_rx, progress_tx));
+        if let Err(panic) = run.catch_unwind().await {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            monitor.send_modify(|p| p.status = Status::Failed(format!("the job panicked: {what}")));
+        }
+    });
     Ok(JobHandle { stop: stop_tx, progress: progress_rx, task })
 }
 
@@ -262,6 +288,7 @@ impl Runner {
             let record = Record {
                 positions: self.positions.clone(),
                 output_end: self.spec.output.end_offset(),
+                inputs: self.spec.inputs.iter().map(|s| s.name().to_string()).collect(),
             };
             let bytes = serde_json::to_vec(&record).map_err(|e| Error::Catalog {
                 path: record_name(self.spec.id).into(),

@@ -23,6 +23,18 @@ fn done(tag: &str) -> Output {
     Output::Done { tag: tag.to_string(), rows: None }
 }
 
+/// The tables a plan scans, as referenced.
+pub(crate) fn scanned_tables(plan: &LogicalPlan) -> Vec<datafusion::common::TableReference> {
+    let mut out = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(s) = node {
+            out.push(s.table_name.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
+
 /// The streams a plan reads.
 pub(crate) fn scanned_streams(plan: &LogicalPlan) -> Vec<String> {
     let mut out = Vec::new();
@@ -43,7 +55,7 @@ impl Engine {
         match s.statement {
             Statement::CreateStream(c) => {
                 let _guard = self.inner.ddl.lock().await;
-                self.create_stream(c, at).await
+                self.create_stream(c, &s.text, at).await
             }
             Statement::CreateTable(_) => Err(Error::not_supported(
                 "CREATE TABLE (declare a log with CREATE STREAM; connector tables come later)",
@@ -86,7 +98,7 @@ impl Engine {
         }
     }
 
-    async fn create_stream(&self, c: CreateStream, at: At) -> Result<Output> {
+    async fn create_stream(&self, c: CreateStream, full_text: &str, at: At) -> Result<Output> {
         if c.or_replace {
             return Err(Error::not_supported("CREATE OR REPLACE STREAM", at));
         }
@@ -111,7 +123,8 @@ impl Engine {
                         at,
                     ));
                 }
-                let text = query.to_string();
+                // The job keeps the statement as written; a restart parses it again.
+                let text = full_text.to_string();
                 let plan = self.plan_query(query, at).await?;
                 let compiled = self.compile(&plan, at)?;
                 let schema: SchemaRef = Arc::clone(&compiled.schema);
@@ -259,9 +272,11 @@ impl Engine {
             })??;
             return Ok(Output::Done { tag: "INSERT".into(), rows: Some(rows) });
         }
-        if reads.iter().any(|r| r == stream) {
+        if reads.iter().any(|r| r == stream) || self.feeds(stream, &reads) {
             return Err(Error::plan(
-                format!("a job cannot write into stream '{stream}', which it reads"),
+                format!(
+                    "a job cannot write into stream '{stream}', which it reads (directly or through other jobs)"
+                ),
                 at,
             ));
         }
