@@ -181,43 +181,31 @@ fn bench(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(n as u64));
     let mut k = 0;
+    // Time from creating a derived stream over `query` until its job has caught up.
+    let mut job_time = |query: &str, iters: u64| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            k += 1;
+            total += rt.block_on(async {
+                let start = Instant::now();
+                engine.execute(&format!("CREATE STREAM d{k} AS {query}")).await.unwrap();
+                engine.wait_for_jobs().await.unwrap();
+                let t = start.elapsed();
+                engine.execute(&format!("DROP STREAM d{k}")).await.unwrap();
+                t
+            });
+        }
+        total
+    };
     g.bench_function("kappa_derived_stream_catch_up", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                k += 1;
-                total += rt.block_on(async {
-                    let start = Instant::now();
-                    engine.execute(&format!("CREATE STREAM d{k} AS {QUERY}")).await.unwrap();
-                    engine.wait_for_jobs().await.unwrap();
-                    let t = start.elapsed();
-                    engine.execute(&format!("DROP STREAM d{k}")).await.unwrap();
-                    t
-                });
-            }
-            total
-        })
+        b.iter_custom(|iters| job_time(QUERY, iters))
     });
     // The fixed cost in the figure above: creating the derived stream and its job (metadata
     // and catalog fsyncs) and the first progress record, over an empty input.
     rt.block_on(engine.execute(&DDL.replace("bids", "empty_bids"))).unwrap();
+    let over_empty = QUERY.replace("FROM bids", "FROM empty_bids");
     g.bench_function("kappa_derived_stream_over_empty_input", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                k += 1;
-                total += rt.block_on(async {
-                    let q = QUERY.replace("FROM bids", "FROM empty_bids");
-                    let start = Instant::now();
-                    engine.execute(&format!("CREATE STREAM d{k} AS {q}")).await.unwrap();
-                    engine.wait_for_jobs().await.unwrap();
-                    let t = start.elapsed();
-                    engine.execute(&format!("DROP STREAM d{k}")).await.unwrap();
-                    t
-                });
-            }
-            total
-        })
+        b.iter_custom(|iters| job_time(&over_empty, iters))
     });
     g.bench_function("datafusion_batch_same_select", |b| {
         b.iter_custom(|iters| {
