@@ -207,6 +207,19 @@ fn read(c: &mut Criterion) {
     }
 }
 
+/// Run `work(per)` on `threads` threads at once, `per` = `iters / threads` rounded up; the time
+/// per append, as if exactly `iters` appends had been made.
+fn concurrently(threads: usize, iters: u64, work: impl Fn(u64) + Sync) -> Duration {
+    let per = iters.div_ceil(threads as u64);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| work(per));
+        }
+    });
+    start.elapsed().mul_f64(iters as f64 / (per * threads as u64) as f64)
+}
+
 fn group_commit(c: &mut Criterion) {
     let batch = Arc::new(batch_of(1 << 10));
     let frame = frame_bytes(&batch);
@@ -219,21 +232,11 @@ fn group_commit(c: &mut Criterion) {
         let s = store.create_stream("s", schema(), StreamOptions::default()).unwrap();
         g.bench_function(format!("kappa_durable_{threads}_appenders"), |b| {
             b.iter_custom(|iters| {
-                let per = iters.div_ceil(threads as u64);
-                let start = Instant::now();
-                std::thread::scope(|scope| {
-                    for _ in 0..threads {
-                        let s = &s;
-                        let batch = Arc::clone(&batch);
-                        scope.spawn(move || {
-                            for _ in 0..per {
-                                s.append(&batch).unwrap();
-                            }
-                        });
+                concurrently(threads, iters, |per| {
+                    for _ in 0..per {
+                        s.append(&batch).unwrap();
                     }
-                });
-                // Time per append, as if `iters` appends had been made.
-                start.elapsed().mul_f64(iters as f64 / (per * threads as u64) as f64)
+                })
             })
         });
         // The same appenders, each keeping up to DEPTH appends in flight (`submit`, then
@@ -241,29 +244,19 @@ fn group_commit(c: &mut Criterion) {
         const DEPTH: usize = 8;
         g.bench_function(format!("kappa_durable_{threads}_appenders_{DEPTH}_in_flight"), |b| {
             b.iter_custom(|iters| {
-                let per = iters.div_ceil(threads as u64);
-                let start = Instant::now();
-                std::thread::scope(|scope| {
-                    for _ in 0..threads {
-                        let s = &s;
-                        let batch = Arc::clone(&batch);
-                        scope.spawn(move || {
-                            let mut in_flight = std::collections::VecDeque::with_capacity(DEPTH);
-                            for _ in 0..per {
-                                if in_flight.len() == DEPTH {
-                                    let p: kappa_storage::PendingAppend =
-                                        in_flight.pop_front().unwrap();
-                                    p.wait().unwrap();
-                                }
-                                in_flight.push_back(s.submit(&batch).unwrap());
-                            }
-                            for p in in_flight {
-                                p.wait().unwrap();
-                            }
-                        });
+                concurrently(threads, iters, |per| {
+                    let mut in_flight = std::collections::VecDeque::with_capacity(DEPTH);
+                    for _ in 0..per {
+                        if in_flight.len() == DEPTH {
+                            let p: kappa_storage::PendingAppend = in_flight.pop_front().unwrap();
+                            p.wait().unwrap();
+                        }
+                        in_flight.push_back(s.submit(&batch).unwrap());
                     }
-                });
-                start.elapsed().mul_f64(iters as f64 / (per * threads as u64) as f64)
+                    for p in in_flight {
+                        p.wait().unwrap();
+                    }
+                })
             })
         });
         let info = s.info();
