@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan};
@@ -217,9 +217,4 @@ fn physical(
     state
         .create_physical_expr(expr.clone(), schema)
         .map_err(|e| Error::plan(e.message().to_string(), at))
-}
-
-/// Whether a type is a valid filter result.
-pub fn is_boolean(t: &DataType) -> bool {
-    matches!(t, DataType::Boolean | DataType::Null)
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::{TableReference, plan_err};
 use datafusion::logical_expr::planner::ContextProvider;
@@ -111,14 +111,6 @@ pub fn is_timestamp(t: &DataType) -> bool {
     matches!(t, DataType::Timestamp(_, _))
 }
 
-/// The unit of a timestamp type, if it is one.
-pub fn timestamp_unit(t: &DataType) -> Option<TimeUnit> {
-    match t {
-        DataType::Timestamp(u, _) => Some(*u),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +139,10 @@ mod tests {
         assert_eq!(got[0], ("id".into(), DataType::Int64, false));
         assert_eq!(got[1].1, DataType::Utf8);
         assert_eq!(got[2].1, DataType::Float64);
-        assert_eq!(got[3].1, DataType::Timestamp(TimeUnit::Millisecond, None));
+        assert_eq!(
+            got[3].1,
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None)
+        );
         assert_eq!(got[4], ("Q".into(), DataType::Int32, true));
         let e = schema_of(&columns("CREATE STREAM s (a INT, A BIGINT)"), &[], None).unwrap_err();
         assert!(e.to_string().contains("declared twice"), "{e}");

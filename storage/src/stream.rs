@@ -38,6 +38,8 @@ pub struct StreamInfo {
     pub syncs: u64,
     /// Segments compacted (small frames merged) since the store was opened.
     pub compactions: u64,
+    /// Compactions that failed since the store was opened (the segment stayed as it was).
+    pub compaction_errors: u64,
 }
 
 /// A durable, ordered, append-only log of Arrow record batches.
@@ -168,6 +170,10 @@ impl Stream {
             appended_batches: self.p0().frames_written.load(std::sync::atomic::Ordering::Relaxed),
             syncs: self.p0().group_syncs.load(std::sync::atomic::Ordering::Relaxed),
             compactions: self.p0().compactions.load(std::sync::atomic::Ordering::Relaxed),
+            compaction_errors: self
+                .p0()
+                .compaction_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
