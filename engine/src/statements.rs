@@ -70,8 +70,8 @@ impl Engine {
             Statement::Insert { stream, stream_location, statement, .. } => {
                 let _guard = self.inner.ddl.lock().await;
                 // Name an unknown target where it is written.
-                self.inner.stream(&stream, stream_location)?;
-                self.insert(&stream, *statement, &s.text, at).await
+                let target = self.inner.stream(&stream, stream_location)?;
+                self.insert(target, *statement, &s.text, at).await
             }
             Statement::CopyFrom { stream, path, options } => {
                 crate::copy::copy_from(self, &stream, &path, &options, at).await
@@ -231,13 +231,14 @@ impl Engine {
     /// continuous job otherwise.
     async fn insert(
         &self,
-        stream: &str,
+        target: Arc<kappa_storage::Stream>,
         statement: kappa_sql::sqlparser::ast::Statement,
         text: &str,
         at: At,
     ) -> Result<Output> {
+        let stream = target.name().to_string();
+        let stream = stream.as_str();
         let plan = self.plan_insert(statement, at).await?;
-        let target = self.inner.stream(stream, at)?;
         if let Some(job) = self.inner.catalog().streams.get(stream).and_then(|e| e.job.clone()) {
             return Err(Error::plan(format!("stream '{stream}' is written by job {job}"), at));
         }
