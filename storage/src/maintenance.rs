@@ -213,9 +213,9 @@ impl Partition {
             });
         }
         let seg = &segments[idx];
-        // The new active segment: the old one cut in place, or a copy of a closed one's prefix
-        // renamed over it (a closed segment may be mapped by readers and must not shrink).
-        let new_active = if seg.is_closed() || head.is_some() {
+        // The new active segment: a copy of the kept prefix renamed over the old file (readers
+        // may have the old one mapped, and a mapped file must never shrink).
+        let new_active = {
             let tail = head.as_ref().map(|f| f.buf.as_slice());
             let len = rewrite_prefix(io, &seg.file, &seg.path, position, tail)?;
             let fresh =
@@ -224,9 +224,6 @@ impl Partition {
                 return Err(bad.into_error(&fresh.path));
             }
             Arc::new(fresh)
-        } else {
-            seg.truncate_in_place(io, position)?;
-            Arc::clone(seg)
         };
         for later in &segments[idx + 1..] {
             remove_segment_files(&later.path);
@@ -312,8 +309,8 @@ impl Partition {
 }
 
 /// Replace the segment file at `path` (open as `src`) with its first `position` bytes followed
-/// by `tail`, atomically: a new file is written and synced, then renamed over (a closed segment
-/// may be mapped by readers and must not change under them). Returns the new length. The
+/// by `tail`, atomically: a new file is written and synced, then renamed over (segments may be
+/// mapped by readers and must never shrink under them). Returns the new length. The
 /// caller syncs the directory.
 ///
 /// # Errors

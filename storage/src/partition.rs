@@ -22,9 +22,7 @@ use crate::maintenance::{head_frame, rewrite_prefix};
 use crate::options::{Durability, StreamOptions};
 use crate::progress::{Progress, Watch};
 use crate::schema::{conform, time_range};
-use crate::segment::{
-    Segment, parse_segment_file_name, remove_index_files, remove_segment_files, segment_file_name,
-};
+use crate::segment::{Segment, parse_segment_file_name, remove_segment_files, segment_file_name};
 
 /// The persisted state of a partition (`partition.json`, replaced atomically).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -576,16 +574,8 @@ fn finish_truncation(
     for later in bases.drain(keep + 1..) {
         remove_segment_files(&dir.join(segment_file_name(later)));
     }
-    match head {
-        Some(h) => {
-            rewrite_prefix(io, &seg.file, &path, pos, Some(&h.buf))?;
-        }
-        None => {
-            remove_index_files(&path);
-            seg.file.set_len(pos).map_err(|e| Error::io("truncate", &path, e))?;
-            io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
-        }
-    }
+    // Never `set_len`: a reader of an earlier handle of this store may still map the file.
+    rewrite_prefix(io, &seg.file, &path, pos, head.as_ref().map(|h| h.buf.as_slice()))?;
     sync_dir(io, dir)?;
     Ok(true)
 }
@@ -659,7 +649,7 @@ fn recover_segments(
                 ),
             });
         }
-        let seg = Segment::open(path.clone(), base, interval)?;
+        let mut seg = Segment::open(path.clone(), base, interval)?;
         let len = seg.file_len()?;
         if i < tail_from {
             // Entirely below the recovery point: trusted; headers only, any damage is corruption.
@@ -690,9 +680,13 @@ fn recover_segments(
                     }
                     return Err(err);
                 }
-                // A torn tail: cut it, and drop every later segment (none can be valid after it).
-                remove_index_files(&path);
-                seg.file.set_len(bad.position).map_err(|e| Error::io("truncate", &path, e))?;
+                // A torn tail: cut it (into a new file: see `finish_truncation`), and drop every
+                // later segment (none can be valid after it).
+                let kept = rewrite_prefix(io, &seg.file, &path, bad.position, None)?;
+                seg = Segment::open(path.clone(), base, interval)?;
+                if let Some(bad) = seg.scan(kept, false) {
+                    return Err(bad.into_error(&seg.path));
+                }
                 for later in &bases[i + 1..] {
                     remove_segment_files(&dir.join(segment_file_name(*later)));
                 }

@@ -1,10 +1,17 @@
 //! A segment: one file of consecutive frames, named by the 20-digit offset of its first row.
 //!
-//! The last segment of a partition is *active*: the writer appends to it and readers read it
-//! with `pread`. Every other segment is *closed*: immutable, and memory-mapped on first read so
-//! that record batches are built on the mapped pages without copying. A closed segment is never
-//! changed in place (truncation writes a new file and renames it over), so a mapping stays valid
-//! for as long as a reader holds it, even after retention has unlinked the file.
+//! The last segment of a partition is *active*: the writer appends to it. Every other segment
+//! is *closed*: immutable. Both are read through memory maps, so that record batches are built
+//! on the mapped pages without copying: a closed segment is mapped whole on first read; the
+//! active one through a *window*, a mapping that reaches past the file's end (in steps of
+//! [`WINDOW_STEP`]) so that the frames appended later show through it without a new mapping.
+//! Only bytes of complete frames (below [`Segment::size`]) are ever read through a map; bytes
+//! beyond it (a scan during recovery) are read with `pread`.
+//!
+//! A segment file never shrinks in place: truncation and recovery write the kept prefix to a
+//! new file and rename it over. Touching a mapped page past a file's end would kill the
+//! process (`SIGBUS`); since files only grow, a mapping stays valid for as long as a reader
+//! holds it, even after retention has unlinked the file.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -18,7 +25,9 @@ use arrow::buffer::{Buffer, MutableBuffer};
 use crate::error::{Error, Result};
 use crate::frame::{FrameHeader, HEADER_LEN};
 use crate::index::{IndexFile, OFFSET_MAGIC, TIME_MAGIC, floor};
-use crate::io::Io;
+
+/// The active segment's read window grows in steps of this many bytes.
+pub(crate) const WINDOW_STEP: usize = 64 << 20;
 
 /// File name of the segment starting at `base`.
 pub(crate) fn segment_file_name(base: u64) -> String {
@@ -63,7 +72,11 @@ pub(crate) struct Segment {
     /// from files, which do not count frames).
     frames: AtomicU64,
     closed: AtomicBool,
+    /// The whole file, mapped once the segment is closed.
     map: OnceLock<Buffer>,
+    /// A mapping of the active segment that may reach past the file's end (see the module
+    /// docs); replaced by a longer one when a frame ends beyond it.
+    window: RwLock<Option<Buffer>>,
     index: RwLock<Vec<(u64, u64)>>,
     time_index: RwLock<Vec<(i64, u64)>>,
     builder: Mutex<IndexBuilder>,
@@ -113,6 +126,7 @@ impl Segment {
             frames: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             map: OnceLock::new(),
+            window: RwLock::new(None),
             index: RwLock::new(Vec::new()),
             time_index: RwLock::new(Vec::new()),
             builder: Mutex::new(IndexBuilder::default()),
@@ -247,6 +261,8 @@ impl Segment {
                 return Err("frame header beyond the end of the segment".into());
             }
             h.copy_from_slice(&map.as_slice()[p..p + HEADER_LEN]);
+        } else if let Some(w) = self.window_slice(position, HEADER_LEN) {
+            h.copy_from_slice(w.as_slice());
         } else {
             read_exact_at(&self.file, &mut h, position)?;
         }
@@ -263,6 +279,8 @@ impl Segment {
                 return Err("frame body beyond the end of the segment".into());
             }
             map.slice_with_length(start, body_len)
+        } else if let Some(w) = self.window_slice(start as u64, body_len) {
+            w
         } else {
             if body_len > 64 << 20 {
                 // Do not trust a large length before knowing the file holds it.
@@ -277,6 +295,41 @@ impl Segment {
             return Err("checksum mismatch".into());
         }
         Ok(RawFrame { header, body })
+    }
+
+    /// The bytes `position..position + len` of the active segment through its window, if they
+    /// belong to complete frames; `None` sends the caller to `pread` (bytes beyond the complete
+    /// frames, or a mapping that failed).
+    fn window_slice(&self, position: u64, len: usize) -> Option<Buffer> {
+        let end = position.checked_add(len as u64)?;
+        if end > self.size() {
+            return None;
+        }
+        let (p, end) = (usize::try_from(position).ok()?, usize::try_from(end).ok()?);
+        if let Ok(w) = self.window.read()
+            && let Some(w) = w.as_ref()
+            && end <= w.len()
+        {
+            return Some(w.slice_with_length(p, len));
+        }
+        let mut w = self.window.write().ok()?;
+        if let Some(w) = w.as_ref()
+            && end <= w.len()
+        {
+            return Some(w.slice_with_length(p, len));
+        }
+        let reach = end.div_ceil(WINDOW_STEP).checked_mul(WINDOW_STEP)?;
+        // SAFETY: segment files only grow in place (see the module docs), and only bytes below
+        // `size()`, which the file holds, are read through the mapping; the pages beyond the
+        // file's end are never touched.
+        let map = unsafe { memmap2::MmapOptions::new().len(reach).map(&self.file) }.ok()?;
+        let ptr = NonNull::new(map.as_ptr() as *mut u8)?;
+        // SAFETY: `ptr` points to `reach` bytes of address space owned by `map`, which the
+        // buffer keeps alive through the `Arc`; only the file's bytes among them are read.
+        let buffer = unsafe { Buffer::from_custom_allocation(ptr, reach, Arc::new(map)) };
+        let slice = buffer.slice_with_length(p, len);
+        *w = Some(buffer);
+        Some(slice)
     }
 
     /// Mark closed; map the file for zero-copy reads; write the index files (best effort: they
@@ -319,6 +372,13 @@ impl Segment {
         }
         let size = self.size();
         if size == 0 {
+            return Ok(());
+        }
+        if let Ok(mut w) = self.window.write()
+            && let Some(window) = w.take()
+            && size as usize <= window.len()
+        {
+            let _ = self.map.set(window.slice_with_length(0, size as usize));
             return Ok(());
         }
         // SAFETY: closed segments are never written, truncated in place or extended: truncation
@@ -476,17 +536,6 @@ impl Segment {
         match ti.iter().position(|(ts, _)| *ts >= t) {
             Some(i) => ti[i].1,
             None => self.end(),
-        }
-    }
-
-    /// Truncate this (active) segment in place to `position` bytes, ending at `offset`.
-    pub fn truncate_in_place(&self, io: &dyn Io, position: u64) -> Result<()> {
-        self.file.set_len(position).map_err(|e| Error::io("truncate", &self.path, e))?;
-        io.sync_data(&self.file).map_err(|e| Error::io("fdatasync", &self.path, e))?;
-        remove_index_files(&self.path);
-        match self.scan(position, false) {
-            Some(bad) => Err(bad.into_error(&self.path)),
-            None => Ok(()),
         }
     }
 }
