@@ -467,7 +467,7 @@ impl Engine {
             name: name.to_string(),
             id: entry.id,
             kind: entry.kind,
-            plan,
+            plan: Arc::new(plan),
             inputs,
             output,
             store: Arc::clone(&self.inner.store),

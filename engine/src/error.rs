@@ -50,6 +50,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A job could not go on: its computation panicked, or an earlier batch failed.
+    #[error("{0}")]
+    Job(String),
     /// The engine was closed.
     #[error("the engine is closed")]
     Closed,
@@ -83,7 +86,7 @@ impl Error {
     }
 
     /// A short category for display: `syntax`, `plan`, `not supported`, `storage`,
-    /// `execution`, `copy`, `io`, `catalog`, `closed`.
+    /// `execution`, `copy`, `io`, `catalog`, `job`, `closed`.
     pub fn category(&self) -> &'static str {
         match self {
             Error::Sql(kappa_sql::Error::Syntax { .. }) => "syntax",
@@ -94,6 +97,7 @@ impl Error {
             Error::Copy { .. } => "copy",
             Error::Io { .. } => "io",
             Error::Catalog { .. } => "catalog",
+            Error::Job(_) => "job",
             Error::Closed => "closed",
         }
     }

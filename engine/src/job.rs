@@ -1,9 +1,11 @@
 //! Continuous jobs: a stateless plan run over every batch of its input streams, its output
 //! appended to a log.
 //!
-//! A job is one tokio task fed by one reader task per input, through a bounded channel. For
-//! each input batch it runs the input's pipeline ([`kappa_sql::stream_plan`]) and appends the
-//! result with a producer [`Tag`]: `(job id, input)` and the input offset the output covers.
+//! A job is one tokio task fed by one reader task per input, through a bounded channel. Each
+//! input batch is computed on the blocking pool ([`crate::compute`]: the input's pipeline of
+//! [`kappa_sql::stream_plan`], then the encoding of the result), several at once, and appended
+//! in the order it was read, with a producer [`Tag`]: `(job id, input)` and the input offset
+//! the output covers.
 //! From time to time (at most once a second, when it has caught up) it waits for its appends
 //! to be acknowledged and records its input positions and the output's end in a small
 //! progress file. After a crash it resumes each input from the larger of the recorded
@@ -24,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::catalog::JobKind;
+use crate::compute::{self, Computation, Computed};
 use crate::error::{Error, Result};
 
 /// Batches buffered between an input's reader task and its job.
@@ -91,7 +94,7 @@ pub(crate) struct JobSpec {
     pub name: String,
     pub id: u32,
     pub kind: JobKind,
-    pub plan: StatelessPlan,
+    pub plan: Arc<StatelessPlan>,
     pub inputs: Vec<Arc<Stream>>,
     pub output: Arc<Stream>,
     pub store: Arc<Store>,
@@ -302,26 +305,28 @@ impl Runner {
         Ok(())
     }
 
-    fn process(&mut self, i: usize, b: ReadBatch) -> Result<()> {
-        let rows = b.batch.num_rows() as u64;
-        let end = b.offset + rows;
-        if let Some(out) = self.spec.plan.apply(i, b.batch)? {
-            let tag = Tag { producer: producer(self.spec.id, i), seq: end };
-            let n = out.num_rows() as u64;
-            let output = Arc::clone(&self.spec.output);
-            let p = tokio::task::block_in_place(|| output.submit_tagged(&out, tag))?;
-            self.pending.push_back(p);
-            self.rows_out += n;
+    /// Take the outcome of a batch (computed and written in order by [`Computation`]).
+    fn finish(&mut self, c: Computed) -> Result<()> {
+        if let Some((append, rows)) = c.written {
+            self.pending.push_back(append);
+            self.rows_out += rows;
             if self.pending.len() > MAX_IN_FLIGHT
                 && let Some(oldest) = self.pending.pop_front()
             {
                 tokio::task::block_in_place(|| oldest.wait())?;
             }
         }
-        self.positions[i] = end;
-        self.rows_in += rows;
+        self.positions[c.input] = c.end;
+        self.rows_in += c.rows_in;
         Ok(())
     }
+}
+
+/// What the job loop waits for.
+enum Event {
+    Stop,
+    Input(Option<InputMsg>),
+    Computed(Result<Computed>),
 }
 
 async fn run(
@@ -339,6 +344,8 @@ async fn run(
         .collect();
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
     let n = inputs.len();
+    let mut computation = Computation::new(Arc::clone(&spec.plan), Arc::clone(&spec.output));
+    let slots = compute::slots();
     let mut r = Runner {
         spec,
         positions,
@@ -351,30 +358,56 @@ async fn run(
     let mut ended = vec![false; n];
     let outcome: Result<Status> = async {
         loop {
-            let msg = tokio::select! {
-                biased;
-                _ = stop.changed() => return Ok(Status::Stopped),
-                m = rx.recv() => m,
-            };
-            match msg {
-                Some(InputMsg::Batch(i, b)) => r.process(i, b)?,
-                Some(InputMsg::End(i)) => ended[i] = true,
-                Some(InputMsg::Failed(e)) => return Err(e.into()),
-                None => return Ok(Status::Stopped),
-            }
-            if ended.iter().all(|e| *e) {
+            if ended.iter().all(|e| *e) && computation.is_empty() {
                 return Ok(Status::Finished);
             }
-            // Publish often: at once when nothing waits for a sync (cheap), when caught up, or
-            // when the appends in flight reach their limit.
-            if r.pending.is_empty() || rx.is_empty() || r.pending.len() >= MAX_IN_FLIGHT {
-                r.flush(false)?;
+            let reading = computation.len() < slots && !ended.iter().all(|e| *e);
+            let event = tokio::select! {
+                biased;
+                _ = stop.changed() => Event::Stop,
+                Some(c) = computation.join() => Event::Computed(c),
+                m = rx.recv(), if reading => Event::Input(m),
+            };
+            match event {
+                Event::Stop => return Ok(Status::Stopped),
+                Event::Input(Some(InputMsg::Batch(i, b))) => {
+                    let tag = Tag {
+                        producer: producer(r.spec.id, i),
+                        seq: b.offset + b.batch.num_rows() as u64,
+                    };
+                    computation.start(i, b, tag);
+                }
+                Event::Input(Some(InputMsg::End(i))) => ended[i] = true,
+                Event::Input(Some(InputMsg::Failed(e))) => return Err(e.into()),
+                Event::Input(None) => return Ok(Status::Stopped),
+                Event::Computed(c) => {
+                    r.finish(c?)?;
+                    // Publish often: at once when nothing waits for a sync (cheap), when
+                    // caught up, or when the appends in flight reach their limit.
+                    let caught_up = rx.is_empty() && computation.is_empty();
+                    if r.pending.is_empty() || caught_up || r.pending.len() >= MAX_IN_FLIGHT {
+                        r.flush(false)?;
+                    }
+                }
             }
         }
     }
     .await;
     for t in readers {
         t.abort();
+    }
+    // Batches already in computation are written (or skipped after a failure) whatever
+    // happened: take their outcomes so that the record below covers what was written.
+    let mut outcome = outcome;
+    while let Some(c) = computation.join().await {
+        match c.and_then(|c| r.finish(c)) {
+            Ok(()) => {}
+            Err(e) => {
+                if outcome.is_ok() {
+                    outcome = Err(e);
+                }
+            }
+        }
     }
     let status = match outcome {
         Ok(status) => match r.flush(true) {

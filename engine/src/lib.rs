@@ -35,6 +35,7 @@
 //! The engine must run inside a multi-thread tokio runtime.
 
 mod catalog;
+mod compute;
 mod copy;
 mod engine;
 mod error;

@@ -115,7 +115,7 @@ pub use error::{Error, Result};
 pub use frame::{MAX_FRAME_BODY, Tag};
 pub use io::{Fault, FaultyIo, Io, StdIo};
 pub use options::{Durability, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, Retention, StreamOptions};
-pub use partition::{AppendAck, PendingAppend};
+pub use partition::{AppendAck, EncodedBatch, PendingAppend};
 pub use progress::Wait;
 pub use reader::{ReadBatch, ReadFrom, Reader};
 pub use store::{MAX_NAME_LEN, MAX_STREAMS, Store, StoreOptions};

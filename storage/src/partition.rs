@@ -53,6 +53,24 @@ pub struct AppendAck {
     pub rows: u64,
 }
 
+/// A batch checked and encoded for one stream's log, ready to be written
+/// ([`crate::Stream::encode`], [`crate::Stream::submit_encoded`]). Encoding (the copy into the
+/// frame's layout and its checksum) is most of an append's CPU; it needs no lock, so several
+/// threads can encode while one writes.
+#[derive(Debug)]
+pub struct EncodedBatch {
+    frame: Option<EncodedFrame>,
+    /// The schema of the log it was encoded for (its identity is checked on write).
+    schema: SchemaRef,
+}
+
+impl EncodedBatch {
+    /// Rows in the batch.
+    pub fn num_rows(&self) -> usize {
+        self.frame.as_ref().map_or(0, |f| f.rows as usize)
+    }
+}
+
 /// An append that is written but may not be durable yet: see [`crate::Stream::submit`].
 ///
 /// Dropping it does not withdraw the rows: they are in the log and become durable with the
@@ -316,6 +334,36 @@ impl Partition {
         Ok(PendingAppend { partition: Arc::clone(self), ack, durable_at })
     }
 
+    /// Check and encode a batch for this log; see [`crate::Stream::encode`].
+    pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<EncodedBatch> {
+        let batch = conform(&self.stream, &self.schema, batch)?;
+        let time = self.event_column.and_then(|i| time_range(batch.column(i)));
+        let frame =
+            if batch.num_rows() > 0 { Some(EncodedFrame::encode(&batch, time)?) } else { None };
+        Ok(EncodedBatch { frame, schema: Arc::clone(&self.schema) })
+    }
+
+    /// Write an encoded batch without waiting for its sync; see
+    /// [`crate::Stream::submit_encoded`].
+    pub(crate) fn submit_encoded(
+        self: &Arc<Self>,
+        encoded: EncodedBatch,
+        tag: Option<Tag>,
+    ) -> Result<PendingAppend> {
+        use std::sync::atomic::Ordering;
+        if !Arc::ptr_eq(&encoded.schema, &self.schema) {
+            return Err(Error::InvalidArgument(format!(
+                "a batch encoded for another stream cannot be appended to '{}'",
+                self.stream
+            )));
+        }
+        self.appenders.fetch_add(1, Ordering::AcqRel);
+        let written = self.write_encoded(encoded.frame, tag);
+        self.appenders.fetch_sub(1, Ordering::AcqRel);
+        let (ack, durable_at) = written?;
+        Ok(PendingAppend { partition: Arc::clone(self), ack, durable_at })
+    }
+
     /// Check, encode and write a batch. Returns the ack and, in durable mode, the offset and
     /// sync epoch to wait for.
     fn write_frame(
@@ -323,10 +371,16 @@ impl Partition {
         batch: &RecordBatch,
         tag: Option<Tag>,
     ) -> Result<(AppendAck, Option<(u64, u64)>)> {
-        let batch = conform(&self.stream, &self.schema, batch)?;
-        let time = self.event_column.and_then(|i| time_range(batch.column(i)));
-        let mut frame =
-            if batch.num_rows() > 0 { Some(EncodedFrame::encode(&batch, time)?) } else { None };
+        let encoded = self.encode(batch)?;
+        self.write_encoded(encoded.frame, tag)
+    }
+
+    /// Write an encoded frame (none for an empty batch).
+    fn write_encoded(
+        &self,
+        mut frame: Option<EncodedFrame>,
+        tag: Option<Tag>,
+    ) -> Result<(AppendAck, Option<(u64, u64)>)> {
         if let Some(f) = frame.as_mut() {
             f.tag = tag;
         }

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::frame::Tag;
 use crate::options::StreamOptions;
-use crate::partition::{AppendAck, Partition, PendingAppend};
+use crate::partition::{AppendAck, EncodedBatch, Partition, PendingAppend};
 use crate::progress::Wait;
 use crate::reader::{ReadFrom, Reader};
 
@@ -119,6 +119,27 @@ impl Stream {
     /// As [`Stream::submit`].
     pub fn submit_tagged(&self, batch: &RecordBatch, tag: Tag) -> Result<PendingAppend> {
         self.p0().submit(batch, Some(tag))
+    }
+
+    /// Check `batch` against the stream's schema and encode it as a frame of this stream's log,
+    /// without taking any lock: threads can encode batches in parallel and one of them write
+    /// them in order with [`Stream::submit_encoded`].
+    ///
+    /// # Errors
+    /// [`Error::SchemaMismatch`] naming the columns that differ; [`Error::LimitExceeded`] for a
+    /// batch larger than a frame may be.
+    pub fn encode(&self, batch: &RecordBatch) -> Result<EncodedBatch> {
+        self.p0().encode(batch)
+    }
+
+    /// [`Stream::submit`] of a batch encoded by [`Stream::encode`], with an optional producer
+    /// [`Tag`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a batch encoded for another stream (or for an earlier
+    /// stream of the same name); otherwise as [`Stream::submit`].
+    pub fn submit_encoded(&self, batch: EncodedBatch, tag: Option<Tag>) -> Result<PendingAppend> {
+        self.p0().submit_encoded(batch, tag)
     }
 
     /// The highest sequence of each producer's tags in frames that end after offset `from`

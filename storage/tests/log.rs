@@ -196,6 +196,41 @@ fn batches_read_from_the_active_segment_outlive_a_truncation() {
 }
 
 #[test]
+fn batches_encoded_on_other_threads_are_written_in_submit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let s = store.create_stream("s", schema(), options()).unwrap();
+    let other = store.create_stream("t", schema(), options()).unwrap();
+    let encoded: Vec<_> = std::thread::scope(|scope| {
+        let s = &s;
+        let handles: Vec<_> =
+            (0..8).map(|i| scope.spawn(move || s.encode(&batch(i * 10, 10)).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut pending = Vec::new();
+    for (i, e) in encoded.into_iter().enumerate() {
+        assert_eq!(e.num_rows(), 10);
+        let tag = kappa_storage::Tag { producer: 7, seq: (i as u64 + 1) * 10 };
+        pending.push(s.submit_encoded(e, Some(tag)).unwrap());
+    }
+    for p in pending {
+        p.wait().unwrap();
+    }
+    assert_eq!(all_ids(&s), (0..80).collect::<Vec<_>>());
+    assert_eq!(s.producer_positions(0).unwrap().get(&7), Some(&80));
+    // A batch encoded for one stream is refused by another, even with the same schema.
+    let e = s.encode(&batch(80, 1)).unwrap();
+    let err = other.submit_encoded(e, None).unwrap_err();
+    assert!(err.to_string().contains("encoded for another stream"), "{err}");
+    assert_eq!(other.end_offset(), 0);
+    // An empty batch encodes to nothing and appends nothing.
+    let empty = s.encode(&batch(0, 0)).unwrap();
+    assert_eq!(empty.num_rows(), 0);
+    s.submit_encoded(empty, None).unwrap().wait().unwrap();
+    assert_eq!(s.end_offset(), 80);
+}
+
+#[test]
 fn truncate_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

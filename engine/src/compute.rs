@@ -1,0 +1,213 @@
+//! Parallel computation of a job's batches, written in the order they were read.
+//!
+//! A stateless pipeline needs no order to compute, only to emit. Each input batch becomes a
+//! task on tokio's blocking pool that runs the pipeline and encodes the result for the output
+//! log (the copy into the frame layout and its checksum, most of an append's CPU), then waits
+//! for its turn and writes the frame. Turns follow the order in which the job read the batches,
+//! so the output is exactly what a sequential job would write; while one task writes, the
+//! others compute. After a failed turn every later turn is skipped: nothing is written past a
+//! batch that could not be.
+//!
+//! The job keeps at most [`slots`] batches in computation and takes their results in order
+//! ([`Computation::join`]), so memory stays bounded and positions advance in order.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use kappa_sql::stream_plan::StatelessPlan;
+use kappa_storage::{PendingAppend, ReadBatch, Stream, Tag};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// Batches of one job computed at once: one per core, plus one to keep the writer busy.
+pub(crate) fn slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 15) + 1
+}
+
+/// The outcome of one input batch.
+#[derive(Debug)]
+pub(crate) struct Computed {
+    /// The input it was read from.
+    pub input: usize,
+    /// The input offset after its last row.
+    pub end: u64,
+    /// Rows read.
+    pub rows_in: u64,
+    /// The append of its output and the rows written (`None` when every row was filtered
+    /// out).
+    pub written: Option<(PendingAppend, u64)>,
+}
+
+/// Turns of writing, in ticket order.
+#[derive(Debug, Default)]
+struct Sequencer {
+    turn: Mutex<Turn>,
+    next_turn: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Turn {
+    next: u64,
+    failed: bool,
+}
+
+impl Sequencer {
+    fn lock(&self) -> MutexGuard<'_, Turn> {
+        self.turn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait for ticket `t`'s turn; run `write` unless an earlier turn failed; pass the turn on
+    /// (as failed if `write` fails or panics).
+    fn in_turn<T>(&self, t: u64, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        /// Passes the turn on when dropped, even by a panic.
+        struct Pass<'a> {
+            seq: &'a Sequencer,
+            ok: bool,
+        }
+        impl Drop for Pass<'_> {
+            fn drop(&mut self) {
+                let mut turn = self.seq.lock();
+                turn.next += 1;
+                turn.failed |= !self.ok;
+                self.seq.next_turn.notify_all();
+            }
+        }
+        let mut turn = self.lock();
+        while turn.next != t {
+            turn = self.next_turn.wait(turn).unwrap_or_else(|p| p.into_inner());
+        }
+        let skipped = turn.failed;
+        // Only the holder of ticket `t` runs until the turn is passed on: no lock is needed
+        // for the write.
+        drop(turn);
+        let mut pass = Pass { seq: self, ok: false };
+        if skipped {
+            return Err(Error::Job("an earlier batch of the job failed".into()));
+        }
+        let result = write();
+        pass.ok = result.is_ok();
+        result
+    }
+}
+
+/// The batches of one job being computed.
+#[derive(Debug)]
+pub(crate) struct Computation {
+    plan: Arc<StatelessPlan>,
+    output: Arc<Stream>,
+    sequencer: Arc<Sequencer>,
+    next_ticket: u64,
+    tasks: std::collections::VecDeque<JoinHandle<Result<Computed>>>,
+}
+
+impl Computation {
+    pub fn new(plan: Arc<StatelessPlan>, output: Arc<Stream>) -> Computation {
+        Computation {
+            plan,
+            output,
+            sequencer: Arc::default(),
+            next_ticket: 0,
+            tasks: Default::default(),
+        }
+    }
+
+    /// Batches in computation.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Start computing batch `b` of input `i`; its frame is tagged `tag(i, end)`.
+    pub fn start(&mut self, i: usize, b: ReadBatch, tag: Tag) {
+        let (plan, output) = (Arc::clone(&self.plan), Arc::clone(&self.output));
+        let sequencer = Arc::clone(&self.sequencer);
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let rows_in = b.batch.num_rows() as u64;
+        let end = b.offset + rows_in;
+        self.tasks.push_back(tokio::task::spawn_blocking(move || {
+            let encoded = plan
+                .apply(i, b.batch)
+                .map_err(Error::from)
+                .and_then(|out| out.map(|o| output.encode(&o).map_err(Error::from)).transpose());
+            let written = sequencer.in_turn(ticket, || match encoded? {
+                Some(frame) => {
+                    let rows = frame.num_rows() as u64;
+                    Ok(Some((output.submit_encoded(frame, Some(tag))?, rows)))
+                }
+                None => Ok(None),
+            })?;
+            Ok(Computed { input: i, end, rows_in, written })
+        }));
+    }
+
+    /// The oldest batch's outcome, once it is written; `None` when none is in computation.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a batch whose wait is cancelled stays first.
+    pub async fn join(&mut self) -> Option<Result<Computed>> {
+        let task = self.tasks.front_mut()?;
+        let outcome = match task.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Job(format!("the job's computation {}", panic_message(e)))),
+        };
+        self.tasks.pop_front();
+        Some(outcome)
+    }
+}
+
+/// What a failed task says.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "was cancelled".to_string();
+    }
+    let panic = e.into_panic();
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string());
+    format!("panicked: {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_follow_tickets_and_stop_after_a_failure() {
+        let seq = Arc::new(Sequencer::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..6u64)
+            .rev()
+            .map(|t| {
+                let (seq, order) = (Arc::clone(&seq), Arc::clone(&order));
+                std::thread::spawn(move || {
+                    seq.in_turn(t, || {
+                        order.lock().unwrap().push(t);
+                        if t == 3 { Err(Error::Job("boom".into())) } else { Ok(t) }
+                    })
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+        // Tickets ran in order up to the failure; the later ones were skipped.
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+        let failed: Vec<bool> = results.iter().rev().map(|r| r.is_err()).collect();
+        assert_eq!(failed, vec![false, false, false, true, true, true]);
+    }
+
+    #[test]
+    fn a_panicking_turn_passes_the_turn_on_as_failed() {
+        let seq = Arc::new(Sequencer::default());
+        let s = Arc::clone(&seq);
+        let panicked =
+            std::thread::spawn(move || s.in_turn(0, || -> Result<()> { panic!("oops") })).join();
+        assert!(panicked.is_err());
+        let next = seq.in_turn(1, || Ok(()));
+        assert!(next.unwrap_err().to_string().contains("earlier batch"));
+    }
+}
