@@ -3,15 +3,16 @@
 //! - a stateless job (`CREATE STREAM d AS SELECT ... WHERE ...`) catching up with a loaded
 //!   stream, beside DataFusion running the same SELECT over the same rows in memory.
 //!
-//! Run: `KAPPA_BENCH_DIR=/path cargo bench -p kappa --bench engine` (`KAPPA_BENCH_ROWS` rows,
-//! default 1,000,000).
+//! Run: `KAPPA_BENCH_DIR=/path cargo bench -p kappa --bench engine [-- copy|stateless]`
+//! (`KAPPA_BENCH_ROWS` rows for COPY, default 1,000,000; `KAPPA_BENCH_JOB_ROWS` for the job,
+//! default 4,000,000; `KAPPA_BENCH_ROUNDS` pairs, default 15).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::MemTable;
@@ -165,68 +166,111 @@ fn bench(c: &mut Criterion) {
         });
         g.finish();
     }
+}
 
-    // A stateless job over a loaded stream, beside DataFusion batch over the same rows.
+/// Median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A stateless job catching up with a loaded stream, beside DataFusion batch running the same
+/// SELECT over the same rows in memory, measured in pairs (one of each, alternately), so that
+/// the drift of a shared machine hits both sides alike; prints the medians and the median of
+/// the per-pair ratios.
+fn stateless_job() {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let n = std::env::var("KAPPA_BENCH_JOB_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4_000_000);
+    let rounds: usize =
+        std::env::var("KAPPA_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let data = batches(n);
     let dir = fresh("job");
     let engine = rt.block_on(async {
         let e = Engine::open(&dir).await.unwrap();
         e.execute(DDL).await.unwrap();
+        e.execute(&DDL.replace("bids", "empty_bids")).await.unwrap();
         for b in &data {
             e.append("bids", b.clone()).await.unwrap();
         }
         e
     });
-    let mut g = c.benchmark_group("stateless_job");
-    g.sample_size(10);
-    g.measurement_time(Duration::from_secs(20));
-    g.throughput(Throughput::Elements(n as u64));
     let mut k = 0;
-    // Time from creating a derived stream over `query` until its job has caught up.
-    let mut job_time = |query: &str, iters: u64| {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            k += 1;
-            total += rt.block_on(async {
-                let start = Instant::now();
-                engine.execute(&format!("CREATE STREAM d{k} AS {query}")).await.unwrap();
-                engine.wait_for_jobs().await.unwrap();
-                let t = start.elapsed();
-                engine.execute(&format!("DROP STREAM d{k}")).await.unwrap();
-                t
-            });
-        }
-        total
-    };
-    g.bench_function("kappa_derived_stream_catch_up", |b| {
-        b.iter_custom(|iters| job_time(QUERY, iters))
-    });
-    // The fixed cost in the figure above: creating the derived stream and its job (metadata
-    // and catalog fsyncs) and the first progress record, over an empty input.
-    rt.block_on(engine.execute(&DDL.replace("bids", "empty_bids"))).unwrap();
-    let over_empty = QUERY.replace("FROM bids", "FROM empty_bids");
-    g.bench_function("kappa_derived_stream_over_empty_input", |b| {
-        b.iter_custom(|iters| job_time(&over_empty, iters))
-    });
-    g.bench_function("datafusion_batch_same_select", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                total += rt.block_on(async {
-                    let ctx = SessionContext::new();
-                    let table = MemTable::try_new(schema(), vec![data.clone()]).unwrap();
-                    ctx.register_table("bids", Arc::new(table)).unwrap();
-                    let start = Instant::now();
-                    let out = ctx.sql(QUERY).await.unwrap().collect().await.unwrap();
-                    std::hint::black_box(out);
-                    start.elapsed()
-                });
-            }
-            total
+    // From creating a derived stream (durable, the default) over `query` until its job has
+    // caught up.
+    let mut job = |query: &str| {
+        k += 1;
+        rt.block_on(async {
+            let start = Instant::now();
+            engine.execute(&format!("CREATE STREAM d{k} AS {query}")).await.unwrap();
+            engine.wait_for_jobs().await.unwrap();
+            let t = start.elapsed();
+            engine.execute(&format!("DROP STREAM d{k}")).await.unwrap();
+            t.as_secs_f64() * 1e3
         })
-    });
-    g.finish();
+    };
+    let datafusion = || {
+        rt.block_on(async {
+            let ctx = SessionContext::new();
+            let table = MemTable::try_new(schema(), vec![data.clone()]).unwrap();
+            ctx.register_table("bids", Arc::new(table)).unwrap();
+            let start = Instant::now();
+            let out = ctx.sql(QUERY).await.unwrap().collect().await.unwrap();
+            let t = start.elapsed();
+            assert!(out.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+            t.as_secs_f64() * 1e3
+        })
+    };
+    // The fixed cost inside the job's figure: creating the derived stream and its job
+    // (metadata and catalog fsyncs) and its first progress record, over an empty input.
+    let over_empty = QUERY.replace("FROM bids", "FROM empty_bids");
+    let (mut kappa, mut df, mut ratio, mut fixed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds + 3 {
+        let (tk, td, te) = (job(QUERY), datafusion(), job(&over_empty));
+        if r >= 3 {
+            kappa.push(tk);
+            df.push(td);
+            ratio.push(td / tk);
+            fixed.push(te);
+        }
+    }
+    let (tk, td, te) = (median(&mut kappa), median(&mut df), median(&mut fixed));
+    let mr = median(&mut ratio);
+    let rate = |ms: f64| n as f64 / ms / 1e3;
+    println!("stateless_job: {n} rows, {rounds} pairs (after 3 warm-up pairs), medians:");
+    println!(
+        "  kappa derived stream, creation to caught up: {tk:8.2} ms {:7.2} M rows/s",
+        rate(tk)
+    );
+    println!("  of which fixed cost (over an empty input):    {te:8.2} ms");
+    println!(
+        "  datafusion batch, same select in memory:     {td:8.2} ms {:7.2} M rows/s",
+        rate(td)
+    );
+    println!(
+        "  ratio kappa/datafusion throughput: median {:.0}% (pairs {:.0}%..{:.0}%); without the fixed cost {:.0}%",
+        mr * 100.0,
+        ratio[0] * 100.0,
+        ratio[ratio.len() - 1] * 100.0,
+        td / (tk - te) * 100.0
+    );
     rt.block_on(engine.close()).unwrap();
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    // `cargo bench -p kappa --bench engine [-- copy|stateless]`
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.as_deref().is_none_or(|f| "copy_from".contains(f) || f.contains("copy")) {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    if filter.as_deref().is_none_or(|f| "stateless_job".contains(f)) {
+        stateless_job();
+    }
+}

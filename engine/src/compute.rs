@@ -19,22 +19,23 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
-/// Batches of one job computed at once: one per core, plus one to keep the writer busy.
+/// Tasks of one job computed at once: one per core, plus one to keep the writer busy (more
+/// measured no better on 2 cores).
 pub(crate) fn slots() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 15) + 1
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16) + 1
 }
 
-/// The outcome of one input batch.
+/// The outcome of one task: consecutive batches of one input.
 #[derive(Debug)]
 pub(crate) struct Computed {
     /// The input it was read from.
     pub input: usize,
-    /// The input offset after its last row.
+    /// The input offset after the last row.
     pub end: u64,
     /// Rows read.
     pub rows_in: u64,
-    /// The append of its output and the rows written (`None` when every row was filtered
-    /// out).
+    /// The last append of the output and the rows written (`None` when every row was
+    /// filtered out).
     pub written: Option<(PendingAppend, u64)>,
 }
 
@@ -120,25 +121,39 @@ impl Computation {
         self.tasks.is_empty()
     }
 
-    /// Start computing batch `b` of input `i`; its frame is tagged `tag(i, end)`.
-    pub fn start(&mut self, i: usize, b: ReadBatch, tag: Tag) {
+    /// Start computing `batches`, consecutive batches of input `i`, as one task; the frame of
+    /// each is tagged `(producer, the input offset after it)`.
+    pub fn start(&mut self, i: usize, batches: Vec<ReadBatch>, producer: u32) {
         let (plan, output) = (Arc::clone(&self.plan), Arc::clone(&self.output));
         let sequencer = Arc::clone(&self.sequencer);
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        let rows_in = b.batch.num_rows() as u64;
-        let end = b.offset + rows_in;
+        let rows_in = batches.iter().map(|b| b.batch.num_rows() as u64).sum();
+        let end = batches.last().map_or(0, |b| b.offset + b.batch.num_rows() as u64);
         self.tasks.push_back(tokio::task::spawn_blocking(move || {
-            let encoded = plan
-                .apply(i, b.batch)
-                .map_err(Error::from)
-                .and_then(|out| out.map(|o| output.encode(&o).map_err(Error::from)).transpose());
-            let written = sequencer.in_turn(ticket, || match encoded? {
-                Some(frame) => {
-                    let rows = frame.num_rows() as u64;
-                    Ok(Some((output.submit_encoded(frame, Some(tag))?, rows)))
+            let frames: Result<Vec<_>> = batches
+                .into_iter()
+                .filter_map(|b| {
+                    let seq = b.offset + b.batch.num_rows() as u64;
+                    match plan.apply(i, b.batch) {
+                        Ok(Some(out)) => {
+                            Some(output.encode(&out).map(|f| (f, seq)).map_err(Into::into))
+                        }
+                        Ok(None) => None,
+                        Err(e) => Some(Err(e.into())),
+                    }
+                })
+                .collect();
+            let written = sequencer.in_turn(ticket, || {
+                let mut last = None;
+                let mut rows = 0;
+                for (frame, seq) in frames? {
+                    rows += frame.num_rows() as u64;
+                    last = Some(output.submit_encoded(frame, Some(Tag { producer, seq }))?);
                 }
-                None => Ok(None),
+                // Appends become durable in the order they were written: the last one
+                // stands for all.
+                Ok(last.map(|append| (append, rows)))
             })?;
             Ok(Computed { input: i, end, rows_in, written })
         }));

@@ -34,6 +34,7 @@
 //!
 //! The engine must run inside a multi-thread tokio runtime.
 
+mod acker;
 mod catalog;
 mod compute;
 mod copy;
