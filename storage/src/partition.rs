@@ -97,9 +97,7 @@ impl PendingAppend {
     /// [`Error::InvalidArgument`] when a truncation removed the rows while they waited.
     pub fn wait(self) -> Result<AppendAck> {
         match self.durable_at {
-            Some((target, epoch)) => {
-                self.partition.wait_durable(target, epoch, false).map(|()| self.ack)
-            }
+            Some((target, epoch)) => self.partition.wait_durable(target, epoch).map(|()| self.ack),
             None => Ok(self.ack),
         }
     }
@@ -312,7 +310,7 @@ impl Partition {
         use std::sync::atomic::Ordering;
         self.appenders.fetch_add(1, Ordering::AcqRel);
         let result = self.write_frame(batch, tag).and_then(|(ack, durable_at)| match durable_at {
-            Some((target, epoch)) => self.wait_durable(target, epoch, true).map(|()| ack),
+            Some((target, epoch)) => self.wait_durable(target, epoch).map(|()| ack),
             None => Ok(ack),
         });
         self.appenders.fetch_sub(1, Ordering::AcqRel);
@@ -419,10 +417,7 @@ impl Partition {
     }
 
     /// Group commit: return once every row below `target` is synced.
-    ///
-    /// `appending`: the caller is inside [`Partition::append`] (counted among the appenders);
-    /// otherwise it waits for a submitted append ([`PendingAppend::wait`]).
-    fn wait_durable(&self, target: u64, epoch: u64, appending: bool) -> Result<()> {
+    fn wait_durable(&self, target: u64, epoch: u64) -> Result<()> {
         let mut s = self.lock_sync();
         loop {
             if s.epoch != epoch {
@@ -445,7 +440,7 @@ impl Partition {
                 let (last_group, last_sync, covered) =
                     (s.last_group, s.last_sync, s.frames_at_last_sync);
                 drop(s);
-                self.gather_group(last_group, last_sync, covered, appending);
+                self.gather_group(last_group, last_sync, covered);
                 let (to, seg, failed, frames) = {
                     let w = self.lock_writer();
                     let frames = self.frames_written.load(std::sync::atomic::Ordering::Acquire);
@@ -492,20 +487,9 @@ impl Partition {
     /// woken by the last sync, a moment to write their frame and join this sync (as PostgreSQL's
     /// `commit_delay` does). Waits until every appender inside `append` has a frame pending, or
     /// at most half the last sync's duration (capped).
-    ///
-    /// A leader that waits for a submitted append, while no appender is inside `append`, does
-    /// not wait at all: nobody is about to write (pipelined writers write without waiting for
-    /// syncs), so a delay would only idle the disk.
-    fn gather_group(
-        &self,
-        last_group: u64,
-        last_sync: std::time::Duration,
-        covered: u64,
-        appending: bool,
-    ) {
+    fn gather_group(&self, last_group: u64, last_sync: std::time::Duration, covered: u64) {
         use std::sync::atomic::Ordering;
-        let appenders = self.appenders.load(Ordering::Acquire);
-        if (last_group <= 1 && appenders <= 1) || (!appending && appenders == 0) {
+        if last_group <= 1 && self.appenders.load(Ordering::Acquire) <= 1 {
             return;
         }
         let max = (last_sync / 2).min(MAX_GROUP_DELAY);
