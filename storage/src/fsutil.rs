@@ -28,6 +28,21 @@ pub(crate) fn atomic_write(io: &dyn Io, path: &Path, bytes: &[u8]) -> Result<()>
     sync_parent(io, path)
 }
 
+/// Write a new file and sync it, without a rename or a sync of its directory: for files inside
+/// a directory that is synced, then renamed into place, as a whole (a stream being created).
+///
+/// # Errors
+/// [`Error::Io`].
+pub(crate) fn write_new_file(io: &dyn Io, path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    io.write_at(&file, 0, bytes).map_err(|e| Error::io("write", path, e))?;
+    io.sync_all(&file).map_err(|e| Error::io("fsync", path, e))
+}
+
 /// The temporary name used by [`atomic_write`] (`name.tmp` beside the file).
 pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::compact::Compactor;
 use crate::error::{Error, Result};
 use crate::frame::{EncodedFrame, Tag};
-use crate::fsutil::{atomic_write, read_optional, sync_dir};
+use crate::fsutil::{atomic_write, read_optional, sync_dir, write_new_file};
 use crate::io::Io;
 use crate::maintenance::{head_frame, rewrite_prefix};
 use crate::options::{Durability, StreamOptions};
@@ -164,7 +164,10 @@ impl Partition {
         let seg = Segment::create(dir, 0, options.index_interval_bytes)?;
         drop(seg);
         let meta = PartitionMeta { version: 1, ..PartitionMeta::default() };
-        write_meta(io, dir, &meta)?;
+        let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| {
+            Error::InvalidArgument(format!("cannot encode partition metadata: {e}"))
+        })?;
+        write_new_file(io, &dir.join(META_FILE), &bytes)?;
         sync_dir(io, dir)
     }
 
@@ -748,7 +751,9 @@ fn recover_segments(
                 sync_dir(io, dir)?;
             }
             // What survives recovery is made durable before it becomes visible.
-            io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
+            if seg.size() > 0 {
+                io.sync_data(&seg.file).map_err(|e| Error::io("fdatasync", &path, e))?;
+            }
             if i + 1 < bases.len() {
                 seg.close();
             }

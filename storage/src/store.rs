@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::compact::Compactor;
 use crate::error::{Error, Result};
-use crate::fsutil::{DirLock, atomic_write, create_dir_durable, read_optional, sync_dir};
+use crate::fsutil::{
+    DirLock, atomic_write, create_dir_durable, read_optional, sync_dir, write_new_file,
+};
 use crate::io::{Io, StdIo};
 use crate::options::StreamOptions;
 use crate::partition::Partition;
@@ -125,7 +127,9 @@ impl Store {
     /// [`Error::InvalidArgument`] for a name that is not a plain file name; [`Error::Io`].
     pub fn write_meta(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.meta_path(name)?;
-        if let Some(parent) = path.parent() {
+        if let Some(parent) = path.parent()
+            && !parent.is_dir()
+        {
             create_dir_durable(self.io.as_ref(), parent)?;
         }
         atomic_write(self.io.as_ref(), &path, bytes)
@@ -215,8 +219,10 @@ impl Store {
         let file = StreamFile { format: 1, name: name.to_string(), options: options.clone() };
         let json = serde_json::to_vec_pretty(&file)
             .map_err(|e| Error::InvalidArgument(format!("cannot encode stream options: {e}")))?;
-        atomic_write(io, &tmp_dir.join(STREAM_FILE), &json)?;
-        atomic_write(io, &tmp_dir.join(SCHEMA_FILE), &schema_to_bytes(&schema)?)?;
+        // The directory appears whole, by the rename below: its files need no renames of
+        // their own, only syncs before the directory's.
+        write_new_file(io, &tmp_dir.join(STREAM_FILE), &json)?;
+        write_new_file(io, &tmp_dir.join(SCHEMA_FILE), &schema_to_bytes(&schema)?)?;
         for p in 0..options.partitions {
             Partition::create_files(io, &tmp_dir.join(partition_dir_name(p)), &options)?;
         }
