@@ -26,8 +26,10 @@
 //!   query started (read-your-writes).
 //! - **Jobs** (`job`): `CREATE STREAM d AS SELECT` and `INSERT INTO s SELECT` compile the
 //!   query into a stateless streaming plan (filters and projections per input, `UNION ALL`)
-//!   and run it as a tokio task over readers of the inputs; output frames carry producer tags,
-//!   which make restarts exactly-once.
+//!   and run it as a tokio task over readers of the inputs. Batches are computed several at
+//!   once on the blocking pool and written in read order (`compute`); an acknowledger thread
+//!   waits for their durability and publishes positions (`acker`). Output frames carry
+//!   producer tags, which make restarts exactly-once.
 //! - **Push queries** (`subscribe`): the same plan, from the first retained rows on, into a
 //!   bounded channel read by a [`Subscription`].
 //! - **COPY** (`copy`): CSV, JSON lines and Parquet in and out; COPY FROM is all or nothing.

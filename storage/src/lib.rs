@@ -56,9 +56,10 @@
 //! appenders the leader of a sync first gives them a moment to join (a commit delay). Readers see a row only
 //! once it is durable (or written, in relaxed mode). A segment is rolled when the next frame would
 //! take it past `segment_bytes`: it is synced, its index files are written, and it becomes
-//! immutable and memory-mapped for reading. [`Stream::submit`] writes without waiting for the
-//! sync, so that one appender can keep several appends in flight; [`PendingAppend::wait`]
-//! acknowledges.
+//! immutable. [`Stream::submit`] writes without waiting for the sync, so that one appender can
+//! keep several appends in flight; [`PendingAppend::wait`] acknowledges. [`Stream::encode`] and
+//! [`Stream::submit_encoded`] split an append: several threads encode (copy and checksum, no
+//! lock), one writes in the order it chooses.
 //!
 //! # Compaction
 //!
@@ -73,7 +74,9 @@
 //! A [`Reader`] starts at an offset (inside a batch, the batch is sliced), at the earliest or
 //! latest offset, or at an event time (through the time index). It returns batches without
 //! blocking, or waits for more without polling ([`Reader::next_async`], [`Reader::wait`]).
-//! Batches from closed segments are built on the mapped pages without copying. Every frame's
+//! Batches are built on memory-mapped pages without copying: closed segments are mapped
+//! whole, the active one through a window that reaches past its end (see the `segment`
+//! module). A segment file never shrinks in place, so mappings stay valid. Every frame's
 //! checksum is verified on every read: a damaged frame is an [`Error::Corruption`] naming the
 //! segment and offset, never a changed row. A derived log ([`StreamOptions::derived`]) is only
 //! readable up to its committed offset.
