@@ -179,13 +179,16 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     if !e.is_panic() {
         return "was cancelled".to_string();
     }
-    let panic = e.into_panic();
-    let what = panic
+    format!("panicked: {}", panic_text(e.into_panic().as_ref()))
+}
+
+/// The message a panic carried, if it is text.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".to_string());
-    format!("panicked: {what}")
+        .unwrap_or_else(|| "a panic".to_string())
 }
 
 #[cfg(test)]

@@ -244,11 +244,7 @@ pub(crate) fn start(spec: JobSpec) -> Result<JobHandle> {
         use futures::FutureExt;
         let run = std::panic::AssertUnwindSafe(run(spec, positions, stop_rx, progress_tx));
         if let Err(panic) = run.catch_unwind().await {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_string());
+            let what = compute::panic_text(panic.as_ref());
             monitor.send_modify(|p| p.status = Status::Failed(format!("the job panicked: {what}")));
         }
     });
