@@ -386,8 +386,10 @@ impl Partition {
         frame.tag = group.tag;
         // Everything in a closed segment was synced before it closed.
         frame.seal(group.base, group.base);
-        write(&frame.buf)?;
-        debug_assert!(frame.buf.len() >= HEADER_LEN);
+        for part in frame.parts() {
+            write(part)?;
+        }
+        debug_assert!(frame.len() >= HEADER_LEN);
         *group = Group::default();
         Ok(())
     }

@@ -195,11 +195,22 @@ thread_local! {
         std::cell::RefCell::new(IpcWriteContext::default());
 }
 
+/// Zeros for padding a frame to [`ALIGN`] bytes.
+static ZEROS: [u8; ALIGN] = [0; ALIGN];
+
 /// A batch encoded as a frame, waiting for its base offset.
+///
+/// The frame is written from three parts, without copying them together: `buf` (header space,
+/// the frame's dictionaries, the record batch's IPC metadata), `data` (the record batch's
+/// buffers, as Arrow's IPC encoder produced them) and `padding` zeros.
 #[derive(Debug)]
 pub(crate) struct EncodedFrame {
-    /// Header space, then the padded body.
+    /// Header space, then the first part of the body.
     pub buf: Vec<u8>,
+    /// The record batch's buffers.
+    data: Vec<u8>,
+    /// Zeros after `data`, to a multiple of [`ALIGN`].
+    padding: usize,
     body_crc: u32,
     body_len: u32,
     /// Rows in the batch.
@@ -236,21 +247,54 @@ impl EncodedFrame {
             Ok(mut context) => generator.encode(batch, &mut tracker, &options, &mut context),
             Err(_) => generator.encode(batch, &mut tracker, &options, &mut Default::default()),
         })?;
-        let mut buf = Vec::with_capacity(HEADER_LEN + encoded.arrow_data.len() + 1024);
+        let mut encoded = encoded;
+        let mut buf = Vec::with_capacity(HEADER_LEN + encoded.ipc_message.len() + 64);
         buf.resize(HEADER_LEN, 0);
         for d in dictionaries {
             arrow_ipc::writer::write_message(&mut buf, d, &options)?;
         }
+        // The message's metadata states its body length: written without its buffers, it is
+        // the prefix of the full message, and the buffers follow as a part of their own.
+        let data = std::mem::take(&mut encoded.arrow_data);
         arrow_ipc::writer::write_message(&mut buf, encoded, &options)?;
-        let body_len = buf.len() - HEADER_LEN;
+        // The metadata is padded to the IPC alignment (64), so the buffers start aligned in
+        // the segment file, as the mapped reads need.
+        debug_assert_eq!(buf.len() % ALIGN, 0);
+        let body_len = buf.len() - HEADER_LEN + data.len();
         if body_len > MAX_FRAME_BODY {
             return Err(Error::LimitExceeded(format!(
                 "an encoded batch may take at most {MAX_FRAME_BODY} bytes; this one takes {body_len}"
             )));
         }
-        buf.resize(HEADER_LEN + pad(body_len), 0);
+        let padding = pad(body_len) - body_len;
         let body_crc = crc32c::crc32c(&buf[HEADER_LEN..]);
-        Ok(EncodedFrame { buf, body_crc, body_len: body_len as u32, rows, time, tag: None })
+        let body_crc = crc32c::crc32c_append(body_crc, &data);
+        let body_crc = crc32c::crc32c_append(body_crc, &ZEROS[..padding]);
+        Ok(EncodedFrame {
+            buf,
+            data,
+            padding,
+            body_crc,
+            body_len: body_len as u32,
+            rows,
+            time,
+            tag: None,
+        })
+    }
+
+    /// The frame's bytes, in order.
+    pub fn parts(&self) -> [&[u8]; 3] {
+        [&self.buf, &self.data, &ZEROS[..self.padding]]
+    }
+
+    /// The frame's length in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.data.len() + self.padding
+    }
+
+    /// The frame's bytes in one buffer (a copy).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts().concat()
     }
 
     /// Write the header for `base_offset` (checksum included). Returns the header.
@@ -377,12 +421,13 @@ mod tests {
     fn roundtrip(batch: &RecordBatch) -> RecordBatch {
         let mut f = EncodedFrame::encode(batch, Some((1, 9))).unwrap();
         let h = f.seal(42, 40);
-        assert_eq!(f.buf.len() % ALIGN, 0);
-        let parsed = FrameHeader::decode(&f.buf).unwrap();
+        let bytes = f.to_vec();
+        assert_eq!(bytes.len() % ALIGN, 0);
+        let parsed = FrameHeader::decode(&bytes).unwrap();
         assert_eq!(parsed, h);
         assert_eq!(parsed.time, Some((1, 9)));
-        assert!(parsed.verify(&f.buf[..HEADER_LEN], &f.buf[HEADER_LEN..]));
-        let body = Buffer::from_vec(f.buf[HEADER_LEN..].to_vec());
+        assert!(parsed.verify(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..]));
+        let body = Buffer::from_vec(bytes[HEADER_LEN..].to_vec());
         decode_body(&batch.schema(), &body, h.body_len as usize, h.rows as usize, None).unwrap()
     }
 
@@ -413,8 +458,9 @@ mod tests {
             RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![7, 8]))]).unwrap();
         let mut f = EncodedFrame::encode(&batch, None).unwrap();
         f.seal(0, 0);
-        for bit in 0..f.buf.len() * 8 {
-            let mut b = f.buf.clone();
+        let bytes = f.to_vec();
+        for bit in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
             b[bit / 8] ^= 1 << (bit % 8);
             let ok = match FrameHeader::decode(&b) {
                 Err(_) => false,

@@ -216,8 +216,8 @@ impl Partition {
         // The new active segment: a copy of the kept prefix renamed over the old file (readers
         // may have the old one mapped, and a mapped file must never shrink).
         let new_active = {
-            let tail = head.as_ref().map(|f| f.buf.as_slice());
-            let len = rewrite_prefix(io, &seg.file, &seg.path, position, tail)?;
+            let tail = head.as_ref().map(EncodedFrame::to_vec);
+            let len = rewrite_prefix(io, &seg.file, &seg.path, position, tail.as_deref())?;
             let fresh =
                 Segment::open(seg.path.clone(), seg.base, self.options.index_interval_bytes)?;
             if let Some(bad) = fresh.scan(len, false) {

@@ -392,7 +392,7 @@ impl Partition {
         let Some(frame) = frame.as_mut() else {
             return Ok((AppendAck { base_offset: w.next_offset, rows: 0 }, None));
         };
-        let frame_len = frame.buf.len() as u64;
+        let frame_len = frame.len() as u64;
         if w.active.size() > 0 && w.active.size() + frame_len > self.options.segment_bytes {
             self.roll(&mut w)?;
         }
@@ -403,7 +403,7 @@ impl Partition {
         };
         let header = frame.seal(base, synced);
         let pos = w.active.size();
-        if let Err(e) = self.io.write_at(&w.active.file, pos, &frame.buf) {
+        if let Err(e) = self.io.write_parts_at(&w.active.file, pos, &frame.parts()) {
             let path = w.active.path.clone();
             return Err(self.fail(&mut w, Error::io("write", path, e)));
         }
@@ -632,7 +632,8 @@ fn finish_truncation(
         remove_segment_files(&dir.join(segment_file_name(later)));
     }
     // Never `set_len`: a reader of an earlier handle of this store may still map the file.
-    rewrite_prefix(io, &seg.file, &path, pos, head.as_ref().map(|h| h.buf.as_slice()))?;
+    let tail = head.as_ref().map(EncodedFrame::to_vec);
+    rewrite_prefix(io, &seg.file, &path, pos, tail.as_deref())?;
     sync_dir(io, dir)?;
     Ok(true)
 }
