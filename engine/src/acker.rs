@@ -41,8 +41,17 @@ impl Acker {
     /// Acknowledge outcomes until the queue closes or an acknowledgement fails. Returns itself
     /// (for the final record) and how it ended. Blocks: run it on the blocking pool.
     pub fn run(mut self, mut queue: mpsc::Receiver<Computed>) -> (Acker, Result<()>) {
+        let mut taken = Vec::with_capacity(ACK_QUEUE);
         while let Some(c) = queue.blocking_recv() {
-            if let Err(e) = self.take(c) {
+            // Everything queued already is acknowledged together: one wait (appends become
+            // durable in the order they were written) and one publication.
+            taken.push(c);
+            while taken.len() < ACK_QUEUE
+                && let Ok(c) = queue.try_recv()
+            {
+                taken.push(c);
+            }
+            if let Err(e) = self.take(&mut taken) {
                 return (self, Err(e));
             }
             if let Err(e) = self.publish(false) {
@@ -52,14 +61,17 @@ impl Acker {
         (self, Ok(()))
     }
 
-    /// Wait until a batch's output is durable and count it in.
-    fn take(&mut self, c: Computed) -> Result<()> {
-        if let Some((append, rows)) = c.written {
-            append.wait()?;
-            self.rows_out += rows;
+    /// Wait until the output of `taken` (in order) is durable and count it in.
+    fn take(&mut self, taken: &mut Vec<Computed>) -> Result<()> {
+        let rows_out: u64 = taken.iter().filter_map(|c| c.written.as_ref().map(|w| w.1)).sum();
+        if let Some((last, _)) = taken.iter_mut().rev().find_map(|c| c.written.take()) {
+            last.wait()?;
         }
-        self.positions[c.input] = c.end;
-        self.rows_in += c.rows_in;
+        self.rows_out += rows_out;
+        for c in taken.drain(..) {
+            self.positions[c.input] = c.end;
+            self.rows_in += c.rows_in;
+        }
         Ok(())
     }
 
