@@ -145,15 +145,15 @@ impl Computation {
                 })
                 .collect();
             let written = sequencer.in_turn(ticket, || {
-                let mut last = None;
-                let mut rows = 0;
-                for (frame, seq) in frames? {
-                    rows += frame.num_rows() as u64;
-                    last = Some(output.submit_encoded(frame, Some(Tag { producer, seq }))?);
+                let frames = frames?;
+                if frames.is_empty() {
+                    return Ok(None);
                 }
-                // Appends become durable in the order they were written: the last one
-                // stands for all.
-                Ok(last.map(|append| (append, rows)))
+                let rows = frames.iter().map(|(f, _)| f.num_rows() as u64).sum();
+                let tagged =
+                    frames.into_iter().map(|(f, seq)| (f, Some(Tag { producer, seq }))).collect();
+                // One write for the task's frames.
+                Ok(Some((output.submit_encoded(tagged)?, rows)))
             })?;
             Ok(Computed { input: i, end, rows_in, written })
         }));

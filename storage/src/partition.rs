@@ -350,21 +350,81 @@ impl Partition {
     /// [`crate::Stream::submit_encoded`].
     pub(crate) fn submit_encoded(
         self: &Arc<Self>,
-        encoded: EncodedBatch,
-        tag: Option<Tag>,
+        batches: Vec<(EncodedBatch, Option<Tag>)>,
     ) -> Result<PendingAppend> {
         use std::sync::atomic::Ordering;
-        if !Arc::ptr_eq(&encoded.schema, &self.schema) {
+        if batches.iter().any(|(b, _)| !Arc::ptr_eq(&b.schema, &self.schema)) {
             return Err(Error::InvalidArgument(format!(
                 "a batch encoded for another stream cannot be appended to '{}'",
                 self.stream
             )));
         }
+        let frames: Vec<EncodedFrame> = batches
+            .into_iter()
+            .filter_map(|(b, tag)| {
+                b.frame.map(|mut f| {
+                    f.tag = tag;
+                    f
+                })
+            })
+            .collect();
         self.appenders.fetch_add(1, Ordering::AcqRel);
-        let written = self.write_encoded(encoded.frame, tag);
+        let written = self.write_run(frames);
         self.appenders.fetch_sub(1, Ordering::AcqRel);
         let (ack, durable_at) = written?;
         Ok(PendingAppend { partition: Arc::clone(self), ack, durable_at })
+    }
+
+    /// Write consecutive frames, with as few writes as segment rolls allow (one `pwritev` per
+    /// segment). Returns the ack of them all and, in durable mode, the offset and sync epoch
+    /// to wait for.
+    fn write_run(&self, mut frames: Vec<EncodedFrame>) -> Result<(AppendAck, Option<(u64, u64)>)> {
+        let mut w = self.lock_writer();
+        self.check_writable(&w)?;
+        let first = w.next_offset;
+        if frames.is_empty() {
+            return Ok((AppendAck { base_offset: first, rows: 0 }, None));
+        }
+        let (synced, epoch) = {
+            let s = self.lock_sync();
+            (s.synced, s.epoch)
+        };
+        let limit = self.options.segment_bytes;
+        let mut i = 0;
+        while i < frames.len() {
+            if w.active.size() > 0 && w.active.size() + frames[i].len() as u64 > limit {
+                self.roll(&mut w)?;
+            }
+            // The frames from `i` that fit in the active segment (at least one).
+            let start = w.active.size();
+            let (mut pos, mut base, mut j) = (start, w.next_offset, i);
+            let mut headers = Vec::new();
+            while j < frames.len() && (j == i || pos + frames[j].len() as u64 <= limit) {
+                let h = frames[j].seal(base, synced);
+                headers.push((pos, h));
+                pos += frames[j].len() as u64;
+                base = h.end_offset();
+                j += 1;
+            }
+            let parts: Vec<&[u8]> = frames[i..j].iter().flat_map(|f| f.parts()).collect();
+            if let Err(e) = self.io.write_parts_at(&w.active.file, start, &parts) {
+                let path = w.active.path.clone();
+                return Err(self.fail(&mut w, Error::io("write", path, e)));
+            }
+            for (p, h) in &headers {
+                w.active.record_frame(*p, h);
+            }
+            w.next_offset = base;
+            self.frames_written.fetch_add((j - i) as u64, std::sync::atomic::Ordering::AcqRel);
+            i = j;
+        }
+        let ack = AppendAck { base_offset: first, rows: w.next_offset - first };
+        if self.options.durability == Durability::Relaxed {
+            let end = w.next_offset;
+            self.watch.update(|p| p.end = end);
+            return Ok((ack, None));
+        }
+        Ok((ack, Some((w.next_offset, epoch))))
     }
 
     /// Check, encode and write a batch. Returns the ack and, in durable mode, the offset and
@@ -375,48 +435,11 @@ impl Partition {
         tag: Option<Tag>,
     ) -> Result<(AppendAck, Option<(u64, u64)>)> {
         let encoded = self.encode(batch)?;
-        self.write_encoded(encoded.frame, tag)
-    }
-
-    /// Write an encoded frame (none for an empty batch).
-    fn write_encoded(
-        &self,
-        mut frame: Option<EncodedFrame>,
-        tag: Option<Tag>,
-    ) -> Result<(AppendAck, Option<(u64, u64)>)> {
-        if let Some(f) = frame.as_mut() {
+        let frames = encoded.frame.map(|mut f| {
             f.tag = tag;
-        }
-        let mut w = self.lock_writer();
-        self.check_writable(&w)?;
-        let Some(frame) = frame.as_mut() else {
-            return Ok((AppendAck { base_offset: w.next_offset, rows: 0 }, None));
-        };
-        let frame_len = frame.len() as u64;
-        if w.active.size() > 0 && w.active.size() + frame_len > self.options.segment_bytes {
-            self.roll(&mut w)?;
-        }
-        let base = w.next_offset;
-        let (synced, epoch) = {
-            let s = self.lock_sync();
-            (s.synced, s.epoch)
-        };
-        let header = frame.seal(base, synced);
-        let pos = w.active.size();
-        if let Err(e) = self.io.write_parts_at(&w.active.file, pos, &frame.parts()) {
-            let path = w.active.path.clone();
-            return Err(self.fail(&mut w, Error::io("write", path, e)));
-        }
-        w.active.record_frame(pos, &header);
-        w.next_offset = header.end_offset();
-        self.frames_written.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let ack = AppendAck { base_offset: base, rows: u64::from(header.rows) };
-        if self.options.durability == Durability::Relaxed {
-            let end = w.next_offset;
-            self.watch.update(|p| p.end = end);
-            return Ok((ack, None));
-        }
-        Ok((ack, Some((w.next_offset, epoch))))
+            f
+        });
+        self.write_run(frames.into_iter().collect())
     }
 
     /// Group commit: return once every row below `target` is synced.

@@ -132,14 +132,18 @@ impl Stream {
         self.p0().encode(batch)
     }
 
-    /// [`Stream::submit`] of a batch encoded by [`Stream::encode`], with an optional producer
-    /// [`Tag`].
+    /// [`Stream::submit`] of batches encoded by [`Stream::encode`], each with an optional
+    /// producer [`Tag`], in this order at consecutive offsets, written together (one `pwritev`
+    /// unless a segment rolls in between). The returned append covers them all.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a batch encoded for another stream (or for an earlier
-    /// stream of the same name); otherwise as [`Stream::submit`].
-    pub fn submit_encoded(&self, batch: EncodedBatch, tag: Option<Tag>) -> Result<PendingAppend> {
-        self.p0().submit_encoded(batch, tag)
+    /// stream of the same name), and then nothing is written; otherwise as [`Stream::submit`].
+    pub fn submit_encoded(
+        &self,
+        batches: Vec<(EncodedBatch, Option<Tag>)>,
+    ) -> Result<PendingAppend> {
+        self.p0().submit_encoded(batches)
     }
 
     /// The highest sequence of each producer's tags in frames that end after offset `from`

@@ -207,27 +207,51 @@ fn batches_encoded_on_other_threads_are_written_in_submit_order() {
             (0..8).map(|i| scope.spawn(move || s.encode(&batch(i * 10, 10)).unwrap())).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    // Five one at a time, then three in one write.
+    let mut encoded = encoded.into_iter().enumerate();
+    let tag = |i: usize| Some(kappa_storage::Tag { producer: 7, seq: (i as u64 + 1) * 10 });
     let mut pending = Vec::new();
-    for (i, e) in encoded.into_iter().enumerate() {
+    for (i, e) in encoded.by_ref().take(5) {
         assert_eq!(e.num_rows(), 10);
-        let tag = kappa_storage::Tag { producer: 7, seq: (i as u64 + 1) * 10 };
-        pending.push(s.submit_encoded(e, Some(tag)).unwrap());
+        pending.push(s.submit_encoded(vec![(e, tag(i))]).unwrap());
     }
+    let run: Vec<_> = encoded.map(|(i, e)| (e, tag(i))).collect();
+    let last = s.submit_encoded(run).unwrap();
+    assert_eq!((last.offsets().base_offset, last.offsets().rows), (50, 30));
+    pending.push(last);
     for p in pending {
         p.wait().unwrap();
     }
     assert_eq!(all_ids(&s), (0..80).collect::<Vec<_>>());
     assert_eq!(s.producer_positions(0).unwrap().get(&7), Some(&80));
+    assert_eq!(s.info().appended_batches, 8);
     // A batch encoded for one stream is refused by another, even with the same schema.
     let e = s.encode(&batch(80, 1)).unwrap();
-    let err = other.submit_encoded(e, None).unwrap_err();
+    let err = other.submit_encoded(vec![(e, None)]).unwrap_err();
     assert!(err.to_string().contains("encoded for another stream"), "{err}");
     assert_eq!(other.end_offset(), 0);
     // An empty batch encodes to nothing and appends nothing.
     let empty = s.encode(&batch(0, 0)).unwrap();
     assert_eq!(empty.num_rows(), 0);
-    s.submit_encoded(empty, None).unwrap().wait().unwrap();
+    s.submit_encoded(vec![(empty, None)]).unwrap().wait().unwrap();
     assert_eq!(s.end_offset(), 80);
+}
+
+#[test]
+fn a_run_of_encoded_batches_rolls_segments_as_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let opts = StreamOptions { segment_bytes: 4096, ..options() };
+    let s = store.create_stream("s", schema(), opts).unwrap();
+    let run: Vec<_> = (0..12).map(|i| (s.encode(&batch(i * 20, 20)).unwrap(), None)).collect();
+    s.submit_encoded(run).unwrap().wait().unwrap();
+    assert!(s.info().segments > 2, "{:?}", s.info());
+    assert_eq!(all_ids(&s), (0..240).collect::<Vec<_>>());
+    drop(s);
+    store.close().unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(all_ids(&store.stream("s").unwrap()), (0..240).collect::<Vec<_>>());
 }
 
 #[test]
