@@ -50,6 +50,43 @@ struct Sequencer {
 struct Turn {
     next: u64,
     failed: bool,
+    /// Tickets dropped without taking their turn (a task the runtime dropped before it ran).
+    abandoned: std::collections::BTreeSet<u64>,
+}
+
+impl Turn {
+    /// Pass the turn on, past abandoned tickets.
+    fn advance(&mut self) {
+        self.next += 1;
+        while self.abandoned.remove(&self.next) {
+            self.next += 1;
+        }
+    }
+}
+
+/// A place in the order of writes. Dropped without taking its turn (its task never ran), it
+/// passes its turn on as failed, so that later tickets never wait for it forever.
+#[derive(Debug)]
+struct Ticket {
+    seq: Arc<Sequencer>,
+    t: u64,
+    taken: bool,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let mut turn = self.seq.lock();
+        turn.failed = true;
+        if turn.next == self.t {
+            turn.advance();
+        } else {
+            turn.abandoned.insert(self.t);
+        }
+        self.seq.next_turn.notify_all();
+    }
 }
 
 impl Sequencer {
@@ -57,9 +94,9 @@ impl Sequencer {
         self.turn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wait for ticket `t`'s turn; run `write` unless an earlier turn failed; pass the turn on
+    /// Wait for the ticket's turn; run `write` unless an earlier turn failed; pass the turn on
     /// (as failed if `write` fails or panics).
-    fn in_turn<T>(&self, t: u64, write: impl FnOnce() -> Result<T>) -> Result<T> {
+    fn in_turn<T>(mut ticket: Ticket, write: impl FnOnce() -> Result<T>) -> Result<T> {
         /// Passes the turn on when dropped, even by a panic.
         struct Pass<'a> {
             seq: &'a Sequencer,
@@ -68,26 +105,32 @@ impl Sequencer {
         impl Drop for Pass<'_> {
             fn drop(&mut self) {
                 let mut turn = self.seq.lock();
-                turn.next += 1;
                 turn.failed |= !self.ok;
+                turn.advance();
                 self.seq.next_turn.notify_all();
             }
         }
-        let mut turn = self.lock();
-        while turn.next != t {
-            turn = self.next_turn.wait(turn).unwrap_or_else(|p| p.into_inner());
+        ticket.taken = true;
+        let seq = Arc::clone(&ticket.seq);
+        let mut turn = seq.lock();
+        while turn.next != ticket.t {
+            turn = seq.next_turn.wait(turn).unwrap_or_else(|p| p.into_inner());
         }
         let skipped = turn.failed;
         // Only the holder of ticket `t` runs until the turn is passed on: no lock is needed
         // for the write.
         drop(turn);
-        let mut pass = Pass { seq: self, ok: false };
+        let mut pass = Pass { seq: &seq, ok: false };
         if skipped {
             return Err(Error::Job("an earlier batch of the job failed".into()));
         }
         let result = write();
         pass.ok = result.is_ok();
         result
+    }
+
+    fn ticket(self: &Arc<Self>, t: u64) -> Ticket {
+        Ticket { seq: Arc::clone(self), t, taken: false }
     }
 }
 
@@ -125,8 +168,7 @@ impl Computation {
     /// each is tagged `(producer, the input offset after it)`.
     pub fn start(&mut self, i: usize, batches: Vec<ReadBatch>, producer: u32) {
         let (plan, output) = (Arc::clone(&self.plan), Arc::clone(&self.output));
-        let sequencer = Arc::clone(&self.sequencer);
-        let ticket = self.next_ticket;
+        let ticket = self.sequencer.ticket(self.next_ticket);
         self.next_ticket += 1;
         let rows_in = batches.iter().map(|b| b.batch.num_rows() as u64).sum();
         let end = batches.last().map_or(0, |b| b.offset + b.batch.num_rows() as u64);
@@ -144,7 +186,7 @@ impl Computation {
                     }
                 })
                 .collect();
-            let written = sequencer.in_turn(ticket, || {
+            let written = Sequencer::in_turn(ticket, || {
                 let frames = frames?;
                 if frames.is_empty() {
                     return Ok(None);
@@ -202,9 +244,9 @@ mod tests {
         let threads: Vec<_> = (0..6u64)
             .rev()
             .map(|t| {
-                let (seq, order) = (Arc::clone(&seq), Arc::clone(&order));
+                let (ticket, order) = (seq.ticket(t), Arc::clone(&order));
                 std::thread::spawn(move || {
-                    seq.in_turn(t, || {
+                    Sequencer::in_turn(ticket, || {
                         order.lock().unwrap().push(t);
                         if t == 3 { Err(Error::Job("boom".into())) } else { Ok(t) }
                     })
@@ -221,11 +263,25 @@ mod tests {
     #[test]
     fn a_panicking_turn_passes_the_turn_on_as_failed() {
         let seq = Arc::new(Sequencer::default());
-        let s = Arc::clone(&seq);
-        let panicked =
-            std::thread::spawn(move || s.in_turn(0, || -> Result<()> { panic!("oops") })).join();
+        let ticket = seq.ticket(0);
+        let panicked = std::thread::spawn(move || {
+            Sequencer::in_turn(ticket, || -> Result<()> { panic!("oops") })
+        })
+        .join();
         assert!(panicked.is_err());
-        let next = seq.in_turn(1, || Ok(()));
+        let next = Sequencer::in_turn(seq.ticket(1), || Ok(()));
         assert!(next.unwrap_err().to_string().contains("earlier batch"));
+    }
+
+    #[test]
+    fn a_ticket_dropped_unused_does_not_hold_later_ones() {
+        let seq = Arc::new(Sequencer::default());
+        let (t0, t1, t2) = (seq.ticket(0), seq.ticket(1), seq.ticket(2));
+        let waiting = std::thread::spawn(move || Sequencer::in_turn(t2, || Ok(2)));
+        // Ticket 1 is dropped before ticket 0 has its turn, then 0 is dropped too.
+        drop(t1);
+        drop(t0);
+        assert!(waiting.join().unwrap().is_err(), "skipped: earlier batches never ran");
+        assert_eq!(seq.lock().next, 3);
     }
 }
