@@ -2,10 +2,15 @@
 //! batch's output is durable, then publishes the job's input positions and, from time to time,
 //! records them in the job's progress file.
 //!
-//! It runs on its own thread (the blocking pool), apart from the job loop: waiting for a sync
-//! (a group commit that covers every append written so far) then overlaps the computation and
-//! writing of later batches instead of stalling them. The queue between the two is bounded, so
-//! a slow disk slows the job down rather than letting unacknowledged output pile up.
+//! It is a task of its own, apart from the job loop, that blocks its worker (`block_in_place`)
+//! only while it waits: waiting for a sync (a group commit that covers every append written so
+//! far) then overlaps the computation and writing of later batches instead of stalling them.
+//! The queue between the two is bounded, so a slow disk slows the job down rather than letting
+//! unacknowledged output pile up.
+//!
+//! The progress record names the end of the output this job had acknowledged, not the log's
+//! end: the job's computation tasks keep writing while it records, and a restart must find the
+//! tags of everything written after the recorded positions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,14 +40,18 @@ pub(crate) struct Acker {
     pub rows_in: u64,
     pub rows_out: u64,
     pub last_record: Instant,
+    /// The output offset after this job's last acknowledged append (at start, the output's
+    /// end: what came before is covered by the resumed positions).
+    pub acked_end: u64,
 }
 
 impl Acker {
     /// Acknowledge outcomes until the queue closes or an acknowledgement fails. Returns itself
-    /// (for the final record) and how it ended. Blocks: run it on the blocking pool.
-    pub fn run(mut self, mut queue: mpsc::Receiver<Computed>) -> (Acker, Result<()>) {
+    /// (for the final record) and how it ended. Needs a multi-thread runtime (it blocks its
+    /// worker while it waits, through `block_in_place`).
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Computed>) -> (Acker, Result<()>) {
         let mut taken = Vec::with_capacity(ACK_QUEUE);
-        while let Some(c) = queue.blocking_recv() {
+        while let Some(c) = queue.recv().await {
             // Everything queued already is acknowledged together: one wait (appends become
             // durable in the order they were written) and one publication.
             taken.push(c);
@@ -51,10 +60,10 @@ impl Acker {
             {
                 taken.push(c);
             }
-            if let Err(e) = self.take(&mut taken) {
-                return (self, Err(e));
-            }
-            if let Err(e) = self.publish(false) {
+            let done = tokio::task::block_in_place(|| {
+                self.take(&mut taken).and_then(|()| self.publish(false))
+            });
+            if let Err(e) = done {
                 return (self, Err(e));
             }
         }
@@ -65,7 +74,9 @@ impl Acker {
     fn take(&mut self, taken: &mut Vec<Computed>) -> Result<()> {
         let rows_out: u64 = taken.iter().filter_map(|c| c.written.as_ref().map(|w| w.1)).sum();
         if let Some((last, _)) = taken.iter_mut().rev().find_map(|c| c.written.take()) {
+            let written = last.offsets();
             last.wait()?;
+            self.acked_end = self.acked_end.max(written.base_offset + written.rows);
         }
         self.rows_out += rows_out;
         for c in taken.drain(..) {
@@ -93,7 +104,7 @@ impl Acker {
             self.output.sync()?;
             let record = Record {
                 positions: self.positions.clone(),
-                output_end: self.output.end_offset(),
+                output_end: self.acked_end,
                 inputs: self.inputs.clone(),
             };
             let bytes = serde_json::to_vec(&record).map_err(|e| Error::Catalog {

@@ -285,9 +285,10 @@ async fn run(
         rows_in: 0,
         rows_out: 0,
         last_record: Instant::now(),
+        acked_end: spec.output.end_offset(),
     };
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
-    let acking = tokio::task::spawn_blocking(move || acker.run(ack_rx));
+    let acking = tokio::spawn(acker.run(ack_rx));
     let mut ended = vec![false; n];
     // A message taken from the queue while grouping batches, to handle next.
     let mut held: Option<InputMsg> = None;

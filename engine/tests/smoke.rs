@@ -123,6 +123,69 @@ async fn user_functions_in_jobs_survive_reopen_when_registered_again() {
     }
 }
 
+/// A function that panics on 13 (a bug in user code).
+fn unlucky_udf() -> kappa::datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use kappa::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use std::sync::Arc;
+    let f = Arc::new(|args: &[ColumnarValue]| {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let a = arrays[0].as_any().downcast_ref::<Int64Array>().expect("Int64");
+        assert!(!a.iter().any(|v| v == Some(13)), "13 is unlucky");
+        Ok(ColumnarValue::Array(Arc::new(a.clone()) as ArrayRef))
+    });
+    create_udf(
+        "unlucky",
+        vec![datafusion::arrow::datatypes::DataType::Int64],
+        datafusion::arrow::datatypes::DataType::Int64,
+        Volatility::Immutable,
+        f,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_job_fails_the_job_and_nothing_hangs() {
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path()).await.unwrap();
+    e.register_udf(unlucky_udf());
+    e.execute("CREATE STREAM s (x BIGINT)").await.unwrap();
+    // Ten batches of 20,000 rows, one bad row in the sixth: the job catches up with several
+    // computation tasks at once, and the failing one is not the last.
+    for b in 0..10i64 {
+        let values: Vec<i64> = (0..20_000)
+            .map(|i| if b == 5 && i == 7 { 13 } else { 1000 + b * 20_000 + i })
+            .collect();
+        let schema = e.query("SELECT x FROM s LIMIT 0").await.unwrap();
+        let schema = schema.first().map(|b| b.schema()).unwrap_or_else(|| {
+            std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new(
+                    "x",
+                    datafusion::arrow::datatypes::DataType::Int64,
+                    true,
+                ),
+            ]))
+        });
+        let batch =
+            RecordBatch::try_new(schema, vec![std::sync::Arc::new(Int64Array::from(values))])
+                .unwrap();
+        e.append("s", batch).await.unwrap();
+    }
+    e.execute("CREATE STREAM d AS SELECT unlucky(x) AS y FROM s").await.unwrap();
+    let err = e.wait_for_jobs().await.unwrap_err();
+    assert!(err.to_string().contains("job d failed") && err.to_string().contains("13 is unlucky"));
+    let out = e.execute("SHOW JOBS").await.unwrap();
+    let Output::Rows { batches, .. } = &out[0] else { panic!() };
+    let t = table(batches);
+    assert!(t.contains("failed") && t.contains("13 is unlucky"), "{t}");
+    // Output stops before the failed task's batches (tasks take 32 Ki rows: two batches), in
+    // order, with nothing after them.
+    let rows = e.query("SELECT count(*) AS n, max(y) AS top FROM d").await.unwrap();
+    let t = table(&rows);
+    assert!(t.contains("| 80000 | 80999 |"), "{t}");
+    e.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_pipeline_runs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
