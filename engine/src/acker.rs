@@ -2,9 +2,9 @@
 //! batch's output is durable, then publishes the job's input positions and, from time to time,
 //! records them in the job's progress file.
 //!
-//! It is a task of its own, apart from the job loop, that blocks its worker (`block_in_place`)
-//! only while it waits: waiting for a sync (a group commit that covers every append written so
-//! far) then overlaps the computation and writing of later batches instead of stalling them.
+//! It runs on a thread of its own, apart from the job loop: waiting for a sync (a group commit
+//! that covers every append written so far) then overlaps the computation and writing of later
+//! batches instead of stalling them.
 //! The queue between the two is bounded, so a slow disk slows the job down rather than letting
 //! unacknowledged output pile up.
 //!
@@ -47,11 +47,10 @@ pub(crate) struct Acker {
 
 impl Acker {
     /// Acknowledge outcomes until the queue closes or an acknowledgement fails. Returns itself
-    /// (for the final record) and how it ended. Needs a multi-thread runtime (it blocks its
-    /// worker while it waits, through `block_in_place`).
-    pub async fn run(mut self, mut queue: mpsc::Receiver<Computed>) -> (Acker, Result<()>) {
+    /// (for the final record) and how it ended. Blocks: run it on a thread of its own.
+    pub fn run(mut self, mut queue: mpsc::Receiver<Computed>) -> (Acker, Result<()>) {
         let mut taken = Vec::with_capacity(ACK_QUEUE);
-        while let Some(c) = queue.recv().await {
+        while let Some(c) = queue.blocking_recv() {
             // Everything queued already is acknowledged together: one wait (appends become
             // durable in the order they were written) and one publication.
             taken.push(c);
@@ -60,9 +59,7 @@ impl Acker {
             {
                 taken.push(c);
             }
-            let done = tokio::task::block_in_place(|| {
-                self.take(&mut taken).and_then(|()| self.publish(false))
-            });
+            let done = self.take(&mut taken).and_then(|()| self.publish(false));
             if let Err(e) = done {
                 return (self, Err(e));
             }

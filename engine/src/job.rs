@@ -288,7 +288,17 @@ async fn run(
         acked_end: spec.output.end_offset(),
     };
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
-    let acking = tokio::spawn(acker.run(ack_rx));
+    // A thread of its own: it sleeps in syncs, which must not hold a runtime worker or a
+    // blocking-pool thread for the job's whole life.
+    let (acked_tx, acking) = tokio::sync::oneshot::channel();
+    let thread =
+        std::thread::Builder::new().name(format!("kappa-ack-{}", spec.id)).spawn(move || {
+            let _ = acked_tx.send(acker.run(ack_rx));
+        });
+    if let Err(e) = thread {
+        // Reported by the monitor of `start` (the progress sender went with the thread).
+        std::panic::panic_any(format!("cannot start the job's acknowledger thread: {e}"));
+    }
     let mut ended = vec![false; n];
     // A message taken from the queue while grouping batches, to handle next.
     let mut held: Option<InputMsg> = None;
@@ -356,11 +366,9 @@ async fn run(
         }
     }
     drop(ack_tx);
-    let (mut acker, acked) = match acking.await {
-        Ok(done) => done,
+    let Ok((mut acker, acked)) = acking.await else {
         // Reported by the monitor of `start`, as a panic of the job.
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => std::panic::resume_unwind(Box::new("the job's acknowledger was cancelled")),
+        std::panic::panic_any("the job's acknowledger panicked".to_string());
     };
     if let Err(e) = acked {
         outcome = Err(e);
