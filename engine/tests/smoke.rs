@@ -68,23 +68,28 @@ async fn create_insert_query_derive_reopen() {
     e.close().await.unwrap();
 }
 
-fn double_udf() -> kappa::datafusion::logical_expr::ScalarUDF {
+/// A scalar function of one `BIGINT`, computed by `f` over each batch's column.
+fn int64_udf(
+    name: &str,
+    f: impl Fn(&datafusion::arrow::array::Int64Array) -> datafusion::arrow::array::Int64Array
+    + Send
+    + Sync
+    + 'static,
+) -> kappa::datafusion::logical_expr::ScalarUDF {
     use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use datafusion::arrow::datatypes::DataType;
     use kappa::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
     use std::sync::Arc;
-    let f = Arc::new(|args: &[ColumnarValue]| {
+    let fun = Arc::new(move |args: &[ColumnarValue]| {
         let arrays = ColumnarValue::values_to_arrays(args)?;
         let a = arrays[0].as_any().downcast_ref::<Int64Array>().expect("Int64");
-        let out: Int64Array = a.iter().map(|v| v.map(|x| x * 2)).collect();
-        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        Ok(ColumnarValue::Array(Arc::new(f(a)) as ArrayRef))
     });
-    create_udf(
-        "double_it",
-        vec![datafusion::arrow::datatypes::DataType::Int64],
-        datafusion::arrow::datatypes::DataType::Int64,
-        Volatility::Immutable,
-        f,
-    )
+    create_udf(name, vec![DataType::Int64], DataType::Int64, Volatility::Immutable, fun)
+}
+
+fn double_udf() -> kappa::datafusion::logical_expr::ScalarUDF {
+    int64_udf("double_it", |a| a.iter().map(|v| v.map(|x| x * 2)).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,22 +130,10 @@ async fn user_functions_in_jobs_survive_reopen_when_registered_again() {
 
 /// A function that panics on 13 (a bug in user code).
 fn unlucky_udf() -> kappa::datafusion::logical_expr::ScalarUDF {
-    use datafusion::arrow::array::{ArrayRef, Int64Array};
-    use kappa::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-    use std::sync::Arc;
-    let f = Arc::new(|args: &[ColumnarValue]| {
-        let arrays = ColumnarValue::values_to_arrays(args)?;
-        let a = arrays[0].as_any().downcast_ref::<Int64Array>().expect("Int64");
+    int64_udf("unlucky", |a| {
         assert!(!a.iter().any(|v| v == Some(13)), "13 is unlucky");
-        Ok(ColumnarValue::Array(Arc::new(a.clone()) as ArrayRef))
-    });
-    create_udf(
-        "unlucky",
-        vec![datafusion::arrow::datatypes::DataType::Int64],
-        datafusion::arrow::datatypes::DataType::Int64,
-        Volatility::Immutable,
-        f,
-    )
+        a.clone()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
