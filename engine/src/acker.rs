@@ -4,9 +4,8 @@
 //!
 //! It runs on a thread of its own, apart from the job loop: waiting for a sync (a group commit
 //! that covers every append written so far) then overlaps the computation and writing of later
-//! batches instead of stalling them.
-//! The queue between the two is bounded, so a slow disk slows the job down rather than letting
-//! unacknowledged output pile up.
+//! batches instead of stalling them. The queue between the two is bounded, so a slow disk slows
+//! the job down rather than letting unacknowledged output pile up.
 //!
 //! The progress record names the end of the output this job had acknowledged, not the log's
 //! end: the job's computation tasks keep writing while it records, and a restart must find the

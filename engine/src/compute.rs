@@ -1,14 +1,14 @@
 //! Parallel computation of a job's batches, written in the order they were read.
 //!
-//! A stateless pipeline needs no order to compute, only to emit. Each input batch becomes a
-//! task on tokio's blocking pool that runs the pipeline and encodes the result for the output
-//! log (the copy into the frame layout and its checksum, most of an append's CPU), then waits
-//! for its turn and writes the frame. Turns follow the order in which the job read the batches,
-//! so the output is exactly what a sequential job would write; while one task writes, the
-//! others compute. After a failed turn every later turn is skipped: nothing is written past a
-//! batch that could not be.
+//! A stateless pipeline needs no order to compute, only to emit. Consecutive input batches of
+//! one input become a task on tokio's blocking pool that runs the pipeline and encodes the
+//! results for the output log (the copy into the frame layout and its checksum, most of an
+//! append's CPU), then waits for its turn and writes the frames in one run. Turns follow the
+//! order in which the job read the batches, so the output is exactly what a sequential job
+//! would write; while one task writes, the others compute. After a failed turn every later
+//! turn is skipped: nothing is written past a batch that could not be.
 //!
-//! The job keeps at most [`slots`] batches in computation and takes their results in order
+//! The job keeps at most [`slots`] tasks in computation and takes their results in order
 //! ([`Computation::join`]), so memory stays bounded and positions advance in order.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -155,7 +155,7 @@ impl Computation {
         }
     }
 
-    /// Batches in computation.
+    /// Tasks in computation.
     pub fn len(&self) -> usize {
         self.tasks.len()
     }
@@ -201,10 +201,10 @@ impl Computation {
         }));
     }
 
-    /// The oldest batch's outcome, once it is written; `None` when none is in computation.
+    /// The oldest task's outcome, once it is written; `None` when none is in computation.
     ///
     /// # Cancel safety
-    /// Cancel safe: a batch whose wait is cancelled stays first.
+    /// Cancel safe: a task whose wait is cancelled stays first.
     pub async fn join(&mut self) -> Option<Result<Computed>> {
         let task = self.tasks.front_mut()?;
         let outcome = match task.await {

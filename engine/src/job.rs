@@ -1,15 +1,16 @@
 //! Continuous jobs: a stateless plan run over every batch of its input streams, its output
 //! appended to a log.
 //!
-//! A job is one tokio task fed by one reader task per input, through a bounded channel. Each
-//! input batch is computed on the blocking pool ([`crate::compute`]: the input's pipeline of
+//! A job is one tokio task fed by one reader task per input, through a bounded channel. The
+//! input batches are computed on the blocking pool ([`crate::compute`]: the input's pipeline of
 //! [`kappa_sql::stream_plan`], then the encoding of the result), several at once, and appended
-//! in the order it was read, with a producer [`kappa_storage::Tag`]: `(job id, input)` and the input offset
-//! the output covers. Its acknowledger ([`crate::acker`]) waits, on a thread of its own, until
-//! each batch's output is durable, publishes the input positions, and at most once a second
-//! records them with the output's end in a small progress file. After a crash it resumes each input from the larger of the recorded
-//! position and the highest tag found in the output beyond the recorded end: every input row
-//! is processed, and no output is written twice, without rolling the output back.
+//! in the order they were read, each with a producer [`kappa_storage::Tag`]: `(job id, input)`
+//! and the input offset the output covers. The job's acknowledger ([`crate::acker`]) waits, on
+//! a thread of its own, until the output is durable, publishes the input positions, and at
+//! most once a second records them with the acknowledged output's end in a small progress
+//! file. After a crash a job resumes each input from the larger of the recorded position and
+//! the highest tag found in the output beyond the recorded end: every input row is processed,
+//! and no output is written twice, without rolling the output back.
 //!
 //! A job publishes its acknowledged positions on a watch channel: a snapshot query waits on it
 //! to see everything its inputs held when the query started (read-your-writes).
@@ -259,7 +260,7 @@ enum Event {
 }
 
 async fn run(
-    mut spec: JobSpec,
+    spec: JobSpec,
     positions: Vec<u64>,
     mut stop: watch::Receiver<bool>,
     progress: watch::Sender<Progress>,
@@ -388,8 +389,7 @@ async fn run(
         status
     };
     if status != Status::Stopped {
-        let on_end = std::mem::replace(&mut spec.on_end, Box::new(|_| {}));
-        on_end(&status);
+        (spec.on_end)(&status);
     }
     acker.progress.send_modify(|p| p.status = status);
 }

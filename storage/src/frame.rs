@@ -243,11 +243,10 @@ impl EncodedFrame {
         }
         // The context's flatbuffer builder keeps its buffer between encodes (growing it anew for
         // every append was a tenth of the CPU of a small append).
-        let (dictionaries, encoded) = CONTEXT.with(|c| match c.try_borrow_mut() {
+        let (dictionaries, mut encoded) = CONTEXT.with(|c| match c.try_borrow_mut() {
             Ok(mut context) => generator.encode(batch, &mut tracker, &options, &mut context),
             Err(_) => generator.encode(batch, &mut tracker, &options, &mut Default::default()),
         })?;
-        let mut encoded = encoded;
         let mut buf = Vec::with_capacity(HEADER_LEN + encoded.ipc_message.len() + 64);
         buf.resize(HEADER_LEN, 0);
         for d in dictionaries {

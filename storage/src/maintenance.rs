@@ -215,16 +215,9 @@ impl Partition {
         let seg = &segments[idx];
         // The new active segment: a copy of the kept prefix renamed over the old file (readers
         // may have the old one mapped, and a mapped file must never shrink).
-        let new_active = {
-            let tail = head.as_ref().map(EncodedFrame::to_vec);
-            let len = rewrite_prefix(io, &seg.file, &seg.path, position, tail.as_deref())?;
-            let fresh =
-                Segment::open(seg.path.clone(), seg.base, self.options.index_interval_bytes)?;
-            if let Some(bad) = fresh.scan(len, false) {
-                return Err(bad.into_error(&fresh.path));
-            }
-            Arc::new(fresh)
-        };
+        let tail = head.as_ref().map(EncodedFrame::to_vec);
+        let interval = self.options.index_interval_bytes;
+        let new_active = Arc::new(cut_segment(io, seg, position, tail.as_deref(), interval)?);
         for later in &segments[idx + 1..] {
             remove_segment_files(&later.path);
         }
@@ -347,6 +340,26 @@ pub(crate) fn rewrite_prefix(
     remove_index_files(path);
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     Ok(done)
+}
+
+/// Cut `seg` at byte `position` (followed by `tail`) through [`rewrite_prefix`], and open the
+/// new file with its index rebuilt from the frame headers. The caller syncs the directory.
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::Corruption`] when a frame header of the kept prefix is damaged.
+pub(crate) fn cut_segment(
+    io: &dyn Io,
+    seg: &Segment,
+    position: u64,
+    tail: Option<&[u8]>,
+    interval: u64,
+) -> Result<Segment> {
+    let len = rewrite_prefix(io, &seg.file, &seg.path, position, tail)?;
+    let fresh = Segment::open(seg.path.clone(), seg.base, interval)?;
+    if let Some(bad) = fresh.scan(len, false) {
+        return Err(bad.into_error(&fresh.path));
+    }
+    Ok(fresh)
 }
 
 /// The first rows of `frame`, up to (not including) `offset`, encoded as a frame of their own

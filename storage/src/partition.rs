@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::frame::{EncodedFrame, Tag};
 use crate::fsutil::{atomic_write, read_optional, sync_dir, write_new_file};
 use crate::io::Io;
-use crate::maintenance::{head_frame, rewrite_prefix};
+use crate::maintenance::{cut_segment, head_frame, rewrite_prefix};
 use crate::options::{Durability, StreamOptions};
 use crate::progress::{Progress, Watch};
 use crate::schema::{conform, time_range};
@@ -68,6 +68,14 @@ impl EncodedBatch {
     /// Rows in the batch.
     pub fn num_rows(&self) -> usize {
         self.frame.as_ref().map_or(0, |f| f.rows as usize)
+    }
+
+    /// Its frame (none for an empty batch), tagged.
+    fn into_frame(self, tag: Option<Tag>) -> Option<EncodedFrame> {
+        self.frame.map(|mut f| {
+            f.tag = tag;
+            f
+        })
     }
 }
 
@@ -329,9 +337,17 @@ impl Partition {
         batch: &RecordBatch,
         tag: Option<Tag>,
     ) -> Result<PendingAppend> {
+        self.pending(|| self.write_frame(batch, tag))
+    }
+
+    /// Run `write` counted as an appender, and return what it wrote as a pending append.
+    fn pending(
+        self: &Arc<Self>,
+        write: impl FnOnce() -> Result<(AppendAck, Option<(u64, u64)>)>,
+    ) -> Result<PendingAppend> {
         use std::sync::atomic::Ordering;
         self.appenders.fetch_add(1, Ordering::AcqRel);
-        let written = self.write_frame(batch, tag);
+        let written = write();
         self.appenders.fetch_sub(1, Ordering::AcqRel);
         let (ack, durable_at) = written?;
         Ok(PendingAppend { partition: Arc::clone(self), ack, durable_at })
@@ -352,27 +368,14 @@ impl Partition {
         self: &Arc<Self>,
         batches: Vec<(EncodedBatch, Option<Tag>)>,
     ) -> Result<PendingAppend> {
-        use std::sync::atomic::Ordering;
         if batches.iter().any(|(b, _)| !Arc::ptr_eq(&b.schema, &self.schema)) {
             return Err(Error::InvalidArgument(format!(
                 "a batch encoded for another stream cannot be appended to '{}'",
                 self.stream
             )));
         }
-        let frames: Vec<EncodedFrame> = batches
-            .into_iter()
-            .filter_map(|(b, tag)| {
-                b.frame.map(|mut f| {
-                    f.tag = tag;
-                    f
-                })
-            })
-            .collect();
-        self.appenders.fetch_add(1, Ordering::AcqRel);
-        let written = self.write_run(frames);
-        self.appenders.fetch_sub(1, Ordering::AcqRel);
-        let (ack, durable_at) = written?;
-        Ok(PendingAppend { partition: Arc::clone(self), ack, durable_at })
+        let frames = batches.into_iter().filter_map(|(b, tag)| b.into_frame(tag)).collect();
+        self.pending(|| self.write_run(frames))
     }
 
     /// Write consecutive frames, with as few writes as segment rolls allow (one `pwritev` per
@@ -434,12 +437,8 @@ impl Partition {
         batch: &RecordBatch,
         tag: Option<Tag>,
     ) -> Result<(AppendAck, Option<(u64, u64)>)> {
-        let encoded = self.encode(batch)?;
-        let frames = encoded.frame.map(|mut f| {
-            f.tag = tag;
-            f
-        });
-        self.write_run(frames.into_iter().collect())
+        let frame = self.encode(batch)?.into_frame(tag);
+        self.write_run(frame.into_iter().collect())
     }
 
     /// Group commit: return once every row below `target` is synced.
@@ -763,11 +762,7 @@ fn recover_segments(
                 }
                 // A torn tail: cut it (into a new file: see `finish_truncation`), and drop every
                 // later segment (none can be valid after it).
-                let kept = rewrite_prefix(io, &seg.file, &path, bad.position, None)?;
-                seg = Segment::open(path.clone(), base, interval)?;
-                if let Some(bad) = seg.scan(kept, false) {
-                    return Err(bad.into_error(&seg.path));
-                }
+                seg = cut_segment(io, &seg, bad.position, None, interval)?;
                 for later in &bases[i + 1..] {
                     remove_segment_files(&dir.join(segment_file_name(*later)));
                 }
