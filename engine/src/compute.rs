@@ -1,31 +1,41 @@
 //! Parallel computation of a job's batches, written in the order they were read.
 //!
-//! A stateless pipeline needs no order to compute, only to emit. Consecutive input batches of
-//! one input become a task on tokio's blocking pool that runs the pipeline and encodes the
-//! results for the output log (the copy into the frame layout and its checksum, most of an
-//! append's CPU), then waits for its turn and writes the frames in one run. Turns follow the
-//! order in which the job read the batches, so the output is exactly what a sequential job
-//! would write; while one task writes, the others compute. After a failed turn every later
-//! turn is skipped: nothing is written past a batch that could not be.
+//! A stateless pipeline needs no order to compute, only to emit. The job hands consecutive
+//! input batches of one input, as one piece of work, to its workers: threads of its own, one
+//! per core, that run the pipeline and encode the results for the output log (the copy into
+//! the frame layout and its checksum, most of an append's CPU). A worker that finishes a piece
+//! does not wait for the earlier ones: it leaves its frames in a reorder buffer and takes the
+//! next piece. Whoever leaves the piece that is next in read order writes it, and every piece
+//! after it that is ready, in order; so the output is exactly what a sequential job would
+//! write, and no worker sleeps while there is work. After a failed piece every later piece is
+//! skipped: nothing is written past a batch that could not be.
 //!
-//! The job keeps at most [`slots`] tasks in computation and takes their results in order
-//! ([`Computation::join`]), so memory stays bounded and positions advance in order.
+//! The outcomes come back to the job in order ([`Computation::next`]). The job keeps at most
+//! [`slots`] pieces in flight (queued, computing, waiting in the buffer or being written), so
+//! memory stays bounded and positions advance in order.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use kappa_sql::stream_plan::StatelessPlan;
-use kappa_storage::{PendingAppend, ReadBatch, Stream, Tag};
-use tokio::task::JoinHandle;
+use kappa_storage::{EncodedBatch, PendingAppend, ReadBatch, Stream, Tag};
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
-/// Tasks of one job computed at once: one per core, plus one to keep the writer busy (more
-/// measured no better on 2 cores).
-pub(crate) fn slots() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16) + 1
+/// Workers of one job: one per core.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16)
 }
 
-/// The outcome of one task: consecutive batches of one input.
+/// Pieces of one job in flight at once: two per worker keep every worker busy while one piece
+/// waits for an earlier one to be written.
+pub(crate) fn slots() -> usize {
+    2 * workers()
+}
+
+/// The outcome of one piece: consecutive batches of one input.
 #[derive(Debug)]
 pub(crate) struct Computed {
     /// The input it was read from.
@@ -39,189 +49,261 @@ pub(crate) struct Computed {
     pub written: Option<(PendingAppend, u64)>,
 }
 
-/// Turns of writing, in ticket order.
-#[derive(Debug, Default)]
-struct Sequencer {
-    turn: Mutex<Turn>,
-    next_turn: Condvar,
+/// Consecutive batches of one input, to compute.
+struct Work {
+    /// Its place in the order of writes.
+    ticket: u64,
+    input: usize,
+    producer: u32,
+    batches: Vec<ReadBatch>,
 }
 
-#[derive(Debug, Default)]
-struct Turn {
+/// A computed piece, waiting for its turn to be written.
+struct Ready {
+    input: usize,
+    producer: u32,
+    end: u64,
+    rows_in: u64,
+    /// The encoded output of each batch with the input offset after it.
+    frames: Result<Vec<(EncodedBatch, u64)>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    work: VecDeque<Work>,
+    closed: bool,
+}
+
+/// The reorder buffer: items left in any order, handled one at a time in ticket order.
+struct Reorder<T> {
+    order: Mutex<Order<T>>,
+}
+
+struct Order<T> {
+    /// The ticket to handle next.
     next: u64,
+    ready: BTreeMap<u64, T>,
+    /// A thread is handling items (it handles every ready one in order before it lets go).
+    handling: bool,
+    /// An item failed: every later one is handled as skipped.
     failed: bool,
-    /// Tickets dropped without taking their turn (a task the runtime dropped before it ran).
-    abandoned: std::collections::BTreeSet<u64>,
 }
 
-impl Turn {
-    /// Pass the turn on, past abandoned tickets.
-    fn advance(&mut self) {
-        self.next += 1;
-        while self.abandoned.remove(&self.next) {
-            self.next += 1;
+impl<T> Default for Reorder<T> {
+    fn default() -> Self {
+        Reorder {
+            order: Mutex::new(Order {
+                next: 0,
+                ready: BTreeMap::new(),
+                handling: false,
+                failed: false,
+            }),
         }
     }
 }
 
-/// A place in the order of writes. Dropped without taking its turn (its task never ran), it
-/// passes its turn on as failed, so that later tickets never wait for it forever.
-#[derive(Debug)]
-struct Ticket {
-    seq: Arc<Sequencer>,
-    t: u64,
-    taken: bool,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if self.taken {
+impl<T> Reorder<T> {
+    /// Leave item `ticket`. If no other thread is handling items, handle every item that is
+    /// ready, in ticket order, with `handle(item, skip)` (`skip` when an earlier item failed;
+    /// it returns whether the item succeeded), outside the lock. Never waits for an item.
+    fn deposit(&self, ticket: u64, item: T, mut handle: impl FnMut(T, bool) -> bool) {
+        let mut order = lock(&self.order);
+        order.ready.insert(ticket, item);
+        if order.handling {
             return;
         }
-        let mut turn = self.seq.lock();
-        turn.failed = true;
-        if turn.next == self.t {
-            turn.advance();
-        } else {
-            turn.abandoned.insert(self.t);
+        order.handling = true;
+        loop {
+            let t = order.next;
+            let Some(item) = order.ready.remove(&t) else { break };
+            let skip = order.failed;
+            drop(order);
+            let ok = handle(item, skip);
+            order = lock(&self.order);
+            order.failed |= !ok;
+            order.next += 1;
         }
-        self.seq.next_turn.notify_all();
+        order.handling = false;
     }
 }
 
-impl Sequencer {
-    fn lock(&self) -> MutexGuard<'_, Turn> {
-        self.turn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Wait for the ticket's turn; run `write` unless an earlier turn failed; pass the turn on
-    /// (as failed if `write` fails or panics).
-    fn in_turn<T>(mut ticket: Ticket, write: impl FnOnce() -> Result<T>) -> Result<T> {
-        /// Passes the turn on when dropped, even by a panic.
-        struct Pass<'a> {
-            seq: &'a Sequencer,
-            ok: bool,
-        }
-        impl Drop for Pass<'_> {
-            fn drop(&mut self) {
-                let mut turn = self.seq.lock();
-                turn.failed |= !self.ok;
-                turn.advance();
-                self.seq.next_turn.notify_all();
-            }
-        }
-        ticket.taken = true;
-        let seq = Arc::clone(&ticket.seq);
-        let mut turn = seq.lock();
-        while turn.next != ticket.t {
-            turn = seq.next_turn.wait(turn).unwrap_or_else(|p| p.into_inner());
-        }
-        let skipped = turn.failed;
-        // Only the holder of ticket `t` runs until the turn is passed on: no lock is needed
-        // for the write.
-        drop(turn);
-        let mut pass = Pass { seq: &seq, ok: false };
-        if skipped {
-            return Err(Error::Job("an earlier batch of the job failed".into()));
-        }
-        let result = write();
-        pass.ok = result.is_ok();
-        result
-    }
-
-    fn ticket(self: &Arc<Self>, t: u64) -> Ticket {
-        Ticket { seq: Arc::clone(self), t, taken: false }
-    }
-}
-
-/// The batches of one job being computed.
-#[derive(Debug)]
-pub(crate) struct Computation {
+/// What a job's workers share.
+struct Shared {
     plan: Arc<StatelessPlan>,
     output: Arc<Stream>,
-    sequencer: Arc<Sequencer>,
+    queue: Mutex<Queue>,
+    work_ready: Condvar,
+    order: Reorder<Ready>,
+    outcomes: mpsc::Sender<Result<Computed>>,
+}
+
+/// Lock `m`, ignoring poisoning (no panic can happen while one of these locks is held).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// A worker: take pieces until the queue is closed and empty.
+    fn work(&self) {
+        loop {
+            let work = {
+                let mut queue = lock(&self.queue);
+                loop {
+                    if let Some(w) = queue.work.pop_front() {
+                        break w;
+                    }
+                    if queue.closed {
+                        return;
+                    }
+                    queue = self.work_ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let ticket = work.ticket;
+            let ready = self.compute(work);
+            self.deposit(ticket, ready);
+        }
+    }
+
+    /// Run the pipeline over a piece and encode its output.
+    fn compute(&self, work: Work) -> Ready {
+        let Work { input, producer, batches, .. } = work;
+        let rows_in = batches.iter().map(|b| b.batch.num_rows() as u64).sum();
+        let end = batches.last().map_or(0, |b| b.offset + b.batch.num_rows() as u64);
+        let run = || -> Result<Vec<(EncodedBatch, u64)>> {
+            let mut frames = Vec::with_capacity(batches.len());
+            for b in batches {
+                let seq = b.offset + b.batch.num_rows() as u64;
+                if let Some(out) = self.plan.apply(input, b.batch)? {
+                    frames.push((self.output.encode(&out)?, seq));
+                }
+            }
+            Ok(frames)
+        };
+        let frames = std::panic::catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|p| {
+            Err(Error::Job(format!("the job's computation panicked: {}", panic_text(p.as_ref()))))
+        });
+        Ready { input, producer, end, rows_in, frames }
+    }
+
+    /// Leave a computed piece in the reorder buffer; if no worker is writing, write every
+    /// piece that is ready, in order, and pass on their outcomes.
+    fn deposit(&self, ticket: u64, ready: Ready) {
+        self.order.deposit(ticket, ready, |ready, skip| {
+            let outcome = if skip {
+                Err(Error::Job("an earlier batch of the job failed".into()))
+            } else {
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.write(ready))).unwrap_or_else(
+                    |p| {
+                        Err(Error::Job(format!(
+                            "the job's output write panicked: {}",
+                            panic_text(p.as_ref())
+                        )))
+                    },
+                )
+            };
+            let ok = outcome.is_ok();
+            // Never full: the job keeps no more pieces in flight than the channel holds.
+            let _ = self.outcomes.blocking_send(outcome);
+            ok
+        });
+    }
+
+    /// Write a piece's frames, tagged, in one run.
+    fn write(&self, ready: Ready) -> Result<Computed> {
+        let Ready { input, producer, end, rows_in, frames } = ready;
+        let frames = frames?;
+        let written = if frames.is_empty() {
+            None
+        } else {
+            let rows = frames.iter().map(|(f, _)| f.num_rows() as u64).sum();
+            let tagged =
+                frames.into_iter().map(|(f, seq)| (f, Some(Tag { producer, seq }))).collect();
+            Some((self.output.submit_encoded(tagged)?, rows))
+        };
+        Ok(Computed { input, end, rows_in, written })
+    }
+}
+
+/// The batches of one job being computed, and its workers.
+pub(crate) struct Computation {
+    shared: Arc<Shared>,
+    outcomes: mpsc::Receiver<Result<Computed>>,
     next_ticket: u64,
-    tasks: std::collections::VecDeque<JoinHandle<Result<Computed>>>,
+    in_flight: usize,
+}
+
+impl std::fmt::Debug for Computation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Computation").field("in_flight", &self.in_flight).finish()
+    }
 }
 
 impl Computation {
-    pub fn new(plan: Arc<StatelessPlan>, output: Arc<Stream>) -> Computation {
-        Computation {
+    /// Start the workers of job `name`.
+    ///
+    /// # Errors
+    /// When a worker thread cannot be started.
+    pub fn new(name: &str, plan: Arc<StatelessPlan>, output: Arc<Stream>) -> Result<Computation> {
+        let (tx, outcomes) = mpsc::channel(slots());
+        let shared = Arc::new(Shared {
             plan,
             output,
-            sequencer: Arc::default(),
-            next_ticket: 0,
-            tasks: Default::default(),
+            queue: Mutex::default(),
+            work_ready: Condvar::new(),
+            order: Reorder::default(),
+            outcomes: tx,
+        });
+        for k in 0..workers() {
+            let worker = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(format!("kappa-job-{name}-{k}"))
+                .spawn(move || worker.work())
+                .map_err(|e| Error::Job(format!("cannot start a worker thread: {e}")))?;
         }
+        Ok(Computation { shared, outcomes, next_ticket: 0, in_flight: 0 })
     }
 
-    /// Tasks in computation.
+    /// Pieces in flight.
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        self.in_flight
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.in_flight == 0
     }
 
-    /// Start computing `batches`, consecutive batches of input `i`, as one task; the frame of
-    /// each is tagged `(producer, the input offset after it)`.
+    /// Queue `batches`, consecutive batches of input `i`, as one piece; the frame of each is
+    /// tagged `(producer, the input offset after it)`. The caller keeps at most [`slots`]
+    /// pieces in flight.
     pub fn start(&mut self, i: usize, batches: Vec<ReadBatch>, producer: u32) {
-        let (plan, output) = (Arc::clone(&self.plan), Arc::clone(&self.output));
-        let ticket = self.sequencer.ticket(self.next_ticket);
+        let ticket = self.next_ticket;
         self.next_ticket += 1;
-        let rows_in = batches.iter().map(|b| b.batch.num_rows() as u64).sum();
-        let end = batches.last().map_or(0, |b| b.offset + b.batch.num_rows() as u64);
-        self.tasks.push_back(tokio::task::spawn_blocking(move || {
-            let frames: Result<Vec<_>> = batches
-                .into_iter()
-                .filter_map(|b| {
-                    let seq = b.offset + b.batch.num_rows() as u64;
-                    match plan.apply(i, b.batch) {
-                        Ok(Some(out)) => {
-                            Some(output.encode(&out).map(|f| (f, seq)).map_err(Into::into))
-                        }
-                        Ok(None) => None,
-                        Err(e) => Some(Err(e.into())),
-                    }
-                })
-                .collect();
-            let written = Sequencer::in_turn(ticket, || {
-                let frames = frames?;
-                if frames.is_empty() {
-                    return Ok(None);
-                }
-                let rows = frames.iter().map(|(f, _)| f.num_rows() as u64).sum();
-                let tagged =
-                    frames.into_iter().map(|(f, seq)| (f, Some(Tag { producer, seq }))).collect();
-                // One write for the task's frames.
-                Ok(Some((output.submit_encoded(tagged)?, rows)))
-            })?;
-            Ok(Computed { input: i, end, rows_in, written })
-        }));
+        self.in_flight += 1;
+        lock(&self.shared.queue).work.push_back(Work { ticket, input: i, producer, batches });
+        self.shared.work_ready.notify_one();
     }
 
-    /// The oldest task's outcome, once it is written; `None` when none is in computation.
+    /// The oldest piece's outcome, once it is written; `None` when none is in flight.
     ///
     /// # Cancel safety
-    /// Cancel safe: a task whose wait is cancelled stays first.
-    pub async fn join(&mut self) -> Option<Result<Computed>> {
-        let task = self.tasks.front_mut()?;
-        let outcome = match task.await {
-            Ok(r) => r,
-            Err(e) => Err(Error::Job(format!("the job's computation {}", panic_message(e)))),
-        };
-        self.tasks.pop_front();
-        Some(outcome)
+    /// Cancel safe: an outcome is taken only when it is returned.
+    pub async fn next(&mut self) -> Option<Result<Computed>> {
+        if self.in_flight == 0 {
+            return None;
+        }
+        let outcome = self.outcomes.recv().await;
+        self.in_flight -= 1;
+        // The workers hold the sender as long as `self` lives.
+        Some(outcome.unwrap_or_else(|| Err(Error::Job("the job's workers stopped".into()))))
     }
 }
 
-/// What a failed task says.
-fn panic_message(e: tokio::task::JoinError) -> String {
-    if !e.is_panic() {
-        return "was cancelled".to_string();
+impl Drop for Computation {
+    /// The workers finish the pieces queued and exit.
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.work_ready.notify_all();
     }
-    format!("panicked: {}", panic_text(e.into_panic().as_ref()))
 }
 
 /// The message a panic carried, if it is text.
@@ -238,50 +320,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn turns_follow_tickets_and_stop_after_a_failure() {
-        let seq = Arc::new(Sequencer::default());
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let threads: Vec<_> = (0..6u64)
+    fn items_left_in_any_order_are_handled_in_ticket_order_one_at_a_time() {
+        let reorder = Arc::new(Reorder::default());
+        let handled = Arc::new(Mutex::new(Vec::new()));
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..64u64)
             .rev()
             .map(|t| {
-                let (ticket, order) = (seq.ticket(t), Arc::clone(&order));
+                let (reorder, handled, inside) =
+                    (Arc::clone(&reorder), Arc::clone(&handled), Arc::clone(&inside));
                 std::thread::spawn(move || {
-                    Sequencer::in_turn(ticket, || {
-                        order.lock().unwrap().push(t);
-                        if t == 3 { Err(Error::Job("boom".into())) } else { Ok(t) }
+                    reorder.deposit(t, t, |item, skip| {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        assert_eq!(inside.fetch_add(1, SeqCst), 0, "handled one at a time");
+                        assert!(!skip);
+                        handled.lock().unwrap().push(item);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, SeqCst);
+                        true
                     })
                 })
             })
             .collect();
-        let results: Vec<_> = threads.into_iter().map(|h| h.join().unwrap()).collect();
-        // Tickets ran in order up to the failure; the later ones were skipped.
-        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
-        let failed: Vec<bool> = results.iter().rev().map(|r| r.is_err()).collect();
-        assert_eq!(failed, vec![false, false, false, true, true, true]);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*handled.lock().unwrap(), (0..64).collect::<Vec<_>>());
     }
 
     #[test]
-    fn a_panicking_turn_passes_the_turn_on_as_failed() {
-        let seq = Arc::new(Sequencer::default());
-        let ticket = seq.ticket(0);
-        let panicked = std::thread::spawn(move || {
-            Sequencer::in_turn(ticket, || -> Result<()> { panic!("oops") })
-        })
-        .join();
-        assert!(panicked.is_err());
-        let next = Sequencer::in_turn(seq.ticket(1), || Ok(()));
-        assert!(next.unwrap_err().to_string().contains("earlier batch"));
-    }
-
-    #[test]
-    fn a_ticket_dropped_unused_does_not_hold_later_ones() {
-        let seq = Arc::new(Sequencer::default());
-        let (t0, t1, t2) = (seq.ticket(0), seq.ticket(1), seq.ticket(2));
-        let waiting = std::thread::spawn(move || Sequencer::in_turn(t2, || Ok(2)));
-        // Ticket 1 is dropped before ticket 0 has its turn, then 0 is dropped too.
-        drop(t1);
-        drop(t0);
-        assert!(waiting.join().unwrap().is_err(), "skipped: earlier batches never ran");
-        assert_eq!(seq.lock().next, 3);
+    fn items_after_a_failure_are_skipped_and_a_gap_holds_later_items_back() {
+        let reorder = Reorder::default();
+        let handled = std::cell::RefCell::new(Vec::new());
+        let record = |item: u64, skip: bool| {
+            handled.borrow_mut().push((item, skip));
+            item != 1
+        };
+        reorder.deposit(2, 2, record);
+        reorder.deposit(3, 3, record);
+        // Ticket 0 is not here yet: nothing is handled.
+        assert!(handled.borrow().is_empty());
+        reorder.deposit(0, 0, record);
+        assert_eq!(*handled.borrow(), vec![(0, false)]);
+        // Ticket 1 fails: 2 and 3, ready since, are skipped.
+        reorder.deposit(1, 1, record);
+        assert_eq!(*handled.borrow(), vec![(0, false), (1, false), (2, true), (3, true)]);
     }
 }

@@ -2,10 +2,10 @@
 //! appended to a log.
 //!
 //! A job is one tokio task fed by one reader task per input, through a bounded channel. The
-//! input batches are computed on the blocking pool ([`crate::compute`]: the input's pipeline of
-//! [`kappa_sql::stream_plan`], then the encoding of the result), several at once, and appended
-//! in the order they were read, each with a producer [`kappa_storage::Tag`]: `(job id, input)`
-//! and the input offset the output covers. The job's acknowledger ([`crate::acker`]) waits, on
+//! input batches are computed by the job's worker threads ([`crate::compute`]: the input's
+//! pipeline of [`kappa_sql::stream_plan`], then the encoding of the result), several at once,
+//! and appended in the order they were read, each with a producer [`kappa_storage::Tag`]:
+//! `(job id, input)` and the input offset the output covers. The job's acknowledger ([`crate::acker`]) waits, on
 //! a thread of its own, until the output is durable, publishes the input positions, and at
 //! most once a second records them with the acknowledged output's end in a small progress
 //! file. After a crash a job resumes each input from the larger of the recorded position and
@@ -31,9 +31,9 @@ use crate::error::{Error, Result};
 
 /// Batches buffered between an input's reader task and its job.
 const INPUT_QUEUE: usize = 16;
-/// Rows of one input that one computation task takes at most (when they are queued already).
+/// Rows of one input that one piece of computation takes at most (when they are queued already).
 /// Measured on 2 cores: 32 Ki rows (four batches of 8 Ki) catch up about 30% faster than one
-/// batch per task; more is no better.
+/// batch per piece; more is no better.
 const GROUP_ROWS: usize = 32 * 1024;
 /// Inputs a job may have (the low 8 bits of a producer id).
 pub(crate) const MAX_INPUTS: usize = 255;
@@ -274,7 +274,12 @@ async fn run(
         .collect();
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
     let n = inputs.len();
-    let mut computation = Computation::new(Arc::clone(&spec.plan), Arc::clone(&spec.output));
+    let mut computation =
+        match Computation::new(&spec.name, Arc::clone(&spec.plan), Arc::clone(&spec.output)) {
+            Ok(c) => c,
+            // Reported by the monitor of `start`, as a failure of the job.
+            Err(e) => std::panic::panic_any(e.to_string()),
+        };
     let slots = compute::slots();
     let acker = Acker {
         id: spec.id,
@@ -312,7 +317,7 @@ async fn run(
             let event = tokio::select! {
                 biased;
                 _ = stop.changed() => Event::Stop,
-                Some(c) = computation.join() => Event::Computed(c),
+                Some(c) = computation.next() => Event::Computed(c),
                 m = async { held.take() }, if reading && held.is_some() => Event::Input(m),
                 m = rx.recv(), if reading && held.is_none() => Event::Input(m),
             };
@@ -354,7 +359,7 @@ async fn run(
     // Batches already in computation are written (or skipped after a failure) whatever
     // happened: acknowledge them too, so that the final record covers what was written.
     let mut outcome = outcome;
-    while let Some(c) = computation.join().await {
+    while let Some(c) = computation.next().await {
         match c {
             Ok(c) => {
                 let _ = ack_tx.send(c).await;

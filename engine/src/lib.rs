@@ -27,7 +27,7 @@
 //! - **Jobs** (`job`): `CREATE STREAM d AS SELECT` and `INSERT INTO s SELECT` compile the
 //!   query into a stateless streaming plan (filters and projections per input, `UNION ALL`)
 //!   and run it as a tokio task over readers of the inputs. Batches are computed several at
-//!   once on the blocking pool and written in read order (`compute`); an acknowledger thread
+//!   once by the job's worker threads and written in read order (`compute`); an acknowledger thread
 //!   waits for their durability and publishes positions (`acker`). Output frames carry
 //!   producer tags, which make restarts exactly-once.
 //! - **Push queries** (`subscribe`): the same plan, from the first retained rows on, into a
