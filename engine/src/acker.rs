@@ -8,7 +8,7 @@
 //! the job down rather than letting unacknowledged output pile up.
 //!
 //! The progress record names the end of the output this job had acknowledged, not the log's
-//! end: the job's computation tasks keep writing while it records, and a restart must find the
+//! end: the job's workers keep writing while it records, and a restart must find the
 //! tags of everything written after the recorded positions.
 
 use std::sync::Arc;

@@ -1,22 +1,25 @@
 //! Parallel computation of a job's batches, written in the order they were read.
 //!
 //! A stateless pipeline needs no order to compute, only to emit. The job hands consecutive
-//! input batches of one input, as one piece of work, to its workers: threads of its own, one
-//! per core, that run the pipeline and encode the results for the output log (the copy into
-//! the frame layout and its checksum, most of an append's CPU). A worker that finishes a piece
-//! does not wait for the earlier ones: it leaves its frames in a reorder buffer and takes the
-//! next piece. Whoever leaves the piece that is next in read order writes it, and every piece
-//! after it that is ready, in order; so the output is exactly what a sequential job would
-//! write, and no worker sleeps while there is work. After a failed piece every later piece is
-//! skipped: nothing is written past a batch that could not be.
+//! input batches of one input, as one piece of work, to its workers: threads of its own (at
+//! most one per core, started when work is queued and no worker is idle, gone after
+//! [`IDLE_EXIT`] without work) that run the pipeline and encode the results for the output log
+//! (the copy into the frame layout and its checksum, most of an append's CPU). A worker that
+//! finishes a piece does not wait for the earlier ones: it leaves its frames in a reorder
+//! buffer and takes the next piece. Whoever leaves the piece that is next in read order writes
+//! it, and every piece after it that is ready, in order; so the output is exactly what a
+//! sequential job would write, and no worker sleeps while there is work. After a failed piece
+//! every later piece is skipped: nothing is written past a batch that could not be.
 //!
 //! The outcomes come back to the job in order ([`Computation::next`]). The job keeps at most
-//! [`slots`] pieces in flight (queued, computing, waiting in the buffer or being written), so
-//! memory stays bounded and positions advance in order.
+//! [`Computation::slots`] pieces in flight (queued, computing, waiting in the buffer, being
+//! written, or their outcome waiting to be taken), so memory stays bounded and positions
+//! advance in order.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use kappa_sql::stream_plan::StatelessPlan;
 use kappa_storage::{EncodedBatch, PendingAppend, ReadBatch, Stream, Tag};
@@ -24,16 +27,13 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
-/// Workers of one job: one per core.
-fn workers() -> usize {
+/// Most workers of one job: one per core (at most 16).
+fn max_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16)
 }
 
-/// Pieces of one job in flight at once: two per worker keep every worker busy while one piece
-/// waits for an earlier one to be written.
-pub(crate) fn slots() -> usize {
-    2 * workers()
-}
+/// How long a worker without work waits for some before it exits.
+pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(2);
 
 /// The outcome of one piece: consecutive batches of one input.
 #[derive(Debug)]
@@ -72,6 +72,9 @@ struct Ready {
 struct Queue {
     work: VecDeque<Work>,
     closed: bool,
+    /// Worker threads running, and how many of them wait for work.
+    workers: usize,
+    idle: usize,
 }
 
 /// The reorder buffer: items left in any order, handled one at a time in ticket order.
@@ -107,6 +110,17 @@ impl<T> Reorder<T> {
     /// ready, in ticket order, with `handle(item, skip)` (`skip` when an earlier item failed;
     /// it returns whether the item succeeded), outside the lock. Never waits for an item.
     fn deposit(&self, ticket: u64, item: T, mut handle: impl FnMut(T, bool) -> bool) {
+        /// Lets go of the handling when `handle` panics: the item counts as failed, so later
+        /// items are skipped rather than held forever.
+        struct Unwind<'a, T>(&'a Reorder<T>);
+        impl<T> Drop for Unwind<'_, T> {
+            fn drop(&mut self) {
+                let mut order = lock(&self.0.order);
+                order.failed = true;
+                order.next += 1;
+                order.handling = false;
+            }
+        }
         let mut order = lock(&self.order);
         order.ready.insert(ticket, item);
         if order.handling {
@@ -118,7 +132,9 @@ impl<T> Reorder<T> {
             let Some(item) = order.ready.remove(&t) else { break };
             let skip = order.failed;
             drop(order);
+            let unwind = Unwind(self);
             let ok = handle(item, skip);
+            std::mem::forget(unwind);
             order = lock(&self.order);
             order.failed |= !ok;
             order.next += 1;
@@ -135,6 +151,8 @@ struct Shared {
     work_ready: Condvar,
     order: Reorder<Ready>,
     outcomes: mpsc::Sender<Result<Computed>>,
+    /// The engine's runtime, entered by the workers (for user functions that need it).
+    runtime: tokio::runtime::Handle,
 }
 
 /// Lock `m`, ignoring poisoning (no panic can happen while one of these locks is held).
@@ -143,8 +161,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// A worker: take pieces until the queue is closed and empty.
+    /// A worker: take pieces until the queue is closed and empty, or none came for
+    /// [`IDLE_EXIT`].
     fn work(&self) {
+        /// Should the worker die with a piece in hand, the piece fails (so that later pieces
+        /// are skipped, not held), and the worker is no longer counted.
+        struct Holding<'a> {
+            shared: &'a Shared,
+            piece: Option<(u64, Ready)>,
+            /// Still counted in `Queue::workers` (a worker that exits uncounts itself, under
+            /// the lock under which it decided to).
+            counted: bool,
+        }
+        impl Drop for Holding<'_> {
+            fn drop(&mut self) {
+                if let Some((ticket, mut ready)) = self.piece.take() {
+                    ready.frames = Err(Error::Job("a worker of the job died".into()));
+                    self.shared.deposit(ticket, ready);
+                }
+                if self.counted {
+                    lock(&self.shared.queue).workers -= 1;
+                }
+            }
+        }
+        let _runtime = self.runtime.enter();
+        let mut holding = Holding { shared: self, piece: None, counted: true };
         loop {
             let work = {
                 let mut queue = lock(&self.queue);
@@ -153,13 +194,35 @@ impl Shared {
                         break w;
                     }
                     if queue.closed {
+                        queue.workers -= 1;
+                        holding.counted = false;
                         return;
                     }
-                    queue = self.work_ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+                    queue.idle += 1;
+                    let (q, waited) = self
+                        .work_ready
+                        .wait_timeout(queue, IDLE_EXIT)
+                        .unwrap_or_else(|p| p.into_inner());
+                    queue = q;
+                    queue.idle -= 1;
+                    if waited.timed_out() && queue.work.is_empty() {
+                        queue.workers -= 1;
+                        holding.counted = false;
+                        return;
+                    }
                 }
             };
             let ticket = work.ticket;
+            let placeholder = Ready {
+                input: work.input,
+                producer: work.producer,
+                end: 0,
+                rows_in: 0,
+                frames: Ok(Vec::new()),
+            };
+            holding.piece = Some((ticket, placeholder));
             let ready = self.compute(work);
+            holding.piece = None;
             self.deposit(ticket, ready);
         }
     }
@@ -202,7 +265,8 @@ impl Shared {
                 )
             };
             let ok = outcome.is_ok();
-            // Never full: the job keeps no more pieces in flight than the channel holds.
+            // Never full (the job keeps no more pieces in flight than the channel holds); an
+            // error means the job is gone.
             let _ = self.outcomes.blocking_send(outcome);
             ok
         });
@@ -228,6 +292,10 @@ impl Shared {
 pub(crate) struct Computation {
     shared: Arc<Shared>,
     outcomes: mpsc::Receiver<Result<Computed>>,
+    /// The job's name, for its workers' thread names.
+    name: String,
+    max_workers: usize,
+    slots: usize,
     next_ticket: u64,
     in_flight: usize,
 }
@@ -239,12 +307,14 @@ impl std::fmt::Debug for Computation {
 }
 
 impl Computation {
-    /// Start the workers of job `name`.
-    ///
-    /// # Errors
-    /// When a worker thread cannot be started.
-    pub fn new(name: &str, plan: Arc<StatelessPlan>, output: Arc<Stream>) -> Result<Computation> {
-        let (tx, outcomes) = mpsc::channel(slots());
+    /// The computation of job `name`; its workers start with the first piece. Must be called
+    /// inside the engine's runtime.
+    pub fn new(name: &str, plan: Arc<StatelessPlan>, output: Arc<Stream>) -> Computation {
+        let max_workers = max_workers();
+        // Two pieces per worker keep every worker busy while one waits for an earlier one to
+        // be written.
+        let slots = 2 * max_workers;
+        let (tx, outcomes) = mpsc::channel(slots);
         let shared = Arc::new(Shared {
             plan,
             output,
@@ -252,15 +322,22 @@ impl Computation {
             work_ready: Condvar::new(),
             order: Reorder::default(),
             outcomes: tx,
+            runtime: tokio::runtime::Handle::current(),
         });
-        for k in 0..workers() {
-            let worker = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("kappa-job-{name}-{k}"))
-                .spawn(move || worker.work())
-                .map_err(|e| Error::Job(format!("cannot start a worker thread: {e}")))?;
+        Computation {
+            shared,
+            outcomes,
+            name: name.to_string(),
+            max_workers,
+            slots,
+            next_ticket: 0,
+            in_flight: 0,
         }
-        Ok(Computation { shared, outcomes, next_ticket: 0, in_flight: 0 })
+    }
+
+    /// The most pieces the job may keep in flight.
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     /// Pieces in flight.
@@ -273,14 +350,35 @@ impl Computation {
     }
 
     /// Queue `batches`, consecutive batches of input `i`, as one piece; the frame of each is
-    /// tagged `(producer, the input offset after it)`. The caller keeps at most [`slots`]
-    /// pieces in flight.
-    pub fn start(&mut self, i: usize, batches: Vec<ReadBatch>, producer: u32) {
+    /// tagged `(producer, the input offset after it)`. Starts a worker when no idle one will
+    /// take it. The caller keeps at most [`Computation::slots`] pieces in flight.
+    ///
+    /// # Errors
+    /// When no worker runs and none can be started (the piece is not queued then).
+    pub fn start(&mut self, i: usize, batches: Vec<ReadBatch>, producer: u32) -> Result<()> {
         let ticket = self.next_ticket;
+        let mut queue = lock(&self.shared.queue);
+        queue.work.push_back(Work { ticket, input: i, producer, batches });
+        if queue.work.len() > queue.idle && queue.workers < self.max_workers {
+            let worker = Arc::clone(&self.shared);
+            let started = std::thread::Builder::new()
+                .name(format!("kappa-job-{}-{}", self.name, queue.workers))
+                .spawn(move || worker.work());
+            match started {
+                Ok(_) => queue.workers += 1,
+                Err(e) if queue.workers == 0 => {
+                    queue.work.pop_back();
+                    return Err(Error::Job(format!("cannot start a worker thread: {e}")));
+                }
+                // The running workers will take the piece.
+                Err(_) => {}
+            }
+        }
+        drop(queue);
+        self.shared.work_ready.notify_one();
         self.next_ticket += 1;
         self.in_flight += 1;
-        lock(&self.shared.queue).work.push_back(Work { ticket, input: i, producer, batches });
-        self.shared.work_ready.notify_one();
+        Ok(())
     }
 
     /// The oldest piece's outcome, once it is written; `None` when none is in flight.
@@ -291,10 +389,10 @@ impl Computation {
         if self.in_flight == 0 {
             return None;
         }
-        let outcome = self.outcomes.recv().await;
+        // Never `None`: `self` holds a sender (in `shared`).
+        let outcome = self.outcomes.recv().await?;
         self.in_flight -= 1;
-        // The workers hold the sender as long as `self` lives.
-        Some(outcome.unwrap_or_else(|| Err(Error::Job("the job's workers stopped".into()))))
+        Some(outcome)
     }
 }
 
@@ -320,23 +418,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn items_left_in_any_order_are_handled_in_ticket_order_one_at_a_time() {
+    fn items_left_in_any_order_are_handled_in_ticket_order() {
         let reorder = Arc::new(Reorder::default());
         let handled = Arc::new(Mutex::new(Vec::new()));
-        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let threads: Vec<_> = (0..64u64)
-            .rev()
             .map(|t| {
-                let (reorder, handled, inside) =
-                    (Arc::clone(&reorder), Arc::clone(&handled), Arc::clone(&inside));
+                let (reorder, handled) = (Arc::clone(&reorder), Arc::clone(&handled));
                 std::thread::spawn(move || {
                     reorder.deposit(t, t, |item, skip| {
-                        use std::sync::atomic::Ordering::SeqCst;
-                        assert_eq!(inside.fetch_add(1, SeqCst), 0, "handled one at a time");
                         assert!(!skip);
                         handled.lock().unwrap().push(item);
-                        std::thread::yield_now();
-                        inside.fetch_sub(1, SeqCst);
                         true
                     })
                 })
@@ -346,6 +437,33 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(*handled.lock().unwrap(), (0..64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_item_left_while_another_is_handled_is_handled_by_that_thread_without_waiting() {
+        let reorder = Arc::new(Reorder::default());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (entered, has_entered) = std::sync::mpsc::channel::<u64>();
+        let first = {
+            let reorder = Arc::clone(&reorder);
+            std::thread::spawn(move || {
+                let mut by_me = Vec::new();
+                reorder.deposit(0, 0u64, |item, _| {
+                    entered.send(item).unwrap();
+                    if item == 0 {
+                        released.recv().unwrap();
+                    }
+                    by_me.push(item);
+                    true
+                });
+                by_me
+            })
+        };
+        assert_eq!(has_entered.recv().unwrap(), 0);
+        // Ticket 1 arrives while ticket 0 is handled: this call returns at once.
+        reorder.deposit(1, 1, |_, _| panic!("handled by the thread that handles ticket 0"));
+        release.send(()).unwrap();
+        assert_eq!(first.join().unwrap(), vec![0, 1]);
     }
 
     #[test]
@@ -362,8 +480,27 @@ mod tests {
         assert!(handled.borrow().is_empty());
         reorder.deposit(0, 0, record);
         assert_eq!(*handled.borrow(), vec![(0, false)]);
-        // Ticket 1 fails: 2 and 3, ready since, are skipped.
+        // Ticket 1 fails: 2 and 3, ready since, are skipped, and so is 4, left later.
         reorder.deposit(1, 1, record);
-        assert_eq!(*handled.borrow(), vec![(0, false), (1, false), (2, true), (3, true)]);
+        reorder.deposit(4, 4, record);
+        assert_eq!(
+            *handled.borrow(),
+            vec![(0, false), (1, false), (2, true), (3, true), (4, true)]
+        );
+    }
+
+    #[test]
+    fn a_handler_that_panics_fails_its_item_and_holds_nothing() {
+        let reorder = Reorder::default();
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            reorder.deposit(0, 0u64, |_, _| panic!("oops"))
+        }));
+        assert!(panicked.is_err());
+        let mut handled = Vec::new();
+        reorder.deposit(1, 1, |item, skip| {
+            handled.push((item, skip));
+            true
+        });
+        assert_eq!(handled, vec![(1, true)]);
     }
 }

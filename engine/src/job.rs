@@ -5,12 +5,12 @@
 //! input batches are computed by the job's worker threads ([`crate::compute`]: the input's
 //! pipeline of [`kappa_sql::stream_plan`], then the encoding of the result), several at once,
 //! and appended in the order they were read, each with a producer [`kappa_storage::Tag`]:
-//! `(job id, input)` and the input offset the output covers. The job's acknowledger ([`crate::acker`]) waits, on
-//! a thread of its own, until the output is durable, publishes the input positions, and at
-//! most once a second records them with the acknowledged output's end in a small progress
-//! file. After a crash a job resumes each input from the larger of the recorded position and
-//! the highest tag found in the output beyond the recorded end: every input row is processed,
-//! and no output is written twice, without rolling the output back.
+//! `(job id, input)` and the input offset the output covers. The job's acknowledger
+//! ([`crate::acker`]) waits, on a thread of its own, until the output is durable, publishes the
+//! input positions, and at most once a second records them with the acknowledged output's end
+//! in a small progress file. After a crash a job resumes each input from the larger of the
+//! recorded position and the highest tag found in the output beyond the recorded end: every
+//! input row is processed, and no output is written twice, without rolling the output back.
 //!
 //! A job publishes its acknowledged positions on a watch channel: a snapshot query waits on it
 //! to see everything its inputs held when the query started (read-your-writes).
@@ -275,12 +275,8 @@ async fn run(
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
     let n = inputs.len();
     let mut computation =
-        match Computation::new(&spec.name, Arc::clone(&spec.plan), Arc::clone(&spec.output)) {
-            Ok(c) => c,
-            // Reported by the monitor of `start`, as a failure of the job.
-            Err(e) => std::panic::panic_any(e.to_string()),
-        };
-    let slots = compute::slots();
+        Computation::new(&spec.name, Arc::clone(&spec.plan), Arc::clone(&spec.output));
+    let slots = computation.slots();
     let acker = Acker {
         id: spec.id,
         output: Arc::clone(&spec.output),
@@ -324,7 +320,7 @@ async fn run(
             match event {
                 Event::Stop => return Ok(Status::Stopped),
                 Event::Input(Some(InputMsg::Batch(i, b))) => {
-                    // Batches already queued from the same input go into the same task: fewer
+                    // Batches already queued from the same input go into the same piece: fewer
                     // hand-offs between threads when catching up, no wait when live.
                     let mut rows = b.batch.num_rows();
                     let mut group = vec![b];
@@ -338,7 +334,7 @@ async fn run(
                             Err(_) => break,
                         }
                     }
-                    computation.start(i, group, producer(spec.id, i));
+                    computation.start(i, group, producer(spec.id, i))?;
                 }
                 Event::Input(Some(InputMsg::End(i))) => ended[i] = true,
                 Event::Input(Some(InputMsg::Failed(e))) => return Err(e.into()),

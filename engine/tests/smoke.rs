@@ -144,7 +144,7 @@ async fn a_panic_in_a_job_fails_the_job_and_nothing_hangs() {
     e.register_udf(unlucky_udf());
     e.execute("CREATE STREAM s (x BIGINT)").await.unwrap();
     // Ten batches of 20,000 rows, one bad row in the sixth: the job catches up with several
-    // computation tasks at once, and the failing one is not the last.
+    // pieces of computation at once, and the failing one is not the last.
     for b in 0..10i64 {
         let values: Vec<i64> = (0..20_000)
             .map(|i| if b == 5 && i == 7 { 13 } else { 1000 + b * 20_000 + i })
@@ -171,7 +171,7 @@ async fn a_panic_in_a_job_fails_the_job_and_nothing_hangs() {
     let Output::Rows { batches, .. } = &out[0] else { panic!() };
     let t = table(batches);
     assert!(t.contains("failed") && t.contains("13 is unlucky"), "{t}");
-    // Output stops before the failed task's batches (tasks take 32 Ki rows: two batches), in
+    // Output stops before the failed piece's batches (pieces take 32 Ki rows: two batches), in
     // order, with nothing after them.
     let rows = e.query("SELECT count(*) AS n, max(y) AS top FROM d").await.unwrap();
     let t = table(&rows);
