@@ -243,6 +243,27 @@ impl Engine {
         self.inner.ctx.register_udf(udf);
     }
 
+    /// The streams of the catalog and their schemas, by name (for a shell's completion).
+    pub fn streams(&self) -> Vec<(String, datafusion::arrow::datatypes::SchemaRef)> {
+        let names: Vec<String> = self.inner.catalog().streams.keys().cloned().collect();
+        let mut out: Vec<_> = names
+            .into_iter()
+            .filter_map(|n| {
+                let schema = Arc::clone(self.inner.store.stream(&n).ok()?.schema());
+                Some((n, schema))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The rows stream `name` holds now (retained and readable), if it exists (for a shell's
+    /// progress display).
+    pub fn stream_rows(&self, name: &str) -> Option<u64> {
+        let info = self.inner.store.stream(name).ok()?.info();
+        Some(info.end - info.start)
+    }
+
     /// Wait until every running job has processed everything its inputs hold now (what `kappa
     /// -f` does before it exits).
     ///

@@ -40,12 +40,19 @@ pub struct Subscription {
     pub(crate) schema: SchemaRef,
     pub(crate) rx: mpsc::Receiver<Result<RecordBatch>>,
     pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) ends: bool,
 }
 
 impl Subscription {
     /// The schema of every batch.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// Whether the query ends by itself: it has a `LIMIT`, or every input was sealed when it
+    /// started. Otherwise it runs until it is dropped.
+    pub fn ends(&self) -> bool {
+        self.ends
     }
 
     /// The next batch; `None` once the query ended.

@@ -41,11 +41,14 @@ pub(crate) async fn start(
     let (plan, limit) = strip_limit(plan, at)?;
     let compiled = engine.compile(&plan, at)?;
     let mut inputs: Vec<InputSpec> = Vec::new();
+    let mut sealed = true;
     for p in &compiled.inputs {
         let s = engine.inner.store.stream(&p.stream)?;
-        let start = s.info().start;
-        inputs.push((s, p.projection.clone(), start));
+        let info = s.info();
+        sealed &= info.sealed.is_some();
+        inputs.push((s, p.projection.clone(), info.start));
     }
+    let ends = limit.is_some() || sealed;
     let schema = Arc::clone(&compiled.schema);
     let (tx, rx) = mpsc::channel(QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -87,5 +90,5 @@ pub(crate) async fn start(
             }
         }
     });
-    Ok(Subscription { schema, rx, task })
+    Ok(Subscription { schema, rx, task, ends })
 }

@@ -19,7 +19,7 @@ pub mod types;
 
 pub use ast::{ParsedStatement, Statement};
 pub use error::{Error, Location, Result};
-pub use parser::{ident_name, parse, parse_one};
+pub use parser::{Piece, ident_name, parse, parse_one, split};
 
 /// The sqlparser crate kappa's ASTs come from (the version DataFusion uses).
 pub use sqlparser;

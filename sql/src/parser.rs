@@ -30,7 +30,7 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         .map_err(|e| Error::syntax(e.message.clone(), Location::from_sql(e.location)))?;
     let index = LineIndex::new(sql);
     let mut out = Vec::new();
-    for stmt in split_statements(tokens) {
+    for (stmt, _) in split_statements(tokens) {
         let Some(first) = stmt.iter().find(|t| !is_blank(&t.token)) else { continue };
         let Some(last) = stmt.iter().rev().find(|t| !is_blank(&t.token)) else { continue };
         let location = Location::from_sql(first.span.start).unwrap_or_default();
@@ -40,6 +40,44 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         let end = Location::from_sql(last.span.end);
         let statement = parse_tokens(stmt, sql, &index).map_err(|e| e.or_at(end))?;
         out.push(ParsedStatement { statement, location, text });
+    }
+    Ok(out)
+}
+
+/// One statement of a script as the tokenizer splits it, not parsed yet (for a shell that runs
+/// statements one at a time, and for its line editor, which must know whether the input is
+/// complete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// The statement, from its first token to its last (without the `;`).
+    pub text: String,
+    /// Where its first token is in the script.
+    pub location: Location,
+    /// A `;` ends it (the last piece of an unfinished script has none).
+    pub terminated: bool,
+}
+
+/// Split a script into statements at the semicolons outside strings, quoted names, comments
+/// and parentheses. Pieces with only comments and blanks are left out.
+///
+/// # Errors
+/// [`Error::Syntax`] when the script cannot be tokenized (an unterminated string or comment),
+/// at the place of the problem.
+pub fn split(sql: &str) -> Result<Vec<Piece>> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| Error::syntax(e.message.clone(), Location::from_sql(e.location)))?;
+    let index = LineIndex::new(sql);
+    let mut out = Vec::new();
+    for (stmt, terminated) in split_statements(tokens) {
+        let Some(first) = stmt.iter().find(|t| !is_blank(&t.token)) else { continue };
+        let Some(last) = stmt.iter().rev().find(|t| !is_blank(&t.token)) else { continue };
+        out.push(Piece {
+            text: index.slice(sql, first.span.start, last.span.end).to_string(),
+            location: Location::from_sql(first.span.start).unwrap_or_default(),
+            terminated,
+        });
     }
     Ok(out)
 }
@@ -63,23 +101,27 @@ fn is_blank(t: &Token) -> bool {
     matches!(t, Token::Whitespace(_))
 }
 
-/// Split at semicolons outside parentheses (semicolons inside strings are inside their token).
-fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
-    let mut out = vec![Vec::new()];
+/// Split at semicolons outside parentheses (semicolons inside strings are inside their token);
+/// each piece says whether a semicolon ended it.
+fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<(Vec<TokenWithSpan>, bool)> {
+    let mut out = vec![(Vec::new(), false)];
     let mut depth = 0i64;
     for t in tokens {
         match &t.token {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             Token::SemiColon if depth <= 0 => {
-                out.push(Vec::new());
+                if let Some(cur) = out.last_mut() {
+                    cur.1 = true;
+                }
+                out.push((Vec::new(), false));
                 continue;
             }
             Token::EOF => continue,
             _ => {}
         }
         if let Some(cur) = out.last_mut() {
-            cur.push(t);
+            cur.0.push(t);
         }
     }
     out

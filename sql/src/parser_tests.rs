@@ -160,3 +160,36 @@ fn errors_have_locations() {
     let e = err("EXPLAIN EXPLAIN SELECT 1");
     assert!(e.to_string().contains("EXPLAIN EXPLAIN"), "{e}");
 }
+
+#[test]
+fn split_keeps_semicolons_in_strings_comments_and_parentheses() {
+    let script = "CREATE STREAM s (x BIGINT); -- a comment; with a semicolon\n\
+                  INSERT INTO s VALUES (1), (2);\n\
+                  /* block; comment */ SELECT ';' AS semi,\n  x FROM s;\n\
+                  -- only a comment;\n\
+                  SELECT 1";
+    let pieces = crate::split(script).unwrap();
+    let texts: Vec<&str> = pieces.iter().map(|p| p.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        vec![
+            "CREATE STREAM s (x BIGINT)",
+            "INSERT INTO s VALUES (1), (2)",
+            "SELECT ';' AS semi,\n  x FROM s",
+            "SELECT 1",
+        ]
+    );
+    let at: Vec<(u64, u64, bool)> =
+        pieces.iter().map(|p| (p.location.line, p.location.column, p.terminated)).collect();
+    assert_eq!(at, vec![(1, 1, true), (2, 1, true), (3, 22, true), (6, 1, false)]);
+}
+
+#[test]
+fn split_reports_an_unterminated_string_where_it_starts() {
+    let e = crate::split("SELECT 1;\nSELECT 'abc").unwrap_err();
+    assert!(matches!(e, Error::Syntax { .. }), "{e}");
+    let at = e.location().unwrap();
+    assert_eq!((at.line, at.column), (2, 8), "{e}");
+    // An unterminated block comment too.
+    assert!(crate::split("SELECT 1 /* no end").is_err());
+}

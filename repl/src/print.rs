@@ -1,0 +1,314 @@
+//! Printing results: `table` (with expanded display and a row limit), `csv`, `tsv`, `json`
+//! and `ndjson`, for whole results and for the rows of a push query as they arrive.
+
+use std::io::Write;
+
+use kappa::datafusion::arrow::array::RecordBatch;
+use kappa::datafusion::arrow::datatypes::SchemaRef;
+use kappa::datafusion::arrow::error::ArrowError;
+use kappa::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Tsv,
+    Json,
+    Ndjson,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "table" | "aligned" | "box" | "duckbox" => Ok(Format::Table),
+            "csv" => Ok(Format::Csv),
+            "tsv" | "tabs" => Ok(Format::Tsv),
+            "json" => Ok(Format::Json),
+            "ndjson" | "jsonl" | "jsonlines" => Ok(Format::Ndjson),
+            other => Err(format!("unknown format '{other}': use table, csv, tsv, json or ndjson")),
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Table => "table",
+            Format::Csv => "csv",
+            Format::Tsv => "tsv",
+            Format::Json => "json",
+            Format::Ndjson => "ndjson",
+        })
+    }
+}
+
+/// How results are printed.
+#[derive(Debug, Clone)]
+pub struct Style {
+    pub format: Format,
+    /// Expanded display (`\x`): one block per row (table format).
+    pub expanded: bool,
+    /// At most this many rows of a table are printed (a footer says how many there were).
+    pub max_rows: Option<usize>,
+}
+
+fn arrow_err(e: ArrowError) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+fn options() -> FormatOptions<'static> {
+    FormatOptions::default().with_null("NULL")
+}
+
+/// The first `limit` rows of `batches`.
+fn head(batches: &[RecordBatch], limit: usize) -> Vec<RecordBatch> {
+    let mut left = limit;
+    let mut out = Vec::new();
+    for b in batches {
+        if left == 0 {
+            break;
+        }
+        let n = b.num_rows().min(left);
+        out.push(b.slice(0, n));
+        left -= n;
+    }
+    out
+}
+
+fn rows_word(n: usize) -> &'static str {
+    if n == 1 { "row" } else { "rows" }
+}
+
+/// Print a whole result.
+///
+/// # Errors
+/// A failed write (a broken pipe included), or a value Arrow cannot format.
+pub fn rows(
+    w: &mut dyn Write,
+    style: &Style,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> std::io::Result<()> {
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    match style.format {
+        Format::Table => {
+            let shown = style.max_rows.map_or(total, |m| m.min(total));
+            let limited;
+            let batches = if shown < total {
+                limited = head(batches, shown);
+                &limited[..]
+            } else {
+                batches
+            };
+            if style.expanded {
+                expanded(w, schema, batches)?;
+            } else {
+                let table =
+                    kappa::datafusion::arrow::util::pretty::pretty_format_batches_with_schema(
+                        schema.clone(),
+                        batches,
+                    )
+                    .map_err(arrow_err)?;
+                writeln!(w, "{table}")?;
+            }
+            if shown < total {
+                writeln!(
+                    w,
+                    "({total} {}, the first {shown} shown: \\pset maxrows N shows more)",
+                    rows_word(total)
+                )
+            } else {
+                writeln!(w, "({total} {})", rows_word(total))
+            }
+        }
+        Format::Csv | Format::Tsv => {
+            let delimiter = if style.format == Format::Csv { b',' } else { b'\t' };
+            let mut writer = kappa::datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .with_delimiter(delimiter)
+                .build(&mut *w);
+            if batches.is_empty() {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                drop(writer);
+                return writeln!(w, "{}", names.join(if delimiter == b',' { "," } else { "\t" }));
+            }
+            for b in batches {
+                writer.write(b).map_err(arrow_err)?;
+            }
+            Ok(())
+        }
+        Format::Json => {
+            let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, kappa::datafusion::arrow::json::writer::JsonArray>(&mut *w);
+            for b in batches {
+                writer.write(b).map_err(arrow_err)?;
+            }
+            writer.finish().map_err(arrow_err)?;
+            drop(writer);
+            if total == 0 {
+                write!(w, "[]")?;
+            }
+            writeln!(w)
+        }
+        Format::Ndjson => {
+            let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, kappa::datafusion::arrow::json::writer::LineDelimited>(&mut *w);
+            for b in batches {
+                writer.write(b).map_err(arrow_err)?;
+            }
+            writer.finish().map_err(arrow_err)
+        }
+    }
+}
+
+/// Expanded display: a block per row, psql's `\x`.
+fn expanded(w: &mut dyn Write, schema: &SchemaRef, batches: &[RecordBatch]) -> std::io::Result<()> {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let mut record = 0;
+    let opts = options();
+    for b in batches {
+        let formatters: Vec<ArrayFormatter<'_>> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<_, _>>()
+            .map_err(arrow_err)?;
+        for row in 0..b.num_rows() {
+            record += 1;
+            writeln!(w, "-[ RECORD {record} ]{}", "-".repeat(width.saturating_sub(8) + 4))?;
+            for (name, f) in names.iter().zip(&formatters) {
+                writeln!(w, "{name:width$} | {}", f.value(row))?;
+            }
+        }
+    }
+    if record == 0 {
+        writeln!(w, "(no rows)")?;
+    }
+    Ok(())
+}
+
+/// Prints the rows of a push query as they arrive: a header once, then each batch, flushed.
+pub struct Streaming {
+    format: Format,
+    schema: SchemaRef,
+    /// Column widths of the table, fixed by the header and the first batch.
+    widths: Option<Vec<usize>>,
+    pub rows: u64,
+}
+
+impl Streaming {
+    /// A printer of rows with `schema` (table, csv, tsv or ndjson; json prints as ndjson, one
+    /// object per line, since the rows never end).
+    pub fn new(format: Format, schema: SchemaRef) -> Streaming {
+        let format = if format == Format::Json { Format::Ndjson } else { format };
+        Streaming { format, schema, widths: None, rows: 0 }
+    }
+
+    fn line(&self, widths: &[usize]) -> String {
+        let mut s = String::from("+");
+        for w in widths {
+            s.push_str(&"-".repeat(w + 2));
+            s.push('+');
+        }
+        s
+    }
+
+    /// Print a batch (the header first, before the first one).
+    ///
+    /// # Errors
+    /// A failed write, or a value Arrow cannot format.
+    pub fn batch(&mut self, w: &mut dyn Write, batch: &RecordBatch) -> std::io::Result<()> {
+        let first = self.rows == 0 && self.widths.is_none();
+        self.rows += batch.num_rows() as u64;
+        match self.format {
+            Format::Table => {
+                let opts = options();
+                let formatters: Vec<ArrayFormatter<'_>> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+                    .collect::<Result<_, _>>()
+                    .map_err(arrow_err)?;
+                let cells: Vec<Vec<String>> = (0..batch.num_rows())
+                    .map(|r| formatters.iter().map(|f| f.value(r).to_string()).collect())
+                    .collect();
+                if self.widths.is_none() {
+                    let widths: Vec<usize> = self
+                        .schema
+                        .fields()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| {
+                            cells
+                                .iter()
+                                .map(|row| row[i].chars().count())
+                                .chain([f.name().chars().count()])
+                                .max()
+                                .unwrap_or(0)
+                        })
+                        .collect();
+                    let names: Vec<String> =
+                        self.schema.fields().iter().map(|f| f.name().clone()).collect();
+                    writeln!(w, "{}", self.line(&widths))?;
+                    writeln!(w, "{}", row_text(&names, &widths))?;
+                    writeln!(w, "{}", self.line(&widths))?;
+                    self.widths = Some(widths);
+                }
+                let widths = self.widths.clone().unwrap_or_default();
+                for row in &cells {
+                    writeln!(w, "{}", row_text(row, &widths))?;
+                }
+            }
+            Format::Csv | Format::Tsv => {
+                let delimiter = if self.format == Format::Csv { b',' } else { b'\t' };
+                let mut writer = kappa::datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(first)
+                    .with_delimiter(delimiter)
+                    .build(&mut *w);
+                writer.write(batch).map_err(arrow_err)?;
+                if first {
+                    self.widths = Some(Vec::new());
+                }
+            }
+            Format::Json | Format::Ndjson => {
+                let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, kappa::datafusion::arrow::json::writer::LineDelimited>(&mut *w);
+                writer.write(batch).map_err(arrow_err)?;
+                writer.finish().map_err(arrow_err)?;
+            }
+        }
+        w.flush()
+    }
+
+    /// Close the table (its bottom line), if one was started.
+    ///
+    /// # Errors
+    /// A failed write.
+    pub fn end(&mut self, w: &mut dyn Write) -> std::io::Result<()> {
+        if self.format == Format::Table
+            && let Some(widths) = &self.widths
+        {
+            writeln!(w, "{}", self.line(widths))?;
+        }
+        w.flush()
+    }
+}
+
+fn row_text(cells: &[String], widths: &[usize]) -> String {
+    let mut s = String::from("|");
+    for (c, w) in cells.iter().zip(widths) {
+        let pad = w.saturating_sub(c.chars().count());
+        s.push(' ');
+        s.push_str(c);
+        s.push_str(&" ".repeat(pad + 1));
+        s.push('|');
+    }
+    s
+}

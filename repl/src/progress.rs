@@ -1,0 +1,71 @@
+//! Progress on stderr (a terminal only) for a statement that runs for more than a second:
+//! the time so far, and for `COPY ... FROM` the rows in the target stream.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::session::Session;
+
+/// A running progress line; dropping it clears the line.
+pub struct Progress {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The stream a `COPY s FROM` loads.
+fn copy_target(text: &str) -> Option<String> {
+    match kappa::sql::parse_one(text).ok()?.statement {
+        kappa::sql::Statement::CopyFrom { stream, .. } => Some(stream),
+        _ => None,
+    }
+}
+
+impl Progress {
+    /// Start showing progress of `text` after a second.
+    pub fn start(session: &Session, text: &str) -> Progress {
+        let done = Arc::new(AtomicBool::new(false));
+        let what: String = text.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        let target = copy_target(text);
+        let engine = session.engine.clone();
+        let flag = Arc::clone(&done);
+        let thread = std::thread::Builder::new()
+            .name("kappa-progress".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let before = target.as_deref().and_then(|t| engine.stream_rows(t)).unwrap_or(0);
+                let mut shown = false;
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let elapsed = start.elapsed();
+                    if elapsed < Duration::from_secs(1) || flag.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    let rows = target
+                        .as_deref()
+                        .and_then(|t| engine.stream_rows(t))
+                        .map(|n| format!(", {} rows appended", n.saturating_sub(before)))
+                        .unwrap_or_default();
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[2K{what} ... {:.1} s{rows}", elapsed.as_secs_f64());
+                    let _ = err.flush();
+                    shown = true;
+                }
+                if shown {
+                    let _ = write!(std::io::stderr(), "\r\x1b[2K");
+                }
+            })
+            .ok();
+        Progress { done, thread }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
