@@ -208,7 +208,7 @@ mod tests {
         let names = vec![("bids".to_string(), vec!["auction".to_string(), "bidder".to_string()])];
         assert_eq!(texts("SEL", &names), vec!["SELECT"]);
         assert_eq!(texts("sel", &names), vec!["select"]);
-        assert_eq!(texts("SELECT * FROM bi", &names), vec!["bids", "bidder", "BIGINT"]);
+        assert_eq!(texts("SELECT * FROM bi", &names), vec!["bids", "bidder", "bigint"]);
         assert_eq!(texts("SELECT auc", &names), vec!["auction"]);
         assert_eq!(texts("\\ti", &names), vec!["\\timing"]);
         assert_eq!(texts(".mo", &names), vec![".mode"]);
