@@ -55,8 +55,12 @@ pub struct Style {
     pub max_rows: Option<usize>,
 }
 
+/// An Arrow error as an I/O error; a failed write stays what it was (a broken pipe).
 fn arrow_err(e: ArrowError) -> std::io::Error {
-    std::io::Error::other(e)
+    match e {
+        ArrowError::IoError(_, e) => e,
+        other => std::io::Error::other(other),
+    }
 }
 
 fn options() -> FormatOptions<'static> {
@@ -106,12 +110,16 @@ pub fn rows(
             if style.expanded {
                 expanded(w, schema, batches)?;
             } else {
-                let table =
-                    kappa::datafusion::arrow::util::pretty::pretty_format_batches_with_schema(
-                        schema.clone(),
-                        batches,
-                    )
-                    .map_err(arrow_err)?;
+                use kappa::datafusion::arrow::util::pretty;
+                let table = if batches.is_empty() {
+                    pretty::pretty_format_batches_with_schema(schema.clone(), batches)
+                        .map_err(arrow_err)?
+                        .to_string()
+                } else {
+                    pretty::pretty_format_batches_with_options(batches, &options())
+                        .map_err(arrow_err)?
+                        .to_string()
+                };
                 writeln!(w, "{table}")?;
             }
             if shown < total {

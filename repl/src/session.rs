@@ -161,6 +161,13 @@ impl Session {
         }
     }
 
+    /// A receiver of Ctrl-C presses that reports only those to come.
+    pub fn fresh_interrupts(&self) -> watch::Receiver<u64> {
+        let mut r = self.interrupts.clone();
+        r.borrow_and_update();
+        r
+    }
+
     /// Ctrl-C presses so far.
     fn interrupted_since(&self, seen: u64) -> bool {
         *self.interrupts.borrow() > seen
@@ -255,7 +262,7 @@ impl Session {
         let sql = placed(text, line, column);
         let progress = self.settings.progress.then(|| crate::progress::Progress::start(self, text));
         let engine = self.engine.clone();
-        let mut interrupts = self.interrupts.clone();
+        let mut interrupts = self.fresh_interrupts();
         let cancellable = read_only(text);
         let outcome = self.runtime.block_on(async {
             let run = engine.execute(&sql);
@@ -353,7 +360,7 @@ impl Session {
         }
         let start = Instant::now();
         let mut printer = print::Streaming::new(self.settings.push_format, sub.schema().clone());
-        let mut interrupts = self.interrupts.clone();
+        let mut interrupts = self.fresh_interrupts();
         let mut status = StatusLine::new(self.settings.progress);
         let ended = loop {
             let next = self.runtime.block_on(async {
@@ -464,8 +471,9 @@ impl StatusLine {
 
     fn show(&mut self, rows: u64, elapsed: Duration) {
         if self.on {
+            let word = if rows == 1 { "row" } else { "rows" };
             eprint!(
-                "\r\x1b[2K-- {rows} rows, {:.0} s (Ctrl-C ends the query)",
+                "\r\x1b[2K-- {rows} {word}, {:.0} s (Ctrl-C ends the query)",
                 elapsed.as_secs_f64()
             );
             self.shown = true;

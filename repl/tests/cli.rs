@@ -1,0 +1,158 @@
+//! Snapshot tests of the `kappa` binary run as a user would: each output format, each exit
+//! code, a file with an error in the middle, SQL from stdin, a push query with LIMIT.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use insta_cmd::assert_cmd_snapshot;
+
+const SETUP: &str = "CREATE STREAM bids (auction BIGINT NOT NULL, price BIGINT, channel VARCHAR);\n\
+                     INSERT INTO bids VALUES (1, 100, 'web'), (2, NULL, 'app'), (3, 300, 'a,b');";
+
+/// `kappa` in `dir` (its data in `dir/data`), without colour.
+fn kappa(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kappa"));
+    c.current_dir(dir).env("NO_COLOR", "1").env_remove("KAPPA_DATA_DIR").args(["-d", "data"]);
+    c
+}
+
+/// Times change from run to run.
+macro_rules! timeless {
+    ($body:expr) => {
+        insta::with_settings!({filters => vec![(r"\d+\.\d+ s\b", "[TIME] s")]}, { $body })
+    };
+}
+
+#[test]
+fn each_output_format() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_cmd_snapshot!("setup", kappa(dir.path()).args(["-c", SETUP]));
+    for format in ["table", "csv", "tsv", "json", "ndjson"] {
+        assert_cmd_snapshot!(
+            format!("format_{format}"),
+            kappa(dir.path()).args([
+                "--format",
+                format,
+                "-c",
+                "SELECT * FROM bids ORDER BY auction",
+                "-c",
+                "SELECT count(*) AS n FROM bids WHERE price > 1000"
+            ])
+        );
+    }
+}
+
+#[test]
+fn a_file_with_an_error_in_the_middle_goes_on_or_bails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        "-- a pipeline; with a bad statement in the middle\n\
+         CREATE STREAM s (x BIGINT, name VARCHAR);\n\
+         INSERT INTO s VALUES (1, 'a;b'), (2, 'c');\n\
+         SELECT x,\n       nope\n  FROM s;\n\
+         CREATE STREAM d AS SELECT x * 10 AS y FROM s;\n\
+         SELECT * FROM d ORDER BY y\n",
+    )
+    .unwrap();
+    // Goes on after the error, exits 1.
+    assert_cmd_snapshot!(
+        "error_in_the_middle",
+        kappa(dir.path()).args(["--format", "table", "-f", "pipeline.sql"])
+    );
+    // With --bail: stops at the error, exits 3 (a fresh data directory).
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    assert_cmd_snapshot!(
+        "bail",
+        kappa(dir.path()).args(["--bail", "--format", "table", "-f", "pipeline.sql"])
+    );
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_cmd_snapshot!("missing_file", kappa(dir.path()).args(["-f", "missing.sql"]));
+    assert_cmd_snapshot!("unknown_argument", kappa(dir.path()).args(["--frobnicate"]));
+    assert_cmd_snapshot!(
+        "bad_format",
+        kappa(dir.path()).args(["--format", "xml", "-c", "SELECT 1"])
+    );
+}
+
+#[test]
+fn sql_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_cmd_snapshot!(
+        "stdin",
+        kappa(dir.path()).pass_stdin(format!(
+            "{SETUP}\nSELECT auction, price FROM bids WHERE price IS NOT NULL ORDER BY auction;\n\
+             SELECT * FROM nope;\n"
+        ))
+    );
+}
+
+#[test]
+fn a_push_query_with_limit_ends_by_itself_and_one_without_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    kappa(dir.path()).args(["-c", SETUP]).output().unwrap();
+    timeless!(assert_cmd_snapshot!(
+        "push_limit",
+        kappa(dir.path()).args([
+            "--format",
+            "table",
+            "-c",
+            "SELECT auction, price * 2 AS doubled FROM bids EMIT CHANGES LIMIT 2"
+        ])
+    ));
+    timeless!(assert_cmd_snapshot!(
+        "push_ndjson_default",
+        kappa(dir.path()).args(["-c", "SELECT auction FROM bids EMIT CHANGES LIMIT 3"])
+    ));
+    assert_cmd_snapshot!(
+        "push_unbounded",
+        kappa(dir.path()).args(["-c", "SELECT auction FROM bids EMIT CHANGES"])
+    );
+}
+
+#[test]
+fn ctrl_c_interrupts_a_waiting_statement_with_exit_130() {
+    let dir = tempfile::tempdir().unwrap();
+    kappa(dir.path()).args(["-c", SETUP]).output().unwrap();
+    // Three rows exist and the stream is not sealed: LIMIT 10 waits for rows that never come.
+    let mut child = kappa(dir.path())
+        .args(["-c", "SELECT auction FROM bids EMIT CHANGES LIMIT 10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 3, "the rows so far were printed: {stdout}");
+    // The data directory was closed cleanly: it opens again.
+    let again = kappa(dir.path()).args(["-c", "SELECT count(*) AS n FROM bids"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "n\n3\n");
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    kappa(dir.path()).args(["-c", SETUP]).output().unwrap();
+    let mut child = kappa(dir.path())
+        .args(["-c", "SELECT * FROM bids, bids b2, bids b3, bids b4, bids b5, bids b6, bids b7"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe (as `| head -1` does).
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
