@@ -43,6 +43,8 @@ pub(crate) struct Inner {
     pub closed: AtomicBool,
     /// Serializes statements that change the catalog.
     pub ddl: tokio::sync::Mutex<()>,
+    /// Running push queries, for `SHOW JOBS`.
+    pub push_queries: Arc<crate::subscribe::Registry>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -147,6 +149,7 @@ impl Engine {
             restart_errors: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             ddl: tokio::sync::Mutex::new(()),
+            push_queries: Arc::default(),
         });
         let streams: Vec<String> = inner.catalog().streams.keys().cloned().collect();
         for name in streams {

@@ -113,6 +113,29 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 lags.push(lag);
                 errors.push(error);
             }
+            // Push queries, while they run.
+            let running: Vec<(u64, Arc<crate::subscribe::PushEntry>)> =
+                inner.push_queries.running().iter().map(|(id, e)| (*id, Arc::clone(e))).collect();
+            for (id, e) in running {
+                use std::sync::atomic::Ordering::Relaxed;
+                names.push(Some(format!("push-{id}")));
+                kinds.push(Some("push query".to_string()));
+                outputs.push(Some("(client)".to_string()));
+                inputs.push(Some(
+                    e.inputs.iter().map(|s| s.name().to_string()).collect::<Vec<_>>().join(", "),
+                ));
+                states.push(Some("running".to_string()));
+                rows_in.push(e.rows_in.load(Relaxed));
+                rows_out.push(e.rows_out.load(Relaxed));
+                lags.push(
+                    e.inputs
+                        .iter()
+                        .zip(&e.positions)
+                        .map(|(s, p)| s.end_offset().saturating_sub(p.load(Relaxed)))
+                        .sum(),
+                );
+                errors.push(None);
+            }
             rows(
                 vec![
                     Field::new("name", DataType::Utf8, false),

@@ -2,7 +2,9 @@
 //! from the first retained row of each input, then on new rows as they arrive, into a bounded
 //! channel that the [`Subscription`] reads. A top-level `LIMIT n` ends it after `n` rows.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
 use kappa_sql::Location;
@@ -16,6 +18,41 @@ use crate::output::Subscription;
 
 /// Batches buffered between a push query and its reader.
 const QUEUE: usize = 16;
+
+/// What `SHOW JOBS` shows of a running push query.
+#[derive(Debug)]
+pub(crate) struct PushEntry {
+    pub inputs: Vec<Arc<kappa_storage::Stream>>,
+    /// Per input: the offset after the last row read.
+    pub positions: Vec<AtomicU64>,
+    pub rows_in: AtomicU64,
+    pub rows_out: AtomicU64,
+}
+
+/// The running push queries of an engine, by number.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    next: AtomicU64,
+    running: Mutex<BTreeMap<u64, Arc<PushEntry>>>,
+}
+
+impl Registry {
+    pub fn running(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<PushEntry>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Removes a push query from its registry when its task ends or is dropped.
+struct Listed {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.registry.running().remove(&self.id);
+    }
+}
 
 /// A top-level `LIMIT n` (without OFFSET) becomes the push query's row count.
 fn strip_limit(plan: LogicalPlan, at: Option<Location>) -> Result<(LogicalPlan, Option<usize>)> {
@@ -49,12 +86,24 @@ pub(crate) async fn start(
         inputs.push((s, p.projection.clone(), info.start));
     }
     let ends = limit.is_some() || sealed;
+    let registry = Arc::clone(&engine.inner.push_queries);
+    let id = registry.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let entry = Arc::new(PushEntry {
+        inputs: inputs.iter().map(|(s, _, _)| Arc::clone(s)).collect(),
+        positions: inputs.iter().map(|(_, _, start)| AtomicU64::new(*start)).collect(),
+        rows_in: AtomicU64::new(0),
+        rows_out: AtomicU64::new(0),
+    });
+    registry.running().insert(id, Arc::clone(&entry));
+    let listed = Listed { registry, id };
     let schema = Arc::clone(&compiled.schema);
     let (tx, rx) = mpsc::channel(QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        // Dropping `stop_tx` (when this task ends or is aborted) stops the readers.
+        // Dropping `stop_tx` (when this task ends or is aborted) stops the readers, and
+        // dropping `listed` takes the query off `SHOW JOBS`.
         let _stop = stop_tx;
+        let _listed = listed;
         let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
         let mut left = limit.unwrap_or(usize::MAX);
         let mut ended = vec![false; inputs.len()];
@@ -63,10 +112,18 @@ pub(crate) async fn start(
         }
         while let Some(msg) = input_rx.recv().await {
             match msg {
-                InputMsg::Batch(i, b) => match compiled.apply(i, b.batch) {
+                InputMsg::Batch(i, b) => match {
+                    let rows = b.batch.num_rows() as u64;
+                    entry.rows_in.fetch_add(rows, Ordering::Relaxed);
+                    if let Some(p) = entry.positions.get(i) {
+                        p.store(b.offset + rows, Ordering::Relaxed);
+                    }
+                    compiled.apply(i, b.batch)
+                } {
                     Ok(Some(out)) => {
                         let out = if out.num_rows() > left { out.slice(0, left) } else { out };
                         left -= out.num_rows();
+                        entry.rows_out.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
                         if tx.send(Ok(out)).await.is_err() || left == 0 {
                             return;
                         }

@@ -208,3 +208,46 @@ async fn errors_are_located_and_categorized() {
     let err = e.execute("SELECT 1").await.unwrap_err();
     assert_eq!(err.category(), "closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_query_is_listed_as_a_job_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path()).await.unwrap();
+    e.execute("CREATE STREAM s (x BIGINT)").await.unwrap();
+    e.execute("INSERT INTO s VALUES (1), (2), (3)").await.unwrap();
+    let mut sub = e.subscribe("SELECT x FROM s WHERE x > 1 EMIT CHANGES").await.unwrap();
+    assert!(!sub.ends(), "no LIMIT and an open input: it runs until dropped");
+    let mut rows = 0;
+    while rows < 2 {
+        rows += sub.next().await.unwrap().unwrap().num_rows();
+    }
+    let jobs = |e: &Engine| {
+        let e = e.clone();
+        async move {
+            let out = e.execute("SHOW JOBS").await.unwrap();
+            let Output::Rows { batches, .. } = &out[0] else { panic!() };
+            table(batches)
+        }
+    };
+    let t = jobs(&e).await;
+    assert!(
+        t.contains("push-1")
+            && t.contains("push query")
+            && t.contains("| 3       | 2        | 0        |"),
+        "{t}"
+    );
+    drop(sub);
+    // Dropping it cancels the query: it leaves the list.
+    let mut gone = false;
+    for _ in 0..100 {
+        if !jobs(&e).await.contains("push-1") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(gone, "{}", jobs(&e).await);
+    let limited = e.subscribe("SELECT x FROM s EMIT CHANGES LIMIT 1").await.unwrap();
+    assert!(limited.ends());
+    e.close().await.unwrap();
+}
