@@ -112,28 +112,28 @@ pub(crate) async fn start(
         }
         while let Some(msg) = input_rx.recv().await {
             match msg {
-                InputMsg::Batch(i, b) => match {
+                InputMsg::Batch(i, b) => {
                     let rows = b.batch.num_rows() as u64;
                     entry.rows_in.fetch_add(rows, Ordering::Relaxed);
                     if let Some(p) = entry.positions.get(i) {
                         p.store(b.offset + rows, Ordering::Relaxed);
                     }
-                    compiled.apply(i, b.batch)
-                } {
-                    Ok(Some(out)) => {
-                        let out = if out.num_rows() > left { out.slice(0, left) } else { out };
-                        left -= out.num_rows();
-                        entry.rows_out.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
-                        if tx.send(Ok(out)).await.is_err() || left == 0 {
+                    match compiled.apply(i, b.batch) {
+                        Ok(Some(out)) => {
+                            let out = if out.num_rows() > left { out.slice(0, left) } else { out };
+                            left -= out.num_rows();
+                            entry.rows_out.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
+                            if tx.send(Ok(out)).await.is_err() || left == 0 {
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
                             return;
                         }
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                },
+                }
                 InputMsg::End(i) => {
                     ended[i] = true;
                     if ended.iter().all(|e| *e) {

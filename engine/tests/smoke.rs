@@ -187,8 +187,8 @@ async fn the_example_pipeline_runs() {
     let dir = tempfile::tempdir().unwrap();
     let e = Engine::open(dir.path()).await.unwrap();
     let outs = e.execute(&sql).await.unwrap();
-    assert_eq!(outs.len(), 9);
-    let Output::Rows { batches, .. } = &outs[4] else { panic!("{:?}", outs[4]) };
+    assert_eq!(outs.len(), 11);
+    let Output::Rows { batches, .. } = &outs[6] else { panic!("{:?}", outs[6]) };
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
     e.close().await.unwrap();
 }

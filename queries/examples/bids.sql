@@ -1,5 +1,10 @@
 -- A first pipeline: load bids from a CSV file, derive a stream of large bids with a
--- continuous query, and look at both. Run: cargo run -p kappa --example pipeline
+-- continuous query, and look at both. Run: cargo run -p kappa-cli -- -f queries/examples/bids.sql
+-- (or on the embedded engine: cargo run -p kappa --example pipeline).
+
+-- Start afresh, so that the file can run again on the same data directory.
+DROP STREAM IF EXISTS large_bids;
+DROP STREAM IF EXISTS bids;
 
 CREATE STREAM bids (
   auction BIGINT NOT NULL,

@@ -120,7 +120,7 @@ fn ctrl_c_interrupts_a_waiting_statement_with_exit_130() {
     let dir = tempfile::tempdir().unwrap();
     kappa(dir.path()).args(["-c", SETUP]).output().unwrap();
     // Three rows exist and the stream is not sealed: LIMIT 10 waits for rows that never come.
-    let mut child = kappa(dir.path())
+    let child = kappa(dir.path())
         .args(["-c", "SELECT auction FROM bids EMIT CHANGES LIMIT 10"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -155,4 +155,20 @@ fn a_closed_stdout_is_not_an_error() {
     drop(stdout);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_readme_demo_pipeline_runs_and_runs_again() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let data = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+            .current_dir(&root)
+            .args(["-d", &data.path().display().to_string(), "-f", "queries/examples/bids.sql"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("1004,7,9000,APP"), "{stdout}");
+    }
 }
