@@ -4,7 +4,9 @@
 use std::io::Write;
 
 use kappa::datafusion::arrow::array::RecordBatch;
-use kappa::datafusion::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use kappa::datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use kappa::datafusion::arrow::error::ArrowError;
 use kappa::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
@@ -201,6 +203,26 @@ fn expanded(w: &mut dyn Write, schema: &SchemaRef, batches: &[RecordBatch]) -> s
     Ok(())
 }
 
+/// The name of a changelog's operation column, and how it is printed.
+const OP_COLUMN: &str = "__op";
+
+/// `batch` with its `__op` column, if any, first and named `op`.
+fn op_first(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let Ok(i) = schema.index_of(OP_COLUMN) else { return Ok(batch.clone()) };
+    let mut order: Vec<usize> = vec![i];
+    order.extend((0..schema.fields().len()).filter(|j| *j != i));
+    let fields: Vec<Field> = order
+        .iter()
+        .map(|j| {
+            let f = schema.field(*j);
+            if *j == i { f.clone().with_name("op") } else { f.clone() }
+        })
+        .collect();
+    let columns = order.iter().map(|j| Arc::clone(batch.column(*j))).collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
 /// Prints the rows of a push query as they arrive: a header once, then each batch, flushed.
 pub struct Streaming {
     format: Format,
@@ -212,9 +234,12 @@ pub struct Streaming {
 
 impl Streaming {
     /// A printer of rows with `schema` (table, csv, tsv or ndjson; json prints as ndjson, one
-    /// object per line, since the rows never end).
+    /// object per line, since the rows never end). A changelog's `__op` column (`+I`, `-U`,
+    /// `+U`, `-D`) comes first, as `op`.
     pub fn new(format: Format, schema: SchemaRef) -> Streaming {
         let format = if format == Format::Json { Format::Ndjson } else { format };
+        let schema = op_first(&RecordBatch::new_empty(schema))
+            .map_or_else(|_| Arc::new(Schema::empty()), |b| b.schema());
         Streaming { format, schema, widths: None, rows: 0 }
     }
 
@@ -232,6 +257,7 @@ impl Streaming {
     /// # Errors
     /// A failed write, or a value Arrow cannot format.
     pub fn batch(&mut self, w: &mut dyn Write, batch: &RecordBatch) -> std::io::Result<()> {
+        let batch = &op_first(batch).map_err(arrow_err)?;
         let first = self.rows == 0 && self.widths.is_none();
         self.rows += batch.num_rows() as u64;
         match self.format {
@@ -319,4 +345,35 @@ fn row_text(cells: &[String], widths: &[usize]) -> String {
         s.push('|');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kappa::datafusion::arrow::array::{Int64Array, StringArray};
+
+    #[test]
+    fn a_changelog_prints_its_op_column_first() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", kappa::datafusion::arrow::datatypes::DataType::Int64, false),
+            Field::new(OP_COLUMN, kappa::datafusion::arrow::datatypes::DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1])),
+                Arc::new(StringArray::from(vec!["-U", "+U"])),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let mut p = Streaming::new(Format::Table, schema);
+        p.batch(&mut out, &batch).unwrap();
+        p.end(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "+----+---+\n| op | k |\n+----+---+\n| -U | 1 |\n| +U | 1 |\n+----+---+\n"
+        );
+    }
 }

@@ -45,7 +45,10 @@ impl Progress {
                     let rows = target
                         .as_deref()
                         .and_then(|t| engine.stream_rows(t))
-                        .map(|n| format!(", {} rows appended", n.saturating_sub(before)))
+                        .map(|n| match n.saturating_sub(before) {
+                            0 => ", reading the file".to_string(),
+                            n => format!(", {n} rows appended"),
+                        })
                         .unwrap_or_default();
                     let mut err = std::io::stderr().lock();
                     let _ = write!(err, "\r\x1b[2K{what} ... {:.1} s{rows}", elapsed.as_secs_f64());
