@@ -41,6 +41,8 @@ pub struct Subscription {
     pub(crate) rx: mpsc::Receiver<Result<RecordBatch>>,
     pub(crate) task: tokio::task::JoinHandle<()>,
     pub(crate) ends: bool,
+    /// Its entry in `SHOW JOBS`, removed when this is dropped.
+    pub(crate) _listed: crate::subscribe::Listed,
 }
 
 impl Subscription {

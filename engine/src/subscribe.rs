@@ -42,8 +42,9 @@ impl Registry {
     }
 }
 
-/// Removes a push query from its registry when its task ends or is dropped.
-struct Listed {
+/// Removes a push query from its registry when its [`Subscription`] is dropped.
+#[derive(Debug)]
+pub(crate) struct Listed {
     registry: Arc<Registry>,
     id: u64,
 }
@@ -100,10 +101,8 @@ pub(crate) async fn start(
     let (tx, rx) = mpsc::channel(QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        // Dropping `stop_tx` (when this task ends or is aborted) stops the readers, and
-        // dropping `listed` takes the query off `SHOW JOBS`.
+        // Dropping `stop_tx` (when this task ends or is aborted) stops the readers.
         let _stop = stop_tx;
-        let _listed = listed;
         let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
         let mut left = limit.unwrap_or(usize::MAX);
         let mut ended = vec![false; inputs.len()];
@@ -147,5 +146,5 @@ pub(crate) async fn start(
             }
         }
     });
-    Ok(Subscription { schema, rx, task, ends })
+    Ok(Subscription { schema, rx, task, ends, _listed: listed })
 }

@@ -3,6 +3,7 @@
 //! runs (the text stays to be fixed), completion, highlighting and a history file.
 
 use std::borrow::Cow;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -39,7 +40,13 @@ pub fn check(input: &str) -> Option<Result<(), String>> {
     if input.trim().is_empty() || is_meta(input) {
         return Some(Ok(()));
     }
-    let pieces = kappa::sql::split(input).ok()?;
+    let pieces = match kappa::sql::split(input) {
+        Ok(p) => p,
+        Err(e) if e.to_string().starts_with("Unterminated") || e.to_string().contains("EOF") => {
+            return None;
+        }
+        Err(e) => return Some(Err(format!("syntax error: {e}"))),
+    };
     if pieces.last().is_some_and(|p| !p.terminated) {
         return None;
     }
@@ -110,6 +117,21 @@ pub fn history_path() -> Option<PathBuf> {
     Some(base.join("kappa").join("history"))
 }
 
+/// The history entries of an input: one per statement (or the input as typed, when it is a
+/// meta command or does not split).
+fn history_entries(input: &str) -> Vec<String> {
+    if is_meta(input) {
+        return vec![input.trim().to_string()];
+    }
+    match kappa::sql::split(input) {
+        Ok(pieces) if pieces.len() > 1 => pieces
+            .into_iter()
+            .map(|p| if p.terminated { format!("{};", p.text) } else { p.text })
+            .collect(),
+        _ => vec![input.to_string()],
+    }
+}
+
 /// Refresh the names for completion from the catalog.
 fn refresh(session: &Session, names: &Names) {
     let fresh: Vec<(String, Vec<String>)> = session
@@ -146,7 +168,8 @@ pub fn run(session: &mut Session) -> rustyline::Result<()> {
     }
     refresh(session, &names);
     if !session.settings.quiet {
-        println!(
+        let _ = writeln!(
+            std::io::stdout(),
             "kappa {} on {}: end statements with ';', \\? for help, Ctrl-D to quit.",
             env!("CARGO_PKG_VERSION"),
             session.data_dir.display()
@@ -158,12 +181,16 @@ pub fn run(session: &mut Session) -> rustyline::Result<()> {
                 if input.trim().is_empty() {
                     continue;
                 }
-                let _ = editor.add_history_entry(input.as_str());
+                // One history entry per statement.
+                for entry in history_entries(&input) {
+                    let _ = editor.add_history_entry(entry);
+                }
                 if let Some(path) = &history
                     && let Err(e) = editor.append_history(path)
                 {
-                    eprintln!("cannot save the history to {}: {e}", path.display());
+                    crate::session::say!("cannot save the history to {}: {e}", path.display());
                 }
+                // A Ctrl-C (`Flow::Cancelled`) drops the rest of the input: back to the prompt.
                 let flow = session.run_script(&input, None);
                 refresh(session, &names);
                 if flow == Flow::Quit {

@@ -17,7 +17,7 @@ mod progress;
 mod report;
 mod session;
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 
 use args::{Input, Parsed};
 use print::{Format, Style};
@@ -39,22 +39,22 @@ fn run() -> i32 {
     let args = match parsed {
         Ok(Parsed::Run(a)) => a,
         Ok(Parsed::Help) => {
-            print!("{}", args::USAGE);
+            let _ = write!(std::io::stdout(), "{}", args::USAGE);
             return OK;
         }
         Ok(Parsed::Version) => {
-            println!("kappa {}", env!("CARGO_PKG_VERSION"));
+            let _ = writeln!(std::io::stdout(), "kappa {}", env!("CARGO_PKG_VERSION"));
             return OK;
         }
         Err(message) => {
-            eprintln!("kappa: {message}");
+            crate::session::say!("kappa: {message}");
             return USAGE_OR_IO;
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("kappa: cannot start the runtime: {e}");
+            crate::session::say!("kappa: cannot start the runtime: {e}");
             return USAGE_OR_IO;
         }
     };
@@ -68,7 +68,10 @@ fn run() -> i32 {
     let engine = match runtime.block_on(kappa::Engine::open(&args.data_dir)) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("kappa: cannot open the data directory {}: {e}", args.data_dir.display());
+            crate::session::say!(
+                "kappa: cannot open the data directory {}: {e}",
+                args.data_dir.display()
+            );
             return USAGE_OR_IO;
         }
     };
@@ -100,7 +103,7 @@ fn run() -> i32 {
         match interactive::run(&mut session) {
             Ok(()) => OK,
             Err(e) => {
-                eprintln!("kappa: the terminal failed: {e}");
+                crate::session::say!("kappa: the terminal failed: {e}");
                 USAGE_OR_IO
             }
         }
@@ -109,7 +112,7 @@ fn run() -> i32 {
     };
     let closed = runtime.block_on(session.engine.close());
     if let Err(e) = closed {
-        eprintln!("kappa: the data directory was not closed cleanly: {e}");
+        crate::session::say!("kappa: the data directory was not closed cleanly: {e}");
         return code.max(FAILED);
     }
     code
@@ -126,8 +129,11 @@ fn scripts(session: &mut Session, inputs: &[Input]) -> i32 {
                 let _ = sql;
                 let mut text = String::new();
                 if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-                    eprintln!("kappa: cannot read stdin: {e}");
+                    crate::session::say!("kappa: cannot read stdin: {e}");
                     return USAGE_OR_IO;
+                }
+                if session.interrupted() {
+                    return INTERRUPTED;
                 }
                 session.run_script(&text, Some("<stdin>"))
             }
@@ -135,17 +141,21 @@ fn scripts(session: &mut Session, inputs: &[Input]) -> i32 {
             Input::File(path) => match std::fs::read_to_string(path) {
                 Ok(text) => session.run_script(&text, Some(&path.display().to_string())),
                 Err(e) => {
-                    eprintln!("kappa: cannot read {}: {e}", path.display());
+                    crate::session::say!("kappa: cannot read {}: {e}", path.display());
                     return USAGE_OR_IO;
                 }
             },
         };
         match flow {
-            Flow::Continue => {}
+            Flow::Continue | Flow::Cancelled => {}
             Flow::Bail => return BAILED,
             Flow::Interrupted => return INTERRUPTED,
-            Flow::Quit => return exit_code(session),
+            // `\q`, or stdout closed: no more statements; the jobs still catch up.
+            Flow::Quit => break,
         }
+    }
+    if session.interrupted() {
+        return INTERRUPTED;
     }
     // Every job catches up with what its inputs hold before kappa exits.
     let engine = session.engine.clone();
@@ -153,7 +163,7 @@ fn scripts(session: &mut Session, inputs: &[Input]) -> i32 {
     let waited = session.runtime.block_on(async {
         tokio::select! {
             r = engine.wait_for_jobs() => Some(r),
-            _ = interrupts.changed() => None,
+            () = session::pressed(&mut interrupts) => None,
         }
     });
     match waited {

@@ -2,6 +2,8 @@
 //! aliases. Each that shows something has an SQL equivalent (`SHOW STREAMS`, `DESCRIBE`,
 //! `SHOW JOBS`), so scripts need none.
 
+use std::io::Write;
+
 use crate::print::Format;
 use crate::session::{Flow, Session};
 
@@ -67,7 +69,7 @@ pub fn run(session: &mut Session, line: &str) -> Result<Flow, String> {
     let sql = |session: &mut Session, sql: String| -> Flow { session.run_script(&sql, None) };
     match cmd {
         "\\?" | "\\h" | "\\help" | ".help" => {
-            println!("{}", help());
+            let _ = writeln!(std::io::stdout(), "{}", help());
             Ok(Flow::Continue)
         }
         "\\q" | "\\quit" | ".quit" | ".exit" | ".q" => Ok(Flow::Quit),
@@ -109,7 +111,7 @@ pub fn run(session: &mut Session, line: &str) -> Result<Flow, String> {
             session.settings.style.max_rows = (n > 0).then_some(n);
             Ok(Flow::Continue)
         }
-        "\\o" | "\\out" | ".output" | ".once" => {
+        "\\o" | "\\out" | ".output" => {
             let path = arg.map(unquote);
             session
                 .set_output(path)

@@ -135,43 +135,50 @@ pub fn rows(
             }
         }
         Format::Csv | Format::Tsv => {
+            // Encoded into memory, then written: a failed write (a closed pipe) stays an I/O
+            // error of its own kind.
             let delimiter = if style.format == Format::Csv { b',' } else { b'\t' };
-            let mut writer = kappa::datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .with_delimiter(delimiter)
-                .build(&mut *w);
-            if batches.is_empty() {
-                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                drop(writer);
-                return writeln!(w, "{}", names.join(if delimiter == b',' { "," } else { "\t" }));
+            let mut buf = Vec::new();
+            {
+                let mut writer = kappa::datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .with_delimiter(delimiter)
+                    .build(&mut buf);
+                if batches.is_empty() {
+                    writer.write(&RecordBatch::new_empty(schema.clone())).map_err(arrow_err)?;
+                }
+                for b in batches {
+                    writer.write(b).map_err(arrow_err)?;
+                }
             }
-            for b in batches {
-                writer.write(b).map_err(arrow_err)?;
-            }
-            Ok(())
+            w.write_all(&buf)
         }
         Format::Json => {
-            let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, kappa::datafusion::arrow::json::writer::JsonArray>(&mut *w);
-            for b in batches {
-                writer.write(b).map_err(arrow_err)?;
+            let mut buf = Vec::new();
+            {
+                let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, kappa::datafusion::arrow::json::writer::JsonArray>(&mut buf);
+                for b in batches {
+                    writer.write(b).map_err(arrow_err)?;
+                }
+                writer.finish().map_err(arrow_err)?;
             }
-            writer.finish().map_err(arrow_err)?;
-            drop(writer);
-            if total == 0 {
-                write!(w, "[]")?;
-            }
-            writeln!(w)
+            buf.push(b'\n');
+            w.write_all(&buf)
         }
         Format::Ndjson => {
-            let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, kappa::datafusion::arrow::json::writer::LineDelimited>(&mut *w);
-            for b in batches {
-                writer.write(b).map_err(arrow_err)?;
+            let mut buf = Vec::new();
+            {
+                let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, kappa::datafusion::arrow::json::writer::LineDelimited>(&mut buf);
+                for b in batches {
+                    writer.write(b).map_err(arrow_err)?;
+                }
+                writer.finish().map_err(arrow_err)?;
             }
-            writer.finish().map_err(arrow_err)
+            w.write_all(&buf)
         }
     }
 }
@@ -301,21 +308,31 @@ impl Streaming {
             }
             Format::Csv | Format::Tsv => {
                 let delimiter = if self.format == Format::Csv { b',' } else { b'\t' };
-                let mut writer = kappa::datafusion::arrow::csv::WriterBuilder::new()
-                    .with_header(first)
-                    .with_delimiter(delimiter)
-                    .build(&mut *w);
-                writer.write(batch).map_err(arrow_err)?;
+                let mut buf = Vec::new();
+                {
+                    let mut writer = kappa::datafusion::arrow::csv::WriterBuilder::new()
+                        .with_header(first)
+                        .with_delimiter(delimiter)
+                        .build(&mut buf);
+                    writer.write(batch).map_err(arrow_err)?;
+                }
+                w.write_all(&buf)?;
                 if first {
                     self.widths = Some(Vec::new());
                 }
             }
             Format::Json | Format::Ndjson => {
-                let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, kappa::datafusion::arrow::json::writer::LineDelimited>(&mut *w);
-                writer.write(batch).map_err(arrow_err)?;
-                writer.finish().map_err(arrow_err)?;
+                let mut buf = Vec::new();
+                {
+                    let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
+                        .with_explicit_nulls(true)
+                        .build::<_, kappa::datafusion::arrow::json::writer::LineDelimited>(
+                            &mut buf,
+                        );
+                    writer.write(batch).map_err(arrow_err)?;
+                    writer.finish().map_err(arrow_err)?;
+                }
+                w.write_all(&buf)?;
             }
         }
         w.flush()

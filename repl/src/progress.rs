@@ -2,15 +2,15 @@
 //! the time so far, and for `COPY ... FROM` the rows in the target stream.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use crate::session::Session;
 
 /// A running progress line; dropping it clears the line.
 pub struct Progress {
-    done: Arc<AtomicBool>,
+    /// Dropped to stop the thread at once (it waits on the other end).
+    stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -25,21 +25,22 @@ fn copy_target(text: &str) -> Option<String> {
 impl Progress {
     /// Start showing progress of `text` after a second.
     pub fn start(session: &Session, text: &str) -> Progress {
-        let done = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let what: String = text.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
         let target = copy_target(text);
         let engine = session.engine.clone();
-        let flag = Arc::clone(&done);
         let thread = std::thread::Builder::new()
             .name("kappa-progress".into())
             .spawn(move || {
                 let start = Instant::now();
                 let before = target.as_deref().and_then(|t| engine.stream_rows(t)).unwrap_or(0);
                 let mut shown = false;
-                while !flag.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(100));
+                // Until the sender is dropped.
+                while let Err(RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_millis(100))
+                {
                     let elapsed = start.elapsed();
-                    if elapsed < Duration::from_secs(1) || flag.load(Ordering::Acquire) {
+                    if elapsed < Duration::from_secs(1) {
                         continue;
                     }
                     let rows = target
@@ -60,13 +61,13 @@ impl Progress {
                 }
             })
             .ok();
-        Progress { done, thread }
+        Progress { stop: Some(stop), thread }
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
-        self.done.store(true, Ordering::Release);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -49,18 +49,18 @@ pub fn error(
     if color {
         // The first word red and bold.
         let (head, tail) = text.split_at(text.find(' ').unwrap_or(text.len()));
-        eprintln!("\x1b[1;31m{head}\x1b[0m{tail}");
+        crate::session::say!("\x1b[1;31m{head}\x1b[0m{tail}");
     } else {
-        eprintln!("{text}");
+        crate::session::say!("{text}");
     }
 }
 
 /// Print an error that is not the engine's (a meta command's, the shell's).
 pub fn message(category: &str, text: &str, color: bool) {
     if color {
-        eprintln!("\x1b[1;31mERROR\x1b[0m [{category}] {text}");
+        crate::session::say!("\x1b[1;31mERROR\x1b[0m [{category}] {text}");
     } else {
-        eprintln!("ERROR [{category}] {text}");
+        crate::session::say!("ERROR [{category}] {text}");
     }
 }
 

@@ -20,8 +20,10 @@ pub enum Flow {
     Continue,
     /// A statement failed with `ON_ERROR_STOP` (`--bail`) on.
     Bail,
-    /// Ctrl-C.
+    /// Ctrl-C outside the interactive shell: kappa exits with 130.
     Interrupted,
+    /// Ctrl-C in the interactive shell: the rest of the input is dropped, the prompt returns.
+    Cancelled,
     /// `\q`, or stdout was closed (a broken pipe).
     Quit,
 }
@@ -81,13 +83,32 @@ fn read_only(text: &str) -> bool {
     })
 }
 
-/// `text` placed where it is in its script, so that the engine's locations are the script's.
-fn placed(text: &str, line: u64, column: u64) -> String {
-    let mut s = "\n".repeat(line.saturating_sub(1) as usize);
-    s.push_str(&" ".repeat(column.saturating_sub(1) as usize));
-    s.push_str(text);
-    s
+/// A location in a statement that starts at (`line`, `column`) of its script, as a location
+/// in the script.
+fn in_script(at: kappa::Location, line: u64, column: u64) -> (u64, u64) {
+    if at.line <= 1 {
+        (line, column + at.column.saturating_sub(1))
+    } else {
+        (line + at.line - 1, at.column)
+    }
 }
+
+/// A tokenizer error that more input may resolve (an open string, quoted name or comment).
+fn incomplete(e: &kappa::sql::Error) -> bool {
+    let m = e.to_string();
+    m.starts_with("Unterminated") || m.contains("EOF")
+}
+
+/// Write a line on stderr; a closed stderr is ignored (never a panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("{}\n", format_args!($($arg)*)),
+        );
+    }};
+}
+pub(crate) use say;
 
 /// A meta command line: `\...` anywhere, `.word` in the first column.
 pub fn is_meta(line: &str) -> bool {
@@ -173,17 +194,37 @@ impl Session {
         *self.interrupts.borrow() > seen
     }
 
+    /// Outside the interactive shell, any Ctrl-C since kappa started ends it.
+    pub fn interrupted(&self) -> bool {
+        !self.settings.interactive && *self.interrupts.borrow() > 0
+    }
+
+    /// What a Ctrl-C that ended a statement does.
+    fn on_interrupt(&self) -> Flow {
+        if self.settings.interactive { Flow::Cancelled } else { Flow::Interrupted }
+    }
+
+    /// What a failed statement does.
+    fn on_error(&mut self) -> Flow {
+        self.failed += 1;
+        if self.settings.bail { Flow::Bail } else { Flow::Continue }
+    }
+
     /// Run a script: SQL statements and meta commands. `source` names it in errors (a file);
     /// `None` for what was typed or given with `-c`.
     pub fn run_script(&mut self, text: &str, source: Option<&str>) -> Flow {
         // Lines are gathered into `pending` until it holds complete statements; a meta command
-        // stands on a line of its own between statements.
+        // stands on a line of its own between statements. `pending` is tokenized again only
+        // when a line brings a `;`.
         let mut pending = String::new();
         let mut pending_line = 1u64;
+        // `pending` holds nothing but blanks and `--` comments.
+        let mut pending_blank = true;
         for (i, line) in text.split_inclusive('\n').enumerate() {
             let no = i as u64 + 1;
-            if blank(&pending) && is_meta(line) {
+            if is_meta(line) && (pending_blank || blank(&pending)) {
                 pending.clear();
+                pending_blank = true;
                 let flow = self.meta(line.trim(), source, no);
                 if flow != Flow::Continue {
                     return flow;
@@ -191,14 +232,29 @@ impl Session {
                 pending_line = no + 1;
                 continue;
             }
-            if blank(&pending) {
+            if pending_blank {
                 pending.clear();
                 pending_line = no;
             }
             pending.push_str(line);
+            let t = line.trim();
+            pending_blank &= t.is_empty() || t.starts_with("--");
+            if pending_blank || !line.contains(';') {
+                continue;
+            }
             match kappa::sql::split(&pending) {
-                // An unterminated string or comment: read on.
-                Err(_) => {}
+                Err(e) if incomplete(&e) => {}
+                Err(e) => {
+                    // Not SQL that more lines can mend: report it, and go on after this line.
+                    let at = e.location().map(|l| (pending_line + l.line - 1, l.column));
+                    report::error(&kappa::Error::Sql(e), at, source, text, self.settings.color);
+                    let flow = self.on_error();
+                    if flow != Flow::Continue {
+                        return flow;
+                    }
+                    pending.clear();
+                    pending_blank = true;
+                }
                 Ok(pieces) => {
                     let complete = pieces.iter().filter(|p| p.terminated).count();
                     if complete == 0 {
@@ -220,30 +276,47 @@ impl Session {
                     let mut kept = " ".repeat(consumed[line_start..].chars().count());
                     kept.push_str(&rest);
                     pending = kept;
+                    pending_blank = blank(&pending);
                 }
             }
         }
-        if blank(&pending) {
+        if pending_blank || blank(&pending) {
             return Flow::Continue;
         }
-        // The end of the script: the last statement needs no `;`.
-        match kappa::sql::split(&pending) {
-            Ok(pieces) => {
-                for p in pieces {
-                    let (l, c) = (pending_line + p.location.line - 1, p.location.column);
-                    let flow = self.statement(&p.text, l, c, source, text);
-                    if flow != Flow::Continue {
-                        return flow;
-                    }
-                }
-                Flow::Continue
-            }
+        self.run_end(&pending, pending_line, source, text)
+    }
+
+    /// The end of a script in `pending` (from line `pending_line`): its statements, the last
+    /// without `;`. If it does not tokenize (an open string), the statements before the
+    /// problem run, then the problem is reported.
+    fn run_end(
+        &mut self,
+        pending: &str,
+        pending_line: u64,
+        source: Option<&str>,
+        text: &str,
+    ) -> Flow {
+        let (pieces, problem) = match kappa::sql::split(pending) {
+            Ok(pieces) => (pieces, None),
             Err(e) => {
-                let e = kappa::Error::Sql(e);
+                let before = e.location().map_or(0, |l| byte_offset(pending, l.line, l.column));
+                let pieces = kappa::sql::split(&pending[..before]).unwrap_or_default();
+                (pieces.into_iter().filter(|p| p.terminated).collect(), Some(e))
+            }
+        };
+        for p in pieces {
+            let (l, c) = (pending_line + p.location.line - 1, p.location.column);
+            let flow = self.statement(&p.text, l, c, source, text);
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+        match problem {
+            None => Flow::Continue,
+            Some(e) => {
                 let at = e.location().map(|l| (pending_line + l.line - 1, l.column));
-                report::error(&e, at, source, text, self.settings.color);
-                self.failed += 1;
-                if self.settings.bail { Flow::Bail } else { Flow::Continue }
+                report::error(&kappa::Error::Sql(e), at, source, text, self.settings.color);
+                self.on_error()
             }
         }
     }
@@ -257,24 +330,33 @@ impl Session {
         source: Option<&str>,
         script: &str,
     ) -> Flow {
-        let seen = *self.interrupts.borrow();
+        if self.interrupted() {
+            return Flow::Interrupted;
+        }
+        // The presses counted from here on are this statement's.
+        let mut interrupts = self.interrupts.clone();
+        let seen = *interrupts.borrow_and_update();
         let start = Instant::now();
-        let sql = placed(text, line, column);
         let progress = self.settings.progress.then(|| crate::progress::Progress::start(self, text));
         let engine = self.engine.clone();
-        let mut interrupts = self.fresh_interrupts();
         let cancellable = read_only(text);
         let outcome = self.runtime.block_on(async {
-            let run = engine.execute(&sql);
+            let run = engine.execute(text);
             tokio::pin!(run);
+            let mut presses = 0;
             loop {
                 tokio::select! {
                     r = &mut run => return Some(r),
-                    changed = interrupts.changed() => {
-                        if changed.is_err() || cancellable {
+                    () = pressed(&mut interrupts) => {
+                        if cancellable {
                             return None;
                         }
-                        eprintln!("the statement may be writing; it is left to finish rather than be cut off");
+                        presses += 1;
+                        if presses >= 3 {
+                            say!("Ctrl-C three times: quitting now (the logs recover what was written)");
+                            std::process::exit(130);
+                        }
+                        say!("the statement may be writing: it is let finish rather than cut off (Ctrl-C {} more times quits)", 3 - presses);
                     }
                 }
             }
@@ -282,18 +364,17 @@ impl Session {
         drop(progress);
         let result = match outcome {
             None => {
-                eprintln!("cancelled");
-                return if self.settings.interactive { Flow::Continue } else { Flow::Interrupted };
+                say!("cancelled");
+                return self.on_interrupt();
             }
             Some(r) => r,
         };
         let flow = match result {
-            Ok(outputs) => self.show(outputs, seen),
+            Ok(outputs) => self.show(outputs, seen, (line, column)),
             Err(e) => {
-                let at = e.location().map(|l| (l.line, l.column));
+                let at = e.location().map(|l| in_script(l, line, column));
                 report::error(&e, at, source, script, self.settings.color);
-                self.failed += 1;
-                if self.settings.bail { Flow::Bail } else { Flow::Continue }
+                self.on_error()
             }
         };
         if self.settings.timing && flow != Flow::Quit {
@@ -302,14 +383,14 @@ impl Session {
                 return Flow::Quit;
             }
         }
-        if flow == Flow::Continue && self.interrupted_since(seen) && !self.settings.interactive {
-            return Flow::Interrupted;
+        if flow == Flow::Continue && self.interrupted_since(seen) {
+            return self.on_interrupt();
         }
         flow
     }
 
     /// Print the outputs of a statement.
-    fn show(&mut self, outputs: Vec<Output>, seen: u64) -> Flow {
+    fn show(&mut self, outputs: Vec<Output>, seen: u64, at: (u64, u64)) -> Flow {
         for out in outputs {
             let written = match out {
                 Output::Done { tag, rows } => {
@@ -324,7 +405,7 @@ impl Session {
                     let r = print::rows(self.out(), &style, &schema, &batches);
                     r.and_then(|()| self.out().flush())
                 }
-                Output::Subscription(sub) => match self.push(sub, seen) {
+                Output::Subscription(sub) => match self.push(sub, seen, at) {
                     Ok(flow) => {
                         if flow != Flow::Continue {
                             return flow;
@@ -338,35 +419,47 @@ impl Session {
                 if broken(&e) {
                     return Flow::Quit;
                 }
-                eprintln!("ERROR [IO] cannot write the result: {e}");
-                self.failed += 1;
-                return if self.settings.bail { Flow::Bail } else { Flow::Continue };
+                report::message(
+                    "IO",
+                    &format!("cannot write the result: {e}"),
+                    self.settings.color,
+                );
+                return self.on_error();
             }
         }
         Flow::Continue
     }
 
     /// Print a push query's rows as they arrive, until it ends, fails or Ctrl-C.
-    fn push(&mut self, mut sub: kappa::Subscription, seen: u64) -> std::io::Result<Flow> {
+    fn push(
+        &mut self,
+        mut sub: kappa::Subscription,
+        seen: u64,
+        at: (u64, u64),
+    ) -> std::io::Result<Flow> {
         if !self.settings.interactive && !sub.ends() {
             let e = kappa::Error::Sql(kappa::sql::Error::plan(
                 "a push query (EMIT CHANGES) outside the interactive shell needs LIMIT n, or \
                  inputs that are sealed: it would never end",
                 None,
             ));
-            report::error(&e, None, None, "", self.settings.color);
-            self.failed += 1;
-            return Ok(if self.settings.bail { Flow::Bail } else { Flow::Continue });
+            report::error(&e, Some(at), None, "", self.settings.color);
+            return Ok(self.on_error());
         }
         let start = Instant::now();
         let mut printer = print::Streaming::new(self.settings.push_format, sub.schema().clone());
-        let mut interrupts = self.fresh_interrupts();
+        let mut interrupts = self.interrupts.clone();
+        interrupts.borrow_and_update();
         let mut status = StatusLine::new(self.settings.progress);
         let ended = loop {
+            // A press since the statement started (also before this loop) ends it.
+            if self.interrupted_since(seen) {
+                break "cancelled";
+            }
             let next = self.runtime.block_on(async {
                 tokio::select! {
                     b = sub.next() => Some(b),
-                    _ = interrupts.changed() => None,
+                    () = pressed(&mut interrupts) => None,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => Some(Some(Ok(
                         kappa::datafusion::arrow::array::RecordBatch::new_empty(sub.schema().clone())
                     ))),
@@ -379,8 +472,7 @@ impl Session {
                     status.clear();
                     printer.end(self.out())?;
                     report::error(&e, None, None, "", self.settings.color);
-                    self.failed += 1;
-                    return Ok(if self.settings.bail { Flow::Bail } else { Flow::Continue });
+                    return Ok(self.on_error());
                 }
                 Some(Some(Ok(batch))) => {
                     if batch.num_rows() > 0 {
@@ -398,10 +490,10 @@ impl Session {
         let secs = start.elapsed().as_secs_f64();
         let word = if rows == 1 { "row" } else { "rows" };
         if !self.settings.quiet {
-            eprintln!("({rows} {word}, {ended} after {secs:.1} s)");
+            say!("({rows} {word}, {ended} after {secs:.1} s)");
         }
-        if ended == "cancelled" && !self.settings.interactive && self.interrupted_since(seen) {
-            return Ok(Flow::Interrupted);
+        if ended == "cancelled" {
+            return Ok(self.on_interrupt());
         }
         Ok(Flow::Continue)
     }
@@ -413,11 +505,30 @@ impl Session {
             Err(message) => {
                 let place = source.map_or(String::new(), |s| format!("{s}:{line}: "));
                 report::message("META", &format!("{place}{message}"), self.settings.color);
-                self.failed += 1;
-                if self.settings.bail { Flow::Bail } else { Flow::Continue }
+                self.on_error()
             }
         }
     }
+}
+
+/// Resolves at the next Ctrl-C; never, if the signal listener is gone.
+pub async fn pressed(interrupts: &mut watch::Receiver<u64>) {
+    if interrupts.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The byte offset of (`line`, `column`) (from 1, column in characters) in `text`.
+fn byte_offset(text: &str, line: u64, column: u64) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == line {
+            let col = column.saturating_sub(1) as usize;
+            return offset + l.char_indices().nth(col).map_or(l.len(), |(b, _)| b);
+        }
+        offset += l.len();
+    }
+    text.len()
 }
 
 /// Only blanks and comments.
@@ -446,16 +557,7 @@ fn after_last_terminator(text: &str) -> String {
         }
     }
     let Some(end) = last else { return text.to_string() };
-    // The byte offset of (line, column) in `text`.
-    let mut offset = 0;
-    for (i, l) in text.split_inclusive('\n').enumerate() {
-        if i as u64 + 1 == end.line {
-            offset += l.char_indices().nth(end.column as usize - 1).map_or(l.len(), |(b, _)| b);
-            break;
-        }
-        offset += l.len();
-    }
-    text[offset.min(text.len())..].to_string()
+    text[byte_offset(text, end.line, end.column).min(text.len())..].to_string()
 }
 
 /// The status line of a push query on stderr (a terminal only): rows and time so far.
@@ -472,7 +574,8 @@ impl StatusLine {
     fn show(&mut self, rows: u64, elapsed: Duration) {
         if self.on {
             let word = if rows == 1 { "row" } else { "rows" };
-            eprint!(
+            let _ = write!(
+                std::io::stderr(),
                 "\r\x1b[2K-- {rows} {word}, {:.0} s (Ctrl-C ends the query)",
                 elapsed.as_secs_f64()
             );
@@ -482,7 +585,7 @@ impl StatusLine {
 
     fn clear(&mut self) {
         if self.shown {
-            eprint!("\r\x1b[2K");
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
             self.shown = false;
         }
     }
@@ -511,6 +614,7 @@ mod tests {
         assert_eq!(after_last_terminator("SELECT 1; SELECT ';'; SEL"), " SEL");
         assert_eq!(after_last_terminator("SELECT 1;\n-- c\nSELECT"), "\n-- c\nSELECT");
         assert_eq!(after_last_terminator("SELECT (1;"), "SELECT (1;");
-        assert_eq!(placed("SELECT", 3, 4), "\n\n   SELECT");
+        assert_eq!(in_script(kappa::Location::new(1, 8), 3, 4), (3, 11));
+        assert_eq!(in_script(kappa::Location::new(2, 3), 3, 4), (4, 3));
     }
 }

@@ -37,7 +37,7 @@ fn each_output_format() {
                 "-c",
                 "SELECT * FROM bids ORDER BY auction",
                 "-c",
-                "SELECT count(*) AS n FROM bids WHERE price > 1000"
+                "SELECT auction FROM bids WHERE price > 1000"
             ])
         );
     }
@@ -143,7 +143,10 @@ fn a_closed_stdout_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     kappa(dir.path()).args(["-c", SETUP]).output().unwrap();
     let mut child = kappa(dir.path())
-        .args(["-c", "SELECT * FROM bids, bids b2, bids b3, bids b4, bids b5, bids b6, bids b7"])
+        .args([
+            "-c",
+            "SELECT * FROM bids, bids b2, bids b3, bids b4, bids b5, bids b6, bids b7, bids b8, bids b9",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -171,4 +174,24 @@ fn the_readme_demo_pipeline_runs_and_runs_again() {
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("1004,7,9000,APP"), "{stdout}");
     }
+}
+
+#[test]
+fn meta_commands_and_statements_sharing_a_line_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.sql"),
+        "CREATE STREAM s (x BIGINT); INSERT INTO s VALUES (1), (2);\n\
+         .mode csv\n\
+         SELECT x FROM s ORDER BY x; SELECT nope FROM s;\n\
+         \\i more.sql\n\
+         SELECT 'after' AS here;\n\
+         SELECT 1 AS one; SELECT 'open\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("more.sql"), "SELECT count(*) AS n FROM s;\n\\nope\n").unwrap();
+    assert_cmd_snapshot!(
+        "meta_and_shared_lines",
+        kappa(dir.path()).args(["--format", "table", "-f", "main.sql"])
+    );
 }
