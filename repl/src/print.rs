@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use kappa::datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use kappa::datafusion::arrow::error::ArrowError;
+use kappa::datafusion::arrow::json::writer::{JsonArray, JsonFormat, LineDelimited};
 use kappa::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 /// An output format.
@@ -134,53 +135,49 @@ pub fn rows(
                 writeln!(w, "({total} {})", rows_word(total))
             }
         }
+        // Encoded into memory, then written: a failed write (a closed pipe) stays an I/O error
+        // of its own kind.
         Format::Csv | Format::Tsv => {
-            // Encoded into memory, then written: a failed write (a closed pipe) stays an I/O
-            // error of its own kind.
-            let delimiter = if style.format == Format::Csv { b',' } else { b'\t' };
-            let mut buf = Vec::new();
-            {
-                let mut writer = kappa::datafusion::arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .with_delimiter(delimiter)
-                    .build(&mut buf);
-                if batches.is_empty() {
-                    writer.write(&RecordBatch::new_empty(schema.clone())).map_err(arrow_err)?;
-                }
-                for b in batches {
-                    writer.write(b).map_err(arrow_err)?;
-                }
-            }
-            w.write_all(&buf)
+            let empty = [RecordBatch::new_empty(schema.clone())];
+            let batches = if batches.is_empty() { &empty[..] } else { batches };
+            w.write_all(&csv(batches, true, style.format)?)
         }
         Format::Json => {
-            let mut buf = Vec::new();
-            {
-                let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, kappa::datafusion::arrow::json::writer::JsonArray>(&mut buf);
-                for b in batches {
-                    writer.write(b).map_err(arrow_err)?;
-                }
-                writer.finish().map_err(arrow_err)?;
-            }
+            let mut buf = json::<JsonArray>(batches)?;
             buf.push(b'\n');
             w.write_all(&buf)
         }
-        Format::Ndjson => {
-            let mut buf = Vec::new();
-            {
-                let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, kappa::datafusion::arrow::json::writer::LineDelimited>(&mut buf);
-                for b in batches {
-                    writer.write(b).map_err(arrow_err)?;
-                }
-                writer.finish().map_err(arrow_err)?;
-            }
-            w.write_all(&buf)
-        }
+        Format::Ndjson => w.write_all(&json::<LineDelimited>(batches)?),
     }
+}
+
+/// `batches` as CSV (or TSV), with a header line or not.
+fn csv(batches: &[RecordBatch], header: bool, format: Format) -> std::io::Result<Vec<u8>> {
+    let delimiter = if format == Format::Tsv { b'\t' } else { b',' };
+    let mut buf = Vec::new();
+    let mut writer = kappa::datafusion::arrow::csv::WriterBuilder::new()
+        .with_header(header)
+        .with_delimiter(delimiter)
+        .build(&mut buf);
+    for b in batches {
+        writer.write(b).map_err(arrow_err)?;
+    }
+    drop(writer);
+    Ok(buf)
+}
+
+/// `batches` as a JSON array or as JSON lines, nulls written out.
+fn json<F: JsonFormat>(batches: &[RecordBatch]) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, F>(&mut buf);
+    for b in batches {
+        writer.write(b).map_err(arrow_err)?;
+    }
+    writer.finish().map_err(arrow_err)?;
+    drop(writer);
+    Ok(buf)
 }
 
 /// Expanded display: a block per row, psql's `\x`.
@@ -307,32 +304,13 @@ impl Streaming {
                 }
             }
             Format::Csv | Format::Tsv => {
-                let delimiter = if self.format == Format::Csv { b',' } else { b'\t' };
-                let mut buf = Vec::new();
-                {
-                    let mut writer = kappa::datafusion::arrow::csv::WriterBuilder::new()
-                        .with_header(first)
-                        .with_delimiter(delimiter)
-                        .build(&mut buf);
-                    writer.write(batch).map_err(arrow_err)?;
-                }
-                w.write_all(&buf)?;
+                w.write_all(&csv(std::slice::from_ref(batch), first, self.format)?)?;
                 if first {
                     self.widths = Some(Vec::new());
                 }
             }
             Format::Json | Format::Ndjson => {
-                let mut buf = Vec::new();
-                {
-                    let mut writer = kappa::datafusion::arrow::json::WriterBuilder::new()
-                        .with_explicit_nulls(true)
-                        .build::<_, kappa::datafusion::arrow::json::writer::LineDelimited>(
-                            &mut buf,
-                        );
-                    writer.write(batch).map_err(arrow_err)?;
-                    writer.finish().map_err(arrow_err)?;
-                }
-                w.write_all(&buf)?;
+                w.write_all(&json::<LineDelimited>(std::slice::from_ref(batch))?)?;
             }
         }
         w.flush()

@@ -23,25 +23,16 @@ use crate::error::{Error, Location, Result};
 /// [`Error::Syntax`] with the line and column of the first problem; [`Error::NotSupported`] for
 /// SQL statements kappa does not run (e.g. `UPDATE`).
 pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
-    let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .with_unescape(true)
-        .tokenize_with_location()
-        .map_err(|e| Error::syntax(e.message.clone(), Location::from_sql(e.location)))?;
     let index = LineIndex::new(sql);
-    let mut out = Vec::new();
-    for (stmt, _) in split_statements(tokens) {
-        let Some(first) = stmt.iter().find(|t| !is_blank(&t.token)) else { continue };
-        let Some(last) = stmt.iter().rev().find(|t| !is_blank(&t.token)) else { continue };
-        let location = Location::from_sql(first.span.start).unwrap_or_default();
-        let text = index.slice(sql, first.span.start, last.span.end).to_string();
-        // An error at the end of the statement ("found: EOF") has no token to point at: point
-        // just after the statement's last token.
-        let end = Location::from_sql(last.span.end);
-        let statement = parse_tokens(stmt, sql, &index).map_err(|e| e.or_at(end))?;
-        out.push(ParsedStatement { statement, location, text });
-    }
-    Ok(out)
+    chunks(sql)?
+        .into_iter()
+        .map(|c| {
+            // An error at the end of the statement ("found: EOF") has no token to point at:
+            // point just after the statement's last token.
+            let statement = parse_tokens(c.tokens, sql, &index).map_err(|e| e.or_at(c.end))?;
+            Ok(ParsedStatement { statement, location: c.piece.location, text: c.piece.text })
+        })
+        .collect()
 }
 
 /// One statement of a script as the tokenizer splits it, not parsed yet (for a shell that runs
@@ -64,20 +55,35 @@ pub struct Piece {
 /// [`Error::Syntax`] when the script cannot be tokenized (an unterminated string or comment),
 /// at the place of the problem.
 pub fn split(sql: &str) -> Result<Vec<Piece>> {
+    Ok(chunks(sql)?.into_iter().map(|c| c.piece).collect())
+}
+
+/// A statement of a script: its tokens, its [`Piece`], and where its last token ends.
+struct Chunk {
+    tokens: Vec<TokenWithSpan>,
+    piece: Piece,
+    end: Option<Location>,
+}
+
+/// Tokenize a script and cut it into statements (blank ones left out).
+fn chunks(sql: &str) -> Result<Vec<Chunk>> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(true)
         .tokenize_with_location()
         .map_err(|e| Error::syntax(e.message.clone(), Location::from_sql(e.location)))?;
     let index = LineIndex::new(sql);
     let mut out = Vec::new();
-    for (stmt, terminated) in split_statements(tokens) {
-        let Some(first) = stmt.iter().find(|t| !is_blank(&t.token)) else { continue };
-        let Some(last) = stmt.iter().rev().find(|t| !is_blank(&t.token)) else { continue };
-        out.push(Piece {
+    for (tokens, terminated) in split_statements(tokens) {
+        let Some(first) = tokens.iter().find(|t| !is_blank(&t.token)) else { continue };
+        let Some(last) = tokens.iter().rev().find(|t| !is_blank(&t.token)) else { continue };
+        let piece = Piece {
             text: index.slice(sql, first.span.start, last.span.end).to_string(),
             location: Location::from_sql(first.span.start).unwrap_or_default(),
             terminated,
-        });
+        };
+        let end = Location::from_sql(last.span.end);
+        out.push(Chunk { tokens, piece, end });
     }
     Ok(out)
 }
