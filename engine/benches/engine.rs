@@ -1,9 +1,10 @@
 //! Engine throughput beside DataFusion on the same data in the same run:
 //! - `COPY s FROM` a CSV and a Parquet file, beside DataFusion reading the file into memory;
 //! - a stateless job (`CREATE STREAM d AS SELECT ... WHERE ...`) catching up with a loaded
-//!   stream, beside DataFusion running the same SELECT over the same rows in memory.
+//!   stream, beside DataFusion running the same SELECT over the same rows in memory;
+//! - the Nexmark generator on one core (all events, and the bids alone).
 //!
-//! Run: `KAPPA_BENCH_DIR=/path cargo bench -p kappa --bench engine [-- copy|stateless]`
+//! Run: `KAPPA_BENCH_DIR=/path cargo bench -p kappa --bench engine [-- copy|stateless|generator]`
 //! (`KAPPA_BENCH_ROWS` rows for COPY, default 1,000,000; `KAPPA_BENCH_JOB_ROWS` for the job,
 //! default 4,000,000; `KAPPA_BENCH_ROUNDS` pairs, default 15).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -273,13 +274,49 @@ fn stateless_job() {
     rt.block_on(engine.close()).unwrap();
 }
 
+/// The Nexmark generator on one core: events (and bids) per second, in chunks of 10,000 events
+/// as a source would make them.
+fn nexmark_generator(c: &mut Criterion) {
+    use kappa::nexmark::{Generator, NexmarkConfig};
+    let events = 1_000_000u64;
+    let g = Generator::new(NexmarkConfig { events, rate: 10_000_000 }).unwrap();
+    let mut group = c.benchmark_group("nexmark_generator");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events));
+    group.bench_function("1M events, one core", |b| {
+        b.iter(|| {
+            let mut bids = 0;
+            for from in (0..events).step_by(10_000) {
+                bids += g.events(from, from + 10_000).unwrap().bid.num_rows();
+            }
+            assert_eq!(bids, 920_000);
+        })
+    });
+    group.throughput(Throughput::Elements(920_000));
+    group.bench_function("the bids of 1M events, one core", |b| {
+        b.iter(|| {
+            let mut bids = 0;
+            for from in (0..events).step_by(10_000) {
+                bids += g.bids(from, from + 10_000).unwrap().num_rows();
+            }
+            assert_eq!(bids, 920_000);
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(benches, bench);
+criterion_group!(generator, nexmark_generator);
 
 fn main() {
-    // `cargo bench -p kappa --bench engine [-- copy|stateless]`
+    // `cargo bench -p kappa --bench engine [-- copy|stateless|generator]`
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     if filter.as_deref().is_none_or(|f| "copy_from".contains(f) || f.contains("copy")) {
         benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    if filter.as_deref().is_none_or(|f| "nexmark_generator".contains(f)) {
+        generator();
         Criterion::default().configure_from_args().final_summary();
     }
     if filter.as_deref().is_none_or(|f| "stateless_job".contains(f)) {

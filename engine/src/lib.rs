@@ -43,6 +43,7 @@ mod copy;
 mod engine;
 mod error;
 mod job;
+pub mod nexmark;
 mod options;
 mod output;
 mod show;
