@@ -16,7 +16,7 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Config, Context, Editor, Helper};
 
 use crate::complete;
-use crate::session::{Flow, Session, is_meta};
+use crate::session::{Flow, Session, incomplete, is_meta};
 
 /// Names for completion: streams and their columns, refreshed after every statement.
 pub type Names = Arc<Mutex<Vec<(String, Vec<String>)>>>;
@@ -42,9 +42,7 @@ pub fn check(input: &str) -> Option<Result<(), String>> {
     }
     let pieces = match kappa::sql::split(input) {
         Ok(p) => p,
-        Err(e) if e.to_string().starts_with("Unterminated") || e.to_string().contains("EOF") => {
-            return None;
-        }
+        Err(e) if incomplete(&e) => return None,
         Err(e) => return Some(Err(format!("syntax error: {e}"))),
     };
     if pieces.last().is_some_and(|p| !p.terminated) {

@@ -159,7 +159,7 @@ fn scripts(session: &mut Session, inputs: &[Input]) -> i32 {
     }
     // Every job catches up with what its inputs hold before kappa exits.
     let engine = session.engine.clone();
-    let mut interrupts = session.fresh_interrupts();
+    let (mut interrupts, _) = session.fresh_interrupts();
     let waited = session.runtime.block_on(async {
         tokio::select! {
             r = engine.wait_for_jobs() => Some(r),

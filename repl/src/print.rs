@@ -70,6 +70,19 @@ fn options() -> FormatOptions<'static> {
     FormatOptions::default().with_null("NULL")
 }
 
+/// A formatter of each column of `batch`.
+fn formatters<'a>(
+    batch: &'a RecordBatch,
+    opts: &'a FormatOptions<'a>,
+) -> std::io::Result<Vec<ArrayFormatter<'a>>> {
+    batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), opts))
+        .collect::<Result<_, _>>()
+        .map_err(arrow_err)
+}
+
 /// The first `limit` rows of `batches`.
 fn head(batches: &[RecordBatch], limit: usize) -> Vec<RecordBatch> {
     let mut left = limit;
@@ -187,12 +200,7 @@ fn expanded(w: &mut dyn Write, schema: &SchemaRef, batches: &[RecordBatch]) -> s
     let mut record = 0;
     let opts = options();
     for b in batches {
-        let formatters: Vec<ArrayFormatter<'_>> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-            .collect::<Result<_, _>>()
-            .map_err(arrow_err)?;
+        let formatters = formatters(b, &opts)?;
         for row in 0..b.num_rows() {
             record += 1;
             writeln!(w, "-[ RECORD {record} ]{}", "-".repeat(width.saturating_sub(8) + 4))?;
@@ -267,12 +275,7 @@ impl Streaming {
         match self.format {
             Format::Table => {
                 let opts = options();
-                let formatters: Vec<ArrayFormatter<'_>> = batch
-                    .columns()
-                    .iter()
-                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-                    .collect::<Result<_, _>>()
-                    .map_err(arrow_err)?;
+                let formatters = formatters(batch, &opts)?;
                 let cells: Vec<Vec<String>> = (0..batch.num_rows())
                     .map(|r| formatters.iter().map(|f| f.value(r).to_string()).collect())
                     .collect();

@@ -94,7 +94,7 @@ fn in_script(at: kappa::Location, line: u64, column: u64) -> (u64, u64) {
 }
 
 /// A tokenizer error that more input may resolve (an open string, quoted name or comment).
-fn incomplete(e: &kappa::sql::Error) -> bool {
+pub fn incomplete(e: &kappa::sql::Error) -> bool {
     let m = e.to_string();
     m.starts_with("Unterminated") || m.contains("EOF")
 }
@@ -182,11 +182,11 @@ impl Session {
         }
     }
 
-    /// A receiver of Ctrl-C presses that reports only those to come.
-    pub fn fresh_interrupts(&self) -> watch::Receiver<u64> {
+    /// A receiver of Ctrl-C presses that reports only those to come, and the count so far.
+    pub fn fresh_interrupts(&self) -> (watch::Receiver<u64>, u64) {
         let mut r = self.interrupts.clone();
-        r.borrow_and_update();
-        r
+        let seen = *r.borrow_and_update();
+        (r, seen)
     }
 
     /// Ctrl-C presses so far.
@@ -257,9 +257,10 @@ impl Session {
                 }
                 Ok(pieces) => {
                     let complete = pieces.iter().filter(|p| p.terminated).count();
-                    if complete == 0 {
+                    let Some(next) = pieces.iter().rev().find(|p| p.terminated).map(|p| p.next)
+                    else {
                         continue;
-                    }
+                    };
                     for p in pieces.into_iter().take(complete) {
                         let (l, c) = (pending_line + p.location.line - 1, p.location.column);
                         let flow = self.statement(&p.text, l, c, source, text);
@@ -269,12 +270,11 @@ impl Session {
                     }
                     // Keep what follows the last `;` (the start of the next statement), with
                     // blanks for what came before it on its line, so columns stay true.
-                    let rest = after_last_terminator(&pending);
-                    let consumed = &pending[..pending.len() - rest.len()];
+                    let (consumed, rest) = pending.split_at(next);
                     pending_line += consumed.matches('\n').count() as u64;
                     let line_start = consumed.rfind('\n').map_or(0, |i| i + 1);
                     let mut kept = " ".repeat(consumed[line_start..].chars().count());
-                    kept.push_str(&rest);
+                    kept.push_str(rest);
                     pending = kept;
                     pending_blank = blank(&pending);
                 }
@@ -334,8 +334,7 @@ impl Session {
             return Flow::Interrupted;
         }
         // The presses counted from here on are this statement's.
-        let mut interrupts = self.interrupts.clone();
-        let seen = *interrupts.borrow_and_update();
+        let (mut interrupts, seen) = self.fresh_interrupts();
         let start = Instant::now();
         let progress = self.settings.progress.then(|| crate::progress::Progress::start(self, text));
         let engine = self.engine.clone();
@@ -448,8 +447,7 @@ impl Session {
         }
         let start = Instant::now();
         let mut printer = print::Streaming::new(self.settings.push_format, sub.schema().clone());
-        let mut interrupts = self.interrupts.clone();
-        interrupts.borrow_and_update();
+        let (mut interrupts, _) = self.fresh_interrupts();
         let mut status = StatusLine::new(self.settings.progress);
         let ended = loop {
             // A press since the statement started (also before this loop) ends it.
@@ -539,27 +537,6 @@ fn blank(text: &str) -> bool {
     }
 }
 
-/// The text after the last top-level `;` of `text` (which tokenizes).
-fn after_last_terminator(text: &str) -> String {
-    use kappa::sql::sqlparser::dialect::GenericDialect;
-    use kappa::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, text).tokenize_with_location() else {
-        return String::new();
-    };
-    let mut depth = 0i64;
-    let mut last = None;
-    for t in &tokens {
-        match t.token {
-            Token::LParen => depth += 1,
-            Token::RParen => depth -= 1,
-            Token::SemiColon if depth <= 0 => last = Some(t.span.end),
-            _ => {}
-        }
-    }
-    let Some(end) = last else { return text.to_string() };
-    text[byte_offset(text, end.line, end.column).min(text.len())..].to_string()
-}
-
 /// The status line of a push query on stderr (a terminal only): rows and time so far.
 struct StatusLine {
     on: bool,
@@ -611,9 +588,15 @@ mod tests {
         assert!(is_meta(".mode csv"));
         assert!(!is_meta("SELECT 1.5"));
         assert!(!is_meta(".5"));
-        assert_eq!(after_last_terminator("SELECT 1; SELECT ';'; SEL"), " SEL");
-        assert_eq!(after_last_terminator("SELECT 1;\n-- c\nSELECT"), "\n-- c\nSELECT");
-        assert_eq!(after_last_terminator("SELECT (1;"), "SELECT (1;");
+        // What follows the last complete statement.
+        let after_last = |text: &str| {
+            let pieces = kappa::sql::split(text).unwrap();
+            let next = pieces.iter().rev().find(|p| p.terminated).map_or(0, |p| p.next);
+            text[next..].to_string()
+        };
+        assert_eq!(after_last("SELECT 1; SELECT ';'; SEL"), " SEL");
+        assert_eq!(after_last("SELECT 1;\n-- c\nSELECT"), "\n-- c\nSELECT");
+        assert_eq!(after_last("SELECT (1;"), "SELECT (1;");
         assert_eq!(in_script(kappa::Location::new(1, 8), 3, 4), (3, 11));
         assert_eq!(in_script(kappa::Location::new(2, 3), 3, 4), (4, 3));
     }

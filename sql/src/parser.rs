@@ -46,6 +46,9 @@ pub struct Piece {
     pub location: Location,
     /// A `;` ends it (the last piece of an unfinished script has none).
     pub terminated: bool,
+    /// The byte offset in the script where what follows the piece begins: just after its `;`,
+    /// or after its last token when it has none.
+    pub next: usize,
 }
 
 /// Split a script into statements at the semicolons outside strings, quoted names, comments
@@ -74,13 +77,14 @@ fn chunks(sql: &str) -> Result<Vec<Chunk>> {
         .map_err(|e| Error::syntax(e.message.clone(), Location::from_sql(e.location)))?;
     let index = LineIndex::new(sql);
     let mut out = Vec::new();
-    for (tokens, terminated) in split_statements(tokens) {
+    for (tokens, semicolon_end) in split_statements(tokens) {
         let Some(first) = tokens.iter().find(|t| !is_blank(&t.token)) else { continue };
         let Some(last) = tokens.iter().rev().find(|t| !is_blank(&t.token)) else { continue };
         let piece = Piece {
             text: index.slice(sql, first.span.start, last.span.end).to_string(),
             location: Location::from_sql(first.span.start).unwrap_or_default(),
-            terminated,
+            terminated: semicolon_end.is_some(),
+            next: index.offset(sql, semicolon_end.unwrap_or(last.span.end)),
         };
         let end = Location::from_sql(last.span.end);
         out.push(Chunk { tokens, piece, end });
@@ -108,9 +112,11 @@ fn is_blank(t: &Token) -> bool {
 }
 
 /// Split at semicolons outside parentheses (semicolons inside strings are inside their token);
-/// each piece says whether a semicolon ended it.
-fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<(Vec<TokenWithSpan>, bool)> {
-    let mut out = vec![(Vec::new(), false)];
+/// each piece comes with where the semicolon that ended it ends, if one did.
+fn split_statements(
+    tokens: Vec<TokenWithSpan>,
+) -> Vec<(Vec<TokenWithSpan>, Option<sqlparser::tokenizer::Location>)> {
+    let mut out = vec![(Vec::new(), None)];
     let mut depth = 0i64;
     for t in tokens {
         match &t.token {
@@ -118,9 +124,9 @@ fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<(Vec<TokenWithSpan>, bool
             Token::RParen => depth -= 1,
             Token::SemiColon if depth <= 0 => {
                 if let Some(cur) = out.last_mut() {
-                    cur.1 = true;
+                    cur.1 = Some(t.span.end);
                 }
-                out.push((Vec::new(), false));
+                out.push((Vec::new(), None));
                 continue;
             }
             Token::EOF => continue,

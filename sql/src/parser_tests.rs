@@ -182,6 +182,11 @@ fn split_keeps_semicolons_in_strings_comments_and_parentheses() {
     let at: Vec<(u64, u64, bool)> =
         pieces.iter().map(|p| (p.location.line, p.location.column, p.terminated)).collect();
     assert_eq!(at, vec![(1, 1, true), (2, 1, true), (3, 22, true), (6, 1, false)]);
+    // What follows each piece: after its `;`, or after its last token.
+    let rest: Vec<&str> = pieces.iter().map(|p| &script[p.next..]).collect();
+    assert!(rest[0].starts_with(" -- a comment; with"), "{:?}", rest[0]);
+    assert!(rest[2].starts_with("\n-- only a comment;"), "{:?}", rest[2]);
+    assert_eq!(rest[3], "");
 }
 
 #[test]
