@@ -29,7 +29,8 @@ const RECORD_INTERVAL: Duration = Duration::from_secs(1);
 /// What the acknowledger of one job holds.
 pub(crate) struct Acker {
     pub id: u32,
-    pub output: Arc<Stream>,
+    /// The output log (`None` for a blackhole sink).
+    pub output: Option<Arc<Stream>>,
     pub store: Arc<Store>,
     /// The input streams' names, in the order of `positions`.
     pub inputs: Vec<String>,
@@ -68,8 +69,8 @@ impl Acker {
 
     /// Wait until the output of `taken` (in order) is durable and count it in.
     fn take(&mut self, taken: &mut Vec<Computed>) -> Result<()> {
-        let rows_out: u64 = taken.iter().filter_map(|c| c.written.as_ref().map(|w| w.1)).sum();
-        if let Some((last, _)) = taken.iter_mut().rev().find_map(|c| c.written.take()) {
+        let rows_out: u64 = taken.iter().map(|c| c.rows_out).sum();
+        if let Some(last) = taken.iter_mut().rev().find_map(|c| c.written.take()) {
             let written = last.offsets();
             last.wait()?;
             self.acked_end = self.acked_end.max(written.base_offset + written.rows);
@@ -97,7 +98,9 @@ impl Acker {
         if force_record || self.last_record.elapsed() >= RECORD_INTERVAL {
             // The record must never be ahead of durable output (a relaxed output is synced
             // here; a durable one already is).
-            self.output.sync()?;
+            if let Some(output) = &self.output {
+                output.sync()?;
+            }
             let record = Record {
                 positions: self.positions.clone(),
                 output_end: self.acked_end,

@@ -88,11 +88,20 @@ pub(crate) struct Catalog {
     pub streams: BTreeMap<String, StreamEntry>,
     /// Jobs by name.
     pub jobs: BTreeMap<String, JobEntry>,
+    /// Sink tables (`CREATE TABLE ... WITH ('connector' = 'blackhole')`) by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, crate::sink::SinkEntry>,
 }
 
 impl Default for Catalog {
     fn default() -> Catalog {
-        Catalog { format: FORMAT, next_job_id: 1, streams: BTreeMap::new(), jobs: BTreeMap::new() }
+        Catalog {
+            format: FORMAT,
+            next_job_id: 1,
+            streams: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+        }
     }
 }
 

@@ -44,9 +44,10 @@ pub(crate) struct Computed {
     pub end: u64,
     /// Rows read.
     pub rows_in: u64,
-    /// The last append of the output and the rows written (`None` when every row was
-    /// filtered out).
-    pub written: Option<(PendingAppend, u64)>,
+    /// Rows the pipeline produced (written, or discarded by a blackhole sink).
+    pub rows_out: u64,
+    /// The last append of the output (`None` when nothing was written).
+    pub written: Option<PendingAppend>,
 }
 
 /// Consecutive batches of one input, to compute.
@@ -64,8 +65,8 @@ struct Ready {
     producer: u32,
     end: u64,
     rows_in: u64,
-    /// The encoded output of each batch with the input offset after it.
-    frames: Result<Vec<(EncodedBatch, u64)>>,
+    /// The encoded output of each batch with the input offset after it, and the rows.
+    frames: Result<(Vec<(EncodedBatch, u64)>, u64)>,
 }
 
 #[derive(Default)]
@@ -146,7 +147,8 @@ impl<T> Reorder<T> {
 /// What a job's workers share.
 struct Shared {
     plan: Arc<StatelessPlan>,
-    output: Arc<Stream>,
+    /// The output log; `None` for a blackhole sink (rows are counted, then dropped).
+    output: Option<Arc<Stream>>,
     queue: Mutex<Queue>,
     work_ready: Condvar,
     order: Reorder<Ready>,
@@ -218,7 +220,7 @@ impl Shared {
                 producer: work.producer,
                 end: 0,
                 rows_in: 0,
-                frames: Ok(Vec::new()),
+                frames: Ok((Vec::new(), 0)),
             };
             holding.piece = Some((ticket, placeholder));
             let ready = self.compute(work);
@@ -232,15 +234,19 @@ impl Shared {
         let Work { input, producer, batches, .. } = work;
         let rows_in = batches.iter().map(|b| b.batch.num_rows() as u64).sum();
         let end = batches.last().map_or(0, |b| b.offset + b.batch.num_rows() as u64);
-        let run = || -> Result<Vec<(EncodedBatch, u64)>> {
+        let run = || -> Result<(Vec<(EncodedBatch, u64)>, u64)> {
             let mut frames = Vec::with_capacity(batches.len());
+            let mut rows = 0;
             for b in batches {
                 let seq = b.offset + b.batch.num_rows() as u64;
                 if let Some(out) = self.plan.apply(input, b.batch)? {
-                    frames.push((self.output.encode(&out)?, seq));
+                    rows += out.num_rows() as u64;
+                    if let Some(output) = &self.output {
+                        frames.push((output.encode(&out)?, seq));
+                    }
                 }
             }
-            Ok(frames)
+            Ok((frames, rows))
         };
         let frames = std::panic::catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|p| {
             Err(Error::Job(format!("the job's computation panicked: {}", panic_text(p.as_ref()))))
@@ -275,16 +281,16 @@ impl Shared {
     /// Write a piece's frames, tagged, in one run.
     fn write(&self, ready: Ready) -> Result<Computed> {
         let Ready { input, producer, end, rows_in, frames } = ready;
-        let frames = frames?;
-        let written = if frames.is_empty() {
-            None
-        } else {
-            let rows = frames.iter().map(|(f, _)| f.num_rows() as u64).sum();
-            let tagged =
-                frames.into_iter().map(|(f, seq)| (f, Some(Tag { producer, seq }))).collect();
-            Some((self.output.submit_encoded(tagged)?, rows))
+        let (frames, rows_out) = frames?;
+        let written = match &self.output {
+            Some(output) if !frames.is_empty() => {
+                let tagged =
+                    frames.into_iter().map(|(f, seq)| (f, Some(Tag { producer, seq }))).collect();
+                Some(output.submit_encoded(tagged)?)
+            }
+            _ => None,
         };
-        Ok(Computed { input, end, rows_in, written })
+        Ok(Computed { input, end, rows_in, rows_out, written })
     }
 }
 
@@ -307,9 +313,9 @@ impl std::fmt::Debug for Computation {
 }
 
 impl Computation {
-    /// The computation of job `name`; its workers start with the first piece. Must be called
-    /// inside the engine's runtime.
-    pub fn new(name: &str, plan: Arc<StatelessPlan>, output: Arc<Stream>) -> Computation {
+    /// The computation of job `name` into `output` (`None`: rows are counted and dropped);
+    /// its workers start with the first piece. Must be called inside the engine's runtime.
+    pub fn new(name: &str, plan: Arc<StatelessPlan>, output: Option<Arc<Stream>>) -> Computation {
         let max_workers = max_workers();
         // Two pieces per worker keep every worker busy while one waits for an earlier one to
         // be written.

@@ -56,9 +56,7 @@ pub(crate) async fn copy_from(
     at: At,
 ) -> Result<Output> {
     let target = engine.inner.stream(stream, at)?;
-    if let Some(job) = engine.inner.catalog().streams.get(stream).and_then(|e| e.job.clone()) {
-        return Err(Error::plan(format!("stream '{stream}' is written by job {job}"), at));
-    }
+    engine.inner.check_appendable(stream, at)?;
     let format = format_of(path, options, at)?;
     if format != FileFormat::Csv && (options.header.is_some() || options.delimiter.is_some()) {
         return Err(Error::plan("HEADER and DELIMITER apply to CSV only", at));

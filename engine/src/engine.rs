@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     pub ddl: tokio::sync::Mutex<()>,
     /// Running push queries, for `SHOW JOBS`.
     pub push_queries: Arc<crate::subscribe::Registry>,
+    /// Running connector sources (nexmark), by stream.
+    pub sources: Mutex<HashMap<String, crate::nexmark::source::SourceHandle>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -60,6 +62,29 @@ impl Inner {
 
     pub fn jobs(&self) -> MutexGuard<'_, HashMap<String, JobHandle>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn sources(&self) -> MutexGuard<'_, HashMap<String, crate::nexmark::source::SourceHandle>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuse appends to a stream that a job or a connector writes.
+    pub fn check_appendable(&self, stream: &str, at: Option<kappa_sql::Location>) -> Result<()> {
+        let c = self.catalog();
+        let Some(e) = c.streams.get(stream) else { return Ok(()) };
+        if let Some(job) = &e.job {
+            return Err(Error::plan(
+                format!("stream '{stream}' is written by job {job}; append to its inputs"),
+                at,
+            ));
+        }
+        if let Some(connector) = e.options.get("connector") {
+            return Err(Error::plan(
+                format!("stream '{stream}' is filled by its {connector} connector"),
+                at,
+            ));
+        }
+        Ok(())
     }
 
     pub fn restart_errors(&self) -> MutexGuard<'_, HashMap<String, String>> {
@@ -131,11 +156,15 @@ impl Engine {
             }
         }
         catalog.streams.retain(|n, _| names.contains(n));
-        catalog.jobs.retain(|_, j| names.contains(&j.output));
+        let sinks: BTreeSet<String> = catalog.sinks.keys().cloned().collect();
+        catalog.jobs.retain(|_, j| names.contains(&j.output) || sinks.contains(&j.output));
         catalog.save(&store)?;
         let mut config = SessionConfig::new().with_information_schema(true);
         config.options_mut().sql_parser.collect_spans = true;
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        // `1.5` is an exact DECIMAL, as in Flink, PostgreSQL and DuckDB (`0.908 * price` in
+        // Nexmark q1 is money), not a DOUBLE.
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
         config.options_mut().execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config(config);
         for udf in options.udfs {
@@ -150,13 +179,16 @@ impl Engine {
             closed: AtomicBool::new(false),
             ddl: tokio::sync::Mutex::new(()),
             push_queries: Arc::default(),
+            sources: Mutex::new(HashMap::new()),
         });
+        crate::functions::register(&inner.ctx);
         let streams: Vec<String> = inner.catalog().streams.keys().cloned().collect();
         for name in streams {
             let s = inner.store.stream(&name)?;
             inner.register_table(s)?;
         }
         let engine = Engine { inner };
+        engine.open_connectors()?;
         let to_start: Vec<(String, JobEntry)> = engine
             .inner
             .catalog()
@@ -228,12 +260,7 @@ impl Engine {
     pub async fn append(&self, stream: &str, batch: RecordBatch) -> Result<AppendAck> {
         self.inner.check_open()?;
         let s = self.inner.stream(stream, None)?;
-        if let Some(job) = self.inner.catalog().streams.get(stream).and_then(|e| e.job.clone()) {
-            return Err(Error::plan(
-                format!("stream '{stream}' is written by job {job}; append to its inputs"),
-                None,
-            ));
-        }
+        self.inner.check_appendable(stream, None)?;
         let ack = tokio::task::spawn_blocking(move || s.append(&batch))
             .await
             .map_err(|e| Error::Io { path: stream.into(), source: std::io::Error::other(e) })??;
@@ -267,12 +294,14 @@ impl Engine {
         Some(info.end - info.start)
     }
 
-    /// Wait until every running job has processed everything its inputs hold now (what `kappa
-    /// -f` does before it exits).
+    /// Wait until every connector source that ends has ended (nexmark with a number of
+    /// events), then until every running job has processed everything its inputs hold (what
+    /// `kappa -f` does before it exits).
     ///
     /// # Errors
     /// The error of a job that failed meanwhile.
     pub async fn wait_for_jobs(&self) -> Result<()> {
+        self.wait_for_sources().await?;
         let outputs: Vec<String> =
             self.inner.catalog().jobs.values().map(|j| j.output.clone()).collect();
         let names = self.upstream_order(&outputs);
@@ -295,6 +324,7 @@ impl Engine {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.stop_sources(None).await;
         let jobs: Vec<JobHandle> = self.inner.jobs().drain().map(|(_, j)| j).collect();
         for j in &jobs {
             let _ = j.stop.send(true);
@@ -471,7 +501,12 @@ impl Engine {
             .iter()
             .map(|p| self.inner.store.stream(&p.stream))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let output = self.inner.store.stream(&entry.output)?;
+        // A sink table takes the rows without a log.
+        let output = if self.inner.catalog().sinks.contains_key(&entry.output) {
+            None
+        } else {
+            Some(self.inner.store.stream(&entry.output)?)
+        };
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let job_name = name.to_string();
         let on_end = Box::new(move |status: &Status| {

@@ -96,7 +96,8 @@ pub(crate) struct JobSpec {
     pub kind: JobKind,
     pub plan: Arc<StatelessPlan>,
     pub inputs: Vec<Arc<Stream>>,
-    pub output: Arc<Stream>,
+    /// The output log; `None` for a blackhole sink.
+    pub output: Option<Arc<Stream>>,
     pub store: Arc<Store>,
     /// Called once when the job finishes or fails (to update the catalog).
     pub on_end: Box<dyn FnOnce(&Status) + Send>,
@@ -137,7 +138,10 @@ fn resume_positions(spec: &JobSpec) -> Result<Vec<u64>> {
         }
         None => (spec.inputs.iter().map(|s| s.info().start).collect(), 0),
     };
-    let tags = spec.output.producer_positions(from)?;
+    let tags = match &spec.output {
+        Some(output) => output.producer_positions(from)?,
+        None => Default::default(),
+    };
     for (i, p) in positions.iter_mut().enumerate() {
         if let Some(seq) = tags.get(&producer(spec.id, i)) {
             *p = (*p).max(*seq);
@@ -274,12 +278,11 @@ async fn run(
         .collect();
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
     let n = inputs.len();
-    let mut computation =
-        Computation::new(&spec.name, Arc::clone(&spec.plan), Arc::clone(&spec.output));
+    let mut computation = Computation::new(&spec.name, Arc::clone(&spec.plan), spec.output.clone());
     let slots = computation.slots();
     let acker = Acker {
         id: spec.id,
-        output: Arc::clone(&spec.output),
+        output: spec.output.clone(),
         store: Arc::clone(&spec.store),
         inputs: spec.inputs.iter().map(|s| s.name().to_string()).collect(),
         positions,
@@ -287,7 +290,7 @@ async fn run(
         rows_in: 0,
         rows_out: 0,
         last_record: Instant::now(),
-        acked_end: spec.output.end_offset(),
+        acked_end: spec.output.as_ref().map_or(0, |o| o.end_offset()),
     };
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
     // A thread of its own: it sleeps in syncs, which must not hold a runtime worker or a
@@ -380,8 +383,10 @@ async fn run(
         (Ok(status), Ok(())) => status,
         (Ok(_), Err(e)) | (Err(e), _) => Status::Failed(e.to_string()),
     };
-    let status = if status == Status::Finished && spec.kind == JobKind::DerivedStream {
-        let output = Arc::clone(&spec.output);
+    let status = if status == Status::Finished
+        && spec.kind == JobKind::DerivedStream
+        && let Some(output) = &spec.output
+    {
         match tokio::task::block_in_place(|| output.seal()) {
             Ok(_) => Status::Finished,
             Err(e) => Status::Failed(e.to_string()),

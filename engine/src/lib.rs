@@ -39,18 +39,22 @@
 mod acker;
 mod catalog;
 mod compute;
+mod connectors;
 mod copy;
 mod engine;
 mod error;
+mod functions;
 mod job;
 pub mod nexmark;
 mod options;
 mod output;
 mod show;
+mod sink;
 mod statements;
 mod subscribe;
 mod table;
 
+pub use connectors::NexmarkStreams;
 pub use copy::COPY_BUFFER_BYTES;
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Location, Result};

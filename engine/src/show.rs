@@ -113,6 +113,31 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 lags.push(lag);
                 errors.push(error);
             }
+            // Connector sources, while they run (or until the engine closes).
+            let sources: Vec<(String, crate::nexmark::source::SourceState)> = inner
+                .sources()
+                .iter()
+                .map(|(n, h)| (n.clone(), h.state.borrow().clone()))
+                .collect();
+            for (stream, state) in sources {
+                use crate::nexmark::source::SourceState;
+                let generated = inner.store.stream(&stream).map(|s| s.end_offset()).unwrap_or(0);
+                names.push(Some(format!("nexmark-{stream}")));
+                kinds.push(Some("nexmark source".to_string()));
+                outputs.push(Some(stream));
+                inputs.push(Some(String::new()));
+                let (state, error) = match state {
+                    SourceState::Running => ("running", None),
+                    SourceState::Finished => ("finished", None),
+                    SourceState::Stopped => ("stopped", None),
+                    SourceState::Failed(m) => ("failed", Some(m)),
+                };
+                states.push(Some(state.to_string()));
+                rows_in.push(0);
+                rows_out.push(generated);
+                lags.push(0);
+                errors.push(error);
+            }
             // Push queries, while they run.
             let running: Vec<(u64, Arc<crate::subscribe::PushEntry>)> =
                 inner.push_queries.running().iter().map(|(id, e)| (*id, Arc::clone(e))).collect();
@@ -161,8 +186,25 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 ],
             )
         }
-        // No connector tables or materialized views exist yet: empty lists.
-        ShowObject::Tables | ShowObject::Views => {
+        ShowObject::Tables => {
+            let sinks: Vec<(String, String)> = inner
+                .catalog()
+                .sinks
+                .iter()
+                .map(|(n, e)| (n.clone(), e.connector.clone()))
+                .collect();
+            let (names, connectors): (Vec<_>, Vec<_>) =
+                sinks.into_iter().map(|(n, c)| (Some(n), Some(c))).unzip();
+            rows(
+                vec![
+                    Field::new("name", DataType::Utf8, false),
+                    Field::new("connector", DataType::Utf8, false),
+                ],
+                vec![text(names), text(connectors)],
+            )
+        }
+        // No materialized views exist yet: an empty list.
+        ShowObject::Views => {
             rows(vec![Field::new("name", DataType::Utf8, false)], vec![text(vec![])])
         }
         ShowObject::Dataflow => Err(Error::not_supported("SHOW DATAFLOW", at)),

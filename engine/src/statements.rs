@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{ExprSchemable, LogicalPlan};
@@ -57,10 +57,10 @@ impl Engine {
                 let _guard = self.inner.ddl.lock().await;
                 self.create_stream(c, &s.text, at).await
             }
-            Statement::CreateTable(_) => Err(Error::not_supported(
-                "CREATE TABLE (declare a log with CREATE STREAM; connector tables come later)",
-                at,
-            )),
+            Statement::CreateTable(c) => {
+                let _guard = self.inner.ddl.lock().await;
+                self.create_table(c, &s.text, at).await
+            }
             Statement::CreateMaterializedView { .. } => {
                 Err(Error::not_supported("CREATE MATERIALIZED VIEW", at))
             }
@@ -69,9 +69,13 @@ impl Engine {
             }
             Statement::Insert { stream, stream_location, statement, .. } => {
                 let _guard = self.inner.ddl.lock().await;
-                // Name an unknown target where it is written.
-                let target = self.inner.stream(&stream, stream_location)?;
-                self.insert(target, *statement, &s.text, at).await
+                // A sink takes rows without a log; name an unknown target where it is written.
+                let target = if self.inner.catalog().sinks.contains_key(&stream) {
+                    None
+                } else {
+                    Some(self.inner.stream(&stream, stream_location)?)
+                };
+                self.insert(&stream, target, *statement, &s.text, at).await
             }
             Statement::CopyFrom { stream, path, options } => {
                 crate::copy::copy_from(self, &stream, &path, &options, at).await
@@ -98,15 +102,27 @@ impl Engine {
         }
     }
 
-    async fn create_stream(&self, c: CreateStream, full_text: &str, at: At) -> Result<Output> {
+    pub(crate) async fn create_stream(
+        &self,
+        c: CreateStream,
+        full_text: &str,
+        at: At,
+    ) -> Result<Output> {
         if c.or_replace {
             return Err(Error::not_supported("CREATE OR REPLACE STREAM", at));
         }
-        if self.inner.catalog().streams.contains_key(&c.name) {
+        let (exists, is_sink) = {
+            let cat = self.inner.catalog();
+            (cat.streams.contains_key(&c.name), cat.sinks.contains_key(&c.name))
+        };
+        if exists {
             if c.if_not_exists {
                 return Ok(done("CREATE STREAM"));
             }
             return Err(Error::plan(format!("stream '{}' already exists", c.name), at));
+        }
+        if is_sink {
+            return Err(Error::plan(format!("'{}' exists already, as a sink table", c.name), at));
         }
         let mut declared = BTreeMap::new();
         for (k, v) in &c.options {
@@ -114,7 +130,14 @@ impl Engine {
                 return Err(Error::plan(format!("option '{k}' is given twice"), at));
             }
         }
-        let mut options = crate::options::stream_options(&declared, at)?;
+        let (source, own_options) = crate::connectors::split_connector(&c.name, &declared, at)?;
+        let mut options = crate::options::stream_options(&own_options, at)?;
+        if source.is_some() && c.query.is_some() {
+            return Err(Error::plan(
+                "a nexmark stream is filled by its connector: it takes no AS SELECT",
+                at,
+            ));
+        }
         match c.query {
             Some((query, _emit)) => {
                 if !c.columns.is_empty() || c.watermark.is_some() {
@@ -169,19 +192,33 @@ impl Engine {
                 Ok(done("CREATE STREAM"))
             }
             None => {
-                let schema =
+                let mut schema: SchemaRef =
                     Arc::new(kappa_sql::types::schema_of(&c.columns, &c.column_locations, at)?);
+                // (column, expression, where): as declared, or a nexmark stream's default.
+                let mut watermark = c
+                    .watermark
+                    .as_ref()
+                    .map(|w| (w.column.clone(), w.expr_text.clone(), w.location));
+                if let Some(src) = &source {
+                    schema = nexmark_schema(src.kind, &schema, at)?;
+                    if watermark.is_none() {
+                        watermark = Some((
+                            "datetime".into(),
+                            "datetime - INTERVAL '4' SECOND".into(),
+                            None,
+                        ));
+                    }
+                }
                 let mut entry = StreamEntry { options: declared, ..Default::default() };
-                if let Some(w) = &c.watermark {
-                    let at = w.location.or(at);
-                    let field = schema.field_with_name(&w.column).map_err(|_| {
-                        Error::plan(format!("WATERMARK FOR {}: no such column", w.column), at)
+                if let Some((column, expr_text, location)) = &watermark {
+                    let at = location.or(at);
+                    let field = schema.field_with_name(column).map_err(|_| {
+                        Error::plan(format!("WATERMARK FOR {column}: no such column"), at)
                     })?;
                     if !kappa_sql::types::is_timestamp(field.data_type()) {
                         return Err(Error::plan(
                             format!(
-                                "WATERMARK FOR {}: the column is {}, it must be a TIMESTAMP",
-                                w.column,
+                                "WATERMARK FOR {column}: the column is {}, it must be a TIMESTAMP",
                                 field.data_type()
                             ),
                             at,
@@ -191,23 +228,20 @@ impl Engine {
                     let expr = self
                         .inner
                         .ctx
-                        .parse_sql_expr(&w.expr_text, &df)
+                        .parse_sql_expr(expr_text, &df)
                         .map_err(|e| crate::error::planning(e, at))?;
                     let t = expr.get_type(&df).map_err(|e| crate::error::planning(e, at))?;
                     if !kappa_sql::types::is_timestamp(&t) {
                         return Err(Error::plan(
                             format!(
-                                "the watermark expression {} is {t}, it must be a TIMESTAMP",
-                                w.expr_text
+                                "the watermark expression {expr_text} is {t}, it must be a TIMESTAMP"
                             ),
                             at,
                         ));
                     }
-                    options.event_time_column = Some(w.column.clone());
-                    entry.watermark = Some(WatermarkEntry {
-                        column: w.column.clone(),
-                        expr: w.expr_text.clone(),
-                    });
+                    options.event_time_column = Some(column.clone());
+                    entry.watermark =
+                        Some(WatermarkEntry { column: column.clone(), expr: expr_text.clone() });
                 }
                 self.inner.store.create_stream(&c.name, schema, options)?;
                 let stream = self.inner.store.stream(&c.name)?;
@@ -222,6 +256,9 @@ impl Engine {
                     }
                 }
                 self.inner.register_table(stream)?;
+                if let Some(src) = source {
+                    self.start_source(&c.name, src)?;
+                }
                 Ok(done("CREATE STREAM"))
             }
         }
@@ -231,19 +268,18 @@ impl Engine {
     /// continuous job otherwise.
     async fn insert(
         &self,
-        target: Arc<kappa_storage::Stream>,
+        stream: &str,
+        target: Option<Arc<kappa_storage::Stream>>,
         statement: kappa_sql::sqlparser::ast::Statement,
         text: &str,
         at: At,
     ) -> Result<Output> {
-        let stream = target.name().to_string();
-        let stream = stream.as_str();
         let plan = self.plan_insert(statement, at).await?;
-        if let Some(job) = self.inner.catalog().streams.get(stream).and_then(|e| e.job.clone()) {
-            return Err(Error::plan(format!("stream '{stream}' is written by job {job}"), at));
-        }
+        self.inner.check_appendable(stream, at)?;
         let reads = scanned_streams(&plan);
-        if reads.is_empty() {
+        if reads.is_empty()
+            && let Some(target) = target
+        {
             let batches = self.inner.ctx.execute_logical_plan(plan).await?.collect().await?;
             let schema = target.schema();
             for b in &batches {
@@ -271,6 +307,12 @@ impl Engine {
             tokio::task::spawn_blocking(move || target.append(&batch)).await.map_err(|e| {
                 Error::Io { path: stream.into(), source: std::io::Error::other(e) }
             })??;
+            return Ok(Output::Done { tag: "INSERT".into(), rows: Some(rows) });
+        }
+        if reads.is_empty() {
+            // Into a sink: the rows are computed, counted, and dropped.
+            let batches = self.inner.ctx.execute_logical_plan(plan).await?.collect().await?;
+            let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
             return Ok(Output::Done { tag: "INSERT".into(), rows: Some(rows) });
         }
         if reads.iter().any(|r| r == stream) || self.feeds(stream, &reads) {
@@ -365,6 +407,7 @@ impl Engine {
                     ));
                 }
                 self.stop_job(name).await;
+                self.stop_sources(Some(name)).await;
                 let job_id = {
                     let mut c = self.inner.catalog();
                     let id = c.jobs.remove(name).map(|j| j.id);
@@ -405,6 +448,7 @@ impl Engine {
                 crate::job::forget(&self.inner.store, entry.id)?;
                 Ok(done("DROP JOB"))
             }
+            ObjectKind::Table => self.drop_sink(name, if_exists, at),
             other => Err(Error::not_supported(format!("DROP {}", other.sql()), at)),
         }
     }
@@ -446,4 +490,43 @@ fn check_unique_names(schema: &SchemaRef, at: At) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The schema of a nexmark stream of `kind`: the generator's, or the declared columns if they
+/// match it (same names and types, in order).
+fn nexmark_schema(kind: crate::nexmark::Kind, declared: &SchemaRef, at: At) -> Result<SchemaRef> {
+    let expected = kind.schema();
+    if declared.fields().is_empty() {
+        return Ok(expected);
+    }
+    let same = declared.fields().len() == expected.fields().len()
+        && declared
+            .fields()
+            .iter()
+            .zip(expected.fields())
+            .all(|(d, e)| d.name() == e.name() && d.data_type() == e.data_type());
+    if same {
+        return Ok(Arc::clone(declared));
+    }
+    let columns: Vec<String> = expected
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = match f.data_type() {
+                DataType::Int64 => "BIGINT".to_string(),
+                DataType::Utf8 => "VARCHAR".to_string(),
+                DataType::Timestamp(_, None) => "TIMESTAMP(3)".to_string(),
+                other => other.to_string(),
+            };
+            format!("{} {t}", f.name())
+        })
+        .collect();
+    Err(Error::plan(
+        format!(
+            "the nexmark {} stream has the columns ({}); declare them so, or leave the column list out",
+            kind.name(),
+            columns.join(", ")
+        ),
+        at,
+    ))
 }

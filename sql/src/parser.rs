@@ -483,9 +483,10 @@ fn parse_create(mut s: P<'_>, emit: EmitClause) -> Result<Statement> {
             return Err(Error::syntax("EMIT needs AS SELECT ...", at));
         }
         s.expect_end()?;
-        if c.columns.is_empty() && c.query.is_none() {
+        let connector = c.options.iter().any(|(k, _)| k == "connector");
+        if c.columns.is_empty() && c.query.is_none() && !connector {
             return Err(Error::syntax(
-                "a stream needs columns, (col type, ...), or a query, AS SELECT ...",
+                "a stream needs columns, (col type, ...), a query, AS SELECT ..., or a connector, WITH ('connector' = ...)",
                 start,
             ));
         }

@@ -90,16 +90,17 @@ fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, None)
 }
 
-/// `person(id, name, emailAddress, creditCard, city, state, dateTime, extra)`.
+/// `person(id, name, emailAddress, creditCard, city, state, dateTime, extra)`, the names in
+/// lower case as SQL normalizes unquoted names (`dateTime` in a query finds `datetime`).
 pub fn person_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("name", DataType::Utf8, false),
-        Field::new("emailAddress", DataType::Utf8, false),
-        Field::new("creditCard", DataType::Utf8, false),
+        Field::new("emailaddress", DataType::Utf8, false),
+        Field::new("creditcard", DataType::Utf8, false),
         Field::new("city", DataType::Utf8, false),
         Field::new("state", DataType::Utf8, false),
-        Field::new("dateTime", ts(), false),
+        Field::new("datetime", ts(), false),
         Field::new("extra", DataType::Utf8, false),
     ]))
 }
@@ -109,11 +110,11 @@ pub fn person_schema() -> SchemaRef {
 pub fn auction_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
-        Field::new("itemName", DataType::Utf8, false),
+        Field::new("itemname", DataType::Utf8, false),
         Field::new("description", DataType::Utf8, false),
-        Field::new("initialBid", DataType::Int64, false),
+        Field::new("initialbid", DataType::Int64, false),
         Field::new("reserve", DataType::Int64, false),
-        Field::new("dateTime", ts(), false),
+        Field::new("datetime", ts(), false),
         Field::new("expires", ts(), false),
         Field::new("seller", DataType::Int64, false),
         Field::new("category", DataType::Int64, false),
@@ -129,7 +130,7 @@ pub fn bid_schema() -> SchemaRef {
         Field::new("price", DataType::Int64, false),
         Field::new("channel", DataType::Utf8, false),
         Field::new("url", DataType::Utf8, false),
-        Field::new("dateTime", ts(), false),
+        Field::new("datetime", ts(), false),
         Field::new("extra", DataType::Utf8, false),
     ]))
 }
@@ -323,8 +324,7 @@ impl Generator {
         let mut person = PersonBuilder::with_capacity((span / PROPORTION + 1) as usize);
         let mut auction = AuctionBuilder::with_capacity((span * 3 / PROPORTION + 1) as usize);
         let mut bid = BidBuilder::with_capacity((span * 46 / PROPORTION + 1) as usize);
-        // Auctions expire 1 to 2 times the event-time span of this many events after they open.
-        let expiry_span = (1_666 * 1000 / self.config.rate).max(1) as i64;
+        let expiry_span = self.expiry_span();
         for n in from..to {
             let mut rng = Rng::for_event(n);
             let time = self.time_ms(n);
@@ -337,27 +337,139 @@ impl Generator {
         Ok(Events { person: person.finish()?, auction: auction.finish()?, bid: bid.finish()? })
     }
 
-    /// Only the bids among the events `from..to`: the same rows as [`Generator::events`]'s
-    /// `bid`, without the cost of the others (a source of the `bid` stream alone).
+    /// Only the rows of `kind` among the events `from..to` (clamped to the configured count):
+    /// the same rows as that stream's batch of [`Generator::events`], without the cost of the
+    /// other kinds (a source of one stream).
     ///
     /// # Errors
     /// When Arrow cannot build the batch (not expected).
-    pub fn bids(&self, from: u64, to: u64) -> Result<RecordBatch> {
+    pub fn rows(&self, kind: Kind, from: u64, to: u64) -> Result<RecordBatch> {
         let to = to.min(self.config.events);
         let from = from.min(to);
-        let mut bid = BidBuilder::with_capacity(((to - from) * 46 / PROPORTION + 1) as usize);
+        let estimate = ((to - from) * kind.per_epoch() / PROPORTION + 1) as usize;
+        let expiry_span = self.expiry_span();
+        match kind {
+            Kind::Person => {
+                let mut b = PersonBuilder::with_capacity(estimate);
+                kind.each(from, to, |n| b.add(&mut Rng::for_event(n), n, self.time_ms(n)));
+                b.finish()
+            }
+            Kind::Auction => {
+                let mut b = AuctionBuilder::with_capacity(estimate);
+                kind.each(from, to, |n| {
+                    b.add(&mut Rng::for_event(n), n, self.time_ms(n), expiry_span)
+                });
+                b.finish()
+            }
+            Kind::Bid => {
+                let mut b = BidBuilder::with_capacity(estimate);
+                kind.each(from, to, |n| b.add(&mut Rng::for_event(n), n, self.time_ms(n)));
+                b.finish()
+            }
+        }
+    }
+
+    /// Only the bids among the events `from..to`: `rows(Kind::Bid, from, to)`.
+    ///
+    /// # Errors
+    /// As [`Generator::rows`].
+    pub fn bids(&self, from: u64, to: u64) -> Result<RecordBatch> {
+        self.rows(Kind::Bid, from, to)
+    }
+
+    /// Auctions expire 1 to 2 times the event-time span of 1,666 events after they open.
+    fn expiry_span(&self) -> i64 {
+        (1_666 * 1000 / self.config.rate).max(1) as i64
+    }
+}
+
+/// The three kinds of events, one stream each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `person`: a new person registers.
+    Person,
+    /// `auction`: a new auction opens.
+    Auction,
+    /// `bid`: a bid on an auction.
+    Bid,
+}
+
+impl Kind {
+    /// Every kind, in the order of their offsets in an epoch of 50 events.
+    pub const ALL: [Kind; 3] = [Kind::Person, Kind::Auction, Kind::Bid];
+
+    /// The kind's stream name: `person`, `auction`, `bid`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Person => "person",
+            Kind::Auction => "auction",
+            Kind::Bid => "bid",
+        }
+    }
+
+    /// The kind named `name` (case-insensitive; `bids`, `persons`, `people` and `auctions`
+    /// are accepted too).
+    pub fn from_name(name: &str) -> Option<Kind> {
+        match name.to_ascii_lowercase().as_str() {
+            "person" | "persons" | "people" => Some(Kind::Person),
+            "auction" | "auctions" => Some(Kind::Auction),
+            "bid" | "bids" => Some(Kind::Bid),
+            _ => None,
+        }
+    }
+
+    /// The schema of the kind's stream.
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Kind::Person => person_schema(),
+            Kind::Auction => auction_schema(),
+            Kind::Bid => bid_schema(),
+        }
+    }
+
+    /// The kind's offsets within an epoch of 50 events: `lo..hi`.
+    fn offsets(self) -> (u64, u64) {
+        match self {
+            Kind::Person => (0, PERSON_PROPORTION),
+            Kind::Auction => (PERSON_PROPORTION, PERSON_PROPORTION + AUCTION_PROPORTION),
+            Kind::Bid => (PERSON_PROPORTION + AUCTION_PROPORTION, PROPORTION),
+        }
+    }
+
+    fn per_epoch(self) -> u64 {
+        let (lo, hi) = self.offsets();
+        hi - lo
+    }
+
+    /// The event number of the kind's `k`-th row (from 0).
+    pub fn event_of(self, k: u64) -> u64 {
+        let (lo, _) = self.offsets();
+        let per = self.per_epoch();
+        (k / per).saturating_mul(PROPORTION).saturating_add(lo + k % per)
+    }
+
+    /// How many rows of the kind the events `0..events` hold.
+    pub fn rows_in(self, events: u64) -> u64 {
+        let (lo, _) = self.offsets();
+        let per = self.per_epoch();
+        events / PROPORTION * per + (events % PROPORTION).saturating_sub(lo).min(per)
+    }
+
+    /// Call `f` with every event number of the kind in `from..to`, in order.
+    fn each(self, from: u64, to: u64, mut f: impl FnMut(u64)) {
+        let (lo, hi) = self.offsets();
         let mut n = from;
         while n < to {
-            if n % PROPORTION < PERSON_PROPORTION + AUCTION_PROPORTION {
-                // Skip to the epoch's first bid.
-                n = n - n % PROPORTION + PERSON_PROPORTION + AUCTION_PROPORTION;
-                continue;
+            let off = n % PROPORTION;
+            if off < lo {
+                n += lo - off;
+            } else if off >= hi {
+                n += PROPORTION - off + lo;
+            } else {
+                f(n);
+                n += 1;
             }
-            let mut rng = Rng::for_event(n);
-            bid.add(&mut rng, n, self.time_ms(n));
-            n += 1;
         }
-        bid.finish()
     }
 }
 
@@ -593,6 +705,29 @@ mod tests {
         assert_eq!(g.bids(0, 10_000).unwrap(), whole.bid);
         // Past the configured count: nothing.
         assert_eq!(g.events(10_000, 20_000).unwrap().bid.num_rows(), 0);
+        // Each kind alone, from any event, and the event of each row.
+        for (kind, batch) in [
+            (Kind::Person, &whole.person),
+            (Kind::Auction, &whole.auction),
+            (Kind::Bid, &whole.bid),
+        ] {
+            assert_eq!(&g.rows(kind, 0, 10_000).unwrap(), batch, "{kind:?}");
+            for from in [0, 1, 3, 4, 49, 50, 51, 777] {
+                let k = kind.rows_in(from);
+                let tail = g.rows(kind, from, 10_000).unwrap();
+                assert_eq!(tail, batch.slice(k as usize, batch.num_rows() - k as usize));
+                // The k-th row comes from the first event of the kind at or after `from`.
+                let first = kind.event_of(k);
+                assert!(
+                    first >= from && kind.rows_in(first) == k && kind.rows_in(first + 1) == k + 1
+                );
+            }
+            assert_eq!(kind.rows_in(10_000), batch.num_rows() as u64);
+            assert_eq!(Kind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!((Kind::Bid.event_of(0), Kind::Bid.event_of(46)), (4, 54));
+        assert_eq!((Kind::Auction.event_of(2), Kind::Auction.event_of(3)), (3, 51));
+        assert_eq!(Kind::Person.event_of(2), 100);
     }
 
     #[test]
