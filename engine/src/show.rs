@@ -114,11 +114,12 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 errors.push(error);
             }
             // Connector sources, while they run (or until the engine closes).
-            let sources: Vec<(String, crate::nexmark::source::SourceState)> = inner
+            let mut sources: Vec<(String, crate::nexmark::source::SourceState)> = inner
                 .sources()
                 .iter()
                 .map(|(n, h)| (n.clone(), h.state.borrow().clone()))
                 .collect();
+            sources.sort_by(|a, b| a.0.cmp(&b.0));
             for (stream, state) in sources {
                 use crate::nexmark::source::SourceState;
                 let generated = inner.store.stream(&stream).map(|s| s.end_offset()).unwrap_or(0);
