@@ -234,6 +234,28 @@ impl Engine {
         }
     }
 
+    /// Run one snapshot query and stream its rows as DataFusion computes them, without
+    /// collecting them (for results larger than memory, or to measure a batch plan).
+    ///
+    /// # Errors
+    /// As [`Engine::query`]; errors while the rows are computed come through the stream.
+    pub async fn query_stream(
+        &self,
+        sql: &str,
+    ) -> Result<datafusion::execution::SendableRecordBatchStream> {
+        self.inner.check_open()?;
+        let s = kappa_sql::parse_one(sql)?;
+        let at = Some(s.location);
+        match s.statement {
+            kappa_sql::Statement::Query { query, emit: None } => {
+                let plan = self.plan_query(query, at).await.map_err(|e| e.or_at(at))?;
+                self.catch_up(&crate::statements::scanned_streams(&plan)).await?;
+                Ok(self.inner.ctx.execute_logical_plan(plan).await?.execute_stream().await?)
+            }
+            _ => Err(Error::plan("query_stream() takes a query (SELECT ... without EMIT)", at)),
+        }
+    }
+
     /// Start a push query: the rows present now, then new rows as they arrive. `sql` is a
     /// query, with or without `EMIT CHANGES`.
     ///

@@ -36,6 +36,7 @@ pub const USAGE: &str = "\
 kappa: a streaming SQL engine on a durable log
 
 Usage: kappa [OPTIONS]
+       kappa bench nexmark [--queries q0,q1,...] [--events N] [--rate R] [--baseline]
 
 With no -f or -c, kappa opens the interactive shell (or reads SQL from stdin when it is not a
 terminal). Statements given with -f and -c run in order; then kappa waits until every job has

@@ -1,4 +1,5 @@
-//! The `kappa` binary: the interactive shell, `-f FILE` and `-c SQL`, and SQL from stdin.
+//! The `kappa` binary: the interactive shell, `-f FILE` and `-c SQL`, SQL from stdin, and
+//! `kappa bench nexmark` (`bench`).
 //!
 //! - `args`: the command line. `session`: runs scripts (statements and meta commands, `meta`)
 //!   on the engine, prints results (`print`), reports errors with their place (`report`),
@@ -9,6 +10,7 @@
 //! watches the count. At the prompt, rustyline reads Ctrl-C as a key (it clears the line).
 
 mod args;
+mod bench;
 mod complete;
 mod interactive;
 mod meta;
@@ -35,7 +37,11 @@ fn main() {
 }
 
 fn run() -> i32 {
-    let parsed = args::parse(std::env::args().skip(1), std::env::var("KAPPA_DATA_DIR").ok());
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "bench") {
+        return bench::main(&argv[1..]);
+    }
+    let parsed = args::parse(argv, std::env::var("KAPPA_DATA_DIR").ok());
     let args = match parsed {
         Ok(Parsed::Run(a)) => a,
         Ok(Parsed::Help) => {

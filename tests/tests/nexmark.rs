@@ -68,7 +68,9 @@ async fn check(file: &Path) -> Result<usize> {
             }
             Statement::Insert { stream, columns, source, .. } if sinks.contains(stream) => {
                 if !columns.is_empty() {
-                    bail!("INSERT INTO {stream} with a column list: the oracle compares whole rows");
+                    bail!(
+                        "INSERT INTO {stream} with a column list: the oracle compares whole rows"
+                    );
                 }
                 engine.execute(&s.text).await?;
                 checks.push((stream.clone(), source.to_string()));

@@ -1,0 +1,395 @@
+//! `kappa bench nexmark`: the Nexmark benchmark on this machine.
+//!
+//! It fills the streams `person`, `auction` and `bid` with the generator (in a fresh data
+//! directory, or in `-d DIR`, where streams of the same size are reused), then runs each query
+//! file of `queries/nexmark/` as its continuous job into its blackhole sink, to the end of the
+//! sealed input, one at a time. Per query it prints the events, the seconds from the `INSERT`
+//! until the job has finished, events per second, the rows the job produced, and the peak
+//! resident memory of the process during the run (Linux: the high-water mark is reset through
+//! `/proc/self/clear_refs` before each run). With `--baseline`, DataFusion runs the same SELECT
+//! in batch over the same stored streams (rows streamed and dropped), and the table shows the
+//! ratio of kappa's throughput to it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use kappa::datafusion::arrow::array::{Array, AsArray};
+use kappa::datafusion::arrow::datatypes::UInt64Type;
+use kappa::nexmark::Kind;
+use kappa::sql::Statement;
+use kappa::{Engine, NexmarkStreams, Output};
+
+pub const USAGE: &str = "\
+kappa bench nexmark: run the Nexmark queries over generated events and time them
+
+Usage: kappa bench nexmark [OPTIONS]
+
+Options:
+      --queries q0,q1,...  the queries to run [default: every qN.sql of the queries directory]
+      --events N           events to generate, of all kinds [default: 1000000]
+      --rate R             events per second of event time [default: 10000]
+      --baseline           also run each SELECT in batch on DataFusion, and print the ratio
+      --queries-dir DIR    where the query files are [default: queries/nexmark]
+  -d, --data-dir DIR       keep the generated streams in DIR (reused when they have the same
+                           size) [default: a temporary directory, removed at the end]
+  -h, --help               print this help
+";
+
+#[derive(Debug, PartialEq)]
+struct Options {
+    queries: Option<Vec<String>>,
+    events: u64,
+    rate: u64,
+    baseline: bool,
+    queries_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+}
+
+/// Parse the arguments after `bench`. `Ok(None)`: help was asked for.
+fn parse(args: &[String]) -> Result<Option<Options>, String> {
+    let mut o = Options {
+        queries: None,
+        events: 1_000_000,
+        rate: 10_000,
+        baseline: false,
+        queries_dir: PathBuf::from("queries/nexmark"),
+        data_dir: None,
+    };
+    let mut it = args.iter();
+    match it.next().map(String::as_str) {
+        Some("nexmark") => {}
+        Some("-h" | "--help") | None => return Ok(None),
+        Some(other) => return Err(format!("unknown benchmark '{other}' (there is: nexmark)")),
+    }
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |what: &str| {
+            inline.clone().or_else(|| it.next().cloned()).ok_or(format!("{name} needs {what}"))
+        };
+        let number = |v: String| {
+            v.replace('_', "").parse::<u64>().map_err(|_| format!("{name}: '{v}' is not a number"))
+        };
+        match name {
+            "--queries" => {
+                let list = value("a list of queries")?;
+                o.queries = Some(list.split(',').map(|q| q.trim().to_string()).collect());
+            }
+            "--events" => o.events = number(value("a number")?)?,
+            "--rate" => o.rate = number(value("a number")?)?,
+            "--baseline" => o.baseline = true,
+            "--queries-dir" => o.queries_dir = PathBuf::from(value("a directory")?),
+            "-d" | "--data-dir" => o.data_dir = Some(PathBuf::from(value("a directory")?)),
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown option {other} (see kappa bench --help)")),
+        }
+    }
+    if o.events == 0 || o.rate == 0 {
+        return Err("--events and --rate must be at least 1".into());
+    }
+    Ok(Some(o))
+}
+
+/// `kappa bench ...`: returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let options = match parse(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return 0;
+        }
+        Err(m) => {
+            eprintln!("kappa bench: {m}");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kappa bench: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    match runtime.block_on(run(&options)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kappa bench: {e:#}");
+            1
+        }
+    }
+}
+
+/// One query's measurements.
+struct Measured {
+    seconds: f64,
+    rows: u64,
+    peak_mib: Option<u64>,
+}
+
+/// A query file: its sink and the SELECT that feeds it, and its statements.
+struct QueryFile {
+    name: String,
+    statements: Vec<String>,
+    sink: String,
+    select: String,
+}
+
+fn query_files(o: &Options) -> Result<Vec<QueryFile>> {
+    let mut names: Vec<String> = match &o.queries {
+        Some(q) => q.clone(),
+        None => std::fs::read_dir(&o.queries_dir)
+            .with_context(|| format!("the queries directory {}", o.queries_dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with('q') && n.ends_with(".sql"))
+            .map(|n| n.trim_end_matches(".sql").to_string())
+            .collect(),
+    };
+    if o.queries.is_none() {
+        // q0, q1, q2, ..., q10: by number.
+        names.sort_by_key(|n| (n[1..].parse::<u32>().unwrap_or(u32::MAX), n.clone()));
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let path = o.queries_dir.join(format!("{name}.sql"));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("query {name}: {}", path.display()))?;
+            let parsed =
+                kappa::sql::parse(&text).with_context(|| format!("in {}", path.display()))?;
+            let mut sink_select = None;
+            for s in &parsed {
+                if let Statement::Insert { stream, source, .. } = &s.statement {
+                    sink_select = Some((stream.clone(), source.to_string()));
+                }
+            }
+            let Some((sink, select)) = sink_select else {
+                bail!("{}: no INSERT INTO a sink to measure", path.display());
+            };
+            let statements = parsed.into_iter().map(|s| s.text).collect();
+            Ok(QueryFile { name, statements, sink, select })
+        })
+        .collect()
+}
+
+/// Reset the process's peak resident memory (Linux).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak resident memory since the last reset, in MiB (Linux).
+fn peak_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+/// Whether `dir` holds the three streams, complete, for `events` events.
+fn has_streams(engine: &Engine, events: u64) -> bool {
+    Kind::ALL.iter().all(|k| engine.stream_rows(k.name()) == Some(k.rows_in(events)))
+}
+
+async fn run(o: &Options) -> Result<()> {
+    let files = query_files(o)?;
+    let temp;
+    let dir: &Path = match &o.data_dir {
+        Some(d) => d,
+        None => {
+            temp = TempDir::new()?;
+            &temp.0
+        }
+    };
+    let engine = Engine::open(dir).await.with_context(|| format!("opening {}", dir.display()))?;
+    let result = measure_all(&engine, o, &files).await;
+    engine.close().await?;
+    result
+}
+
+async fn measure_all(engine: &Engine, o: &Options, files: &[QueryFile]) -> Result<()> {
+    if has_streams(engine, o.events) {
+        eprintln!("reusing the {} events in the data directory", o.events);
+    } else {
+        let started = Instant::now();
+        engine
+            .create_nexmark(NexmarkStreams {
+                events: Some(o.events),
+                rate: o.rate,
+                realtime: false,
+            })
+            .await
+            .context("generating the streams (use an empty data directory)")?;
+        engine.wait_for_jobs().await?;
+        let s = started.elapsed().as_secs_f64();
+        eprintln!(
+            "generated {} events in {s:.2} s ({}/s), stored durably",
+            o.events,
+            si(o.events as f64 / s)
+        );
+    }
+    let mut header = format!(
+        "{:<6} {:>11} {:>8} {:>10} {:>12} {:>9}",
+        "query", "events", "seconds", "events/s", "output rows", "peak MiB"
+    );
+    if o.baseline {
+        header.push_str(&format!(
+            " {:>10} {:>10} {:>9} {:>6}",
+            "batch s", "batch ev/s", "batch MiB", "ratio"
+        ));
+    }
+    println!("{header}");
+    for f in files {
+        let job = measure_job(engine, f).await.with_context(|| format!("query {}", f.name))?;
+        let rate = o.events as f64 / job.seconds;
+        let mut line = format!(
+            "{:<6} {:>11} {:>8.3} {:>10} {:>12} {:>9}",
+            f.name,
+            o.events,
+            job.seconds,
+            si(rate),
+            job.rows,
+            mib(job.peak_mib)
+        );
+        if o.baseline {
+            let batch = measure_batch(engine, f)
+                .await
+                .with_context(|| format!("query {} in batch", f.name))?;
+            let batch_rate = o.events as f64 / batch.seconds;
+            line.push_str(&format!(
+                " {:>10.3} {:>10} {:>9} {:>5.0}%",
+                batch.seconds,
+                si(batch_rate),
+                mib(batch.peak_mib),
+                100.0 * rate / batch_rate
+            ));
+            if batch.rows != job.rows {
+                eprintln!(
+                    "warning: {}: the job produced {} rows, the batch plan {}",
+                    f.name, job.rows, batch.rows
+                );
+            }
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Run the query's statements (its sink and its job), wait for the job to finish, then drop
+/// both.
+async fn measure_job(engine: &Engine, f: &QueryFile) -> Result<Measured> {
+    reset_peak();
+    let started = Instant::now();
+    let mut job = None;
+    for s in &f.statements {
+        for out in engine.execute(s).await? {
+            if let Output::Done { tag, .. } = out
+                && let Some(name) = tag.strip_prefix("INSERT JOB ")
+            {
+                job = Some(name.to_string());
+            }
+        }
+    }
+    let Some(job) = job else { bail!("the INSERT did not start a job") };
+    engine.wait_for_jobs().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let peak_mib = peak_mib();
+    let rows = rows_out(engine, &job).await?;
+    engine.execute(&format!("DROP JOB {job}")).await?;
+    engine.execute(&format!("DROP TABLE {}", f.sink)).await?;
+    Ok(Measured { seconds, rows, peak_mib })
+}
+
+/// The rows job `name` produced (`SHOW JOBS`).
+async fn rows_out(engine: &Engine, name: &str) -> Result<u64> {
+    for out in engine.execute("SHOW JOBS").await? {
+        let Output::Rows { schema, batches } = out else { continue };
+        let names = schema.index_of("name")?;
+        let rows = schema.index_of("rows_out")?;
+        for b in &batches {
+            let n = b.column(names).as_string::<i32>();
+            let r = b.column(rows).as_primitive::<UInt64Type>();
+            for i in 0..b.num_rows() {
+                if n.value(i) == name && !r.is_null(i) {
+                    return Ok(r.value(i));
+                }
+            }
+        }
+    }
+    bail!("job {name} is not in SHOW JOBS")
+}
+
+/// Run the query's SELECT in batch, streaming and dropping the rows.
+async fn measure_batch(engine: &Engine, f: &QueryFile) -> Result<Measured> {
+    reset_peak();
+    let started = Instant::now();
+    let mut stream = engine.query_stream(&f.select).await?;
+    let mut rows = 0u64;
+    while let Some(b) = stream.next().await {
+        rows += b?.num_rows() as u64;
+    }
+    Ok(Measured { seconds: started.elapsed().as_secs_f64(), rows, peak_mib: peak_mib() })
+}
+
+fn si(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} K", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn mib(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |m| m.to_string())
+}
+
+/// A temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let base = std::env::temp_dir();
+        for i in 0..1000u32 {
+            let p = base.join(format!("kappa-bench-{}-{i}", std::process::id()));
+            if std::fs::create_dir(&p).is_ok() {
+                return Ok(TempDir(p));
+            }
+        }
+        bail!("cannot create a temporary directory in {}", base.display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options() {
+        let o = parse(&args(&["nexmark", "--queries", "q0,q2", "--events=2_000", "--baseline"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.queries, Some(vec!["q0".to_string(), "q2".to_string()]));
+        assert_eq!((o.events, o.rate, o.baseline), (2000, 10_000, true));
+        assert_eq!(parse(&args(&["nexmark", "-h"])).unwrap(), None);
+        assert!(parse(&args(&["tpch"])).unwrap_err().contains("unknown benchmark 'tpch'"));
+        assert!(parse(&args(&["nexmark", "--events"])).unwrap_err().contains("needs a number"));
+        assert!(parse(&args(&["nexmark", "--rate", "0"])).unwrap_err().contains("at least 1"));
+        assert!(
+            parse(&args(&["nexmark", "--fast"])).unwrap_err().contains("unknown option --fast")
+        );
+    }
+}
