@@ -101,13 +101,19 @@ impl Engine {
     }
 
     /// On open: register the sinks, and restart the source of every connector stream that is
-    /// not sealed yet.
-    pub(crate) fn open_connectors(&self) -> Result<()> {
+    /// not sealed yet. What fails is reported in `SHOW JOBS` (as jobs that cannot restart are),
+    /// and the engine opens anyway.
+    pub(crate) fn open_connectors(&self) {
         let sinks: Vec<(String, SinkEntry)> =
             self.inner.catalog().sinks.iter().map(|(n, e)| (n.clone(), e.clone())).collect();
         for (name, entry) in sinks {
-            let schema = crate::sink::schema_of_entry(&name, &entry)?;
-            self.register_sink(&name, &entry.connector, schema)?;
+            let registered = crate::sink::schema_of_entry(&name, &entry)
+                .and_then(|schema| self.register_sink(&name, &entry.connector, schema));
+            if let Err(e) = registered {
+                self.inner
+                    .restart_errors()
+                    .insert(name, format!("the sink cannot be declared: {e}"));
+            }
         }
         let sources: Vec<(String, BTreeMap<String, String>)> = self
             .inner
@@ -118,11 +124,14 @@ impl Engine {
             .map(|(n, e)| (n.clone(), e.options.clone()))
             .collect();
         for (name, options) in sources {
-            if let (Some(settings), _) = split_connector(&name, &options, None)? {
-                self.start_source(&name, settings)?;
+            let started = split_connector(&name, &options, None)
+                .and_then(|(settings, _)| settings.map_or(Ok(()), |s| self.start_source(&name, s)));
+            if let Err(e) = started {
+                self.inner
+                    .restart_errors()
+                    .insert(format!("nexmark-{name}"), format!("the source cannot restart: {e}"));
             }
         }
-        Ok(())
     }
 
     pub(crate) fn register_sink(
@@ -219,15 +228,15 @@ impl Engine {
         }
         let schema = crate::sink::schema_of(&c, at)?;
         let entry = SinkEntry { connector: connector.to_string(), statement: text.to_string() };
-        {
-            let mut cat = self.inner.catalog();
-            cat.sinks.insert(c.name.clone(), entry);
-            if let Err(e) = cat.save(&self.inner.store) {
-                cat.sinks.remove(&c.name);
-                return Err(e);
-            }
-        }
         self.register_sink(&c.name, connector, schema)?;
+        let mut cat = self.inner.catalog();
+        cat.sinks.insert(c.name.clone(), entry);
+        if let Err(e) = cat.save(&self.inner.store) {
+            cat.sinks.remove(&c.name);
+            drop(cat);
+            let _ = self.inner.ctx.deregister_table(c.name.as_str());
+            return Err(e);
+        }
         Ok(Output::Done { tag: "CREATE TABLE".into(), rows: None })
     }
 

@@ -167,6 +167,8 @@ impl Engine {
         config.options_mut().sql_parser.parse_float_as_decimal = true;
         config.options_mut().execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config(config);
+        // Kappa's built-ins first: a function of the program's own of the same name wins.
+        crate::functions::register(&ctx);
         for udf in options.udfs {
             ctx.register_udf(udf);
         }
@@ -181,14 +183,13 @@ impl Engine {
             push_queries: Arc::default(),
             sources: Mutex::new(HashMap::new()),
         });
-        crate::functions::register(&inner.ctx);
         let streams: Vec<String> = inner.catalog().streams.keys().cloned().collect();
         for name in streams {
             let s = inner.store.stream(&name)?;
             inner.register_table(s)?;
         }
         let engine = Engine { inner };
-        engine.open_connectors()?;
+        engine.open_connectors();
         let to_start: Vec<(String, JobEntry)> = engine
             .inner
             .catalog()
@@ -507,6 +508,26 @@ impl Engine {
             _ => return Err(Error::plan("a job's query is not a query", None)),
         };
         let compiled = self.compile(&plan, None)?;
+        if entry.kind == JobKind::DerivedStream {
+            // Planned again, the query must still give the stream's columns (a setting or a
+            // function that changed since could change a type).
+            let stream = self.inner.store.stream(&entry.output)?;
+            let columns = |s: &datafusion::arrow::datatypes::Schema| -> Vec<String> {
+                s.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect()
+            };
+            let (now, stored) = (columns(&compiled.schema), columns(stream.schema()));
+            if now != stored {
+                return Err(Error::plan(
+                    format!(
+                        "its query now gives the columns ({}), but stream {} holds ({})",
+                        now.join(", "),
+                        entry.output,
+                        stored.join(", ")
+                    ),
+                    None,
+                ));
+            }
+        }
         self.launch_job(name, entry, compiled)
     }
 

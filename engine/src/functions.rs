@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, Int64Builder, StringBuilder};
 use datafusion::arrow::compute::kernels::numeric::rem;
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
-use datafusion::common::{DataFusionError, Result as DfResult, exec_err, plan_err};
+use datafusion::common::{DataFusionError, Result as DfResult, plan_err};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
@@ -34,8 +34,7 @@ fn strings(a: &ArrayRef) -> DfResult<&datafusion::arrow::array::StringArray> {
     })
 }
 
-/// `HOUR(timestamp)`: the hour of the day, 0 to 23 (UTC when the timestamp has no zone), as a
-/// BIGINT.
+/// `HOUR(timestamp)`: the hour of the day in UTC, 0 to 23, as a BIGINT.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Hour {
     signature: Signature,
@@ -116,7 +115,9 @@ impl ScalarUDFImpl for Mod {
 
 /// `REGEXP_EXTRACT(s, pattern [, group])`: the text of capture group `group` (0, the default,
 /// is the whole match) of the first match of `pattern` in `s`; NULL when there is no match or
-/// no such group.
+/// no such group. Patterns are Rust `regex` syntax (no look-around, no back-references); a
+/// constant pattern that does not compile is an error when the query is planned, a pattern
+/// from a column that does not compile gives NULL (as Flink does).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct RegexpExtract {
     signature: Signature,
@@ -149,13 +150,28 @@ impl ScalarUDFImpl for RegexpExtract {
         Ok(DataType::Utf8)
     }
 
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        if let Some(Some(pattern)) = args.scalar_arguments.get(1)
+            && let Some(Some(p)) = pattern.try_as_str()
+            && let Err(e) = regex::Regex::new(p)
+        {
+            return plan_err!(
+                "REGEXP_EXTRACT: the pattern '{p}' is not a valid regular expression: {e}"
+            );
+        }
+        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(self.name(), DataType::Utf8, true)))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let a = arrays(&args)?;
         let (text, pattern) = (strings(&a[0])?, strings(&a[1])?);
         let group = a.get(2).map(|g| g.as_primitive::<Int64Type>());
         let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
         // The pattern is nearly always a constant: compile it again only when it changes.
-        let mut compiled: Option<(&str, regex::Regex)> = None;
+        let mut compiled: Option<(&str, Option<(regex::Regex, regex::CaptureLocations)>)> = None;
         for i in 0..text.len() {
             let g = match group {
                 Some(g) if g.is_null(i) => None,
@@ -168,15 +184,22 @@ impl ScalarUDFImpl for RegexpExtract {
             }
             let p = pattern.value(i);
             if compiled.as_ref().is_none_or(|(q, _)| *q != p) {
-                let re = regex::Regex::new(p).map_err(|e| {
-                    DataFusionError::Execution(format!("REGEXP_EXTRACT: bad pattern '{p}': {e}"))
-                })?;
+                let re = regex::Regex::new(p).ok().map(|re| {
+                    let locations = re.capture_locations();
+                    (re, locations)
+                });
                 compiled = Some((p, re));
             }
-            let Some((_, re)) = &compiled else { continue };
-            let found = g.and_then(|g| re.captures(text.value(i)).and_then(|c| c.get(g)));
+            let t = text.value(i);
+            // Capture locations are reused from row to row: no allocation per row.
+            let found = match (g, compiled.as_mut().and_then(|(_, re)| re.as_mut())) {
+                (Some(g), Some((re, locations))) => {
+                    re.captures_read(locations, t).and_then(|_| locations.get(g))
+                }
+                _ => None,
+            };
             match found {
-                Some(m) => out.append_value(m.as_str()),
+                Some((start, end)) => out.append_value(&t[start..end]),
                 None => out.append_null(),
             }
         }
@@ -185,7 +208,8 @@ impl ScalarUDFImpl for RegexpExtract {
 }
 
 /// `SPLIT_INDEX(s, separator, index)`: the `index`-th (from 0) piece of `s` split at
-/// `separator`; NULL when the index is negative or past the last piece.
+/// `separator` (at whitespace when it is empty); NULL when the index is negative or past the
+/// last piece, or `s` is empty (Flink's rules).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct SplitIndex {
     signature: Signature,
@@ -225,10 +249,16 @@ impl ScalarUDFImpl for SplitIndex {
                 out.append_null();
                 continue;
             }
-            let piece = usize::try_from(index.value(i)).ok().and_then(|k| {
-                let (t, s) = (text.value(i), sep.value(i));
-                if s.is_empty() { (k == 0).then_some(t) } else { t.split(s).nth(k) }
-            });
+            let (t, s) = (text.value(i), sep.value(i));
+            let piece =
+                usize::try_from(index.value(i)).ok().filter(|_| !t.is_empty()).and_then(|k| {
+                    let mut chars = s.chars();
+                    match (chars.next(), chars.next()) {
+                        (None, _) => t.split(char::is_whitespace).nth(k),
+                        (Some(c), None) => t.split(c).nth(k),
+                        _ => t.split(s).nth(k),
+                    }
+                });
             match piece {
                 Some(p) => out.append_value(p),
                 None => out.append_null(),
@@ -238,8 +268,8 @@ impl ScalarUDFImpl for SplitIndex {
     }
 }
 
-/// `COUNT_CHAR(s, c)`: how many times the character `c` occurs in `s` (Nexmark q14's user
-/// function). `c` must be one character.
+/// `COUNT_CHAR(s, c)`: how many times the first character of `c` occurs in `s` (Nexmark q14's
+/// user function, with its rules: 0 when `s` is NULL; NULL when `c` is NULL or empty).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct CountChar {
     signature: Signature,
@@ -274,14 +304,15 @@ impl ScalarUDFImpl for CountChar {
         let (text, chars) = (strings(&a[0])?, strings(&a[1])?);
         let mut out = Int64Builder::with_capacity(text.len());
         for i in 0..text.len() {
-            if text.is_null(i) || chars.is_null(i) {
+            let Some(c) = (!chars.is_null(i)).then(|| chars.value(i).chars().next()).flatten()
+            else {
                 out.append_null();
                 continue;
-            }
-            let mut it = chars.value(i).chars();
-            let (Some(c), None) = (it.next(), it.next()) else {
-                return exec_err!("COUNT_CHAR: '{}' is not one character", chars.value(i));
             };
+            if text.is_null(i) {
+                out.append_value(0);
+                continue;
+            }
             let t = text.value(i);
             let n = if c.is_ascii() {
                 let b = c as u8;
@@ -329,6 +360,14 @@ mod tests {
         assert!(one(&format!("SELECT split_index({url}, '/', 9) IS NULL")).await.contains("true"));
         assert!(one("SELECT split_index('a/b', '/', -1) IS NULL").await.contains("true"));
         assert!(one("SELECT count_char('cacbc', 'c')").await.contains("| 3 "));
-        assert!(one("SELECT count_char(NULL, 'c') IS NULL").await.contains("true"));
+        assert!(one("SELECT count_char(NULL, 'c')").await.contains("| 0 "));
+        assert!(one("SELECT count_char('cc', 'cat')").await.contains("| 2 "));
+        assert!(one("SELECT count_char('cc', '') IS NULL").await.contains("true"));
+        assert!(one("SELECT split_index('', '/', 0) IS NULL").await.contains("true"));
+        assert!(one("SELECT split_index('a b', '', 1)").await.contains("| b "));
+        let ctx = SessionContext::new();
+        super::register(&ctx);
+        let bad = ctx.sql("SELECT regexp_extract('a', '(')").await.unwrap_err().to_string();
+        assert!(bad.contains("the pattern '(' is not a valid regular expression"), "{bad}");
     }
 }

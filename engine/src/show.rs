@@ -139,6 +139,28 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 lags.push(0);
                 errors.push(error);
             }
+            // Connectors that could not be restored on open.
+            let mut broken: Vec<(String, String)> = {
+                let jobs = inner.catalog().jobs.keys().cloned().collect::<Vec<_>>();
+                inner
+                    .restart_errors()
+                    .iter()
+                    .filter(|(n, _)| !jobs.contains(n))
+                    .map(|(n, e)| (n.clone(), e.clone()))
+                    .collect()
+            };
+            broken.sort();
+            for (name, error) in broken {
+                names.push(Some(name));
+                kinds.push(Some("connector".to_string()));
+                outputs.push(Some(String::new()));
+                inputs.push(Some(String::new()));
+                states.push(Some("failed".to_string()));
+                rows_in.push(0);
+                rows_out.push(0);
+                lags.push(0);
+                errors.push(Some(error));
+            }
             // Push queries, while they run.
             let running: Vec<(u64, Arc<crate::subscribe::PushEntry>)> =
                 inner.push_queries.running().iter().map(|(id, e)| (*id, Arc::clone(e))).collect();

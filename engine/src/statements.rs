@@ -256,8 +256,17 @@ impl Engine {
                     }
                 }
                 self.inner.register_table(stream)?;
-                if let Some(src) = source {
-                    self.start_source(&c.name, src)?;
+                if let Some(src) = source
+                    && let Err(e) = self.start_source(&c.name, src)
+                {
+                    // Undone: the stream never existed for anyone.
+                    let mut cat = self.inner.catalog();
+                    cat.streams.remove(&c.name);
+                    let _ = cat.save(&self.inner.store);
+                    drop(cat);
+                    let _ = self.inner.ctx.deregister_table(c.name.as_str());
+                    let _ = self.inner.store.drop_stream(&c.name);
+                    return Err(e);
                 }
                 Ok(done("CREATE STREAM"))
             }
@@ -407,7 +416,6 @@ impl Engine {
                     ));
                 }
                 self.stop_job(name).await;
-                self.stop_sources(Some(name)).await;
                 let job_id = {
                     let mut c = self.inner.catalog();
                     let id = c.jobs.remove(name).map(|j| j.id);
@@ -415,6 +423,7 @@ impl Engine {
                     c.save(&self.inner.store)?;
                     id
                 };
+                self.stop_sources(Some(name)).await;
                 let _ = self.inner.ctx.deregister_table(name);
                 self.inner.store.drop_stream(name)?;
                 if let Some(id) = job_id {

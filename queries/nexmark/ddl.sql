@@ -1,7 +1,10 @@
 -- The three Nexmark streams, filled by kappa's deterministic generator (Beam's rules; see
 -- ../shared/NEXMARK.md in the design, docs/ARCHITECTURE.md "Nexmark"). Run a query on them:
 --
---   kappa -d /tmp/nexmark -f queries/nexmark/ddl.sql -f queries/nexmark/q1.sql
+--   kappa -d "$(mktemp -d)" -f queries/nexmark/ddl.sql -f queries/nexmark/q1.sql
+--
+-- (A query file creates its sink table and its job: run each in a directory of its own, or
+-- DROP JOB and DROP TABLE before running it again.)
 --
 -- 'events' is the number of events of all three kinds (2% people, 6% auctions, 92% bids);
 -- after the last one the streams are sealed. 'rate' is events per second of event time (the
@@ -13,6 +16,9 @@
 -- three streams directly. Their columns and watermarks are the views' (column names are in
 -- lower case, as SQL folds unquoted names: `dateTime` in a query finds `datetime`).
 
-CREATE STREAM person WITH ('connector' = 'nexmark', 'events' = '1000000', 'rate' = '10000');
-CREATE STREAM auction WITH ('connector' = 'nexmark', 'events' = '1000000', 'rate' = '10000');
-CREATE STREAM bid WITH ('connector' = 'nexmark', 'events' = '1000000', 'rate' = '10000');
+CREATE STREAM IF NOT EXISTS person
+  WITH ('connector' = 'nexmark', 'events' = '1000000', 'rate' = '10000');
+CREATE STREAM IF NOT EXISTS auction
+  WITH ('connector' = 'nexmark', 'events' = '1000000', 'rate' = '10000');
+CREATE STREAM IF NOT EXISTS bid
+  WITH ('connector' = 'nexmark', 'events' = '1000000', 'rate' = '10000');

@@ -4,11 +4,12 @@
 //! directory, or in `-d DIR`, where streams of the same size are reused), then runs each query
 //! file of `queries/nexmark/` as its continuous job into its blackhole sink, to the end of the
 //! sealed input, one at a time. Per query it prints the events, the seconds from the `INSERT`
-//! until the job has finished, events per second, the rows the job produced, and the peak
-//! resident memory of the process during the run (Linux: the high-water mark is reset through
-//! `/proc/self/clear_refs` before each run). With `--baseline`, DataFusion runs the same SELECT
-//! in batch over the same stored streams (rows streamed and dropped), and the table shows the
-//! ratio of kappa's throughput to it.
+//! (the sink is declared before) until the job has finished, events per second, the rows the
+//! job produced, and the peak memory of the process during the run: its anonymous resident
+//! memory (`RssAnon` in `/proc/self/status`, Linux), sampled every 2 ms; the log's segments are
+//! memory-mapped files, page cache that the kernel may drop, and are left out. With
+//! `--baseline`, DataFusion runs the same SELECT in batch over the same stored streams (rows
+//! streamed and dropped), and the table shows the ratio of kappa's throughput to it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,8 +17,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use kappa::datafusion::arrow::array::{Array, AsArray};
-use kappa::datafusion::arrow::datatypes::UInt64Type;
-use kappa::nexmark::Kind;
+use kappa::datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+use kappa::nexmark::{Generator, Kind, NexmarkConfig};
 use kappa::sql::Statement;
 use kappa::{Engine, NexmarkStreams, Output};
 
@@ -175,22 +176,83 @@ fn query_files(o: &Options) -> Result<Vec<QueryFile>> {
         .collect()
 }
 
-/// Reset the process's peak resident memory (Linux).
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The process's peak resident memory since the last reset, in MiB (Linux).
-fn peak_mib() -> Option<u64> {
+/// The process's anonymous resident memory now, in KiB (Linux).
+fn anon_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Whether `dir` holds the three streams, complete, for `events` events.
-fn has_streams(engine: &Engine, events: u64) -> bool {
-    Kind::ALL.iter().all(|k| engine.stream_rows(k.name()) == Some(k.rows_in(events)))
+/// Samples the anonymous resident memory every 2 ms until stopped; the peak in MiB.
+struct PeakMemory {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<u64>>>,
+}
+
+impl PeakMemory {
+    fn start() -> PeakMemory {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("kappa-bench-memory".into())
+            .spawn(move || {
+                let mut peak = anon_kib()?;
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(anon_kib()?);
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Some(peak.max(anon_kib()?))
+            })
+            .ok();
+        PeakMemory { stop, thread }
+    }
+
+    fn finish(mut self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take()?.join().ok()?.map(|kib| kib / 1024)
+    }
+}
+
+/// Whether the data directory holds the three streams, complete, for `events` events at
+/// `rate` (an error if it holds other ones).
+async fn has_streams(engine: &Engine, events: u64, rate: u64) -> Result<bool> {
+    if Kind::ALL.iter().all(|k| engine.stream_rows(k.name()).is_none()) {
+        return Ok(false);
+    }
+    // Sources cut short by an earlier run resume on open: let them finish.
+    engine.wait_for_jobs().await?;
+    let counts = Kind::ALL.iter().all(|k| engine.stream_rows(k.name()) == Some(k.rows_in(events)));
+    let generator = Generator::new(NexmarkConfig { events, rate })?;
+    let last_bid = generator.time_ms(Kind::Bid.event_of(Kind::Bid.rows_in(events) - 1));
+    let latest = engine.query("SELECT CAST(max(datetime) AS BIGINT) FROM bid").await?;
+    let stored = latest
+        .first()
+        .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>().filter(|a| !a.is_empty()))
+        .map(|a| a.value(0));
+    if !counts || stored != Some(last_bid) {
+        bail!(
+            "the data directory holds nexmark streams of another size or rate: use an empty directory, or the same --events and --rate"
+        );
+    }
+    Ok(true)
+}
+
+/// Drop the jobs that write `sink`, and `sink`, if they exist (left by an interrupted run).
+async fn clean_up(engine: &Engine, sink: &str) -> Result<()> {
+    for out in engine.execute("SHOW JOBS").await? {
+        let Output::Rows { schema, batches } = out else { continue };
+        let (names, outputs) = (schema.index_of("name")?, schema.index_of("output")?);
+        for b in &batches {
+            let (n, o) = (b.column(names).as_string::<i32>(), b.column(outputs).as_string::<i32>());
+            for i in 0..b.num_rows() {
+                if o.value(i) == sink {
+                    engine.execute(&format!("DROP JOB {}", n.value(i))).await?;
+                }
+            }
+        }
+    }
+    engine.execute(&format!("DROP TABLE IF EXISTS {sink}")).await?;
+    Ok(())
 }
 
 async fn run(o: &Options) -> Result<()> {
@@ -210,7 +272,7 @@ async fn run(o: &Options) -> Result<()> {
 }
 
 async fn measure_all(engine: &Engine, o: &Options, files: &[QueryFile]) -> Result<()> {
-    if has_streams(engine, o.events) {
+    if has_streams(engine, o.events, o.rate).await? {
         eprintln!("reusing the {} events in the data directory", o.events);
     } else {
         let started = Instant::now();
@@ -242,7 +304,10 @@ async fn measure_all(engine: &Engine, o: &Options, files: &[QueryFile]) -> Resul
     }
     println!("{header}");
     for f in files {
-        let job = measure_job(engine, f).await.with_context(|| format!("query {}", f.name))?;
+        clean_up(engine, &f.sink).await?;
+        let job = measure_job(engine, f).await;
+        clean_up(engine, &f.sink).await?;
+        let job = job.with_context(|| format!("query {}", f.name))?;
         let rate = o.events as f64 / job.seconds;
         let mut line = format!(
             "{:<6} {:>11} {:>8.3} {:>10} {:>12} {:>9}",
@@ -277,13 +342,15 @@ async fn measure_all(engine: &Engine, o: &Options, files: &[QueryFile]) -> Resul
     Ok(())
 }
 
-/// Run the query's statements (its sink and its job), wait for the job to finish, then drop
-/// both.
+/// Run the query's statements (its sink and its job) and wait for the job to finish.
 async fn measure_job(engine: &Engine, f: &QueryFile) -> Result<Measured> {
-    reset_peak();
-    let started = Instant::now();
+    let (mut started, mut memory) = (Instant::now(), None);
     let mut job = None;
     for s in &f.statements {
+        if s.trim_start().to_ascii_uppercase().starts_with("INSERT") {
+            started = Instant::now();
+            memory = Some(PeakMemory::start());
+        }
         for out in engine.execute(s).await? {
             if let Output::Done { tag, .. } = out
                 && let Some(name) = tag.strip_prefix("INSERT JOB ")
@@ -295,10 +362,8 @@ async fn measure_job(engine: &Engine, f: &QueryFile) -> Result<Measured> {
     let Some(job) = job else { bail!("the INSERT did not start a job") };
     engine.wait_for_jobs().await?;
     let seconds = started.elapsed().as_secs_f64();
-    let peak_mib = peak_mib();
+    let peak_mib = memory.and_then(PeakMemory::finish);
     let rows = rows_out(engine, &job).await?;
-    engine.execute(&format!("DROP JOB {job}")).await?;
-    engine.execute(&format!("DROP TABLE {}", f.sink)).await?;
     Ok(Measured { seconds, rows, peak_mib })
 }
 
@@ -323,14 +388,15 @@ async fn rows_out(engine: &Engine, name: &str) -> Result<u64> {
 
 /// Run the query's SELECT in batch, streaming and dropping the rows.
 async fn measure_batch(engine: &Engine, f: &QueryFile) -> Result<Measured> {
-    reset_peak();
+    let memory = PeakMemory::start();
     let started = Instant::now();
     let mut stream = engine.query_stream(&f.select).await?;
     let mut rows = 0u64;
     while let Some(b) = stream.next().await {
         rows += b?.num_rows() as u64;
     }
-    Ok(Measured { seconds: started.elapsed().as_secs_f64(), rows, peak_mib: peak_mib() })
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Measured { seconds, rows, peak_mib: memory.finish() })
 }
 
 fn si(v: f64) -> String {

@@ -195,3 +195,61 @@ fn meta_commands_and_statements_sharing_a_line_in_a_file() {
         kappa(dir.path()).args(["--format", "table", "-f", "main.sql"])
     );
 }
+
+#[test]
+fn the_nexmark_files_run_in_the_shell_and_in_the_benchmark() {
+    let dir = tempfile::tempdir().unwrap();
+    let queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("../queries/nexmark");
+    // The README's command: the streams of ddl.sql, then a query file; kappa waits for the
+    // sources and the job before it exits.
+    let out = kappa(dir.path())
+        .args(["-f", queries.join("ddl.sql").to_str().unwrap()])
+        .args(["-f", queries.join("q2.sql").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kappa(dir.path())
+        .args(["-c", "SELECT count(*) AS bids FROM bid", "-c", "SHOW JOBS"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("bids\n920000\n"), "{stdout}");
+    assert!(
+        stdout.contains("insert_into_nexmark_q2_1,insert into,nexmark_q2,bid,finished"),
+        "{stdout}"
+    );
+    // ddl.sql runs again on the same directory.
+    let again = kappa(dir.path()).args(["-f", queries.join("ddl.sql").to_str().unwrap()]).output();
+    assert!(again.unwrap().status.success());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .current_dir(dir.path())
+        .args(["bench", "nexmark", "--events", "20000", "--queries", "q0,q2", "--baseline"])
+        .args(["--queries-dir", queries.to_str().unwrap(), "-d", "bench-data"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("query") && lines[0].contains("ratio"), "{stdout}");
+    // q0 passes every bid through; q2 keeps the bids on every 123rd auction.
+    assert!(lines[1].starts_with("q0") && lines[1].contains(" 18400 "), "{stdout}");
+    assert!(lines[2].starts_with("q2"), "{stdout}");
+    // Run again on the same directory: the streams are reused.
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .current_dir(dir.path())
+        .args(["bench", "nexmark", "--events", "20000", "--queries", "q0"])
+        .args(["--queries-dir", queries.to_str().unwrap(), "-d", "bench-data"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reusing"), "{out:?}");
+    // A different rate on the same directory is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .current_dir(dir.path())
+        .args(["bench", "nexmark", "--events", "20000", "--rate", "5", "--queries", "q0"])
+        .args(["--queries-dir", queries.to_str().unwrap(), "-d", "bench-data"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another size or rate"), "{out:?}");
+}

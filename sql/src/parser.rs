@@ -358,8 +358,31 @@ pub fn ident_name(id: &Ident) -> String {
     if id.quote_style.is_none() { id.value.to_lowercase() } else { id.value.clone() }
 }
 
+/// Numbers with an exponent (`1e3`, `2.5E-7`) are approximate: `CAST('1e3' AS DOUBLE)`, as in
+/// Flink and PostgreSQL. (The session parses the other decimal literals as exact DECIMALs, and
+/// would refuse `1e300`, whose scale no DECIMAL has.)
+fn approximate_numbers(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut out = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        match &t.token {
+            Token::Number(n, _) if n.contains(['e', 'E']) => {
+                let span = t.span;
+                let at = |token: Token| TokenWithSpan { token, span };
+                out.push(at(Token::make_keyword("CAST")));
+                out.push(at(Token::LParen));
+                out.push(at(Token::SingleQuotedString(n.clone())));
+                out.push(at(Token::make_keyword("AS")));
+                out.push(at(Token::make_keyword("DOUBLE")));
+                out.push(at(Token::RParen));
+            }
+            _ => out.push(t),
+        }
+    }
+    out
+}
+
 fn parse_tokens(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result<Statement> {
-    let (tokens, emit) = extract_emit(tokens)?;
+    let (tokens, emit) = extract_emit(approximate_numbers(tokens))?;
     let dialect = GenericDialect {};
     let mut s = P { p: Parser::new(&dialect).with_tokens_with_locations(tokens), sql, index };
     let first = s.peek().clone();

@@ -346,7 +346,8 @@ impl Generator {
     pub fn rows(&self, kind: Kind, from: u64, to: u64) -> Result<RecordBatch> {
         let to = to.min(self.config.events);
         let from = from.min(to);
-        let estimate = ((to - from) * kind.per_epoch() / PROPORTION + 1) as usize;
+        // Capacity hint only: capped, so that a huge range cannot ask for a huge allocation.
+        let estimate = ((to - from).min(1 << 20) * kind.per_epoch() / PROPORTION + 1) as usize;
         let expiry_span = self.expiry_span();
         match kind {
             Kind::Person => {

@@ -204,7 +204,7 @@ fn run(
     let mut n = kind.event_of(stream.end_offset()).min(end);
     let (start_n, started) = (n, Instant::now());
     let chunk = if settings.realtime {
-        (settings.rate / PACED_APPENDS_PER_SECOND).max(1)
+        (settings.rate / PACED_APPENDS_PER_SECOND).clamp(1, CHUNK_EVENTS)
     } else {
         CHUNK_EVENTS
     };
@@ -230,7 +230,7 @@ fn run(
                 Ok(p) => in_flight.push_back(p),
                 Err(e) => break Err(e),
             }
-            if in_flight.len() > IN_FLIGHT
+            if in_flight.len() >= IN_FLIGHT
                 && let Some(p) = in_flight.pop_front()
                 && let Err(e) = p.wait()
             {
