@@ -235,9 +235,12 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
 }
 
 pub(crate) fn describe(engine: &Engine, name: &str, at: Option<Location>) -> Result<Output> {
-    let stream = engine.inner.stream(name, at)?;
+    let sink = engine.inner.catalog().sinks.get(name).cloned();
+    let schema = match sink {
+        Some(entry) => crate::sink::schema_of_entry(name, &entry)?,
+        None => std::sync::Arc::clone(engine.inner.stream(name, at)?.schema()),
+    };
     let wm = engine.inner.catalog().streams.get(name).and_then(|e| e.watermark.clone());
-    let schema = stream.schema();
     let mut names = vec![];
     let mut types = vec![];
     let mut nulls = vec![];
