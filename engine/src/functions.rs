@@ -2,30 +2,145 @@
 //! (the Nexmark suite among them) run as written: `HOUR`, `MOD`, `REGEXP_EXTRACT`,
 //! `SPLIT_INDEX`, and Nexmark's user function `COUNT_CHAR`. Each follows Flink's semantics,
 //! NULLs included (an index out of range or a failed match is NULL, not an error).
+//!
+//! Each is a [`Builtin`]: a name, a signature, a result type and a function over whole
+//! arrays (constant arguments are expanded to arrays first).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, Int64Builder, StringBuilder};
 use datafusion::arrow::compute::kernels::numeric::rem;
-use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Int64Type, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::common::{DataFusionError, Result as DfResult, plan_err};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
-    Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignature, Volatility,
 };
 
 /// Register every function of this module in `ctx`.
 pub(crate) fn register(ctx: &SessionContext) {
-    ctx.register_udf(ScalarUDF::new_from_impl(Hour::default()));
-    ctx.register_udf(ScalarUDF::new_from_impl(Mod::default()));
-    ctx.register_udf(ScalarUDF::new_from_impl(RegexpExtract::default()));
-    ctx.register_udf(ScalarUDF::new_from_impl(SplitIndex::default()));
-    ctx.register_udf(ScalarUDF::new_from_impl(CountChar::default()));
+    let builtins = [
+        Builtin {
+            name: "hour",
+            signature: Signature::user_defined(Volatility::Immutable),
+            returns: DataType::Int64,
+            coerce: Some(coerce_hour),
+            check: None,
+            invoke: hour,
+        },
+        Builtin {
+            name: "mod",
+            signature: Signature::uniform(2, vec![DataType::Int64], Volatility::Immutable),
+            returns: DataType::Int64,
+            coerce: None,
+            check: None,
+            invoke: modulo,
+        },
+        Builtin {
+            name: "regexp_extract",
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
+                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8, DataType::Int64]),
+                ],
+                Volatility::Immutable,
+            ),
+            returns: DataType::Utf8,
+            coerce: None,
+            check: Some(check_pattern),
+            invoke: regexp_extract,
+        },
+        Builtin {
+            name: "split_index",
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Utf8, DataType::Int64],
+                Volatility::Immutable,
+            ),
+            returns: DataType::Utf8,
+            coerce: None,
+            check: None,
+            invoke: split_index,
+        },
+        Builtin {
+            name: "count_char",
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Utf8],
+                Volatility::Immutable,
+            ),
+            returns: DataType::Int64,
+            coerce: None,
+            check: None,
+            invoke: count_char,
+        },
+    ];
+    for b in builtins {
+        ctx.register_udf(ScalarUDF::new_from_impl(b));
+    }
 }
 
-fn arrays(args: &ScalarFunctionArgs) -> DfResult<Vec<ArrayRef>> {
-    ColumnarValue::values_to_arrays(&args.args)
+/// A built-in scalar function (equal to another when its name and signature are: the name
+/// identifies a built-in).
+#[derive(Debug)]
+struct Builtin {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    /// The argument types to cast to, for a `user_defined` signature.
+    coerce: Option<fn(&[DataType]) -> DfResult<Vec<DataType>>>,
+    /// Checks of constant arguments when the query is planned.
+    check: Option<fn(&ReturnFieldArgs) -> DfResult<()>>,
+    invoke: fn(&[ArrayRef]) -> DfResult<ArrayRef>,
+}
+
+impl PartialEq for Builtin {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.signature == other.signature
+    }
+}
+
+impl Eq for Builtin {}
+
+impl std::hash::Hash for Builtin {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.signature.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for Builtin {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        match self.coerce {
+            Some(coerce) => coerce(arg_types),
+            None => plan_err!("{} takes no arguments of types {arg_types:?}", self.name),
+        }
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
+        if let Some(check) = self.check {
+            check(&args)?;
+        }
+        Ok(Arc::new(Field::new(self.name, self.returns.clone(), true)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        Ok(ColumnarValue::Array((self.invoke)(&arrays)?))
+    }
 }
 
 fn strings(a: &ArrayRef) -> DfResult<&datafusion::arrow::array::StringArray> {
@@ -34,83 +149,40 @@ fn strings(a: &ArrayRef) -> DfResult<&datafusion::arrow::array::StringArray> {
     })
 }
 
+/// `HOUR` takes any timestamp (or a date, or text), as milliseconds without a zone.
+fn coerce_hour(arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+    match arg_types {
+        [DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Utf8]
+        | [DataType::Null] => Ok(vec![DataType::Timestamp(TimeUnit::Millisecond, None)]),
+        _ => plan_err!("HOUR takes one timestamp, got {arg_types:?}"),
+    }
+}
+
 /// `HOUR(timestamp)`: the hour of the day in UTC, 0 to 23, as a BIGINT.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Hour {
-    signature: Signature,
-}
-
-impl Default for Hour {
-    fn default() -> Self {
-        Hour { signature: Signature::user_defined(Volatility::Immutable) }
-    }
-}
-
-impl ScalarUDFImpl for Hour {
-    fn name(&self) -> &str {
-        "hour"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
-        match arg_types {
-            [DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Utf8] => {
-                Ok(vec![DataType::Timestamp(TimeUnit::Millisecond, None)])
-            }
-            [DataType::Null] => Ok(vec![DataType::Timestamp(TimeUnit::Millisecond, None)]),
-            _ => plan_err!("HOUR takes one timestamp, got {arg_types:?}"),
-        }
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Int64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let a = arrays(&args)?;
-        let ts = a[0].as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| {
-            DataFusionError::Execution(format!(
-                "HOUR: expected a timestamp, got {}",
-                a[0].data_type()
-            ))
-        })?;
-        let out: Int64Array = ts.unary(|ms| ms.div_euclid(3_600_000).rem_euclid(24));
-        Ok(ColumnarValue::Array(Arc::new(out)))
-    }
+fn hour(a: &[ArrayRef]) -> DfResult<ArrayRef> {
+    let ts = a[0].as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| {
+        DataFusionError::Execution(format!("HOUR: expected a timestamp, got {}", a[0].data_type()))
+    })?;
+    let out: Int64Array = ts.unary(|ms| ms.div_euclid(3_600_000).rem_euclid(24));
+    Ok(Arc::new(out))
 }
 
 /// `MOD(a, b)`: the remainder of integer division, with the sign of `a` (Flink's `MOD`).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Mod {
-    signature: Signature,
+fn modulo(a: &[ArrayRef]) -> DfResult<ArrayRef> {
+    Ok(rem(&a[0], &a[1])?)
 }
 
-impl Default for Mod {
-    fn default() -> Self {
-        Mod { signature: Signature::uniform(2, vec![DataType::Int64], Volatility::Immutable) }
+/// A constant `REGEXP_EXTRACT` pattern must compile.
+fn check_pattern(args: &ReturnFieldArgs) -> DfResult<()> {
+    if let Some(Some(pattern)) = args.scalar_arguments.get(1)
+        && let Some(Some(p)) = pattern.try_as_str()
+        && let Err(e) = regex::Regex::new(p)
+    {
+        return plan_err!(
+            "REGEXP_EXTRACT: the pattern '{p}' is not a valid regular expression: {e}"
+        );
     }
-}
-
-impl ScalarUDFImpl for Mod {
-    fn name(&self) -> &str {
-        "mod"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Int64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let a = arrays(&args)?;
-        Ok(ColumnarValue::Array(rem(&a[0], &a[1])?))
-    }
+    Ok(())
 }
 
 /// `REGEXP_EXTRACT(s, pattern [, group])`: the text of capture group `group` (0, the default,
@@ -118,212 +190,99 @@ impl ScalarUDFImpl for Mod {
 /// no such group. Patterns are Rust `regex` syntax (no look-around, no back-references); a
 /// constant pattern that does not compile is an error when the query is planned, a pattern
 /// from a column that does not compile gives NULL (as Flink does).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct RegexpExtract {
-    signature: Signature,
-}
-
-impl Default for RegexpExtract {
-    fn default() -> Self {
-        RegexpExtract {
-            signature: Signature::one_of(
-                vec![
-                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
-                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8, DataType::Int64]),
-                ],
-                Volatility::Immutable,
-            ),
+fn regexp_extract(a: &[ArrayRef]) -> DfResult<ArrayRef> {
+    let (text, pattern) = (strings(&a[0])?, strings(&a[1])?);
+    let group = a.get(2).map(|g| g.as_primitive::<Int64Type>());
+    let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
+    // The pattern is nearly always a constant: compile it again only when it changes.
+    let mut compiled: Option<(&str, Option<(regex::Regex, regex::CaptureLocations)>)> = None;
+    for i in 0..text.len() {
+        let g = match group {
+            Some(g) if g.is_null(i) => None,
+            Some(g) => usize::try_from(g.value(i)).ok(),
+            None => Some(0),
+        };
+        if text.is_null(i) || pattern.is_null(i) || g.is_none() {
+            out.append_null();
+            continue;
+        }
+        let p = pattern.value(i);
+        if compiled.as_ref().is_none_or(|(q, _)| *q != p) {
+            let re = regex::Regex::new(p).ok().map(|re| {
+                let locations = re.capture_locations();
+                (re, locations)
+            });
+            compiled = Some((p, re));
+        }
+        let t = text.value(i);
+        // Capture locations are reused from row to row: no allocation per row.
+        let found = match (g, compiled.as_mut().and_then(|(_, re)| re.as_mut())) {
+            (Some(g), Some((re, locations))) => {
+                re.captures_read(locations, t).and_then(|_| locations.get(g))
+            }
+            _ => None,
+        };
+        match found {
+            Some((start, end)) => out.append_value(&t[start..end]),
+            None => out.append_null(),
         }
     }
-}
-
-impl ScalarUDFImpl for RegexpExtract {
-    fn name(&self) -> &str {
-        "regexp_extract"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn return_field_from_args(
-        &self,
-        args: datafusion::logical_expr::ReturnFieldArgs,
-    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
-        if let Some(Some(pattern)) = args.scalar_arguments.get(1)
-            && let Some(Some(p)) = pattern.try_as_str()
-            && let Err(e) = regex::Regex::new(p)
-        {
-            return plan_err!(
-                "REGEXP_EXTRACT: the pattern '{p}' is not a valid regular expression: {e}"
-            );
-        }
-        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(self.name(), DataType::Utf8, true)))
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let a = arrays(&args)?;
-        let (text, pattern) = (strings(&a[0])?, strings(&a[1])?);
-        let group = a.get(2).map(|g| g.as_primitive::<Int64Type>());
-        let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
-        // The pattern is nearly always a constant: compile it again only when it changes.
-        let mut compiled: Option<(&str, Option<(regex::Regex, regex::CaptureLocations)>)> = None;
-        for i in 0..text.len() {
-            let g = match group {
-                Some(g) if g.is_null(i) => None,
-                Some(g) => usize::try_from(g.value(i)).ok(),
-                None => Some(0),
-            };
-            if text.is_null(i) || pattern.is_null(i) || g.is_none() {
-                out.append_null();
-                continue;
-            }
-            let p = pattern.value(i);
-            if compiled.as_ref().is_none_or(|(q, _)| *q != p) {
-                let re = regex::Regex::new(p).ok().map(|re| {
-                    let locations = re.capture_locations();
-                    (re, locations)
-                });
-                compiled = Some((p, re));
-            }
-            let t = text.value(i);
-            // Capture locations are reused from row to row: no allocation per row.
-            let found = match (g, compiled.as_mut().and_then(|(_, re)| re.as_mut())) {
-                (Some(g), Some((re, locations))) => {
-                    re.captures_read(locations, t).and_then(|_| locations.get(g))
-                }
-                _ => None,
-            };
-            match found {
-                Some((start, end)) => out.append_value(&t[start..end]),
-                None => out.append_null(),
-            }
-        }
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
-    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// `SPLIT_INDEX(s, separator, index)`: the `index`-th (from 0) piece of `s` split at
 /// `separator` (at whitespace when it is empty); NULL when the index is negative or past the
 /// last piece, or `s` is empty (Flink's rules).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct SplitIndex {
-    signature: Signature,
-}
-
-impl Default for SplitIndex {
-    fn default() -> Self {
-        SplitIndex {
-            signature: Signature::exact(
-                vec![DataType::Utf8, DataType::Utf8, DataType::Int64],
-                Volatility::Immutable,
-            ),
+fn split_index(a: &[ArrayRef]) -> DfResult<ArrayRef> {
+    let (text, sep) = (strings(&a[0])?, strings(&a[1])?);
+    let index = a[2].as_primitive::<Int64Type>();
+    let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
+    for i in 0..text.len() {
+        if text.is_null(i) || sep.is_null(i) || index.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let (t, s) = (text.value(i), sep.value(i));
+        let piece = usize::try_from(index.value(i)).ok().filter(|_| !t.is_empty()).and_then(|k| {
+            let mut chars = s.chars();
+            match (chars.next(), chars.next()) {
+                (None, _) => t.split(char::is_whitespace).nth(k),
+                (Some(c), None) => t.split(c).nth(k),
+                _ => t.split(s).nth(k),
+            }
+        });
+        match piece {
+            Some(p) => out.append_value(p),
+            None => out.append_null(),
         }
     }
-}
-
-impl ScalarUDFImpl for SplitIndex {
-    fn name(&self) -> &str {
-        "split_index"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let a = arrays(&args)?;
-        let (text, sep) = (strings(&a[0])?, strings(&a[1])?);
-        let index = a[2].as_primitive::<Int64Type>();
-        let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
-        for i in 0..text.len() {
-            if text.is_null(i) || sep.is_null(i) || index.is_null(i) {
-                out.append_null();
-                continue;
-            }
-            let (t, s) = (text.value(i), sep.value(i));
-            let piece =
-                usize::try_from(index.value(i)).ok().filter(|_| !t.is_empty()).and_then(|k| {
-                    let mut chars = s.chars();
-                    match (chars.next(), chars.next()) {
-                        (None, _) => t.split(char::is_whitespace).nth(k),
-                        (Some(c), None) => t.split(c).nth(k),
-                        _ => t.split(s).nth(k),
-                    }
-                });
-            match piece {
-                Some(p) => out.append_value(p),
-                None => out.append_null(),
-            }
-        }
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
-    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// `COUNT_CHAR(s, c)`: how many times the first character of `c` occurs in `s` (Nexmark q14's
 /// user function, with its rules: 0 when `s` is NULL; NULL when `c` is NULL or empty).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct CountChar {
-    signature: Signature,
-}
-
-impl Default for CountChar {
-    fn default() -> Self {
-        CountChar {
-            signature: Signature::exact(
-                vec![DataType::Utf8, DataType::Utf8],
-                Volatility::Immutable,
-            ),
+fn count_char(a: &[ArrayRef]) -> DfResult<ArrayRef> {
+    let (text, chars) = (strings(&a[0])?, strings(&a[1])?);
+    let mut out = Int64Builder::with_capacity(text.len());
+    for i in 0..text.len() {
+        let Some(c) = (!chars.is_null(i)).then(|| chars.value(i).chars().next()).flatten() else {
+            out.append_null();
+            continue;
+        };
+        if text.is_null(i) {
+            out.append_value(0);
+            continue;
         }
+        let t = text.value(i);
+        let n = if c.is_ascii() {
+            let b = c as u8;
+            t.bytes().filter(|x| *x == b).count()
+        } else {
+            t.chars().filter(|x| *x == c).count()
+        };
+        out.append_value(n as i64);
     }
-}
-
-impl ScalarUDFImpl for CountChar {
-    fn name(&self) -> &str {
-        "count_char"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Int64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let a = arrays(&args)?;
-        let (text, chars) = (strings(&a[0])?, strings(&a[1])?);
-        let mut out = Int64Builder::with_capacity(text.len());
-        for i in 0..text.len() {
-            let Some(c) = (!chars.is_null(i)).then(|| chars.value(i).chars().next()).flatten()
-            else {
-                out.append_null();
-                continue;
-            };
-            if text.is_null(i) {
-                out.append_value(0);
-                continue;
-            }
-            let t = text.value(i);
-            let n = if c.is_ascii() {
-                let b = c as u8;
-                t.bytes().filter(|x| *x == b).count()
-            } else {
-                t.chars().filter(|x| *x == c).count()
-            };
-            out.append_value(n as i64);
-        }
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
-    }
+    Ok(Arc::new(out.finish()))
 }
 
 #[cfg(test)]
