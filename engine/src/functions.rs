@@ -81,6 +81,9 @@ pub(crate) fn register(ctx: &SessionContext) {
     }
 }
 
+/// The argument types a function casts its arguments to.
+type Coerce = fn(&[DataType]) -> DfResult<Vec<DataType>>;
+
 /// A built-in scalar function (equal to another when its name and signature are: the name
 /// identifies a built-in).
 #[derive(Debug)]
@@ -89,7 +92,7 @@ struct Builtin {
     signature: Signature,
     returns: DataType,
     /// The argument types to cast to, for a `user_defined` signature.
-    coerce: Option<fn(&[DataType]) -> DfResult<Vec<DataType>>>,
+    coerce: Option<Coerce>,
     /// Checks of constant arguments when the query is planned.
     check: Option<fn(&ReturnFieldArgs) -> DfResult<()>>,
     invoke: fn(&[ArrayRef]) -> DfResult<ArrayRef>,
