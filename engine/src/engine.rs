@@ -188,6 +188,10 @@ impl Engine {
             let s = inner.store.stream(&name)?;
             inner.register_table(s)?;
         }
+        for name in kappa_sql::window::WINDOW_FUNCTIONS {
+            let f = crate::window_table::WindowFunction { name, inner: Arc::downgrade(&inner) };
+            inner.ctx.register_udtf(name, Arc::new(f));
+        }
         let engine = Engine { inner };
         engine.open_connectors();
         let to_start: Vec<(String, JobEntry)> = engine
@@ -476,6 +480,13 @@ impl Engine {
         let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
         // Continuous queries read streams only (not information_schema).
         for name in crate::statements::scanned_tables(&optimized) {
+            let function = name.table().strip_suffix("()");
+            if function.is_some_and(|f| kappa_sql::window::WINDOW_FUNCTIONS.contains(&f)) {
+                return Err(Error::not_supported(
+                    "window functions in continuous queries (snapshot queries run them)",
+                    at,
+                ));
+            }
             if name.schema().is_some() || !self.inner.catalog().streams.contains_key(name.table()) {
                 return Err(Error::not_supported(
                     format!("reading {name} in a continuous query (only streams)"),

@@ -53,6 +53,7 @@ mod sink;
 mod statements;
 mod subscribe;
 mod table;
+mod window_table;
 
 pub use connectors::NexmarkStreams;
 pub use copy::COPY_BUFFER_BYTES;

@@ -16,6 +16,7 @@ mod error;
 mod parser;
 pub mod stream_plan;
 pub mod types;
+pub mod window;
 
 pub use ast::{ParsedStatement, Statement};
 pub use error::{Error, Location, Result};

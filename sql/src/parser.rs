@@ -381,8 +381,89 @@ fn approximate_numbers(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     out
 }
 
+/// Flink's window table functions, `TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), size))`, in the
+/// short form DataFusion plans as a table function: `TUMBLE(bid, ts, size)`.
+fn short_window_functions(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+    let word = |t: &TokenWithSpan, w: &str| matches!(&t.token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    let solid = |tokens: &[TokenWithSpan], from: usize| {
+        (from..tokens.len()).find(|i| !matches!(tokens[*i].token, Token::Whitespace(_)))
+    };
+    // The index of the parenthesis that closes the one at `open`.
+    let closing = |tokens: &[TokenWithSpan], open: usize| {
+        let mut depth = 0usize;
+        for (i, t) in tokens.iter().enumerate().skip(open) {
+            match t.token {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    };
+    let mut i = 0;
+    while i < tokens.len() {
+        let outer = solid(&tokens, i + 1).filter(|o| tokens[*o].token == Token::LParen);
+        let function = outer.and_then(|o| solid(&tokens, o + 1));
+        let is_window =
+            |f: usize| ["TUMBLE", "HOP", "CUMULATE", "SESSION"].iter().any(|w| word(&tokens[f], w));
+        let (Some(outer), Some(function)) = (outer, function) else {
+            i += 1;
+            continue;
+        };
+        if !word(&tokens[i], "TABLE") || !is_window(function) {
+            i += 1;
+            continue;
+        }
+        if word(&tokens[function], "SESSION") {
+            return Err(Error::not_supported("SESSION windows", loc(&tokens[function])));
+        }
+        let Some(end) = closing(&tokens, outer) else { break };
+        // Inside the call: `TABLE name` is the name, `DESCRIPTOR(col)` the column.
+        let mut inner: Vec<TokenWithSpan> = Vec::new();
+        let mut j = function;
+        let mut drop_at: Vec<usize> = Vec::new();
+        while j < end {
+            if word(&tokens[j], "TABLE") && j > function {
+                j += 1;
+                continue;
+            }
+            if word(&tokens[j], "DESCRIPTOR")
+                && let Some(open) =
+                    solid(&tokens, j + 1).filter(|o| tokens[*o].token == Token::LParen)
+                && let Some(close) = closing(&tokens, open)
+            {
+                drop_at.push(close);
+                j = open + 1;
+                continue;
+            }
+            if !drop_at.contains(&j) {
+                inner.push(tokens[j].clone());
+            }
+            j += 1;
+        }
+        tokens.splice(i..=end, inner);
+        i += 1;
+    }
+    // DataFusion looks table functions up by their name as written: lower case it.
+    for t in &mut tokens {
+        if let Token::Word(w) = &mut t.token
+            && w.quote_style.is_none()
+            && ["TUMBLE", "HOP", "CUMULATE"].iter().any(|f| w.value.eq_ignore_ascii_case(f))
+        {
+            w.value = w.value.to_ascii_lowercase();
+        }
+    }
+    Ok(tokens)
+}
+
 fn parse_tokens(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result<Statement> {
-    let (tokens, emit) = extract_emit(approximate_numbers(tokens))?;
+    let tokens = short_window_functions(approximate_numbers(tokens))?;
+    let (tokens, emit) = extract_emit(tokens)?;
     let dialect = GenericDialect {};
     let mut s = P { p: Parser::new(&dialect).with_tokens_with_locations(tokens), sql, index };
     let first = s.peek().clone();

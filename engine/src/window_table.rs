@@ -1,0 +1,222 @@
+//! The window table functions in snapshot queries: `FROM TUMBLE(bid, dateTime, INTERVAL '10'
+//! SECOND)`, `HOP(...)`, `CUMULATE(...)` (Flink's `TABLE(TUMBLE(TABLE bid, DESCRIPTOR(...),
+//! ...))` is rewritten to this form by the parser).
+//!
+//! Each is a DataFusion table function whose table is the stream's columns plus
+//! `window_start`, `window_end` and `window_time`. Its scan reads the stream (only the columns
+//! the query needs, and the time column) and assigns windows to every batch with
+//! [`kappa_sql::window::assign`], the function continuous jobs will use too.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result as DfResult, plan_err};
+use datafusion::datasource::TableProvider;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+};
+use futures::StreamExt;
+use kappa_sql::window::{WindowSpec, assign, windowed_schema};
+
+use crate::engine::Inner;
+use crate::table::StreamTable;
+
+/// `tumble`, `hop` or `cumulate`, as a DataFusion table function.
+#[derive(Debug)]
+pub(crate) struct WindowFunction {
+    pub name: &'static str,
+    pub inner: Weak<Inner>,
+}
+
+fn plan_error(e: impl fmt::Display) -> DataFusionError {
+    DataFusionError::Plan(e.to_string())
+}
+
+impl TableFunctionImpl for WindowFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let upper = self.name.to_ascii_uppercase();
+        let (Some(Expr::Column(table)), Some(Expr::Column(time))) = (exprs.first(), exprs.get(1))
+        else {
+            return plan_err!(
+                "{upper} takes a stream and its time column first: {upper}(bid, dateTime, ...)"
+            );
+        };
+        let spec = WindowSpec::from_args(self.name, &exprs[2..]).map_err(plan_error)?;
+        let Some(inner) = self.inner.upgrade() else {
+            return plan_err!("the engine is closed");
+        };
+        let stream = inner.stream(&table.name, None).map_err(plan_error)?;
+        let time_index = stream.schema().index_of(&time.name).map_err(|_| {
+            plan_error(format!("{upper}: stream {} has no column {}", table.name, time.name))
+        })?;
+        if !kappa_sql::types::is_timestamp(stream.schema().field(time_index).data_type()) {
+            return plan_err!(
+                "{upper}: the time column {} is {}, it must be a TIMESTAMP",
+                time.name,
+                stream.schema().field(time_index).data_type()
+            );
+        }
+        let schema = windowed_schema(stream.schema(), None).map_err(plan_error)?;
+        Ok(Arc::new(WindowTable { source: StreamTable::new(stream), spec, time_index, schema }))
+    }
+}
+
+/// A stream with its rows' windows.
+#[derive(Debug)]
+pub(crate) struct WindowTable {
+    source: StreamTable,
+    pub spec: WindowSpec,
+    pub time_index: usize,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for WindowTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let inputs = self.source.schema().fields().len();
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        // The stream's columns to read: those wanted, and the time column.
+        let mut read: Vec<usize> = wanted.iter().copied().filter(|i| *i < inputs).collect();
+        if !read.contains(&self.time_index) {
+            read.push(self.time_index);
+        }
+        read.sort_unstable();
+        let input = self.source.scan(state, Some(&read), &[], None).await?;
+        let read_schema = input.schema();
+        let assigned = windowed_schema(&read_schema, None).map_err(plan_error)?;
+        let time = read.iter().position(|i| *i == self.time_index).unwrap_or(0);
+        // Where each wanted column is in the assigned batch.
+        let output: Vec<usize> = wanted
+            .iter()
+            .map(|i| match read.iter().position(|r| r == i) {
+                Some(p) => p,
+                None => read.len() + (i - inputs),
+            })
+            .collect();
+        let schema = Arc::new(assigned.project(&output)?);
+        let properties = properties(&input, &schema);
+        Ok(Arc::new(WindowExec {
+            input,
+            spec: self.spec,
+            time,
+            assigned,
+            output,
+            schema,
+            properties,
+        }))
+    }
+}
+
+/// A map of batches keeps its input's partitions (DataFusion may split the scan below it).
+fn properties(input: &Arc<dyn ExecutionPlan>, schema: &SchemaRef) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(Arc::clone(schema)),
+        input.output_partitioning().clone(),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
+/// Assigns windows to the batches of its input.
+#[derive(Debug)]
+struct WindowExec {
+    input: Arc<dyn ExecutionPlan>,
+    spec: WindowSpec,
+    /// The time column in the input.
+    time: usize,
+    /// The input's schema with the window columns.
+    assigned: SchemaRef,
+    /// The columns of the assigned batch to output.
+    output: Vec<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for WindowExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WindowExec: {:?}", self.spec)
+    }
+}
+
+impl ExecutionPlan for WindowExec {
+    fn name(&self) -> &str {
+        "WindowExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(input) = children.into_iter().next() else {
+            return plan_err!("WindowExec has one input");
+        };
+        Ok(Arc::new(WindowExec {
+            properties: properties(&input, &self.schema),
+            input,
+            spec: self.spec,
+            time: self.time,
+            assigned: Arc::clone(&self.assigned),
+            output: self.output.clone(),
+            schema: Arc::clone(&self.schema),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let (spec, time, assigned, output) =
+            (self.spec, self.time, Arc::clone(&self.assigned), self.output.clone());
+        let batches = input.map(move |b| {
+            let b = b?;
+            let windowed = assign(&spec, &b, time, &assigned)
+                .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            Ok(windowed.project(&output)?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), batches)))
+    }
+}
