@@ -17,6 +17,7 @@ mod parser;
 pub mod stream_plan;
 pub mod types;
 pub mod window;
+pub mod window_agg;
 
 pub use ast::{ParsedStatement, Statement};
 pub use error::{Error, Location, Result};

@@ -1,0 +1,399 @@
+//! Windowed aggregation driven by the watermark: the state of every open window, updated with
+//! each batch, emitted and freed when the watermark passes the window's end.
+//!
+//! Rows arrive with their window columns already assigned ([`crate::window::assign`]). The
+//! state is one DataFusion hash table of group keys ([`GroupValues`]) and one vectorized
+//! accumulator per aggregate ([`GroupsAccumulator`], or DataFusion's adapter for functions
+//! without one) **per open window end**: a window's groups are emitted together and its
+//! memory freed at once, and a batch touches only the windows its rows fall in (usually one
+//! or two for tumbling windows). Aggregate `FILTER (WHERE ...)` clauses are applied by the
+//! accumulators.
+//!
+//! A row whose window has already been emitted (its end at or below the watermark when it
+//! arrives) is late: [`WindowAggregate::update`] does not add it to any window and returns
+//! those rows, for the caller to count and keep.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::GroupsAccumulatorAdapter;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+
+use crate::error::{Error, Result};
+
+/// Groups one job may hold in all its open windows (a clear error past it).
+pub const MAX_OPEN_GROUPS: usize = 10_000_000;
+
+/// One aggregate: the function, and its `FILTER (WHERE ...)` clause.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    /// The function with its argument expressions (over the input batch).
+    pub function: Arc<AggregateFunctionExpr>,
+    /// The filter clause, if any.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// How to aggregate: group keys (one of which gives the window's end), aggregates, output.
+#[derive(Debug, Clone)]
+pub struct WindowAggregateSpec {
+    /// Group key expressions over the input batch.
+    pub group: Vec<Arc<dyn PhysicalExpr>>,
+    /// The group key that is the window's end (a `TIMESTAMP(3)`); with `end_offset`: the key
+    /// plus this many milliseconds is the end (when the query groups by `window_start` only).
+    pub end_key: usize,
+    /// Added to `end_key`'s value to get the window end, in milliseconds.
+    pub end_offset: i64,
+    /// The aggregates.
+    pub aggregates: Vec<Aggregate>,
+    /// Group keys then aggregate results, as the query names them.
+    pub schema: SchemaRef,
+}
+
+/// The state of one open window.
+struct Open {
+    groups: Box<dyn GroupValues>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+/// The running state of a windowed aggregation.
+pub struct WindowAggregate {
+    spec: WindowAggregateSpec,
+    group_schema: SchemaRef,
+    /// Open windows by end.
+    open: BTreeMap<i64, Open>,
+    /// The watermark so far (windows ending at or before it are emitted).
+    watermark: i64,
+    groups: usize,
+}
+
+impl std::fmt::Debug for WindowAggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowAggregate")
+            .field("open_windows", &self.open.len())
+            .field("groups", &self.groups)
+            .field("watermark", &self.watermark)
+            .finish()
+    }
+}
+
+fn exec(e: impl std::fmt::Display) -> Error {
+    Error::plan(e.to_string(), None)
+}
+
+impl WindowAggregate {
+    /// A new, empty state.
+    ///
+    /// # Errors
+    /// When the group key types cannot be hashed by DataFusion.
+    pub fn new(spec: WindowAggregateSpec) -> Result<WindowAggregate> {
+        let keys = spec.group.len();
+        let fields: Vec<Field> =
+            spec.schema.fields().iter().take(keys).map(|f| f.as_ref().clone()).collect();
+        let group_schema = Arc::new(Schema::new(fields));
+        // Checked once here: every window's table is made the same way.
+        new_group_values(Arc::clone(&group_schema), &GroupOrdering::None).map_err(exec)?;
+        Ok(WindowAggregate {
+            spec,
+            group_schema,
+            open: BTreeMap::new(),
+            watermark: i64::MIN,
+            groups: 0,
+        })
+    }
+
+    /// The windows open now.
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    fn open_window(&self) -> Result<Open> {
+        let groups =
+            new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None).map_err(exec)?;
+        let accumulators = self
+            .spec
+            .aggregates
+            .iter()
+            .map(|a| -> Result<Box<dyn GroupsAccumulator>> {
+                if a.function.groups_accumulator_supported() {
+                    a.function.create_groups_accumulator().map_err(exec)
+                } else {
+                    let f = Arc::clone(&a.function);
+                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || f.create_accumulator())))
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(Open { groups, accumulators })
+    }
+
+    /// Add a batch. Returns its late rows (their window was emitted already), if any.
+    ///
+    /// # Errors
+    /// When an expression fails on the data, or the open groups pass [`MAX_OPEN_GROUPS`].
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(None);
+        }
+        let keys: Vec<ArrayRef> = self
+            .spec
+            .group
+            .iter()
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+            .collect::<datafusion::common::Result<_>>()
+            .map_err(exec)?;
+        let ends = window_ends(&keys[self.spec.end_key], self.spec.end_offset)?;
+        // Rows by window end; late ones (and rows without a window) aside.
+        let mut by_end: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        let mut late = Vec::new();
+        for (i, end) in ends.iter().enumerate() {
+            match end {
+                Some(e) if *e > self.watermark => by_end.entry(*e).or_default().push(i as u32),
+                _ => late.push(i as u32),
+            }
+        }
+        let single = by_end.len() == 1 && late.is_empty();
+        for (end, rows) in by_end {
+            let (keys, values, filters) = if single {
+                (keys.clone(), self.arguments(batch)?, self.filters(batch)?)
+            } else {
+                let idx = UInt32Array::from(rows);
+                let pick = |a: &ArrayRef| take(a, &idx, None).map_err(exec);
+                let part = self.take_rows(batch, &idx)?;
+                (
+                    keys.iter().map(pick).collect::<Result<Vec<_>>>()?,
+                    self.arguments(&part)?,
+                    self.filters(&part)?,
+                )
+            };
+            if !self.open.contains_key(&end) {
+                let w = self.open_window()?;
+                self.open.insert(end, w);
+            }
+            let Some(window) = self.open.get_mut(&end) else { continue };
+            let before = window.groups.len();
+            let mut indices = Vec::with_capacity(keys[0].len());
+            window.groups.intern(&keys, &mut indices).map_err(exec)?;
+            let total = window.groups.len();
+            self.groups += total - before;
+            if self.groups > MAX_OPEN_GROUPS {
+                return Err(Error::plan(
+                    format!(
+                        "the windowed aggregation holds more than {MAX_OPEN_GROUPS} groups in its open windows"
+                    ),
+                    None,
+                ));
+            }
+            for ((acc, args), filter) in window.accumulators.iter_mut().zip(&values).zip(&filters) {
+                acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
+            }
+        }
+        if late.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.take_rows(batch, &UInt32Array::from(late))?))
+    }
+
+    fn take_rows(&self, batch: &RecordBatch, idx: &UInt32Array) -> Result<RecordBatch> {
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| take(c, idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(exec)?;
+        RecordBatch::try_new(batch.schema(), columns).map_err(exec)
+    }
+
+    fn arguments(&self, batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>> {
+        let n = batch.num_rows();
+        self.spec
+            .aggregates
+            .iter()
+            .map(|a| {
+                a.function
+                    .expressions()
+                    .iter()
+                    .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)).map_err(exec))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn filters(&self, batch: &RecordBatch) -> Result<Vec<Option<BooleanArray>>> {
+        let n = batch.num_rows();
+        self.spec
+            .aggregates
+            .iter()
+            .map(|a| match &a.filter {
+                None => Ok(None),
+                Some(f) => {
+                    let v = f.evaluate(batch).and_then(|v| v.into_array(n)).map_err(exec)?;
+                    let b = v
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| Error::plan("a FILTER clause is not a boolean", None))?;
+                    Ok(Some(b.clone()))
+                }
+            })
+            .collect()
+    }
+
+    /// Move the watermark to `watermark` (it never goes back) and emit every window that ends
+    /// at or before it, in order of end: one batch per window ([`WindowAggregateSpec::schema`]).
+    ///
+    /// # Errors
+    /// When an accumulator cannot produce its result.
+    pub fn advance(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+        self.watermark = self.watermark.max(watermark);
+        let mut out = Vec::new();
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() > self.watermark {
+                break;
+            }
+            let mut window = entry.remove();
+            self.groups -= window.groups.len();
+            let mut columns = window.groups.emit(EmitTo::All).map_err(exec)?;
+            for acc in &mut window.accumulators {
+                columns.push(acc.evaluate(EmitTo::All).map_err(exec)?);
+            }
+            let batch =
+                RecordBatch::try_new(Arc::clone(&self.spec.schema), columns).map_err(exec)?;
+            if batch.num_rows() > 0 {
+                out.push(batch);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The window end of every row, from the end key (or the start key plus the size).
+fn window_ends(key: &ArrayRef, offset: i64) -> Result<Vec<Option<i64>>> {
+    let ms =
+        datafusion::arrow::compute::cast(key, &DataType::Timestamp(TimeUnit::Millisecond, None))
+            .map_err(exec)?;
+    let ms = ms
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .ok_or_else(|| Error::plan("the window key is not a timestamp", None))?;
+    Ok(ms.iter().map(|v| v.map(|v| v + offset)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::functions_aggregate::min_max::max_udaf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::col;
+
+    fn input_schema() -> SchemaRef {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+            Field::new("window_end", ts, false),
+        ]))
+    }
+
+    fn batch(rows: &[(i64, Option<i64>, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                Arc::new(TimestampMillisecondArray::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn state() -> WindowAggregate {
+        let input = input_schema();
+        let v = col("v", &input).unwrap();
+        let agg = |f, name: &str| Aggregate {
+            function: Arc::new(
+                AggregateExprBuilder::new(f, vec![Arc::clone(&v)])
+                    .schema(Arc::clone(&input))
+                    .alias(name)
+                    .build()
+                    .unwrap(),
+            ),
+            filter: None,
+        };
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("window_end", ts, false),
+            Field::new("n", DataType::Int64, false),
+            Field::new("top", DataType::Int64, true),
+        ]));
+        WindowAggregate::new(WindowAggregateSpec {
+            group: vec![col("k", &input).unwrap(), col("window_end", &input).unwrap()],
+            end_key: 1,
+            end_offset: 0,
+            aggregates: vec![agg(count_udaf(), "n"), agg(max_udaf(), "top")],
+            schema,
+        })
+        .unwrap()
+    }
+
+    fn rows(batches: &[RecordBatch]) -> Vec<String> {
+        let mut out: Vec<String> = datafusion::arrow::util::pretty::pretty_format_batches(batches)
+            .unwrap()
+            .to_string()
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains(" k "))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn windows_are_emitted_when_the_watermark_passes_their_end_and_late_rows_come_back() {
+        let mut s = state();
+        assert!(
+            s.update(&batch(&[(1, Some(5), 10), (2, Some(7), 10), (1, Some(9), 20)]))
+                .unwrap()
+                .is_none()
+        );
+        assert!(s.update(&batch(&[(1, None, 10), (2, Some(1), 20)])).unwrap().is_none());
+        assert_eq!(s.open_windows(), 2);
+        // Nothing ends at or before 9.
+        assert!(s.advance(9).unwrap().is_empty());
+        let first = s.advance(10).unwrap();
+        assert_eq!(
+            rows(&first),
+            vec![
+                "| 1 | 1970-01-01T00:00:00.010 | 1 | 5 |",
+                "| 2 | 1970-01-01T00:00:00.010 | 1 | 7 |"
+            ]
+        );
+        assert_eq!(s.open_windows(), 1);
+        // A row for the emitted window is late; one for the open window is not.
+        let late = s.update(&batch(&[(3, Some(4), 10), (1, Some(2), 20)])).unwrap().unwrap();
+        assert_eq!(late.num_rows(), 1);
+        // The watermark never goes back.
+        assert!(s.advance(5).unwrap().is_empty());
+        let rest = s.advance(i64::MAX).unwrap();
+        assert_eq!(
+            rows(&rest),
+            vec![
+                "| 1 | 1970-01-01T00:00:00.020 | 2 | 9 |",
+                "| 2 | 1970-01-01T00:00:00.020 | 1 | 1 |"
+            ]
+        );
+        assert_eq!(s.open_windows(), 0);
+    }
+}
