@@ -271,8 +271,8 @@ impl Engine {
         let s = kappa_sql::parse_one(sql)?;
         let at = Some(s.location);
         match s.statement {
-            kappa_sql::Statement::Query { query, .. } => {
-                crate::subscribe::start(self, query, at).await.map_err(|e| e.or_at(at))
+            kappa_sql::Statement::Query { query, emit } => {
+                crate::subscribe::start(self, query, emit, at).await.map_err(|e| e.or_at(at))
             }
             _ => Err(Error::plan("subscribe() takes a query (SELECT ...)", at)),
         }
@@ -470,6 +470,22 @@ impl Engine {
         }
     }
 
+    /// Compile a windowed aggregation after DataFusion's optimizer; `None` when the query is
+    /// not one.
+    pub(crate) fn compile_windowed(
+        &self,
+        plan: &LogicalPlan,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<Option<kappa_sql::windowed_plan::WindowedPlan>> {
+        let state = self.inner.ctx.state();
+        let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
+        let inner = Arc::clone(&self.inner);
+        let resolve = move |scan: &datafusion::logical_expr::TableScan| {
+            crate::window_table::window_source(&inner, scan)
+        };
+        Ok(kappa_sql::windowed_plan::compile_windowed(&optimized, &state, at, &resolve)?)
+    }
+
     /// Compile a continuous query (stateless for now) after DataFusion's optimizer.
     pub(crate) fn compile(
         &self,
@@ -483,7 +499,7 @@ impl Engine {
             let function = name.table().strip_suffix("()");
             if function.is_some_and(|f| kappa_sql::window::WINDOW_FUNCTIONS.contains(&f)) {
                 return Err(Error::not_supported(
-                    "window functions in continuous queries (snapshot queries run them)",
+                    "window functions in CREATE STREAM ... AS and INSERT INTO jobs (snapshot queries, and push queries with EMIT FINAL, run windowed aggregations)",
                     at,
                 ));
             }

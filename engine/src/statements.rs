@@ -85,9 +85,9 @@ impl Engine {
             }
             Statement::Seal { stream } => self.seal(&stream, at).await,
             Statement::Query { query, emit: None } => self.snapshot(query, at).await,
-            Statement::Query { query, emit: Some(_) } => {
-                Ok(Output::Subscription(crate::subscribe::start(self, query, at).await?))
-            }
+            Statement::Query { query, emit: Some(emit) } => Ok(Output::Subscription(
+                crate::subscribe::start(self, query, Some(emit), at).await?,
+            )),
             Statement::Show(what) => crate::show::show(self, what, at),
             Statement::Describe { name } => crate::show::describe(self, &name, at),
             Statement::Explain { target: kappa_sql::ast::ExplainTarget::Dataflow(_) } => {

@@ -73,10 +73,20 @@ fn strip_limit(plan: LogicalPlan, at: Option<Location>) -> Result<(LogicalPlan, 
 pub(crate) async fn start(
     engine: &Engine,
     query: Box<Query>,
+    emit: Option<kappa_sql::ast::Emit>,
     at: Option<Location>,
 ) -> Result<Subscription> {
     let plan = engine.plan_query(query, at).await?;
     let (plan, limit) = strip_limit(plan, at)?;
+    if let Some(windowed) = engine.compile_windowed(&plan, at)? {
+        if matches!(emit, Some(kappa_sql::ast::Emit::Changes { .. })) {
+            return Err(Error::not_supported(
+                "EMIT CHANGES for a windowed aggregation (EMIT FINAL gives each window once, when the watermark closes it)",
+                at,
+            ));
+        }
+        return start_windowed(engine, windowed, limit);
+    }
     let compiled = engine.compile(&plan, at)?;
     let mut inputs: Vec<InputSpec> = Vec::new();
     let mut sealed = true;
@@ -147,4 +157,110 @@ pub(crate) async fn start(
         }
     });
     Ok(Subscription { schema, rx, task, ends, _listed: listed })
+}
+
+/// A push query of a windowed aggregation: the stream from its first retained row, windows
+/// emitted as the watermark closes them (all remaining ones once the stream is sealed and
+/// read).
+fn start_windowed(
+    engine: &Engine,
+    plan: kappa_sql::windowed_plan::WindowedPlan,
+    limit: Option<usize>,
+) -> Result<Subscription> {
+    use kappa_sql::stream_plan::run_ops;
+    let stream = engine.inner.store.stream(&plan.input.stream)?;
+    let info = stream.info();
+    let ends = limit.is_some() || info.sealed.is_some();
+    let inputs: Vec<InputSpec> =
+        vec![(Arc::clone(&stream), plan.input.projection.clone(), info.start)];
+    let mut state = kappa_sql::window_agg::WindowAggregate::new(plan.aggregate.clone())?;
+    let registry = Arc::clone(&engine.inner.push_queries);
+    let id = registry.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let entry = Arc::new(PushEntry {
+        inputs: vec![Arc::clone(&stream)],
+        positions: vec![AtomicU64::new(info.start)],
+        rows_in: AtomicU64::new(0),
+        rows_out: AtomicU64::new(0),
+    });
+    registry.running().insert(id, Arc::clone(&entry));
+    let listed = Listed { registry, id };
+    let schema = Arc::clone(&plan.schema);
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let name = plan.input.stream.clone();
+    let task = tokio::spawn(async move {
+        let _stop = stop_tx;
+        let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
+        let mut left = limit.unwrap_or(usize::MAX);
+        let mut watermark = i64::MIN;
+        let outcome: Result<()> = async {
+            if left == 0 {
+                return Ok(());
+            }
+            loop {
+                let mut ended = false;
+                let closed = match input_rx.recv().await {
+                    Some(InputMsg::Batch(_, b)) => {
+                        let rows = b.batch.num_rows() as u64;
+                        entry.rows_in.fetch_add(rows, Ordering::Relaxed);
+                        entry.positions[0].store(b.offset + rows, Ordering::Relaxed);
+                        if let Some(w) = &plan.watermark {
+                            watermark = watermark.max(max_time(w, &b.batch)?);
+                        }
+                        if let Some(rows) = run_ops(&plan.input.ops, &name, b.batch)? {
+                            // Late rows (their window closed) are not added to any window.
+                            let _late = state.update(&rows)?;
+                        }
+                        state.advance(watermark)?
+                    }
+                    Some(InputMsg::End(_)) => {
+                        // Sealed and read: every window closes.
+                        ended = true;
+                        state.advance(i64::MAX)?
+                    }
+                    Some(InputMsg::Failed(e)) => return Err(e.into()),
+                    None => return Ok(()),
+                };
+                // Each closed window, through the ops above the aggregation, to the client.
+                for window in closed {
+                    let Some(out) = run_ops(&plan.after, &name, window)? else { continue };
+                    let out = datafusion::arrow::record_batch::RecordBatch::try_new(
+                        Arc::clone(&plan.schema),
+                        out.columns().to_vec(),
+                    )?;
+                    let out = if out.num_rows() > left { out.slice(0, left) } else { out };
+                    left -= out.num_rows();
+                    entry.rows_out.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
+                    if tx.send(Ok(out)).await.is_err() || left == 0 {
+                        return Ok(());
+                    }
+                }
+                if ended {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        if let Err(e) = outcome {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    Ok(Subscription { schema, rx, task, ends, _listed: listed })
+}
+
+/// The largest value of the watermark expression over a batch, in milliseconds (`i64::MIN`
+/// when every value is NULL).
+fn max_time(
+    expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+) -> Result<i64> {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    let v = expr.evaluate(batch).and_then(|v| v.into_array(batch.num_rows()))?;
+    let ms =
+        datafusion::arrow::compute::cast(&v, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    let ms = ms
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::TimestampMillisecondArray>()
+        .ok_or_else(|| Error::plan("the watermark is not a timestamp", None))?;
+    Ok(datafusion::arrow::compute::max(ms).unwrap_or(i64::MIN))
 }

@@ -67,13 +67,20 @@ impl TableFunctionImpl for WindowFunction {
             );
         }
         let schema = windowed_schema(stream.schema(), None).map_err(plan_error)?;
-        Ok(Arc::new(WindowTable { source: StreamTable::new(stream), spec, time_index, schema }))
+        Ok(Arc::new(WindowTable {
+            stream: Arc::clone(&stream),
+            source: StreamTable::new(stream),
+            spec,
+            time_index,
+            schema,
+        }))
     }
 }
 
 /// A stream with its rows' windows.
 #[derive(Debug)]
 pub(crate) struct WindowTable {
+    pub stream: Arc<kappa_storage::Stream>,
     source: StreamTable,
     pub spec: WindowSpec,
     pub time_index: usize,
@@ -219,4 +226,25 @@ impl ExecutionPlan for WindowExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), batches)))
     }
+}
+
+/// The window function behind a scan of a continuous query, if it reads one (for
+/// [`kappa_sql::windowed_plan::compile_windowed`]).
+pub(crate) fn window_source(
+    inner: &Inner,
+    scan: &datafusion::logical_expr::TableScan,
+) -> Option<kappa_sql::windowed_plan::WindowSource> {
+    let provider = datafusion::datasource::source_as_provider(&scan.source).ok()?;
+    let any: &dyn std::any::Any = provider.as_ref();
+    let table = any.downcast_ref::<WindowTable>()?;
+    let stream = table.stream.name().to_string();
+    let watermark =
+        inner.catalog().streams.get(&stream)?.watermark.as_ref().map(|w| w.expr.clone());
+    Some(kappa_sql::windowed_plan::WindowSource {
+        stream_schema: Arc::clone(table.stream.schema()),
+        stream,
+        spec: table.spec,
+        time: table.time_index,
+        watermark,
+    })
 }

@@ -18,6 +18,7 @@ pub mod stream_plan;
 pub mod types;
 pub mod window;
 pub mod window_agg;
+pub mod windowed_plan;
 
 pub use ast::{ParsedStatement, Statement};
 pub use error::{Error, Location, Result};

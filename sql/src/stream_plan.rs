@@ -21,6 +21,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 
 use crate::error::{Error, Location, Result};
+use crate::window::WindowSpec;
 
 /// One step of a pipeline.
 #[derive(Debug, Clone)]
@@ -34,6 +35,57 @@ pub enum Op {
         /// The output schema.
         schema: SchemaRef,
     },
+    /// Each row once per window that holds its time, with the window columns appended
+    /// ([`crate::window::assign`]).
+    Window {
+        /// The windows.
+        spec: WindowSpec,
+        /// The time column in the batch.
+        time: usize,
+        /// The batch's schema with the window columns.
+        schema: SchemaRef,
+    },
+}
+
+/// Run `ops` over a batch of stream `stream`. `None` when every row was filtered out.
+///
+/// # Errors
+/// [`Error::Plan`] when an expression fails on the data, naming the stream.
+pub fn run_ops(ops: &[Op], stream: &str, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+    let fail = |e: String| Error::plan(format!("on a row of stream {stream}: {e}"), None);
+    let mut b = batch;
+    for op in ops {
+        if b.num_rows() == 0 {
+            return Ok(None);
+        }
+        match op {
+            Op::Filter(p) => {
+                let mask = p
+                    .evaluate(&b)
+                    .and_then(|v| v.into_array(b.num_rows()))
+                    .map_err(|e| fail(e.message().to_string()))?;
+                let Some(mask) = mask.as_boolean_opt() else {
+                    return Err(fail(format!("a filter returned {}", mask.data_type())));
+                };
+                b = filter_record_batch(&b, mask).map_err(|e| fail(e.to_string()))?;
+            }
+            Op::Project { exprs, schema } => {
+                let n = b.num_rows();
+                let cols = exprs
+                    .iter()
+                    .map(|e| e.evaluate(&b).and_then(|v| v.into_array(n)))
+                    .collect::<datafusion::common::Result<Vec<_>>>()
+                    .map_err(|e| fail(e.message().to_string()))?;
+                let options = RecordBatchOptions::new().with_row_count(Some(n));
+                b = RecordBatch::try_new_with_options(Arc::clone(schema), cols, &options)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            Op::Window { spec, time, schema } => {
+                b = crate::window::assign(spec, &b, *time, schema)?;
+            }
+        }
+    }
+    Ok((b.num_rows() > 0).then_some(b))
 }
 
 /// What one input stream goes through.
@@ -67,44 +119,11 @@ impl StatelessPlan {
     /// by zero, ...), naming the stream.
     pub fn apply(&self, i: usize, batch: RecordBatch) -> Result<Option<RecordBatch>> {
         let pipe = &self.inputs[i];
-        let fail =
-            |e: String| Error::plan(format!("on a row of stream {}: {e}", pipe.stream), None);
-        let mut b = batch;
-        for op in &pipe.ops {
-            if b.num_rows() == 0 {
-                return Ok(None);
-            }
-            match op {
-                Op::Filter(p) => {
-                    let mask = p
-                        .evaluate(&b)
-                        .and_then(|v| v.into_array(b.num_rows()))
-                        .map_err(|e| fail(e.message().to_string()))?;
-                    let Some(mask) = mask.as_boolean_opt() else {
-                        return Err(fail(format!("a filter returned {}", mask.data_type())));
-                    };
-                    b = filter_record_batch(&b, mask).map_err(|e| fail(e.to_string()))?;
-                }
-                Op::Project { exprs, schema } => {
-                    let n = b.num_rows();
-                    let cols = exprs
-                        .iter()
-                        .map(|e| e.evaluate(&b).and_then(|v| v.into_array(n)))
-                        .collect::<datafusion::common::Result<Vec<_>>>()
-                        .map_err(|e| fail(e.message().to_string()))?;
-                    let options = RecordBatchOptions::new().with_row_count(Some(n));
-                    b = RecordBatch::try_new_with_options(Arc::clone(schema), cols, &options)
-                        .map_err(|e| fail(e.to_string()))?;
-                }
-            }
-        }
-        if b.num_rows() == 0 {
-            return Ok(None);
-        }
+        let Some(b) = run_ops(&pipe.ops, &pipe.stream, batch)? else { return Ok(None) };
         let options = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
         RecordBatch::try_new_with_options(Arc::clone(&self.schema), b.columns().to_vec(), &options)
             .map(Some)
-            .map_err(|e| fail(e.to_string()))
+            .map_err(|e| Error::plan(format!("on a row of stream {}: {e}", pipe.stream), None))
     }
 }
 
@@ -208,7 +227,7 @@ fn node_name(plan: &LogicalPlan) -> String {
     text.split(':').next().unwrap_or("?").trim().to_string()
 }
 
-fn physical(
+pub(crate) fn physical(
     state: &SessionState,
     expr: &Expr,
     schema: &DFSchema,

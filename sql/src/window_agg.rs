@@ -110,6 +110,12 @@ impl WindowAggregate {
         })
     }
 
+    /// Whether the window ending at `end` is closed: the watermark has reached its last
+    /// instant, `end - 1 ms` (Flink's rule).
+    fn closed(&self, end: i64) -> bool {
+        self.watermark != i64::MIN && end <= self.watermark.saturating_add(1)
+    }
+
     /// The windows open now.
     pub fn open_windows(&self) -> usize {
         self.open.len()
@@ -156,7 +162,7 @@ impl WindowAggregate {
         let mut late = Vec::new();
         for (i, end) in ends.iter().enumerate() {
             match end {
-                Some(e) if *e > self.watermark => by_end.entry(*e).or_default().push(i as u32),
+                Some(e) if !self.closed(*e) => by_end.entry(*e).or_default().push(i as u32),
                 _ => late.push(i as u32),
             }
         }
@@ -246,19 +252,19 @@ impl WindowAggregate {
             .collect()
     }
 
-    /// Move the watermark to `watermark` (it never goes back) and emit every window that ends
-    /// at or before it, in order of end: one batch per window ([`WindowAggregateSpec::schema`]).
+    /// Move the watermark to `watermark` (it never goes back) and emit every window whose last
+    /// instant (`end - 1 ms`) it has reached, in order of end: one batch per window ([`WindowAggregateSpec::schema`]).
     ///
     /// # Errors
     /// When an accumulator cannot produce its result.
     pub fn advance(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
         self.watermark = self.watermark.max(watermark);
         let mut out = Vec::new();
-        while let Some(entry) = self.open.first_entry() {
-            if *entry.key() > self.watermark {
+        while let Some(end) = self.open.keys().next().copied() {
+            if !self.closed(end) {
                 break;
             }
-            let mut window = entry.remove();
+            let Some(mut window) = self.open.remove(&end) else { break };
             self.groups -= window.groups.len();
             let mut columns = window.groups.emit(EmitTo::All).map_err(exec)?;
             for acc in &mut window.accumulators {
@@ -370,9 +376,9 @@ mod tests {
         );
         assert!(s.update(&batch(&[(1, None, 10), (2, Some(1), 20)])).unwrap().is_none());
         assert_eq!(s.open_windows(), 2);
-        // Nothing ends at or before 9.
-        assert!(s.advance(9).unwrap().is_empty());
-        let first = s.advance(10).unwrap();
+        // Window [.., 10) closes when the watermark reaches 9, its last instant.
+        assert!(s.advance(8).unwrap().is_empty());
+        let first = s.advance(9).unwrap();
         assert_eq!(
             rows(&first),
             vec![

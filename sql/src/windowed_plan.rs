@@ -1,0 +1,237 @@
+//! The streaming plan of a windowed aggregation: `SELECT ... FROM TUMBLE(s, ts, size) [WHERE
+//! ...] GROUP BY window_start, window_end, ... [HAVING ...]`.
+//!
+//! It has three parts: the input pipeline (read the stream, assign windows, the filters and
+//! projections below the aggregation), the aggregation ([`crate::window_agg`]), and the
+//! filters and projections above it, run on every window it emits. The watermark comes from
+//! the stream's declaration, evaluated on every batch read (before any filter): the highest
+//! value so far is the watermark.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchema;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableScan};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+#[expect(
+    deprecated,
+    reason = "the helper DataFusion's own planner used until 55; its successor, LoweredAggregateBuilder, is still settling"
+)]
+use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
+
+use crate::error::{Error, Location, Result};
+use crate::stream_plan::{InputPipeline, Op, physical};
+use crate::window::{WindowSpec, windowed_schema};
+use crate::window_agg::{Aggregate, WindowAggregateSpec};
+
+/// What the engine knows of a window table function's scan.
+#[derive(Debug, Clone)]
+pub struct WindowSource {
+    /// The stream read.
+    pub stream: String,
+    /// Its schema.
+    pub stream_schema: SchemaRef,
+    /// The windows.
+    pub spec: WindowSpec,
+    /// The time column, in the stream's schema.
+    pub time: usize,
+    /// The stream's watermark expression, as SQL over its columns (none: windows close only
+    /// when the stream is sealed).
+    pub watermark: Option<String>,
+}
+
+/// A windowed aggregation over one stream.
+#[derive(Debug, Clone)]
+pub struct WindowedPlan {
+    /// Read the stream, assign windows, filter and project up to the aggregation.
+    pub input: InputPipeline,
+    /// The watermark expression over the batch read (before `input.ops`).
+    pub watermark: Option<Arc<dyn PhysicalExpr>>,
+    /// The aggregation.
+    pub aggregate: WindowAggregateSpec,
+    /// Filters and projections over each emitted window (HAVING, the SELECT list).
+    pub after: Vec<Op>,
+    /// The output schema.
+    pub schema: SchemaRef,
+}
+
+/// Compile `plan` as a windowed aggregation, if it is one (`None` otherwise: no aggregation,
+/// or one that does not read a window function). `resolve` tells a window function's scan.
+///
+/// # Errors
+/// [`Error::NotSupported`] for the parts of a windowed aggregation not built yet; [`Error::Plan`]
+/// when an expression cannot be compiled.
+pub fn compile_windowed(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    at: Option<Location>,
+    resolve: &dyn Fn(&TableScan) -> Option<WindowSource>,
+) -> Result<Option<WindowedPlan>> {
+    // Down to the aggregation through filters, projections and aliases.
+    let mut above = Vec::new();
+    let mut node = plan;
+    let aggregate = loop {
+        match node {
+            LogicalPlan::Projection(p) => {
+                above.push(node);
+                node = &p.input;
+            }
+            LogicalPlan::Filter(f) => {
+                above.push(node);
+                node = &f.input;
+            }
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::Aggregate(a) => break a,
+            _ => return Ok(None),
+        }
+    };
+    // Below it, down to the scan.
+    let mut below = Vec::new();
+    let mut node = aggregate.input.as_ref();
+    let scan = loop {
+        match node {
+            LogicalPlan::Projection(p) => {
+                below.push(node);
+                node = &p.input;
+            }
+            LogicalPlan::Filter(f) => {
+                below.push(node);
+                node = &f.input;
+            }
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::TableScan(s) => break s,
+            _ => return Ok(None),
+        }
+    };
+    let Some(source) = resolve(scan) else { return Ok(None) };
+    let not_supported = |what: &str| Err(Error::not_supported(what.to_string(), at));
+
+    // The input pipeline: the stream's columns needed (and the time column), the windows,
+    // then the scan's columns in its order.
+    let n = source.stream_schema.fields().len();
+    let wanted: Vec<usize> = match &scan.projection {
+        Some(p) => p.clone(),
+        None => (0..n + 3).collect(),
+    };
+    let mut read: Vec<usize> = wanted.iter().copied().filter(|i| *i < n).collect();
+    if !read.contains(&source.time) {
+        read.push(source.time);
+    }
+    read.sort_unstable();
+    let read_schema =
+        Arc::new(source.stream_schema.project(&read).map_err(|e| Error::plan(e.to_string(), at))?);
+    let assigned = windowed_schema(&read_schema, at)?;
+    let time = read.iter().position(|i| *i == source.time).unwrap_or(0);
+    let to_scan: Vec<Arc<dyn PhysicalExpr>> = wanted
+        .iter()
+        .map(|i| {
+            let at = match read.iter().position(|r| r == i) {
+                Some(p) => p,
+                None => read.len() + (i - n),
+            };
+            Arc::new(Column::new(assigned.field(at).name(), at)) as Arc<dyn PhysicalExpr>
+        })
+        .collect();
+    let mut ops = vec![
+        Op::Window { spec: source.spec, time, schema: Arc::clone(&assigned) },
+        Op::Project { exprs: to_scan, schema: Arc::clone(scan.projected_schema.inner()) },
+    ];
+    for node in below.iter().rev() {
+        ops.push(op_of(node, state, at)?);
+    }
+    let input = InputPipeline { stream: source.stream.clone(), projection: Some(read), ops };
+
+    let watermark = match &source.watermark {
+        Some(sql) => {
+            let df = DFSchema::try_from(Arc::clone(&read_schema))
+                .map_err(|e| Error::plan(e.to_string(), at))?;
+            let expr = state
+                .create_logical_expr(sql, &df)
+                .map_err(|e| Error::plan(format!("the watermark {sql}: {}", e.message()), at))?;
+            Some(physical(state, &expr, &df, at)?)
+        }
+        None => None,
+    };
+
+    // The aggregation.
+    let input_schema = aggregate.input.schema();
+    let mut group = Vec::new();
+    let key = |name: &str| {
+        aggregate.group_expr.iter().position(|e| matches!(e, Expr::Column(c) if c.name == name))
+    };
+    // The window's end: its key, or the start key plus the size.
+    let end = match (key("window_end"), key("window_start"), source.spec) {
+        (Some(k), _, _) => Some((k, 0)),
+        (None, Some(k), WindowSpec::Tumble { size, .. } | WindowSpec::Hop { size, .. }) => {
+            Some((k, size))
+        }
+        (None, Some(_), WindowSpec::Cumulate { .. }) => {
+            return not_supported("a CUMULATE aggregation without window_end in GROUP BY");
+        }
+        (None, None, _) => None,
+    };
+    for e in &aggregate.group_expr {
+        if let Expr::GroupingSet(_) = e {
+            return not_supported("GROUPING SETS, ROLLUP and CUBE in a windowed aggregation");
+        }
+        group.push(physical(state, e, input_schema, at)?);
+    }
+    let Some((end_key, end_offset)) = end else {
+        return Err(Error::plan(
+            "a windowed aggregation groups by its window: GROUP BY window_start, window_end, ...",
+            at,
+        ));
+    };
+    let mut aggregates = Vec::new();
+    for e in &aggregate.aggr_expr {
+        #[expect(deprecated, reason = "see the import")]
+        let (function, filter, order) = create_aggregate_expr_and_maybe_filter(
+            e,
+            input_schema,
+            input_schema.as_arrow(),
+            state.execution_props(),
+        )
+        .map_err(|e| Error::plan(e.message().to_string(), at))?;
+        if !order.is_empty() {
+            return not_supported(
+                "ORDER BY inside an aggregate function in a windowed aggregation",
+            );
+        }
+        aggregates.push(Aggregate { function, filter });
+    }
+    let spec = WindowAggregateSpec {
+        group,
+        end_key,
+        end_offset,
+        aggregates,
+        schema: Arc::clone(aggregate.schema.inner()),
+    };
+    let after = above.iter().rev().map(|n| op_of(n, state, at)).collect::<Result<Vec<_>>>()?;
+    Ok(Some(WindowedPlan {
+        input,
+        watermark,
+        aggregate: spec,
+        after,
+        schema: Arc::clone(plan.schema().inner()),
+    }))
+}
+
+/// A filter or projection node as an op.
+fn op_of(node: &LogicalPlan, state: &SessionState, at: Option<Location>) -> Result<Op> {
+    match node {
+        LogicalPlan::Filter(f) => {
+            Ok(Op::Filter(physical(state, &f.predicate, f.input.schema(), at)?))
+        }
+        LogicalPlan::Projection(p) => Ok(Op::Project {
+            exprs: p
+                .expr
+                .iter()
+                .map(|e| physical(state, e, p.input.schema(), at))
+                .collect::<Result<Vec<_>>>()?,
+            schema: Arc::clone(p.schema.inner()),
+        }),
+        _ => Err(Error::plan("not a filter or a projection", at)),
+    }
+}

@@ -1,0 +1,118 @@
+//! Property test of windowed aggregation: random events with bounded out-of-orderness (less
+//! than the watermark's delay, so no row is late), random window kinds and sizes; the push
+//! query (`EMIT FINAL`, started before the rows are appended, so that windows close as the
+//! watermark passes them while later batches arrive, the rest when the stream is sealed) gives
+//! the same rows as DataFusion batch over the same stream.
+//! `PROPTEST_CASES` sets the number of cases (default 24).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use kappa::Engine;
+use kappa_tests::slt::format_rows;
+use proptest::prelude::*;
+
+/// One event: key, value, time step after the previous event's base time, lateness.
+type Event = (i64, Option<i64>, i64, i64);
+
+fn event() -> impl Strategy<Value = Event> {
+    (0i64..4, prop::option::weighted(0.9, -50i64..100), 1i64..700, 0i64..999)
+}
+
+fn window() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (1i64..6).prop_map(|s| format!("TUMBLE(ev, ts, INTERVAL '{s}' SECOND)")),
+        (1i64..3, 2i64..4)
+            .prop_map(|(s, m)| format!("HOP(ev, ts, INTERVAL '{s}' SECOND, INTERVAL '{}' SECOND)", s * m)),
+        (1i64..3, 2i64..4).prop_map(|(s, m)| format!(
+            "TABLE(CUMULATE(TABLE ev, DESCRIPTOR(ts), INTERVAL '{s}' SECOND, INTERVAL '{}' SECOND))",
+            s * m
+        )),
+        (1i64..4).prop_map(|s| format!(
+            "TUMBLE(ev, ts, INTERVAL '{s}' SECOND, INTERVAL '500' MILLISECOND)"
+        )),
+    ]
+}
+
+fn batches(events: &[Event], cut: usize) -> Vec<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("v", DataType::Int64, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+    ]));
+    let mut base = 1_700_000_000_000i64;
+    let rows: Vec<(i64, Option<i64>, i64)> = events
+        .iter()
+        .map(|(k, v, step, late)| {
+            base += step;
+            (*k, *v, base - late)
+        })
+        .collect();
+    rows.chunks(cut.max(1))
+        .map(|c| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(c.iter().map(|r| r.0).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(c.iter().map(|r| r.1).collect::<Vec<_>>())),
+                    Arc::new(TimestampMillisecondArray::from(
+                        c.iter().map(|r| r.2).collect::<Vec<_>>(),
+                    )),
+                ],
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+async fn check(events: Vec<Event>, cut: usize, window: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).await.unwrap();
+    engine
+        .execute(
+            "CREATE STREAM ev (k BIGINT, v BIGINT, ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (durability = 'relaxed')",
+        )
+        .await
+        .unwrap();
+    let query = format!(
+        "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi,
+                avg(v) AS mean, count(v) FILTER (WHERE v > 0) AS positive
+         FROM {window} GROUP BY k, window_start, window_end"
+    );
+    // The push query starts first and reads the batches as they are appended (one frame
+    // each), so windows close as the watermark passes them, before the end.
+    let mut sub = engine.subscribe(&format!("{query} EMIT FINAL")).await.unwrap();
+    for b in batches(&events, cut) {
+        engine.append("ev", b).await.unwrap();
+    }
+    engine.execute("SEAL STREAM ev").await.unwrap();
+    let mut want = format_rows(&engine.query(&query).await.unwrap()).unwrap();
+    let mut got = Vec::new();
+    while let Some(b) = sub.next().await {
+        got.extend(format_rows(&[b.unwrap()]).unwrap());
+    }
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{window}, {} events in batches of {cut}", events.len());
+    engine.close().await.unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn windowed_push_queries_equal_datafusion_batch(
+        events in prop::collection::vec(event(), 0..250),
+        cut in 1usize..60,
+        window in window(),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(check(events, cut, window));
+    }
+}
