@@ -17,6 +17,40 @@ use crate::job::{self, JobHandle, JobSpec, Status};
 use crate::output::{Output, Subscription};
 use crate::table::StreamTable;
 
+/// A continuous job's compiled query.
+pub(crate) enum JobPlan {
+    /// Filters and projections: every batch alone.
+    Stateless(StatelessPlan),
+    /// A windowed aggregation.
+    Windowed(kappa_sql::windowed_plan::WindowedPlan),
+}
+
+impl JobPlan {
+    /// The schema of its output.
+    pub fn schema(&self) -> &datafusion::arrow::datatypes::SchemaRef {
+        match self {
+            JobPlan::Stateless(p) => &p.schema,
+            JobPlan::Windowed(p) => &p.schema,
+        }
+    }
+
+    /// The streams it reads, in the order of its inputs.
+    pub fn inputs(&self) -> Vec<String> {
+        match self {
+            JobPlan::Stateless(p) => p.inputs.iter().map(|i| i.stream.clone()).collect(),
+            JobPlan::Windowed(p) => vec![p.input.stream.clone()],
+        }
+    }
+
+    /// For each output column, the input column it copies unchanged, if any.
+    pub fn origins(&self) -> Vec<Option<String>> {
+        match self {
+            JobPlan::Stateless(p) => p.origins.clone(),
+            JobPlan::Windowed(p) => vec![None; p.schema.fields().len()],
+        }
+    }
+}
+
 /// Options of [`Engine::open_with`].
 #[derive(Debug, Default)]
 pub struct EngineOptions {
@@ -486,7 +520,19 @@ impl Engine {
         Ok(kappa_sql::windowed_plan::compile_windowed(&optimized, &state, at, &resolve)?)
     }
 
-    /// Compile a continuous query (stateless for now) after DataFusion's optimizer.
+    /// Compile the query of a job: a windowed aggregation, or a stateless query.
+    pub(crate) fn compile_job(
+        &self,
+        plan: &LogicalPlan,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<JobPlan> {
+        match self.compile_windowed(plan, at)? {
+            Some(w) => Ok(JobPlan::Windowed(w)),
+            None => Ok(JobPlan::Stateless(self.compile(plan, at)?)),
+        }
+    }
+
+    /// Compile a stateless continuous query after DataFusion's optimizer.
     pub(crate) fn compile(
         &self,
         plan: &LogicalPlan,
@@ -499,7 +545,7 @@ impl Engine {
             let function = name.table().strip_suffix("()");
             if function.is_some_and(|f| kappa_sql::window::WINDOW_FUNCTIONS.contains(&f)) {
                 return Err(Error::not_supported(
-                    "window functions in CREATE STREAM ... AS and INSERT INTO jobs (snapshot queries, and push queries with EMIT FINAL, run windowed aggregations)",
+                    "a window function in a continuous query without a windowed aggregation (GROUP BY window_start, window_end, ...)",
                     at,
                 ));
             }
@@ -534,7 +580,7 @@ impl Engine {
             }
             _ => return Err(Error::plan("a job's query is not a query", None)),
         };
-        let compiled = self.compile(&plan, None)?;
+        let compiled = self.compile_job(&plan, None)?;
         if entry.kind == JobKind::DerivedStream {
             // Planned again, the query must still give the stream's columns (a setting or a
             // function that changed since could change a type).
@@ -542,7 +588,7 @@ impl Engine {
             let columns = |s: &datafusion::arrow::datatypes::Schema| -> Vec<String> {
                 s.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect()
             };
-            let (now, stored) = (columns(&compiled.schema), columns(stream.schema()));
+            let (now, stored) = (columns(compiled.schema()), columns(stream.schema()));
             if now != stored {
                 return Err(Error::plan(
                     format!(
@@ -559,17 +605,12 @@ impl Engine {
     }
 
     /// Run a job whose catalog entry exists.
-    pub(crate) fn launch_job(
-        &self,
-        name: &str,
-        entry: &JobEntry,
-        plan: StatelessPlan,
-    ) -> Result<()> {
+    pub(crate) fn launch_job(&self, name: &str, entry: &JobEntry, plan: JobPlan) -> Result<()> {
         self.inner.check_open()?;
         let inputs = plan
-            .inputs
+            .inputs()
             .iter()
-            .map(|p| self.inner.store.stream(&p.stream))
+            .map(|s| self.inner.store.stream(s))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         // A sink table takes the rows without a log.
         let output = if self.inner.catalog().sinks.contains_key(&entry.output) {
@@ -592,16 +633,31 @@ impl Engine {
             }
             let _ = c.save(&inner.store);
         });
-        let handle = job::start(JobSpec {
-            name: name.to_string(),
-            id: entry.id,
-            kind: entry.kind,
-            plan: Arc::new(plan),
-            inputs,
-            output,
-            store: Arc::clone(&self.inner.store),
-            on_end,
-        })?;
+        let handle = match plan {
+            JobPlan::Stateless(plan) => job::start(JobSpec {
+                name: name.to_string(),
+                id: entry.id,
+                kind: entry.kind,
+                plan: Arc::new(plan),
+                inputs,
+                output,
+                store: Arc::clone(&self.inner.store),
+                on_end,
+            })?,
+            JobPlan::Windowed(plan) => {
+                let Some(input) = inputs.into_iter().next() else {
+                    return Err(Error::plan("a windowed job reads one stream", None));
+                };
+                crate::window_job::start(crate::window_job::WindowJobSpec {
+                    id: entry.id,
+                    kind: entry.kind,
+                    plan,
+                    input,
+                    output,
+                    on_end,
+                })?
+            }
+        };
         self.inner.jobs().insert(name.to_string(), handle);
         Ok(())
     }
@@ -622,7 +678,7 @@ impl Engine {
         kind: JobKind,
         output: &str,
         query_text: &str,
-        plan: StatelessPlan,
+        plan: JobPlan,
     ) -> Result<()> {
         let entry = {
             let mut c = self.inner.catalog();
@@ -642,7 +698,7 @@ impl Engine {
                 kind,
                 output: output.to_string(),
                 query: query_text.to_string(),
-                inputs: plan.inputs.iter().map(|p| p.stream.clone()).collect(),
+                inputs: plan.inputs(),
                 state: JobState::Running,
             };
             c.jobs.insert(name.to_string(), entry.clone());

@@ -53,6 +53,7 @@ mod sink;
 mod statements;
 mod subscribe;
 mod table;
+mod window_job;
 mod window_table;
 
 pub use connectors::NexmarkStreams;

@@ -149,8 +149,8 @@ impl Engine {
                 // The job keeps the statement as written; a restart parses it again.
                 let text = full_text.to_string();
                 let plan = self.plan_query(query, at).await?;
-                let compiled = self.compile(&plan, at)?;
-                let schema: SchemaRef = Arc::clone(&compiled.schema);
+                let compiled = self.compile_job(&plan, at)?;
+                let schema: SchemaRef = Arc::clone(compiled.schema());
                 check_unique_names(&schema, at)?;
                 // Keep the inputs' event time and watermark when the query passes the column.
                 let mut entry = StreamEntry {
@@ -159,20 +159,14 @@ impl Engine {
                     ..Default::default()
                 };
                 let wms: Vec<Option<WatermarkEntry>> = compiled
-                    .inputs
+                    .inputs()
                     .iter()
-                    .map(|p| {
-                        self.inner
-                            .catalog()
-                            .streams
-                            .get(&p.stream)
-                            .and_then(|e| e.watermark.clone())
-                    })
+                    .map(|s| self.inner.catalog().streams.get(s).and_then(|e| e.watermark.clone()))
                     .collect();
                 if let Some(Some(first)) = wms.first()
                     && wms.iter().all(|w| w.as_ref() == Some(first))
                     && let Some(j) =
-                        compiled.origins.iter().position(|o| o.as_deref() == Some(&first.column))
+                        compiled.origins().iter().position(|o| o.as_deref() == Some(&first.column))
                     && schema.field(j).name() == &first.column
                 {
                     options.event_time_column = Some(first.column.clone());
@@ -332,7 +326,7 @@ impl Engine {
                 at,
             ));
         }
-        let compiled = self.compile(&plan, at)?;
+        let compiled = self.compile_job(&plan, at)?;
         let name = {
             let c = self.inner.catalog();
             let mut n = 1;

@@ -222,7 +222,7 @@ fn start_windowed(
                     None => return Ok(()),
                 };
                 // Each closed window, through the ops above the aggregation, to the client.
-                for window in closed {
+                for (_, window) in closed {
                     let Some(out) = run_ops(&plan.after, &name, window)? else { continue };
                     let out = datafusion::arrow::record_batch::RecordBatch::try_new(
                         Arc::clone(&plan.schema),
@@ -250,7 +250,7 @@ fn start_windowed(
 
 /// The largest value of the watermark expression over a batch, in milliseconds (`i64::MIN`
 /// when every value is NULL).
-fn max_time(
+pub(crate) fn max_time(
     expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
     batch: &datafusion::arrow::record_batch::RecordBatch,
 ) -> Result<i64> {

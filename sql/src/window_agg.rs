@@ -253,11 +253,12 @@ impl WindowAggregate {
     }
 
     /// Move the watermark to `watermark` (it never goes back) and emit every window whose last
-    /// instant (`end - 1 ms`) it has reached, in order of end: one batch per window ([`WindowAggregateSpec::schema`]).
+    /// instant (`end - 1 ms`) it has reached, in order of end: each window's end and its rows
+    /// ([`WindowAggregateSpec::schema`]).
     ///
     /// # Errors
     /// When an accumulator cannot produce its result.
-    pub fn advance(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+    pub fn advance(&mut self, watermark: i64) -> Result<Vec<(i64, RecordBatch)>> {
         self.watermark = self.watermark.max(watermark);
         let mut out = Vec::new();
         while let Some(end) = self.open.keys().next().copied() {
@@ -273,7 +274,7 @@ impl WindowAggregate {
             let batch =
                 RecordBatch::try_new(Arc::clone(&self.spec.schema), columns).map_err(exec)?;
             if batch.num_rows() > 0 {
-                out.push(batch);
+                out.push((end, batch));
             }
         }
         Ok(out)
@@ -378,7 +379,7 @@ mod tests {
         assert_eq!(s.open_windows(), 2);
         // Window [.., 10) closes when the watermark reaches 9, its last instant.
         assert!(s.advance(8).unwrap().is_empty());
-        let first = s.advance(9).unwrap();
+        let first: Vec<RecordBatch> = s.advance(9).unwrap().into_iter().map(|w| w.1).collect();
         assert_eq!(
             rows(&first),
             vec![
@@ -392,7 +393,8 @@ mod tests {
         assert_eq!(late.num_rows(), 1);
         // The watermark never goes back.
         assert!(s.advance(5).unwrap().is_empty());
-        let rest = s.advance(i64::MAX).unwrap();
+        let rest: Vec<RecordBatch> =
+            s.advance(i64::MAX).unwrap().into_iter().map(|w| w.1).collect();
         assert_eq!(
             rows(&rest),
             vec![

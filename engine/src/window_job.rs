@@ -1,0 +1,175 @@
+//! Jobs of windowed aggregations (`CREATE STREAM d AS SELECT ... FROM TUMBLE(...) GROUP BY
+//! window_start, window_end, ...`, and `INSERT INTO ... SELECT` of one).
+//!
+//! One task reads the input stream, advances the watermark with every batch, runs the input
+//! pipeline and the aggregation ([`kappa_sql::window_agg`]) and appends each window it closes
+//! as one frame, tagged with the window's end. Windows close in order of end, so the highest
+//! tag in the output says which windows are written.
+//!
+//! Exactly-once restart, until checkpoints of state exist (issue 7): a restarted job replays
+//! its input from the first retained row, rebuilding its windows, and writes only the windows
+//! that end after the highest tag found in its output. The replay costs time proportional to
+//! the retained input. (Which rows count as late depends on where the watermark stood when
+//! each batch was read; a replay reads the same rows in the same order, but a compacted log
+//! may hand them over in larger batches, so a row that was late by a hair can count again.)
+
+use std::sync::Arc;
+
+use kappa_sql::stream_plan::run_ops;
+use kappa_sql::window_agg::WindowAggregate;
+use kappa_sql::windowed_plan::WindowedPlan;
+use kappa_storage::{PendingAppend, Stream, Tag};
+use tokio::sync::watch;
+
+use crate::catalog::JobKind;
+use crate::error::{Error, Result};
+use crate::job::{InputMsg, JobHandle, Progress, Status, spawn_inputs};
+
+/// Everything a windowed job needs to run.
+pub(crate) struct WindowJobSpec {
+    pub id: u32,
+    pub kind: JobKind,
+    pub plan: WindowedPlan,
+    pub input: Arc<Stream>,
+    /// The output log; `None` for a blackhole sink.
+    pub output: Option<Arc<Stream>>,
+    /// Called once when the job finishes or fails.
+    pub on_end: Box<dyn FnOnce(&Status) + Send>,
+}
+
+/// A window end as an increasing tag position (order kept for ends before 1970 too).
+fn seq_of(end: i64) -> u64 {
+    (end as u64) ^ (1 << 63)
+}
+
+/// Start a windowed job.
+///
+/// # Errors
+/// When the output's tags cannot be read, or the aggregation cannot be set up.
+pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
+    let producer = spec.id << 8;
+    // Windows ending at or before this were written by an earlier run.
+    let written = match &spec.output {
+        Some(o) => o.producer_positions(0)?.get(&producer).copied(),
+        None => None,
+    };
+    let state = WindowAggregate::new(spec.plan.aggregate.clone())?;
+    let start = spec.input.info().start;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (progress_tx, progress_rx) = watch::channel(Progress {
+        positions: vec![start],
+        rows_in: 0,
+        rows_out: 0,
+        status: Status::Running,
+    });
+    let monitor = progress_tx.clone();
+    let task = tokio::spawn(async move {
+        use futures::FutureExt;
+        let run = std::panic::AssertUnwindSafe(run(spec, state, written, stop_rx, progress_tx));
+        if let Err(panic) = run.catch_unwind().await {
+            let what = crate::compute::panic_text(panic.as_ref());
+            monitor.send_modify(|p| p.status = Status::Failed(format!("the job panicked: {what}")));
+        }
+    });
+    Ok(JobHandle { stop: stop_tx, progress: progress_rx, task })
+}
+
+async fn run(
+    spec: WindowJobSpec,
+    mut state: WindowAggregate,
+    written: Option<u64>,
+    mut stop: watch::Receiver<bool>,
+    progress: watch::Sender<Progress>,
+) {
+    let producer = spec.id << 8;
+    let plan = &spec.plan;
+    let name = plan.input.stream.clone();
+    let inputs =
+        vec![(Arc::clone(&spec.input), plan.input.projection.clone(), spec.input.info().start)];
+    let (mut rx, readers) = spawn_inputs(&inputs, &stop);
+    let mut watermark = i64::MIN;
+    let (mut rows_in, mut rows_out) = (0u64, 0u64);
+    let outcome: Result<Status> = async {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(Status::Stopped),
+                m = rx.recv() => m,
+            };
+            let (closed, position, ended) = match msg {
+                Some(InputMsg::Batch(_, b)) => {
+                    let n = b.batch.num_rows() as u64;
+                    rows_in += n;
+                    if let Some(w) = &plan.watermark {
+                        watermark = watermark.max(crate::subscribe::max_time(w, &b.batch)?);
+                    }
+                    if let Some(rows) = run_ops(&plan.input.ops, &name, b.batch)? {
+                        // Late rows (their window closed) are not added to any window.
+                        let _late = state.update(&rows)?;
+                    }
+                    (state.advance(watermark)?, Some(b.offset + n), false)
+                }
+                Some(InputMsg::End(_)) => (state.advance(i64::MAX)?, None, true),
+                Some(InputMsg::Failed(e)) => return Err(e.into()),
+                None => return Ok(Status::Stopped),
+            };
+            let mut last: Option<PendingAppend> = None;
+            for (end, window) in closed {
+                let Some(out) = run_ops(&plan.after, &name, window)? else { continue };
+                let out = datafusion::arrow::record_batch::RecordBatch::try_new(
+                    Arc::clone(&plan.schema),
+                    out.columns().to_vec(),
+                )?;
+                rows_out += out.num_rows() as u64;
+                let seq = seq_of(end);
+                if let Some(o) = &spec.output
+                    && written.is_none_or(|w| seq > w)
+                {
+                    let o = Arc::clone(o);
+                    let pending = tokio::task::block_in_place(|| {
+                        o.submit_tagged(&out, Tag { producer, seq })
+                    })?;
+                    last = Some(pending);
+                }
+            }
+            // Appends are durable in order: waiting for the last waits for all.
+            if let Some(p) = last {
+                tokio::task::block_in_place(|| p.wait())?;
+            }
+            progress.send_modify(|p| {
+                if let Some(pos) = position {
+                    p.positions = vec![pos];
+                }
+                p.rows_in = rows_in;
+                p.rows_out = rows_out;
+            });
+            if ended {
+                return Ok(Status::Finished);
+            }
+        }
+    }
+    .await;
+    for t in readers {
+        t.abort();
+    }
+    let status = match outcome {
+        Ok(Status::Finished) if spec.kind == JobKind::DerivedStream => match &spec.output {
+            Some(o) => match tokio::task::block_in_place(|| o.seal()) {
+                Ok(_) => Status::Finished,
+                Err(e) => Status::Failed(e.to_string()),
+            },
+            None => Status::Finished,
+        },
+        Ok(s) => s,
+        Err(e) => Status::Failed(Error::to_string(&e)),
+    };
+    if status == Status::Finished {
+        // Reached the end: the positions are the input's end.
+        let end = spec.input.end_offset();
+        progress.send_modify(|p| p.positions = vec![end]);
+    }
+    if status != Status::Stopped {
+        (spec.on_end)(&status);
+    }
+    progress.send_modify(|p| p.status = status);
+}
