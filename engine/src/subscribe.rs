@@ -205,7 +205,7 @@ fn start_windowed(
                         entry.rows_in.fetch_add(rows, Ordering::Relaxed);
                         entry.positions[0].store(b.offset + rows, Ordering::Relaxed);
                         if let Some(w) = &plan.watermark {
-                            watermark = watermark.max(max_time(w, &b.batch)?);
+                            watermark = watermark.max(w.of(&b.batch)?);
                         }
                         if let Some(rows) = run_ops(&plan.input.ops, &name, b.batch)? {
                             // Late rows (their window closed) are not added to any window.
@@ -246,21 +246,4 @@ fn start_windowed(
         }
     });
     Ok(Subscription { schema, rx, task, ends, _listed: listed })
-}
-
-/// The largest value of the watermark expression over a batch, in milliseconds (`i64::MIN`
-/// when every value is NULL).
-pub(crate) fn max_time(
-    expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
-    batch: &datafusion::arrow::record_batch::RecordBatch,
-) -> Result<i64> {
-    use datafusion::arrow::datatypes::{DataType, TimeUnit};
-    let v = expr.evaluate(batch).and_then(|v| v.into_array(batch.num_rows()))?;
-    let ms =
-        datafusion::arrow::compute::cast(&v, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-    let ms = ms
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::TimestampMillisecondArray>()
-        .ok_or_else(|| Error::plan("the watermark is not a timestamp", None))?;
-    Ok(datafusion::arrow::compute::max(ms).unwrap_or(i64::MIN))
 }

@@ -101,7 +101,7 @@ async fn run(
                     let n = b.batch.num_rows() as u64;
                     rows_in += n;
                     if let Some(w) = &plan.watermark {
-                        watermark = watermark.max(crate::subscribe::max_time(w, &b.batch)?);
+                        watermark = watermark.max(w.of(&b.batch)?);
                     }
                     if let Some(rows) = run_ops(&plan.input.ops, &name, b.batch)? {
                         // Late rows (their window closed) are not added to any window.

@@ -157,6 +157,15 @@ impl WindowAggregate {
             .collect::<datafusion::common::Result<_>>()
             .map_err(exec)?;
         let ends = window_ends(&keys[self.spec.end_key], self.spec.end_offset)?;
+        // Rows in order mostly fall in one window per batch: no split then.
+        if let Some(Some(end)) = ends.first().copied()
+            && !self.closed(end)
+            && ends.iter().all(|e| *e == Some(end))
+        {
+            let (values, filters) = (self.arguments(batch)?, self.filters(batch)?);
+            self.add(end, &keys, &values, &filters)?;
+            return Ok(None);
+        }
         // Rows by window end; late ones (and rows without a window) aside.
         let mut by_end: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         let mut late = Vec::new();
@@ -166,46 +175,50 @@ impl WindowAggregate {
                 _ => late.push(i as u32),
             }
         }
-        let single = by_end.len() == 1 && late.is_empty();
         for (end, rows) in by_end {
-            let (keys, values, filters) = if single {
-                (keys.clone(), self.arguments(batch)?, self.filters(batch)?)
-            } else {
-                let idx = UInt32Array::from(rows);
-                let pick = |a: &ArrayRef| take(a, &idx, None).map_err(exec);
-                let part = self.take_rows(batch, &idx)?;
-                (
-                    keys.iter().map(pick).collect::<Result<Vec<_>>>()?,
-                    self.arguments(&part)?,
-                    self.filters(&part)?,
-                )
-            };
-            if !self.open.contains_key(&end) {
-                let w = self.open_window()?;
-                self.open.insert(end, w);
-            }
-            let Some(window) = self.open.get_mut(&end) else { continue };
-            let before = window.groups.len();
-            let mut indices = Vec::with_capacity(keys[0].len());
-            window.groups.intern(&keys, &mut indices).map_err(exec)?;
-            let total = window.groups.len();
-            self.groups += total - before;
-            if self.groups > MAX_OPEN_GROUPS {
-                return Err(Error::plan(
-                    format!(
-                        "the windowed aggregation holds more than {MAX_OPEN_GROUPS} groups in its open windows"
-                    ),
-                    None,
-                ));
-            }
-            for ((acc, args), filter) in window.accumulators.iter_mut().zip(&values).zip(&filters) {
-                acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
-            }
+            let idx = UInt32Array::from(rows);
+            let pick = |a: &ArrayRef| take(a, &idx, None).map_err(exec);
+            let part = self.take_rows(batch, &idx)?;
+            let keys = keys.iter().map(pick).collect::<Result<Vec<_>>>()?;
+            let (values, filters) = (self.arguments(&part)?, self.filters(&part)?);
+            self.add(end, &keys, &values, &filters)?;
         }
         if late.is_empty() {
             return Ok(None);
         }
         Ok(Some(self.take_rows(batch, &UInt32Array::from(late))?))
+    }
+
+    /// Add rows (their keys, aggregate arguments and filters) to the window ending at `end`.
+    fn add(
+        &mut self,
+        end: i64,
+        keys: &[ArrayRef],
+        values: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+    ) -> Result<()> {
+        if !self.open.contains_key(&end) {
+            let w = self.open_window()?;
+            self.open.insert(end, w);
+        }
+        let Some(window) = self.open.get_mut(&end) else { return Ok(()) };
+        let before = window.groups.len();
+        let mut indices = Vec::with_capacity(keys.first().map_or(0, |k| k.len()));
+        window.groups.intern(keys, &mut indices).map_err(exec)?;
+        let total = window.groups.len();
+        self.groups += total - before;
+        if self.groups > MAX_OPEN_GROUPS {
+            return Err(Error::plan(
+                format!(
+                    "the windowed aggregation holds more than {MAX_OPEN_GROUPS} groups in its open windows"
+                ),
+                None,
+            ));
+        }
+        for ((acc, args), filter) in window.accumulators.iter_mut().zip(values).zip(filters) {
+            acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
+        }
+        Ok(())
     }
 
     fn take_rows(&self, batch: &RecordBatch, idx: &UInt32Array) -> Result<RecordBatch> {

@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::compute::{cast, max};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::DFSchema;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableScan};
@@ -47,8 +49,8 @@ pub struct WindowSource {
 pub struct WindowedPlan {
     /// Read the stream, assign windows, filter and project up to the aggregation.
     pub input: InputPipeline,
-    /// The watermark expression over the batch read (before `input.ops`).
-    pub watermark: Option<Arc<dyn PhysicalExpr>>,
+    /// The watermark over the batch read (before `input.ops`).
+    pub watermark: Option<Watermark>,
     /// The aggregation.
     pub aggregate: WindowAggregateSpec,
     /// Filters and projections over each emitted window (HAVING, the SELECT list).
@@ -150,7 +152,10 @@ pub fn compile_windowed(
             let expr = state
                 .create_logical_expr(sql, &df)
                 .map_err(|e| Error::plan(format!("the watermark {sql}: {}", e.message()), at))?;
-            Some(physical(state, &expr, &df, at)?)
+            Some(match delay_of(&expr, &df) {
+                Some((column, delay_ms)) => Watermark::Delay { column, delay_ms },
+                None => Watermark::Expr(physical(state, &expr, &df, at)?),
+            })
         }
         None => None,
     };
@@ -216,6 +221,79 @@ pub fn compile_windowed(
         after,
         schema: Arc::clone(plan.schema().inner()),
     }))
+}
+
+/// A stream's watermark, computed on every batch read: the largest value so far is the
+/// watermark.
+#[derive(Debug, Clone)]
+pub enum Watermark {
+    /// `time - INTERVAL ...` (or the time itself): the batch's largest time minus the delay,
+    /// without evaluating the expression on every row.
+    Delay {
+        /// The time column in the batch read.
+        column: usize,
+        /// The delay in milliseconds.
+        delay_ms: i64,
+    },
+    /// Any other expression over the batch: its largest value.
+    Expr(Arc<dyn PhysicalExpr>),
+}
+
+impl Watermark {
+    /// The watermark a batch gives, in milliseconds (`i64::MIN` when every value is NULL).
+    ///
+    /// # Errors
+    /// When the expression fails or is not a timestamp.
+    pub fn of(&self, batch: &RecordBatch) -> Result<i64> {
+        let fail = |e: String| Error::plan(format!("the watermark: {e}"), None);
+        let (values, delay) = match self {
+            Watermark::Delay { column, delay_ms } => (Arc::clone(batch.column(*column)), *delay_ms),
+            Watermark::Expr(e) => (
+                e.evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(|e| fail(e.message().to_string()))?,
+                0,
+            ),
+        };
+        let ms = cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None))
+            .map_err(|e| fail(e.to_string()))?;
+        let ms = ms
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .ok_or_else(|| fail("not a timestamp".into()))?;
+        Ok(max(ms).map_or(i64::MIN, |m| m.saturating_sub(delay)))
+    }
+}
+
+/// `column - INTERVAL` with a fixed length (or the column alone): the column's index and the
+/// delay in milliseconds.
+fn delay_of(expr: &Expr, schema: &DFSchema) -> Option<(usize, i64)> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    match expr {
+        Expr::Column(c) => Some((schema.index_of_column(c).ok()?, 0)),
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Minus, right }) => {
+            let Expr::Column(c) = left.as_ref() else { return None };
+            let delay = match right.as_ref() {
+                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+                    i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000
+                }
+                Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+                    i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds)
+                }
+                _ => return None,
+            };
+            // Whole milliseconds only (the window arithmetic is in milliseconds).
+            let whole = match right.as_ref() {
+                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) => {
+                    v.nanoseconds % 1_000_000 == 0
+                }
+                _ => true,
+            };
+            whole.then_some((schema.index_of_column(c).ok()?, delay))
+        }
+        _ => None,
+    }
 }
 
 /// A filter or projection node as an op.
