@@ -56,6 +56,34 @@ pub struct WindowAggregateSpec {
     pub aggregates: Vec<Aggregate>,
     /// Group keys then aggregate results, as the query names them.
     pub schema: SchemaRef,
+    /// Hopping windows aggregated by panes (see [`Panes`]); `None`: each window on its own.
+    pub panes: Option<Panes>,
+}
+
+/// Hopping windows by panes, as Flink's window operators slice them: the rows arrive with
+/// the bounds of their pane (a tumbling window of the slide) in the window columns; each pane
+/// keeps partial aggregates of the group keys other than the window's; when a window closes,
+/// the states of its `size / slide` panes are merged (DataFusion's `state` and
+/// `merge_batch`). A row then costs one update, not one per window. A pane is frozen (turned
+/// into its state) when the watermark closes it; a row for a frozen pane is late.
+#[derive(Debug, Clone)]
+pub struct Panes {
+    /// The window's slide (the pane's size), in milliseconds.
+    pub slide: i64,
+    /// The window's size (a multiple of the slide).
+    pub size: i64,
+    /// Where `window_start` is among the group keys, if grouped.
+    pub start_key: Option<usize>,
+    /// Where `window_end` is among the group keys, if grouped.
+    pub end_key: Option<usize>,
+    /// The other group keys.
+    pub keys: Vec<usize>,
+}
+
+/// A closed pane: its group keys and each aggregate's state.
+struct Frozen {
+    keys: Vec<ArrayRef>,
+    states: Vec<Vec<ArrayRef>>,
 }
 
 /// The state of one open window.
@@ -68,8 +96,12 @@ struct Open {
 pub struct WindowAggregate {
     spec: WindowAggregateSpec,
     group_schema: SchemaRef,
-    /// Open windows by end.
+    /// Open windows (or panes) by end.
     open: BTreeMap<i64, Open>,
+    /// Closed panes by end, until their last window is emitted.
+    frozen: BTreeMap<i64, Frozen>,
+    /// The end of the last window emitted by panes.
+    emitted: i64,
     /// The watermark so far (windows ending at or before it are emitted).
     watermark: i64,
     groups: usize,
@@ -95,9 +127,11 @@ impl WindowAggregate {
     /// # Errors
     /// When the group key types cannot be hashed by DataFusion.
     pub fn new(spec: WindowAggregateSpec) -> Result<WindowAggregate> {
-        let keys = spec.group.len();
-        let fields: Vec<Field> =
-            spec.schema.fields().iter().take(keys).map(|f| f.as_ref().clone()).collect();
+        let keys: Vec<usize> = match &spec.panes {
+            Some(p) => p.keys.clone(),
+            None => (0..spec.group.len()).collect(),
+        };
+        let fields: Vec<Field> = keys.iter().map(|k| spec.schema.field(*k).clone()).collect();
         let group_schema = Arc::new(Schema::new(fields));
         // Checked once here: every window's table is made the same way.
         new_group_values(Arc::clone(&group_schema), &GroupOrdering::None).map_err(exec)?;
@@ -105,6 +139,8 @@ impl WindowAggregate {
             spec,
             group_schema,
             open: BTreeMap::new(),
+            frozen: BTreeMap::new(),
+            emitted: i64::MIN,
             watermark: i64::MIN,
             groups: 0,
         })
@@ -201,10 +237,14 @@ impl WindowAggregate {
             let w = self.open_window()?;
             self.open.insert(end, w);
         }
+        let keys: Vec<ArrayRef> = match &self.spec.panes {
+            Some(p) => p.keys.iter().map(|k| Arc::clone(&keys[*k])).collect(),
+            None => keys.to_vec(),
+        };
         let Some(window) = self.open.get_mut(&end) else { return Ok(()) };
         let before = window.groups.len();
         let mut indices = Vec::with_capacity(keys.first().map_or(0, |k| k.len()));
-        window.groups.intern(keys, &mut indices).map_err(exec)?;
+        window.groups.intern(&keys, &mut indices).map_err(exec)?;
         let total = window.groups.len();
         self.groups += total - before;
         if self.groups > MAX_OPEN_GROUPS {
@@ -273,6 +313,9 @@ impl WindowAggregate {
     /// When an accumulator cannot produce its result.
     pub fn advance(&mut self, watermark: i64) -> Result<Vec<(i64, RecordBatch)>> {
         self.watermark = self.watermark.max(watermark);
+        if let Some(panes) = self.spec.panes.clone() {
+            return self.advance_panes(&panes);
+        }
         let mut out = Vec::new();
         while let Some(end) = self.open.keys().next().copied() {
             if !self.closed(end) {
@@ -290,6 +333,76 @@ impl WindowAggregate {
                 out.push((end, batch));
             }
         }
+        Ok(out)
+    }
+}
+
+impl WindowAggregate {
+    /// Freeze the closed panes, then emit every closed window from its panes' states.
+    fn advance_panes(&mut self, panes: &Panes) -> Result<Vec<(i64, RecordBatch)>> {
+        while let Some(end) = self.open.keys().next().copied() {
+            if !self.closed(end) {
+                break;
+            }
+            let Some(mut pane) = self.open.remove(&end) else { break };
+            self.groups -= pane.groups.len();
+            let keys = pane.groups.emit(EmitTo::All).map_err(exec)?;
+            let states = pane
+                .accumulators
+                .iter_mut()
+                .map(|a| a.state(EmitTo::All).map_err(exec))
+                .collect::<Result<Vec<_>>>()?;
+            self.frozen.insert(end, Frozen { keys, states });
+        }
+        // The windows that hold a frozen pane, closed and not emitted yet, in order of end.
+        let mut ends = std::collections::BTreeSet::new();
+        for p in self.frozen.keys() {
+            let mut e = *p;
+            while e < p + panes.size {
+                if self.closed(e) && e > self.emitted {
+                    ends.insert(e);
+                }
+                e += panes.slide;
+            }
+        }
+        let mut out = Vec::new();
+        for end in ends {
+            let mut window = self.open_window()?;
+            for (_, pane) in self.frozen.range(end - panes.size + 1..=end) {
+                let mut indices = Vec::new();
+                window.groups.intern(&pane.keys, &mut indices).map_err(exec)?;
+                let total = window.groups.len();
+                for (acc, state) in window.accumulators.iter_mut().zip(&pane.states) {
+                    acc.merge_batch(state, &indices, total).map_err(exec)?;
+                }
+            }
+            let n = window.groups.len();
+            let mut keys = window.groups.emit(EmitTo::All).map_err(exec)?.into_iter();
+            let bound =
+                |v: i64| -> ArrayRef { Arc::new(TimestampMillisecondArray::from(vec![v; n])) };
+            let mut columns = Vec::with_capacity(self.spec.schema.fields().len());
+            for k in 0..self.spec.group.len() {
+                if Some(k) == panes.start_key {
+                    columns.push(bound(end - panes.size));
+                } else if Some(k) == panes.end_key {
+                    columns.push(bound(end));
+                } else {
+                    columns.push(keys.next().ok_or_else(|| exec("a group key is missing"))?);
+                }
+            }
+            for acc in &mut window.accumulators {
+                columns.push(acc.evaluate(EmitTo::All).map_err(exec)?);
+            }
+            let batch =
+                RecordBatch::try_new(Arc::clone(&self.spec.schema), columns).map_err(exec)?;
+            self.emitted = end;
+            if batch.num_rows() > 0 {
+                out.push((end, batch));
+            }
+        }
+        // A pane is done once its last window (the one it starts) is emitted.
+        let emitted = self.emitted;
+        self.frozen.retain(|p, _| p + panes.size - panes.slide > emitted);
         Ok(out)
     }
 }
@@ -364,6 +477,7 @@ mod tests {
             end_offset: 0,
             aggregates: vec![agg(count_udaf(), "n"), agg(max_udaf(), "top")],
             schema,
+            panes: None,
         })
         .unwrap()
     }

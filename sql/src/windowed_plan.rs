@@ -26,7 +26,7 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use crate::error::{Error, Location, Result};
 use crate::stream_plan::{InputPipeline, Op, physical};
 use crate::window::{WindowSpec, windowed_schema};
-use crate::window_agg::{Aggregate, WindowAggregateSpec};
+use crate::window_agg::{Aggregate, Panes, WindowAggregateSpec};
 
 /// What the engine knows of a window table function's scan.
 #[derive(Debug, Clone)]
@@ -143,7 +143,7 @@ pub fn compile_windowed(
     for node in below.iter().rev() {
         ops.push(op_of(node, state, at)?);
     }
-    let input = InputPipeline { stream: source.stream.clone(), projection: Some(read), ops };
+    let mut input = InputPipeline { stream: source.stream.clone(), projection: Some(read), ops };
 
     let watermark = match &source.watermark {
         Some(sql) => {
@@ -206,12 +206,50 @@ pub fn compile_windowed(
         }
         aggregates.push(Aggregate { function, filter });
     }
+    // Hopping windows by panes, when nothing below the aggregation computes with the window
+    // columns (the pipeline then gives each row its pane instead of its windows).
+    let mut panes = None;
+    let mut end_key = end_key;
+    let mut end_offset = end_offset;
+    if let WindowSpec::Hop { slide, size, offset } = source.spec {
+        let windowy = |e: &Expr| {
+            e.column_refs()
+                .iter()
+                .any(|c| matches!(c.name.as_str(), "window_start" | "window_end" | "window_time"))
+        };
+        let plain = |e: &Expr| matches!(e, Expr::Column(_)) || !windowy(e);
+        let below_ok = below.iter().all(|n| match n {
+            LogicalPlan::Filter(f) => !windowy(&f.predicate),
+            LogicalPlan::Projection(p) => p.expr.iter().all(plain),
+            _ => false,
+        });
+        let (start, end) = (key("window_start"), key("window_end"));
+        let keys_ok = aggregate
+            .group_expr
+            .iter()
+            .enumerate()
+            .all(|(k, e)| Some(k) == start || Some(k) == end || !windowy(e));
+        if below_ok && keys_ok && !aggregate.aggr_expr.iter().any(windowy) {
+            if let Some(Op::Window { spec, .. }) = ops_window(&mut input.ops) {
+                *spec = WindowSpec::Tumble { size: slide, offset };
+            }
+            (end_key, end_offset) = match end {
+                Some(k) => (k, 0),
+                None => (end_key, slide),
+            };
+            let keys = (0..aggregate.group_expr.len())
+                .filter(|k| Some(*k) != start && Some(*k) != end)
+                .collect();
+            panes = Some(Panes { slide, size, start_key: start, end_key: end, keys });
+        }
+    }
     let spec = WindowAggregateSpec {
         group,
         end_key,
         end_offset,
         aggregates,
         schema: Arc::clone(aggregate.schema.inner()),
+        panes,
     };
     let after = above.iter().rev().map(|n| op_of(n, state, at)).collect::<Result<Vec<_>>>()?;
     Ok(Some(WindowedPlan {
@@ -294,6 +332,11 @@ fn delay_of(expr: &Expr, schema: &DFSchema) -> Option<(usize, i64)> {
         }
         _ => None,
     }
+}
+
+/// The window assignment of a pipeline.
+fn ops_window(ops: &mut [Op]) -> Option<&mut Op> {
+    ops.iter_mut().find(|o| matches!(o, Op::Window { .. }))
 }
 
 /// A filter or projection node as an op.
