@@ -22,7 +22,7 @@ pub(crate) enum JobPlan {
     /// Filters and projections: every batch alone.
     Stateless(StatelessPlan),
     /// A windowed aggregation.
-    Windowed(kappa_sql::windowed_plan::WindowedPlan),
+    Windowed(Box<kappa_sql::windowed_plan::WindowedPlan>),
 }
 
 impl JobPlan {
@@ -527,7 +527,7 @@ impl Engine {
         at: Option<kappa_sql::Location>,
     ) -> Result<JobPlan> {
         match self.compile_windowed(plan, at)? {
-            Some(w) => Ok(JobPlan::Windowed(w)),
+            Some(w) => Ok(JobPlan::Windowed(Box::new(w))),
             None => Ok(JobPlan::Stateless(self.compile(plan, at)?)),
         }
     }
@@ -651,7 +651,7 @@ impl Engine {
                 crate::window_job::start(crate::window_job::WindowJobSpec {
                     id: entry.id,
                     kind: entry.kind,
-                    plan,
+                    plan: *plan,
                     input,
                     output,
                     on_end,
