@@ -1,4 +1,5 @@
-//! The Nexmark oracle: every query file of `queries/nexmark/` runs as a continuous job over
+//! The Nexmark oracle: every query file of `queries/nexmark/` (and the windowed ones of
+//! `queries/windows/`) runs as a continuous job over
 //! sealed Nexmark streams (50,000 events, or `NEXMARK_EVENTS`), and its output must equal
 //! DataFusion's batch answer to the same SELECT over the same stored streams.
 //!
@@ -126,8 +127,16 @@ async fn every_nexmark_query_equals_datafusion_batch() {
             name.starts_with('q') && name.ends_with(".sql")
         })
         .collect();
+    // The windowed benchmark queries over the same streams.
+    let windows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../queries/windows");
+    files.extend(
+        std::fs::read_dir(windows)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sql")),
+    );
     files.sort();
-    assert!(files.len() >= 6, "the query files: {files:?}");
+    assert!(files.len() >= 8, "the query files: {files:?}");
     let mut failures = Vec::new();
     for f in &files {
         match check(f).await {
