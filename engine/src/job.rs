@@ -59,6 +59,8 @@ pub(crate) struct Progress {
     /// Rows read and written since the job (re)started.
     pub rows_in: u64,
     pub rows_out: u64,
+    /// Rows that came after their window had closed (windowed jobs), left out of it.
+    pub late_rows: u64,
     pub status: Status,
 }
 
@@ -241,6 +243,7 @@ pub(crate) fn start(spec: JobSpec) -> Result<JobHandle> {
         positions: positions.clone(),
         rows_in: 0,
         rows_out: 0,
+        late_rows: 0,
         status: Status::Running,
     });
     // A panic in the job must not leave it "running": it is reported as a failure.

@@ -70,6 +70,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 (vec![], vec![], vec![], vec![], vec![]);
             let (mut rows_in, mut rows_out, mut lags, mut errors) =
                 (vec![], vec![], vec![], vec![]);
+            let mut late: Vec<u64> = vec![];
             for (name, e) in entries {
                 let live = inner.jobs().get(&name).map(|h| h.progress.borrow().clone());
                 let restart_error = inner.restart_errors().get(&name).cloned();
@@ -111,6 +112,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 rows_in.push(live.as_ref().map_or(0, |p| p.rows_in));
                 rows_out.push(live.as_ref().map_or(0, |p| p.rows_out));
                 lags.push(lag);
+                late.push(live.as_ref().map_or(0, |p| p.late_rows));
                 errors.push(error);
             }
             // Connector sources, while they run (or until the engine closes).
@@ -137,6 +139,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 rows_in.push(0);
                 rows_out.push(generated);
                 lags.push(0);
+                late.push(0);
                 errors.push(error);
             }
             // Connectors that could not be restored on open.
@@ -159,6 +162,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 rows_in.push(0);
                 rows_out.push(0);
                 lags.push(0);
+                late.push(0);
                 errors.push(Some(error));
             }
             // Push queries, while they run.
@@ -182,6 +186,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                         .map(|(s, p)| s.end_offset().saturating_sub(p.load(Relaxed)))
                         .sum(),
                 );
+                late.push(e.late_rows.load(Relaxed));
                 errors.push(None);
             }
             rows(
@@ -194,6 +199,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                     Field::new("rows_in", DataType::UInt64, false),
                     Field::new("rows_out", DataType::UInt64, false),
                     Field::new("lag_rows", DataType::UInt64, false),
+                    Field::new("late_rows", DataType::UInt64, false),
                     Field::new("error", DataType::Utf8, true),
                 ],
                 vec![
@@ -205,6 +211,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                     Arc::new(UInt64Array::from(rows_in)),
                     Arc::new(UInt64Array::from(rows_out)),
                     Arc::new(UInt64Array::from(lags)),
+                    Arc::new(UInt64Array::from(late)),
                     text(errors),
                 ],
             )

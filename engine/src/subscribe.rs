@@ -27,6 +27,8 @@ pub(crate) struct PushEntry {
     pub positions: Vec<AtomicU64>,
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
+    /// Rows that came after their window had closed (windowed push queries).
+    pub late_rows: AtomicU64,
 }
 
 /// The running push queries of an engine, by number.
@@ -104,6 +106,7 @@ pub(crate) async fn start(
         positions: inputs.iter().map(|(_, _, start)| AtomicU64::new(*start)).collect(),
         rows_in: AtomicU64::new(0),
         rows_out: AtomicU64::new(0),
+        late_rows: AtomicU64::new(0),
     });
     registry.running().insert(id, Arc::clone(&entry));
     let listed = Listed { registry, id };
@@ -181,6 +184,7 @@ fn start_windowed(
         positions: vec![AtomicU64::new(info.start)],
         rows_in: AtomicU64::new(0),
         rows_out: AtomicU64::new(0),
+        late_rows: AtomicU64::new(0),
     });
     registry.running().insert(id, Arc::clone(&entry));
     let listed = Listed { registry, id };
@@ -209,7 +213,10 @@ fn start_windowed(
                         }
                         if let Some(rows) = run_ops(&plan.input.ops, &name, b.batch)? {
                             // Late rows (their window closed) are not added to any window.
-                            let _late = state.update(&rows)?;
+                            if let Some(late) = state.update(&rows)? {
+                                let n = late.num_rows() as u64;
+                                entry.late_rows.fetch_add(n, Ordering::Relaxed);
+                            }
                         }
                         state.advance(watermark)?
                     }

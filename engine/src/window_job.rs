@@ -60,6 +60,7 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
         positions: vec![start],
         rows_in: 0,
         rows_out: 0,
+        late_rows: 0,
         status: Status::Running,
     });
     let monitor = progress_tx.clone();
@@ -88,7 +89,7 @@ async fn run(
         vec![(Arc::clone(&spec.input), plan.input.projection.clone(), spec.input.info().start)];
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
     let mut watermark = i64::MIN;
-    let (mut rows_in, mut rows_out) = (0u64, 0u64);
+    let (mut rows_in, mut rows_out, mut late_rows) = (0u64, 0u64, 0u64);
     let outcome: Result<Status> = async {
         loop {
             let msg = tokio::select! {
@@ -105,7 +106,9 @@ async fn run(
                     }
                     if let Some(rows) = run_ops(&plan.input.ops, &name, b.batch)? {
                         // Late rows (their window closed) are not added to any window.
-                        let _late = state.update(&rows)?;
+                        if let Some(late) = state.update(&rows)? {
+                            late_rows += late.num_rows() as u64;
+                        }
                     }
                     (state.advance(watermark)?, Some(b.offset + n), false)
                 }
@@ -142,6 +145,7 @@ async fn run(
                 }
                 p.rows_in = rows_in;
                 p.rows_out = rows_out;
+                p.late_rows = late_rows;
             });
             if ended {
                 return Ok(Status::Finished);
