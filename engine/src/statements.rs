@@ -40,7 +40,10 @@ pub(crate) fn scanned_streams(plan: &LogicalPlan) -> Vec<String> {
     let mut out = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(s) = node {
-            out.push(s.table_name.table().to_string());
+            // A window function's scan reads its stream.
+            let stream = crate::window_table::stream_of(s)
+                .unwrap_or_else(|| s.table_name.table().to_string());
+            out.push(stream);
         }
         Ok(TreeNodeRecursion::Continue)
     });

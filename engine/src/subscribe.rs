@@ -197,7 +197,7 @@ fn start_windowed(
         let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
         let mut left = limit.unwrap_or(usize::MAX);
         let mut watermark = i64::MIN;
-        let outcome: Result<()> = async {
+        let run = async {
             if left == 0 {
                 return Ok(());
             }
@@ -246,8 +246,16 @@ fn start_windowed(
                     return Ok(());
                 }
             }
-        }
-        .await;
+        };
+        // A panic in the computation ends the query with an error, not silently.
+        use futures::FutureExt;
+        let outcome: Result<()> =
+            std::panic::AssertUnwindSafe(run).catch_unwind().await.unwrap_or_else(|p| {
+                Err(Error::Job(format!(
+                    "the query panicked: {}",
+                    crate::compute::panic_text(p.as_ref())
+                )))
+            });
         if let Err(e) = outcome {
             let _ = tx.send(Err(e)).await;
         }

@@ -123,11 +123,13 @@ async fn run(
                     Arc::clone(&plan.schema),
                     out.columns().to_vec(),
                 )?;
-                rows_out += out.num_rows() as u64;
                 let seq = seq_of(end);
-                if let Some(o) = &spec.output
-                    && written.is_none_or(|w| seq > w)
-                {
+                if written.is_some_and(|w| seq <= w) {
+                    // Written by an earlier run.
+                    continue;
+                }
+                rows_out += out.num_rows() as u64;
+                if let Some(o) = &spec.output {
                     let o = Arc::clone(o);
                     let pending = tokio::task::block_in_place(|| {
                         o.submit_tagged(&out, Tag { producer, seq })

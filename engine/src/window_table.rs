@@ -228,6 +228,13 @@ impl ExecutionPlan for WindowExec {
     }
 }
 
+/// The stream a window function's scan reads, if `scan` is one.
+pub(crate) fn stream_of(scan: &datafusion::logical_expr::TableScan) -> Option<String> {
+    let provider = datafusion::datasource::source_as_provider(&scan.source).ok()?;
+    let any: &dyn std::any::Any = provider.as_ref();
+    Some(any.downcast_ref::<WindowTable>()?.stream.name().to_string())
+}
+
 /// The window function behind a scan of a continuous query, if it reads one (for
 /// [`kappa_sql::windowed_plan::compile_windowed`]).
 pub(crate) fn window_source(
@@ -238,13 +245,13 @@ pub(crate) fn window_source(
     let any: &dyn std::any::Any = provider.as_ref();
     let table = any.downcast_ref::<WindowTable>()?;
     let stream = table.stream.name().to_string();
-    let watermark =
-        inner.catalog().streams.get(&stream)?.watermark.as_ref().map(|w| w.expr.clone());
+    let declared = inner.catalog().streams.get(&stream)?.watermark.clone();
     Some(kappa_sql::windowed_plan::WindowSource {
         stream_schema: Arc::clone(table.stream.schema()),
         stream,
         spec: table.spec,
         time: table.time_index,
-        watermark,
+        watermark_column: declared.as_ref().map(|w| w.column.clone()),
+        watermark: declared.map(|w| w.expr),
     })
 }

@@ -5,7 +5,8 @@
 //! the window, `window_end - 1 ms`), all `TIMESTAMP(3)`. A tumbling window holds each row once;
 //! hopping and cumulating windows overlap, so a row appears once per window that holds it.
 //! [`assign`] computes this for a batch; batch (snapshot) queries and continuous jobs use the
-//! same function, so both give the same windows.
+//! same function, so both give the same windows (a row with a NULL time gets NULL windows;
+//! continuous aggregations count it as late).
 
 use std::sync::Arc;
 
@@ -158,6 +159,12 @@ fn interval_ms(e: &Expr, usage: &str) -> Result<i64> {
     };
     match value {
         ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+            if v.nanoseconds % 1_000_000 != 0 {
+                return Err(Error::plan(
+                    format!("{usage}: sizes are whole milliseconds, got {e}"),
+                    None,
+                ));
+            }
             Ok(i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000)
         }
         ScalarValue::IntervalDayTime(Some(v)) => {

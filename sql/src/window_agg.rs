@@ -344,8 +344,8 @@ impl WindowAggregate {
             if !self.closed(end) {
                 break;
             }
+            // (Its groups stay counted until the pane is dropped.)
             let Some(mut pane) = self.open.remove(&end) else { break };
-            self.groups -= pane.groups.len();
             let keys = pane.groups.emit(EmitTo::All).map_err(exec)?;
             let states = pane
                 .accumulators
@@ -355,13 +355,17 @@ impl WindowAggregate {
             self.frozen.insert(end, Frozen { keys, states });
         }
         // The windows that hold a frozen pane, closed and not emitted yet, in order of end.
+        // (Only ends in (emitted, watermark + 1]: the work is the windows emitted.)
         let mut ends = std::collections::BTreeSet::new();
+        let last = self.watermark.saturating_add(1);
         for p in self.frozen.keys() {
-            let mut e = *p;
-            while e < p + panes.size {
-                if self.closed(e) && e > self.emitted {
-                    ends.insert(e);
-                }
+            let mut e = if *p > self.emitted {
+                *p
+            } else {
+                p + ((self.emitted - p) / panes.slide + 1) * panes.slide
+            };
+            while e < p + panes.size && e <= last {
+                ends.insert(e);
                 e += panes.slide;
             }
         }
@@ -402,7 +406,15 @@ impl WindowAggregate {
         }
         // A pane is done once its last window (the one it starts) is emitted.
         let emitted = self.emitted;
-        self.frozen.retain(|p, _| p + panes.size - panes.slide > emitted);
+        let mut dropped = 0;
+        self.frozen.retain(|p, pane| {
+            let keep = p + panes.size - panes.slide > emitted;
+            if !keep {
+                dropped += pane.keys.first().map_or(0, |k| k.len());
+            }
+            keep
+        });
+        self.groups -= dropped.min(self.groups);
         Ok(out)
     }
 }

@@ -42,6 +42,8 @@ pub struct WindowSource {
     /// The stream's watermark expression, as SQL over its columns (none: windows close only
     /// when the stream is sealed).
     pub watermark: Option<String>,
+    /// The column the watermark is declared for (`WATERMARK FOR column`).
+    pub watermark_column: Option<String>,
 }
 
 /// A windowed aggregation over one stream.
@@ -104,11 +106,29 @@ pub fn compile_windowed(
             }
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
             LogicalPlan::TableScan(s) => break s,
+            LogicalPlan::Aggregate(_) => {
+                return Err(Error::not_supported(
+                    "DISTINCT aggregates (COUNT(DISTINCT ...)) and aggregations over aggregations in a windowed aggregation",
+                    at,
+                ));
+            }
             _ => return Ok(None),
         }
     };
     let Some(source) = resolve(scan) else { return Ok(None) };
     let not_supported = |what: &str| Err(Error::not_supported(what.to_string(), at));
+    let time_name = source.stream_schema.field(source.time).name();
+    if let Some(c) = &source.watermark_column
+        && c != time_name
+    {
+        return Err(Error::plan(
+            format!(
+                "the window's time column is {time_name}, but stream {} has its watermark on {c}: window by {c}",
+                source.stream
+            ),
+            at,
+        ));
+    }
 
     // The input pipeline: the stream's columns needed (and the time column), the windows,
     // then the scan's columns in its order.
@@ -229,7 +249,10 @@ pub fn compile_windowed(
             .iter()
             .enumerate()
             .all(|(k, e)| Some(k) == start || Some(k) == end || !windowy(e));
-        if below_ok && keys_ok && !aggregate.aggr_expr.iter().any(windowy) {
+        // (Panes group by the keys other than the window's: there must be one.)
+        let others =
+            aggregate.group_expr.len() - usize::from(start.is_some()) - usize::from(end.is_some());
+        if below_ok && keys_ok && others > 0 && !aggregate.aggr_expr.iter().any(windowy) {
             if let Some(Op::Window { spec, .. }) = ops_window(&mut input.ops) {
                 *spec = WindowSpec::Tumble { size: slide, offset };
             }
