@@ -43,6 +43,7 @@ mod connectors;
 mod copy;
 mod engine;
 mod error;
+mod explain;
 mod functions;
 mod job;
 pub mod nexmark;

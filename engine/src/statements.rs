@@ -96,7 +96,9 @@ impl Engine {
             Statement::Explain { target: kappa_sql::ast::ExplainTarget::Dataflow(_) } => {
                 Err(Error::not_supported("EXPLAIN DATAFLOW", at))
             }
-            Statement::Explain { .. } => Err(Error::not_supported("EXPLAIN", at)),
+            Statement::Explain { target: kappa_sql::ast::ExplainTarget::Statement(target) } => {
+                self.explain(*target, at).await
+            }
             Statement::Drop { kind, name, if_exists } => {
                 let _guard = self.inner.ddl.lock().await;
                 self.drop_object(kind, &name, if_exists, at).await

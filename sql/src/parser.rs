@@ -463,7 +463,11 @@ fn short_window_functions(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWit
 
 fn parse_tokens(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result<Statement> {
     let tokens = short_window_functions(approximate_numbers(tokens))?;
-    let (tokens, emit) = extract_emit(tokens)?;
+    // EXPLAIN's statement keeps its EMIT clause: it is parsed again below.
+    let explain = tokens.iter().find(|t| !matches!(t.token, Token::Whitespace(_))).is_some_and(
+        |t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case("EXPLAIN")),
+    );
+    let (tokens, emit) = if explain { (tokens, None) } else { extract_emit(tokens)? };
     let dialect = GenericDialect {};
     let mut s = P { p: Parser::new(&dialect).with_tokens_with_locations(tokens), sql, index };
     let first = s.peek().clone();

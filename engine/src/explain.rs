@@ -1,0 +1,221 @@
+//! `EXPLAIN statement`: how kappa runs a query, as lines of text.
+//!
+//! A snapshot query shows DataFusion's physical plan. A continuous query (a push query with
+//! `EMIT`, `CREATE STREAM ... AS`, `INSERT INTO ... SELECT`) shows kappa's streaming plan: each
+//! input with the columns read and the steps applied to every batch, and for a windowed
+//! aggregation the windows, the watermark and its source, the aggregation, and what bounds
+//! its state.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::displayable;
+use kappa_sql::ast::Statement;
+use kappa_sql::stream_plan::{InputPipeline, Op};
+use kappa_sql::window::WindowSpec;
+use kappa_sql::windowed_plan::Watermark;
+use kappa_sql::{Location, ParsedStatement};
+
+use crate::engine::{Engine, JobPlan};
+use crate::error::{Error, Result};
+use crate::output::Output;
+
+fn ms(v: i64) -> String {
+    if v % 1000 == 0 { format!("{} s", v / 1000) } else { format!("{v} ms") }
+}
+
+fn window(spec: &WindowSpec) -> String {
+    match *spec {
+        WindowSpec::Tumble { size, offset } => {
+            format!("TUMBLE size {} offset {}", ms(size), ms(offset))
+        }
+        WindowSpec::Hop { slide, size, offset } => {
+            format!("HOP slide {} size {} offset {}", ms(slide), ms(size), ms(offset))
+        }
+        WindowSpec::Cumulate { step, max_size, offset } => {
+            format!("CUMULATE step {} max {} offset {}", ms(step), ms(max_size), ms(offset))
+        }
+    }
+}
+
+fn ops(lines: &mut Vec<String>, indent: &str, ops: &[Op]) {
+    for op in ops {
+        match op {
+            Op::Filter(p) => lines.push(format!("{indent}filter: {p}")),
+            Op::Project { exprs, schema } => {
+                let cols: Vec<String> = exprs
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(e, f)| {
+                        let e = e.to_string();
+                        if e.split('@').next() == Some(f.name().as_str()) {
+                            f.name().clone()
+                        } else {
+                            format!("{e} AS {}", f.name())
+                        }
+                    })
+                    .collect();
+                lines.push(format!("{indent}project: {}", cols.join(", ")));
+            }
+            Op::Window { spec, .. } => {
+                lines.push(format!("{indent}assign windows: {}", window(spec)))
+            }
+        }
+    }
+}
+
+fn input(engine: &Engine, lines: &mut Vec<String>, p: &InputPipeline) {
+    let columns = engine.inner.store.stream(&p.stream).ok().map(|s| {
+        let schema = s.schema();
+        match &p.projection {
+            Some(cols) => cols.iter().map(|i| schema.field(*i).name().clone()).collect(),
+            None => schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
+        }
+    });
+    lines.push(format!(
+        "  read stream {} from its first retained row: columns {}",
+        p.stream,
+        columns.map_or_else(|| "?".to_string(), |c| c.join(", "))
+    ));
+    ops(lines, "    ", &p.ops);
+}
+
+impl Engine {
+    /// `EXPLAIN statement`.
+    pub(crate) async fn explain(
+        &self,
+        target: ParsedStatement,
+        at: Option<Location>,
+    ) -> Result<Output> {
+        let mut lines = Vec::new();
+        match target.statement {
+            Statement::Query { query, emit: None } => {
+                let plan = self.plan_query(query, at).await?;
+                let state = self.inner.ctx.state();
+                let physical = state.create_physical_plan(&plan).await?;
+                lines.push(
+                    "snapshot query, run by DataFusion over the streams as they are now:".into(),
+                );
+                for l in displayable(physical.as_ref()).indent(false).to_string().lines() {
+                    lines.push(format!("  {l}"));
+                }
+            }
+            Statement::Query { query, emit: Some(_) } => {
+                let plan = self.plan_query(query, at).await?;
+                self.explain_continuous(&mut lines, "push query", &plan, at)?;
+            }
+            Statement::CreateStream(c) if c.query.is_some() => {
+                let Some((query, _)) = c.query else { return Err(Error::plan("no query", at)) };
+                let plan = self.plan_query(query, at).await?;
+                let what = format!("job deriving stream {}", c.name);
+                self.explain_continuous(&mut lines, &what, &plan, at)?;
+            }
+            Statement::Insert { stream, statement, .. } => {
+                let plan = self.plan_insert(*statement, at).await?;
+                if crate::statements::scanned_streams(&plan).is_empty() {
+                    lines.push(format!("one-time append of the rows into {stream}"));
+                } else {
+                    let what = format!("job appending into {stream}");
+                    self.explain_continuous(&mut lines, &what, &plan, at)?;
+                }
+            }
+            _ => {
+                return Err(Error::not_supported(
+                    "EXPLAIN of statements other than queries, CREATE STREAM ... AS and INSERT",
+                    at,
+                ));
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(StringArray::from(lines))])?;
+        Ok(Output::Rows { schema, batches: vec![batch] })
+    }
+
+    fn explain_continuous(
+        &self,
+        lines: &mut Vec<String>,
+        what: &str,
+        plan: &datafusion::logical_expr::LogicalPlan,
+        at: Option<Location>,
+    ) -> Result<()> {
+        match self.compile_job(plan, at)? {
+            JobPlan::Stateless(p) => {
+                lines.push(format!("{what}: stateless, each batch on its own"));
+                for i in &p.inputs {
+                    input(self, lines, i);
+                }
+                lines.push("  state: none".into());
+            }
+            JobPlan::Windowed(p) => {
+                lines.push(format!("{what}: windowed aggregation, EMIT FINAL"));
+                let from = lines.len();
+                input(self, lines, &p.input);
+                if p.aggregate.panes.is_some() {
+                    for l in &mut lines[from..] {
+                        *l = l
+                            .replace("assign windows: TUMBLE", "assign panes (of the HOP): TUMBLE");
+                    }
+                }
+                let source = match &p.watermark {
+                    Some(Watermark::Delay { delay_ms, .. }) => format!(
+                        "the largest time read minus {} (the WATERMARK of stream {})",
+                        ms(*delay_ms),
+                        p.input.stream
+                    ),
+                    Some(Watermark::Expr(e)) => {
+                        format!("the largest {e} read (the WATERMARK of stream {})", p.input.stream)
+                    }
+                    None => format!(
+                        "none: stream {} declares no WATERMARK, windows close when it is sealed",
+                        p.input.stream
+                    ),
+                };
+                lines.push(format!(
+                    "  watermark: {source}; +inf once the stream is sealed and read"
+                ));
+                let a = &p.aggregate;
+                let keys: Vec<String> = a
+                    .schema
+                    .fields()
+                    .iter()
+                    .take(a.group.len())
+                    .map(|f| f.name().clone())
+                    .collect();
+                let aggs: Vec<String> =
+                    a.aggregates.iter().map(|x| x.function.name().to_string()).collect();
+                lines.push(format!(
+                    "  aggregate: group by {}; {}",
+                    keys.join(", "),
+                    aggs.join(", ")
+                ));
+                match &a.panes {
+                    Some(panes) => lines.push(format!(
+                        "    by panes of {}: each row updates its pane; a closing window merges {} panes",
+                        ms(panes.slide),
+                        panes.size / panes.slide
+                    )),
+                    None => lines.push("    each row updates each window that holds it".into()),
+                }
+                lines.push(format!(
+                    "    state: the groups of open windows, freed when the watermark closes each window (bounded by the watermark; at most {} groups)",
+                    kappa_sql::window_agg::MAX_OPEN_GROUPS
+                ));
+                lines.push(
+                    "    late rows (window already closed): left out, counted in SHOW JOBS".into(),
+                );
+                if !p.after.is_empty() {
+                    lines.push("  on each closed window:".into());
+                    ops(lines, "    ", &p.after);
+                }
+            }
+        }
+        let schema = plan.schema();
+        let columns: Vec<String> =
+            schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+        lines.push(format!("  output: {}", columns.join(", ")));
+        Ok(())
+    }
+}
