@@ -72,6 +72,21 @@ fn strip_limit(plan: LogicalPlan, at: Option<Location>) -> Result<(LogicalPlan, 
     }
 }
 
+/// List a push query reading `inputs` in `SHOW JOBS` (until the returned guard is dropped).
+fn list(engine: &Engine, inputs: &[InputSpec]) -> (Arc<PushEntry>, Listed) {
+    let registry = Arc::clone(&engine.inner.push_queries);
+    let id = registry.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let entry = Arc::new(PushEntry {
+        inputs: inputs.iter().map(|(s, _, _)| Arc::clone(s)).collect(),
+        positions: inputs.iter().map(|(_, _, start)| AtomicU64::new(*start)).collect(),
+        rows_in: AtomicU64::new(0),
+        rows_out: AtomicU64::new(0),
+        late_rows: AtomicU64::new(0),
+    });
+    registry.running().insert(id, Arc::clone(&entry));
+    (entry, Listed { registry, id })
+}
+
 pub(crate) async fn start(
     engine: &Engine,
     query: Box<Query>,
@@ -99,17 +114,7 @@ pub(crate) async fn start(
         inputs.push((s, p.projection.clone(), info.start));
     }
     let ends = limit.is_some() || sealed;
-    let registry = Arc::clone(&engine.inner.push_queries);
-    let id = registry.next.fetch_add(1, Ordering::Relaxed) + 1;
-    let entry = Arc::new(PushEntry {
-        inputs: inputs.iter().map(|(s, _, _)| Arc::clone(s)).collect(),
-        positions: inputs.iter().map(|(_, _, start)| AtomicU64::new(*start)).collect(),
-        rows_in: AtomicU64::new(0),
-        rows_out: AtomicU64::new(0),
-        late_rows: AtomicU64::new(0),
-    });
-    registry.running().insert(id, Arc::clone(&entry));
-    let listed = Listed { registry, id };
+    let (entry, listed) = list(engine, &inputs);
     let schema = Arc::clone(&compiled.schema);
     let (tx, rx) = mpsc::channel(QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -170,34 +175,21 @@ fn start_windowed(
     plan: kappa_sql::windowed_plan::WindowedPlan,
     limit: Option<usize>,
 ) -> Result<Subscription> {
-    use kappa_sql::stream_plan::run_ops;
     let stream = engine.inner.store.stream(&plan.input.stream)?;
     let info = stream.info();
     let ends = limit.is_some() || info.sealed.is_some();
     let inputs: Vec<InputSpec> =
         vec![(Arc::clone(&stream), plan.input.projection.clone(), info.start)];
-    let mut state = kappa_sql::window_agg::WindowAggregate::new(plan.aggregate.clone())?;
-    let registry = Arc::clone(&engine.inner.push_queries);
-    let id = registry.next.fetch_add(1, Ordering::Relaxed) + 1;
-    let entry = Arc::new(PushEntry {
-        inputs: vec![Arc::clone(&stream)],
-        positions: vec![AtomicU64::new(info.start)],
-        rows_in: AtomicU64::new(0),
-        rows_out: AtomicU64::new(0),
-        late_rows: AtomicU64::new(0),
-    });
-    registry.running().insert(id, Arc::clone(&entry));
-    let listed = Listed { registry, id };
     let schema = Arc::clone(&plan.schema);
+    let mut run = kappa_sql::windowed_plan::WindowedRun::new(plan)?;
+    let (entry, listed) = list(engine, &inputs);
     let (tx, rx) = mpsc::channel(QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let name = plan.input.stream.clone();
     let task = tokio::spawn(async move {
         let _stop = stop_tx;
         let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
         let mut left = limit.unwrap_or(usize::MAX);
-        let mut watermark = i64::MIN;
-        let run = async {
+        let query = async {
             if left == 0 {
                 return Ok(());
             }
@@ -208,33 +200,19 @@ fn start_windowed(
                         let rows = b.batch.num_rows() as u64;
                         entry.rows_in.fetch_add(rows, Ordering::Relaxed);
                         entry.positions[0].store(b.offset + rows, Ordering::Relaxed);
-                        if let Some(w) = &plan.watermark {
-                            watermark = watermark.max(w.of(&b.batch)?);
-                        }
-                        if let Some(rows) = run_ops(&plan.input.ops, &name, b.batch)? {
-                            // Late rows (their window closed) are not added to any window.
-                            if let Some(late) = state.update(&rows)? {
-                                let n = late.num_rows() as u64;
-                                entry.late_rows.fetch_add(n, Ordering::Relaxed);
-                            }
-                        }
-                        state.advance(watermark)?
+                        let closed = run.push(b.batch)?;
+                        entry.late_rows.store(run.late_rows(), Ordering::Relaxed);
+                        closed
                     }
                     Some(InputMsg::End(_)) => {
                         // Sealed and read: every window closes.
                         ended = true;
-                        state.advance(i64::MAX)?
+                        run.finish()?
                     }
                     Some(InputMsg::Failed(e)) => return Err(e.into()),
                     None => return Ok(()),
                 };
-                // Each closed window, through the ops above the aggregation, to the client.
-                for (_, window) in closed {
-                    let Some(out) = run_ops(&plan.after, &name, window)? else { continue };
-                    let out = datafusion::arrow::record_batch::RecordBatch::try_new(
-                        Arc::clone(&plan.schema),
-                        out.columns().to_vec(),
-                    )?;
+                for (_, out) in closed {
                     let out = if out.num_rows() > left { out.slice(0, left) } else { out };
                     left -= out.num_rows();
                     entry.rows_out.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
@@ -250,7 +228,7 @@ fn start_windowed(
         // A panic in the computation ends the query with an error, not silently.
         use futures::FutureExt;
         let outcome: Result<()> =
-            std::panic::AssertUnwindSafe(run).catch_unwind().await.unwrap_or_else(|p| {
+            std::panic::AssertUnwindSafe(query).catch_unwind().await.unwrap_or_else(|p| {
                 Err(Error::Job(format!(
                     "the query panicked: {}",
                     crate::compute::panic_text(p.as_ref())

@@ -15,9 +15,7 @@
 
 use std::sync::Arc;
 
-use kappa_sql::stream_plan::run_ops;
-use kappa_sql::window_agg::WindowAggregate;
-use kappa_sql::windowed_plan::WindowedPlan;
+use kappa_sql::windowed_plan::{WindowedPlan, WindowedRun};
 use kappa_storage::{PendingAppend, Stream, Tag};
 use tokio::sync::watch;
 
@@ -53,7 +51,7 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
         Some(o) => o.producer_positions(0)?.get(&producer).copied(),
         None => None,
     };
-    let state = WindowAggregate::new(spec.plan.aggregate.clone())?;
+    let state = WindowedRun::new(spec.plan.clone())?;
     let start = spec.input.info().start;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (progress_tx, progress_rx) = watch::channel(Progress {
@@ -66,7 +64,7 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
     let monitor = progress_tx.clone();
     let task = tokio::spawn(async move {
         use futures::FutureExt;
-        let run = std::panic::AssertUnwindSafe(run(spec, state, written, stop_rx, progress_tx));
+        let run = std::panic::AssertUnwindSafe(run_job(spec, state, written, stop_rx, progress_tx));
         if let Err(panic) = run.catch_unwind().await {
             let what = crate::compute::panic_text(panic.as_ref());
             monitor.send_modify(|p| p.status = Status::Failed(format!("the job panicked: {what}")));
@@ -75,21 +73,19 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
     Ok(JobHandle { stop: stop_tx, progress: progress_rx, task })
 }
 
-async fn run(
+async fn run_job(
     spec: WindowJobSpec,
-    mut state: WindowAggregate,
+    mut run: WindowedRun,
     written: Option<u64>,
     mut stop: watch::Receiver<bool>,
     progress: watch::Sender<Progress>,
 ) {
     let producer = spec.id << 8;
     let plan = &spec.plan;
-    let name = plan.input.stream.clone();
     let inputs =
         vec![(Arc::clone(&spec.input), plan.input.projection.clone(), spec.input.info().start)];
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
-    let mut watermark = i64::MIN;
-    let (mut rows_in, mut rows_out, mut late_rows) = (0u64, 0u64, 0u64);
+    let (mut rows_in, mut rows_out) = (0u64, 0u64);
     let outcome: Result<Status> = async {
         loop {
             let msg = tokio::select! {
@@ -101,28 +97,14 @@ async fn run(
                 Some(InputMsg::Batch(_, b)) => {
                     let n = b.batch.num_rows() as u64;
                     rows_in += n;
-                    if let Some(w) = &plan.watermark {
-                        watermark = watermark.max(w.of(&b.batch)?);
-                    }
-                    if let Some(rows) = run_ops(&plan.input.ops, &name, b.batch)? {
-                        // Late rows (their window closed) are not added to any window.
-                        if let Some(late) = state.update(&rows)? {
-                            late_rows += late.num_rows() as u64;
-                        }
-                    }
-                    (state.advance(watermark)?, Some(b.offset + n), false)
+                    (run.push(b.batch)?, Some(b.offset + n), false)
                 }
-                Some(InputMsg::End(_)) => (state.advance(i64::MAX)?, None, true),
+                Some(InputMsg::End(_)) => (run.finish()?, None, true),
                 Some(InputMsg::Failed(e)) => return Err(e.into()),
                 None => return Ok(Status::Stopped),
             };
             let mut last: Option<PendingAppend> = None;
-            for (end, window) in closed {
-                let Some(out) = run_ops(&plan.after, &name, window)? else { continue };
-                let out = datafusion::arrow::record_batch::RecordBatch::try_new(
-                    Arc::clone(&plan.schema),
-                    out.columns().to_vec(),
-                )?;
+            for (end, out) in closed {
                 let seq = seq_of(end);
                 if written.is_some_and(|w| seq <= w) {
                     // Written by an earlier run.
@@ -147,7 +129,7 @@ async fn run(
                 }
                 p.rows_in = rows_in;
                 p.rows_out = rows_out;
-                p.late_rows = late_rows;
+                p.late_rows = run.late_rows();
             });
             if ended {
                 return Ok(Status::Finished);

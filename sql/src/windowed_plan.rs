@@ -379,3 +379,75 @@ fn op_of(node: &LogicalPlan, state: &SessionState, at: Option<Location>) -> Resu
         _ => Err(Error::plan("not a filter or a projection", at)),
     }
 }
+
+/// A windowed plan running over its input's batches, in order (a push query's or a job's).
+#[derive(Debug)]
+pub struct WindowedRun {
+    plan: WindowedPlan,
+    state: crate::window_agg::WindowAggregate,
+    watermark: i64,
+    late_rows: u64,
+}
+
+impl WindowedRun {
+    /// A run from the first row.
+    ///
+    /// # Errors
+    /// When the aggregation cannot be set up.
+    pub fn new(plan: WindowedPlan) -> Result<WindowedRun> {
+        let state = crate::window_agg::WindowAggregate::new(plan.aggregate.clone())?;
+        Ok(WindowedRun { plan, state, watermark: i64::MIN, late_rows: 0 })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &WindowedPlan {
+        &self.plan
+    }
+
+    /// Rows left out so far because their window had closed (or they had no time).
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+
+    /// A batch read from the stream: the watermark moves, the rows are aggregated, and the
+    /// windows this closes come back, each with its end and its rows in the plan's schema.
+    ///
+    /// # Errors
+    /// When an expression fails on the data, or the state passes its limit.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+        if let Some(w) = &self.plan.watermark {
+            self.watermark = self.watermark.max(w.of(&batch)?);
+        }
+        let stream = &self.plan.input.stream;
+        if let Some(rows) = crate::stream_plan::run_ops(&self.plan.input.ops, stream, batch)?
+            && let Some(late) = self.state.update(&rows)?
+        {
+            self.late_rows += late.num_rows() as u64;
+        }
+        let closed = self.state.advance(self.watermark)?;
+        self.emit(closed)
+    }
+
+    /// The input ended (sealed and read): every window closes.
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub fn finish(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
+        let closed = self.state.advance(i64::MAX)?;
+        self.emit(closed)
+    }
+
+    fn emit(&self, closed: Vec<(i64, RecordBatch)>) -> Result<Vec<(i64, RecordBatch)>> {
+        let mut out = Vec::with_capacity(closed.len());
+        for (end, window) in closed {
+            let stream = &self.plan.input.stream;
+            let Some(rows) = crate::stream_plan::run_ops(&self.plan.after, stream, window)? else {
+                continue;
+            };
+            let rows = RecordBatch::try_new(Arc::clone(&self.plan.schema), rows.columns().to_vec())
+                .map_err(|e| Error::plan(e.to_string(), None))?;
+            out.push((end, rows));
+        }
+        Ok(out)
+    }
+}
