@@ -13,6 +13,7 @@
 
 pub mod ast;
 mod error;
+mod group_window;
 mod parser;
 pub mod stream_plan;
 pub mod types;

@@ -290,7 +290,10 @@ impl<'a> P<'a> {
     }
 
     fn parse_query(&mut self) -> Result<Box<ast::Query>> {
-        self.p.parse_query().map_err(Error::from_parser)
+        let at = self.here();
+        let mut query = self.p.parse_query().map_err(Error::from_parser)?;
+        crate::group_window::rewrite(&mut query, at)?;
+        Ok(query)
     }
 
     /// `( key = value, ... )`.
@@ -811,7 +814,12 @@ fn copy_statement(stmt: ast::Statement, at: Option<Location>) -> Result<Statemen
     }
 }
 
-fn insert_statement(stmt: ast::Statement, at: Option<Location>) -> Result<Statement> {
+fn insert_statement(mut stmt: ast::Statement, at: Option<Location>) -> Result<Statement> {
+    if let ast::Statement::Insert(ins) = &mut stmt
+        && let Some(source) = &mut ins.source
+    {
+        crate::group_window::rewrite(source, at)?;
+    }
     let raw = Box::new(stmt.clone());
     let ast::Statement::Insert(ins) = stmt else {
         return Err(Error::syntax("expected INSERT", at));
