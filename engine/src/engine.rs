@@ -504,42 +504,24 @@ impl Engine {
         }
     }
 
-    /// Compile a windowed aggregation after DataFusion's optimizer; `None` when the query is
-    /// not one.
-    pub(crate) fn compile_windowed(
+    /// Compile a continuous query after DataFusion's optimizer (run once): a windowed
+    /// aggregation, or else a stateless query.
+    pub(crate) fn compile_job(
         &self,
         plan: &LogicalPlan,
         at: Option<kappa_sql::Location>,
-    ) -> Result<Option<kappa_sql::windowed_plan::WindowedPlan>> {
+    ) -> Result<JobPlan> {
         let state = self.inner.ctx.state();
         let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
         let inner = Arc::clone(&self.inner);
         let resolve = move |scan: &datafusion::logical_expr::TableScan| {
             crate::window_table::window_source(&inner, scan)
         };
-        Ok(kappa_sql::windowed_plan::compile_windowed(&optimized, &state, at, &resolve)?)
-    }
-
-    /// Compile the query of a job: a windowed aggregation, or a stateless query.
-    pub(crate) fn compile_job(
-        &self,
-        plan: &LogicalPlan,
-        at: Option<kappa_sql::Location>,
-    ) -> Result<JobPlan> {
-        match self.compile_windowed(plan, at)? {
-            Some(w) => Ok(JobPlan::Windowed(Box::new(w))),
-            None => Ok(JobPlan::Stateless(self.compile(plan, at)?)),
+        if let Some(w) =
+            kappa_sql::windowed_plan::compile_windowed(&optimized, &state, at, &resolve)?
+        {
+            return Ok(JobPlan::Windowed(Box::new(w)));
         }
-    }
-
-    /// Compile a stateless continuous query after DataFusion's optimizer.
-    pub(crate) fn compile(
-        &self,
-        plan: &LogicalPlan,
-        at: Option<kappa_sql::Location>,
-    ) -> Result<StatelessPlan> {
-        let state = self.inner.ctx.state();
-        let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
         // Continuous queries read streams only (not information_schema).
         for name in crate::statements::scanned_tables(&optimized) {
             let function = name.table().strip_suffix("()");
@@ -556,7 +538,7 @@ impl Engine {
                 ));
             }
         }
-        Ok(kappa_sql::stream_plan::compile(&optimized, &state, at)?)
+        Ok(JobPlan::Stateless(kappa_sql::stream_plan::compile(&optimized, &state, at)?))
     }
 
     /// Whether `stream` is upstream of any of `streams` (through jobs).

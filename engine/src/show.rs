@@ -63,159 +63,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 ],
             )
         }
-        ShowObject::Jobs => {
-            let entries: Vec<(String, crate::catalog::JobEntry)> =
-                inner.catalog().jobs.iter().map(|(n, e)| (n.clone(), e.clone())).collect();
-            let (mut names, mut kinds, mut outputs, mut inputs, mut states) =
-                (vec![], vec![], vec![], vec![], vec![]);
-            let (mut rows_in, mut rows_out, mut lags, mut errors) =
-                (vec![], vec![], vec![], vec![]);
-            let mut late: Vec<u64> = vec![];
-            for (name, e) in entries {
-                let live = inner.jobs().get(&name).map(|h| h.progress.borrow().clone());
-                let restart_error = inner.restart_errors().get(&name).cloned();
-                let (state, error) = match (&e.state, live.as_ref().map(|p| &p.status)) {
-                    _ if restart_error.is_some() => ("failed", restart_error),
-                    (_, Some(Status::Failed(m))) | (JobState::Failed(m), _) => {
-                        ("failed", Some(m.clone()))
-                    }
-                    (JobState::Finished, _) | (_, Some(Status::Finished)) => ("finished", None),
-                    (JobState::Running, Some(_)) => ("running", None),
-                    (JobState::Running, None) => ("stopped", None),
-                };
-                let lag: u64 = match &live {
-                    Some(p) => e
-                        .inputs
-                        .iter()
-                        .zip(&p.positions)
-                        .map(|(s, pos)| {
-                            inner
-                                .store
-                                .stream(s)
-                                .map(|s| s.end_offset().saturating_sub(*pos))
-                                .unwrap_or(0)
-                        })
-                        .sum(),
-                    None => 0,
-                };
-                names.push(Some(name));
-                kinds.push(Some(
-                    match e.kind {
-                        JobKind::DerivedStream => "derived stream",
-                        JobKind::InsertInto => "insert into",
-                    }
-                    .to_string(),
-                ));
-                outputs.push(Some(e.output.clone()));
-                inputs.push(Some(e.inputs.join(", ")));
-                states.push(Some(state.to_string()));
-                rows_in.push(live.as_ref().map_or(0, |p| p.rows_in));
-                rows_out.push(live.as_ref().map_or(0, |p| p.rows_out));
-                lags.push(lag);
-                late.push(live.as_ref().map_or(0, |p| p.late_rows));
-                errors.push(error);
-            }
-            // Connector sources, while they run (or until the engine closes).
-            let mut sources: Vec<(String, crate::nexmark::source::SourceState)> = inner
-                .sources()
-                .iter()
-                .map(|(n, h)| (n.clone(), h.state.borrow().clone()))
-                .collect();
-            sources.sort_by(|a, b| a.0.cmp(&b.0));
-            for (stream, state) in sources {
-                use crate::nexmark::source::SourceState;
-                let generated = inner.store.stream(&stream).map(|s| s.end_offset()).unwrap_or(0);
-                names.push(Some(format!("nexmark-{stream}")));
-                kinds.push(Some("nexmark source".to_string()));
-                outputs.push(Some(stream));
-                inputs.push(Some(String::new()));
-                let (state, error) = match state {
-                    SourceState::Running => ("running", None),
-                    SourceState::Finished => ("finished", None),
-                    SourceState::Stopped => ("stopped", None),
-                    SourceState::Failed(m) => ("failed", Some(m)),
-                };
-                states.push(Some(state.to_string()));
-                rows_in.push(0);
-                rows_out.push(generated);
-                lags.push(0);
-                late.push(0);
-                errors.push(error);
-            }
-            // Connectors that could not be restored on open.
-            let mut broken: Vec<(String, String)> = {
-                let jobs = inner.catalog().jobs.keys().cloned().collect::<Vec<_>>();
-                inner
-                    .restart_errors()
-                    .iter()
-                    .filter(|(n, _)| !jobs.contains(n))
-                    .map(|(n, e)| (n.clone(), e.clone()))
-                    .collect()
-            };
-            broken.sort();
-            for (name, error) in broken {
-                names.push(Some(name));
-                kinds.push(Some("connector".to_string()));
-                outputs.push(Some(String::new()));
-                inputs.push(Some(String::new()));
-                states.push(Some("failed".to_string()));
-                rows_in.push(0);
-                rows_out.push(0);
-                lags.push(0);
-                late.push(0);
-                errors.push(Some(error));
-            }
-            // Push queries, while they run.
-            let running: Vec<(u64, Arc<crate::subscribe::PushEntry>)> =
-                inner.push_queries.running().iter().map(|(id, e)| (*id, Arc::clone(e))).collect();
-            for (id, e) in running {
-                use std::sync::atomic::Ordering::Relaxed;
-                names.push(Some(format!("push-{id}")));
-                kinds.push(Some("push query".to_string()));
-                outputs.push(Some("(client)".to_string()));
-                inputs.push(Some(
-                    e.inputs.iter().map(|s| s.name().to_string()).collect::<Vec<_>>().join(", "),
-                ));
-                states.push(Some("running".to_string()));
-                rows_in.push(e.rows_in.load(Relaxed));
-                rows_out.push(e.rows_out.load(Relaxed));
-                lags.push(
-                    e.inputs
-                        .iter()
-                        .zip(&e.positions)
-                        .map(|(s, p)| s.end_offset().saturating_sub(p.load(Relaxed)))
-                        .sum(),
-                );
-                late.push(e.late_rows.load(Relaxed));
-                errors.push(None);
-            }
-            rows(
-                vec![
-                    Field::new("name", DataType::Utf8, false),
-                    Field::new("kind", DataType::Utf8, false),
-                    Field::new("output", DataType::Utf8, false),
-                    Field::new("inputs", DataType::Utf8, false),
-                    Field::new("state", DataType::Utf8, false),
-                    Field::new("rows_in", DataType::UInt64, false),
-                    Field::new("rows_out", DataType::UInt64, false),
-                    Field::new("lag_rows", DataType::UInt64, false),
-                    Field::new("late_rows", DataType::UInt64, false),
-                    Field::new("error", DataType::Utf8, true),
-                ],
-                vec![
-                    text(names),
-                    text(kinds),
-                    text(outputs),
-                    text(inputs),
-                    text(states),
-                    Arc::new(UInt64Array::from(rows_in)),
-                    Arc::new(UInt64Array::from(rows_out)),
-                    Arc::new(UInt64Array::from(lags)),
-                    Arc::new(UInt64Array::from(late)),
-                    text(errors),
-                ],
-            )
-        }
+        ShowObject::Jobs => show_jobs(engine),
         ShowObject::Tables => {
             let sinks: Vec<(String, String)> = inner
                 .catalog()
@@ -270,5 +118,161 @@ pub(crate) fn describe(engine: &Engine, name: &str, at: Option<Location>) -> Res
             Field::new("note", DataType::Utf8, true),
         ],
         vec![text(names), text(types), Arc::new(BooleanArray::from(nulls)), text(notes)],
+    )
+}
+
+/// One row of `SHOW JOBS`.
+#[derive(Default)]
+struct JobRow {
+    name: String,
+    kind: &'static str,
+    output: String,
+    inputs: String,
+    state: &'static str,
+    rows_in: u64,
+    rows_out: u64,
+    lag: u64,
+    late: u64,
+    error: Option<String>,
+}
+
+/// `SHOW JOBS`: jobs, connector sources (and connectors that could not be restored), push
+/// queries.
+fn show_jobs(engine: &Engine) -> Result<Output> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let inner = &engine.inner;
+    let mut out: Vec<JobRow> = Vec::new();
+    let entries: Vec<(String, crate::catalog::JobEntry)> =
+        inner.catalog().jobs.iter().map(|(n, e)| (n.clone(), e.clone())).collect();
+    for (name, e) in entries {
+        let live = inner.jobs().get(&name).map(|h| h.progress.borrow().clone());
+        let restart_error = inner.restart_errors().get(&name).cloned();
+        let (state, error) = match (&e.state, live.as_ref().map(|p| &p.status)) {
+            _ if restart_error.is_some() => ("failed", restart_error),
+            (_, Some(Status::Failed(m))) | (JobState::Failed(m), _) => ("failed", Some(m.clone())),
+            (JobState::Finished, _) | (_, Some(Status::Finished)) => ("finished", None),
+            (JobState::Running, Some(_)) => ("running", None),
+            (JobState::Running, None) => ("stopped", None),
+        };
+        let lag: u64 = match &live {
+            Some(p) => e
+                .inputs
+                .iter()
+                .zip(&p.positions)
+                .map(|(s, pos)| {
+                    inner.store.stream(s).map(|s| s.end_offset().saturating_sub(*pos)).unwrap_or(0)
+                })
+                .sum(),
+            None => 0,
+        };
+        out.push(JobRow {
+            name,
+            kind: match e.kind {
+                JobKind::DerivedStream => "derived stream",
+                JobKind::InsertInto => "insert into",
+            },
+            output: e.output.clone(),
+            inputs: e.inputs.join(", "),
+            state,
+            rows_in: live.as_ref().map_or(0, |p| p.rows_in),
+            rows_out: live.as_ref().map_or(0, |p| p.rows_out),
+            lag,
+            late: live.as_ref().map_or(0, |p| p.late_rows),
+            error,
+        });
+    }
+    // Connector sources, while they run (or until the engine closes).
+    let mut sources: Vec<(String, crate::nexmark::source::SourceState)> =
+        inner.sources().iter().map(|(n, h)| (n.clone(), h.state.borrow().clone())).collect();
+    sources.sort_by(|a, b| a.0.cmp(&b.0));
+    for (stream, state) in sources {
+        use crate::nexmark::source::SourceState;
+        let (state, error) = match state {
+            SourceState::Running => ("running", None),
+            SourceState::Finished => ("finished", None),
+            SourceState::Stopped => ("stopped", None),
+            SourceState::Failed(m) => ("failed", Some(m)),
+        };
+        out.push(JobRow {
+            name: format!("nexmark-{stream}"),
+            kind: "nexmark source",
+            rows_out: inner.store.stream(&stream).map(|s| s.end_offset()).unwrap_or(0),
+            output: stream,
+            state,
+            error,
+            ..JobRow::default()
+        });
+    }
+    // Connectors that could not be restored on open.
+    let mut broken: Vec<(String, String)> = {
+        let jobs = inner.catalog().jobs.keys().cloned().collect::<Vec<_>>();
+        inner
+            .restart_errors()
+            .iter()
+            .filter(|(n, _)| !jobs.contains(n))
+            .map(|(n, e)| (n.clone(), e.clone()))
+            .collect()
+    };
+    broken.sort();
+    for (name, error) in broken {
+        out.push(JobRow {
+            name,
+            kind: "connector",
+            state: "failed",
+            error: Some(error),
+            ..JobRow::default()
+        });
+    }
+    // Push queries, while they run.
+    let running: Vec<(u64, Arc<crate::subscribe::PushEntry>)> =
+        inner.push_queries.running().iter().map(|(id, e)| (*id, Arc::clone(e))).collect();
+    for (id, e) in running {
+        out.push(JobRow {
+            name: format!("push-{id}"),
+            kind: "push query",
+            output: "(client)".to_string(),
+            inputs: e.inputs.iter().map(|s| s.name().to_string()).collect::<Vec<_>>().join(", "),
+            state: "running",
+            rows_in: e.rows_in.load(Relaxed),
+            rows_out: e.rows_out.load(Relaxed),
+            lag: e
+                .inputs
+                .iter()
+                .zip(&e.positions)
+                .map(|(s, p)| s.end_offset().saturating_sub(p.load(Relaxed)))
+                .sum(),
+            late: e.late_rows.load(Relaxed),
+            error: None,
+        });
+    }
+    let strings = |f: fn(&JobRow) -> String| text(out.iter().map(|r| Some(f(r))).collect());
+    let numbers = |f: fn(&JobRow) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(out.iter().map(f)))
+    };
+    rows(
+        vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("output", DataType::Utf8, false),
+            Field::new("inputs", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("rows_in", DataType::UInt64, false),
+            Field::new("rows_out", DataType::UInt64, false),
+            Field::new("lag_rows", DataType::UInt64, false),
+            Field::new("late_rows", DataType::UInt64, false),
+            Field::new("error", DataType::Utf8, true),
+        ],
+        vec![
+            strings(|r| r.name.clone()),
+            strings(|r| r.kind.to_string()),
+            strings(|r| r.output.clone()),
+            strings(|r| r.inputs.clone()),
+            strings(|r| r.state.to_string()),
+            numbers(|r| r.rows_in),
+            numbers(|r| r.rows_out),
+            numbers(|r| r.lag),
+            numbers(|r| r.late),
+            text(out.iter().map(|r| r.error.clone()).collect()),
+        ],
     )
 }

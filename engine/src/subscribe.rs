@@ -11,7 +11,7 @@ use kappa_sql::Location;
 use kappa_sql::sqlparser::ast::Query;
 use tokio::sync::{mpsc, watch};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, JobPlan};
 use crate::error::{Error, Result};
 use crate::job::{InputMsg, InputSpec, spawn_inputs};
 use crate::output::Subscription;
@@ -32,6 +32,31 @@ pub(crate) struct PushEntry {
 }
 
 /// The running push queries of an engine, by number.
+impl PushEntry {
+    /// Count a batch read from input `i`.
+    fn read(&self, i: usize, b: &kappa_storage::ReadBatch) {
+        let rows = b.batch.num_rows() as u64;
+        self.rows_in.fetch_add(rows, Ordering::Relaxed);
+        if let Some(p) = self.positions.get(i) {
+            p.store(b.offset + rows, Ordering::Relaxed);
+        }
+    }
+
+    /// Send rows to the client, at most `left` of them (and count them); false when the query
+    /// is done (its limit reached, or the client gone).
+    async fn deliver(
+        &self,
+        out: datafusion::arrow::record_batch::RecordBatch,
+        left: &mut usize,
+        tx: &mpsc::Sender<Result<datafusion::arrow::record_batch::RecordBatch>>,
+    ) -> bool {
+        let out = if out.num_rows() > *left { out.slice(0, *left) } else { out };
+        *left -= out.num_rows();
+        self.rows_out.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
+        tx.send(Ok(out)).await.is_ok() && *left > 0
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     next: AtomicU64,
@@ -95,16 +120,18 @@ pub(crate) async fn start(
 ) -> Result<Subscription> {
     let plan = engine.plan_query(query, at).await?;
     let (plan, limit) = strip_limit(plan, at)?;
-    if let Some(windowed) = engine.compile_windowed(&plan, at)? {
-        if matches!(emit, Some(kappa_sql::ast::Emit::Changes { .. })) {
-            return Err(Error::not_supported(
-                "EMIT CHANGES for a windowed aggregation (EMIT FINAL gives each window once, when the watermark closes it)",
-                at,
-            ));
+    let compiled = match engine.compile_job(&plan, at)? {
+        JobPlan::Windowed(windowed) => {
+            if matches!(emit, Some(kappa_sql::ast::Emit::Changes { .. })) {
+                return Err(Error::not_supported(
+                    "EMIT CHANGES for a windowed aggregation (EMIT FINAL gives each window once, when the watermark closes it)",
+                    at,
+                ));
+            }
+            return start_windowed(engine, *windowed, limit);
         }
-        return start_windowed(engine, windowed, limit);
-    }
-    let compiled = engine.compile(&plan, at)?;
+        JobPlan::Stateless(compiled) => compiled,
+    };
     let mut inputs: Vec<InputSpec> = Vec::new();
     let mut sealed = true;
     for p in &compiled.inputs {
@@ -130,17 +157,10 @@ pub(crate) async fn start(
         while let Some(msg) = input_rx.recv().await {
             match msg {
                 InputMsg::Batch(i, b) => {
-                    let rows = b.batch.num_rows() as u64;
-                    entry.rows_in.fetch_add(rows, Ordering::Relaxed);
-                    if let Some(p) = entry.positions.get(i) {
-                        p.store(b.offset + rows, Ordering::Relaxed);
-                    }
+                    entry.read(i, &b);
                     match compiled.apply(i, b.batch) {
                         Ok(Some(out)) => {
-                            let out = if out.num_rows() > left { out.slice(0, left) } else { out };
-                            left -= out.num_rows();
-                            entry.rows_out.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
-                            if tx.send(Ok(out)).await.is_err() || left == 0 {
+                            if !entry.deliver(out, &mut left, &tx).await {
                                 return;
                             }
                         }
@@ -196,10 +216,8 @@ fn start_windowed(
             loop {
                 let mut ended = false;
                 let closed = match input_rx.recv().await {
-                    Some(InputMsg::Batch(_, b)) => {
-                        let rows = b.batch.num_rows() as u64;
-                        entry.rows_in.fetch_add(rows, Ordering::Relaxed);
-                        entry.positions[0].store(b.offset + rows, Ordering::Relaxed);
+                    Some(InputMsg::Batch(i, b)) => {
+                        entry.read(i, &b);
                         let closed = run.push(b.batch)?;
                         entry.late_rows.store(run.late_rows(), Ordering::Relaxed);
                         closed
@@ -213,10 +231,7 @@ fn start_windowed(
                     None => return Ok(()),
                 };
                 for (_, out) in closed {
-                    let out = if out.num_rows() > left { out.slice(0, left) } else { out };
-                    left -= out.num_rows();
-                    entry.rows_out.fetch_add(out.num_rows() as u64, Ordering::Relaxed);
-                    if tx.send(Ok(out)).await.is_err() || left == 0 {
+                    if !entry.deliver(out, &mut left, &tx).await {
                         return Ok(());
                     }
                 }

@@ -25,7 +25,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
 use futures::StreamExt;
-use kappa_sql::window::{WindowSpec, assign, windowed_schema};
+use kappa_sql::window::{WindowRead, WindowSpec, assign, windowed_schema};
 
 use crate::engine::Inner;
 use crate::table::StreamTable;
@@ -104,29 +104,11 @@ impl TableProvider for WindowTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let inputs = self.source.schema().fields().len();
-        let wanted: Vec<usize> = match projection {
-            Some(p) => p.clone(),
-            None => (0..self.schema.fields().len()).collect(),
-        };
-        // The stream's columns to read: those wanted, and the time column.
-        let mut read: Vec<usize> = wanted.iter().copied().filter(|i| *i < inputs).collect();
-        if !read.contains(&self.time_index) {
-            read.push(self.time_index);
-        }
-        read.sort_unstable();
+        let columns = self.source.schema().fields().len();
+        let WindowRead { read, time, output } =
+            WindowRead::new(columns, self.time_index, projection.map(|p| p.as_slice()));
         let input = self.source.scan(state, Some(&read), &[], None).await?;
-        let read_schema = input.schema();
-        let assigned = windowed_schema(&read_schema, None).map_err(plan_error)?;
-        let time = read.iter().position(|i| *i == self.time_index).unwrap_or(0);
-        // Where each wanted column is in the assigned batch.
-        let output: Vec<usize> = wanted
-            .iter()
-            .map(|i| match read.iter().position(|r| r == i) {
-                Some(p) => p,
-                None => read.len() + (i - inputs),
-            })
-            .collect();
+        let assigned = windowed_schema(&input.schema(), None).map_err(plan_error)?;
         let schema = Arc::new(assigned.project(&output)?);
         let properties = properties(&input, &schema);
         Ok(Arc::new(WindowExec {

@@ -141,6 +141,22 @@ impl WindowSpec {
     }
 }
 
+/// An interval of a fixed length in whole milliseconds (days and less, no months), in
+/// milliseconds; `None` for any other value.
+pub fn fixed_millis(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(v))
+            if v.months == 0 && v.nanoseconds % 1_000_000 == 0 =>
+        {
+            Some(i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000)
+        }
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            Some(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds))
+        }
+        _ => None,
+    }
+}
+
 /// An interval argument in milliseconds.
 fn interval_ms(e: &Expr, usage: &str) -> Result<i64> {
     let bad = || {
@@ -157,18 +173,12 @@ fn interval_ms(e: &Expr, usage: &str) -> Result<i64> {
         },
         _ => return Err(bad()),
     };
+    if let Some(ms) = fixed_millis(value) {
+        return Ok(ms);
+    }
     match value {
         ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
-            if v.nanoseconds % 1_000_000 != 0 {
-                return Err(Error::plan(
-                    format!("{usage}: sizes are whole milliseconds, got {e}"),
-                    None,
-                ));
-            }
-            Ok(i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000)
-        }
-        ScalarValue::IntervalDayTime(Some(v)) => {
-            Ok(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds))
+            Err(Error::plan(format!("{usage}: sizes are whole milliseconds, got {e}"), None))
         }
         ScalarValue::IntervalMonthDayNano(Some(_)) | ScalarValue::IntervalYearMonth(_) => {
             Err(Error::plan(
@@ -179,6 +189,43 @@ fn interval_ms(e: &Expr, usage: &str) -> Result<i64> {
             ))
         }
         _ => Err(bad()),
+    }
+}
+
+/// How a window function's scan reads its stream of `columns` columns (time column `time`),
+/// to give the columns `wanted` of its table (the stream's, then the three window columns;
+/// `None`: all of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRead {
+    /// The stream's columns to read, in order: those wanted, and the time column.
+    pub read: Vec<usize>,
+    /// Where the time column is among them.
+    pub time: usize,
+    /// Where each wanted column is in the batch read with its windows assigned.
+    pub output: Vec<usize>,
+}
+
+impl WindowRead {
+    /// The reads for `wanted` columns of a window function over a stream of `columns`.
+    pub fn new(columns: usize, time: usize, wanted: Option<&[usize]>) -> WindowRead {
+        let wanted: Vec<usize> = match wanted {
+            Some(w) => w.to_vec(),
+            None => (0..columns + 3).collect(),
+        };
+        let mut read: Vec<usize> = wanted.iter().copied().filter(|i| *i < columns).collect();
+        if !read.contains(&time) {
+            read.push(time);
+        }
+        read.sort_unstable();
+        let time = read.iter().position(|i| *i == time).unwrap_or(0);
+        let output = wanted
+            .iter()
+            .map(|i| match read.iter().position(|r| r == i) {
+                Some(p) => p,
+                None => read.len() + (i - columns),
+            })
+            .collect();
+        WindowRead { read, time, output }
     }
 }
 

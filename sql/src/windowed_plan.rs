@@ -25,7 +25,7 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 
 use crate::error::{Error, Location, Result};
 use crate::stream_plan::{InputPipeline, Op, physical};
-use crate::window::{WindowSpec, windowed_schema};
+use crate::window::{WindowRead, WindowSpec, windowed_schema};
 use crate::window_agg::{Aggregate, Panes, WindowAggregateSpec};
 
 /// What the engine knows of a window table function's scan.
@@ -73,47 +73,19 @@ pub fn compile_windowed(
     at: Option<Location>,
     resolve: &dyn Fn(&TableScan) -> Option<WindowSource>,
 ) -> Result<Option<WindowedPlan>> {
-    // Down to the aggregation through filters, projections and aliases.
-    let mut above = Vec::new();
-    let mut node = plan;
-    let aggregate = loop {
-        match node {
-            LogicalPlan::Projection(p) => {
-                above.push(node);
-                node = &p.input;
-            }
-            LogicalPlan::Filter(f) => {
-                above.push(node);
-                node = &f.input;
-            }
-            LogicalPlan::SubqueryAlias(a) => node = &a.input,
-            LogicalPlan::Aggregate(a) => break a,
-            _ => return Ok(None),
+    // Down to the aggregation, then below it down to the scan.
+    let (above, node) = descend(plan);
+    let LogicalPlan::Aggregate(aggregate) = node else { return Ok(None) };
+    let (below, node) = descend(&aggregate.input);
+    let scan = match node {
+        LogicalPlan::TableScan(s) => s,
+        LogicalPlan::Aggregate(_) => {
+            return Err(Error::not_supported(
+                "DISTINCT aggregates (COUNT(DISTINCT ...)) and aggregations over aggregations in a windowed aggregation",
+                at,
+            ));
         }
-    };
-    // Below it, down to the scan.
-    let mut below = Vec::new();
-    let mut node = aggregate.input.as_ref();
-    let scan = loop {
-        match node {
-            LogicalPlan::Projection(p) => {
-                below.push(node);
-                node = &p.input;
-            }
-            LogicalPlan::Filter(f) => {
-                below.push(node);
-                node = &f.input;
-            }
-            LogicalPlan::SubqueryAlias(a) => node = &a.input,
-            LogicalPlan::TableScan(s) => break s,
-            LogicalPlan::Aggregate(_) => {
-                return Err(Error::not_supported(
-                    "DISTINCT aggregates (COUNT(DISTINCT ...)) and aggregations over aggregations in a windowed aggregation",
-                    at,
-                ));
-            }
-            _ => return Ok(None),
-        }
+        _ => return Ok(None),
     };
     let Some(source) = resolve(scan) else { return Ok(None) };
     let not_supported = |what: &str| Err(Error::not_supported(what.to_string(), at));
@@ -132,29 +104,17 @@ pub fn compile_windowed(
 
     // The input pipeline: the stream's columns needed (and the time column), the windows,
     // then the scan's columns in its order.
-    let n = source.stream_schema.fields().len();
-    let wanted: Vec<usize> = match &scan.projection {
-        Some(p) => p.clone(),
-        None => (0..n + 3).collect(),
-    };
-    let mut read: Vec<usize> = wanted.iter().copied().filter(|i| *i < n).collect();
-    if !read.contains(&source.time) {
-        read.push(source.time);
-    }
-    read.sort_unstable();
+    let WindowRead { read, time, output } = WindowRead::new(
+        source.stream_schema.fields().len(),
+        source.time,
+        scan.projection.as_deref(),
+    );
     let read_schema =
         Arc::new(source.stream_schema.project(&read).map_err(|e| Error::plan(e.to_string(), at))?);
     let assigned = windowed_schema(&read_schema, at)?;
-    let time = read.iter().position(|i| *i == source.time).unwrap_or(0);
-    let to_scan: Vec<Arc<dyn PhysicalExpr>> = wanted
+    let to_scan: Vec<Arc<dyn PhysicalExpr>> = output
         .iter()
-        .map(|i| {
-            let at = match read.iter().position(|r| r == i) {
-                Some(p) => p,
-                None => read.len() + (i - n),
-            };
-            Arc::new(Column::new(assigned.field(at).name(), at)) as Arc<dyn PhysicalExpr>
-        })
+        .map(|at| Arc::new(Column::new(assigned.field(*at).name(), *at)) as Arc<dyn PhysicalExpr>)
         .collect();
     let mut ops = vec![
         Op::Window { spec: source.spec, time, schema: Arc::clone(&assigned) },
@@ -329,31 +289,38 @@ impl Watermark {
 /// `column - INTERVAL` with a fixed length (or the column alone): the column's index and the
 /// delay in milliseconds.
 fn delay_of(expr: &Expr, schema: &DFSchema) -> Option<(usize, i64)> {
-    use datafusion::common::ScalarValue;
     use datafusion::logical_expr::{BinaryExpr, Operator};
     match expr {
         Expr::Column(c) => Some((schema.index_of_column(c).ok()?, 0)),
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Minus, right }) => {
-            let Expr::Column(c) = left.as_ref() else { return None };
-            let delay = match right.as_ref() {
-                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
-                    i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000
-                }
-                Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
-                    i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds)
-                }
-                _ => return None,
+            let (Expr::Column(c), Expr::Literal(v, _)) = (left.as_ref(), right.as_ref()) else {
+                return None;
             };
             // Whole milliseconds only (the window arithmetic is in milliseconds).
-            let whole = match right.as_ref() {
-                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) => {
-                    v.nanoseconds % 1_000_000 == 0
-                }
-                _ => true,
-            };
-            whole.then_some((schema.index_of_column(c).ok()?, delay))
+            let delay = crate::window::fixed_millis(v)?;
+            Some((schema.index_of_column(c).ok()?, delay))
         }
         _ => None,
+    }
+}
+
+/// From `node` down through filters, projections and aliases: the filters and projections met
+/// (top first), and the first other node.
+fn descend(mut node: &LogicalPlan) -> (Vec<&LogicalPlan>, &LogicalPlan) {
+    let mut passed = Vec::new();
+    loop {
+        match node {
+            LogicalPlan::Projection(p) => {
+                passed.push(node);
+                node = &p.input;
+            }
+            LogicalPlan::Filter(f) => {
+                passed.push(node);
+                node = &f.input;
+            }
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            other => return (passed, other),
+        }
     }
 }
 
