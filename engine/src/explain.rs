@@ -37,6 +37,7 @@ fn window(spec: &WindowSpec) -> String {
         WindowSpec::Cumulate { step, max_size, offset } => {
             format!("CUMULATE step {} max {} offset {}", ms(step), ms(max_size), ms(offset))
         }
+        WindowSpec::Session { gap } => format!("SESSION gap {}", ms(gap)),
     }
 }
 
@@ -153,6 +154,30 @@ impl Engine {
                 lines.push(format!("{what}: windowed aggregation, EMIT FINAL"));
                 let from = lines.len();
                 input(self, lines, &p.input);
+                if let Some(session) = &p.session {
+                    let names: Vec<String> =
+                        match (self.inner.store.stream(&p.input.stream), &p.input.projection) {
+                            (Ok(stream), Some(read)) => session
+                                .partition
+                                .iter()
+                                .filter_map(|k| read.get(*k))
+                                .map(|c| stream.schema().field(*c).name().clone())
+                                .collect(),
+                            _ => Vec::new(),
+                        };
+                    let per = if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" per {}", names.join(", "))
+                    };
+                    lines.insert(
+                        from + 1,
+                        format!(
+                            "    assign sessions: SESSION gap {}{per} (each row gets its open session's id as its window)",
+                            ms(session.gap)
+                        ),
+                    );
+                }
                 if p.aggregate.panes.is_some() {
                     for l in &mut lines[from..] {
                         *l = l
@@ -191,21 +216,38 @@ impl Engine {
                     keys.join(", "),
                     aggs.join(", ")
                 ));
-                match &a.panes {
-                    Some(panes) => lines.push(format!(
+                match (&a.panes, &p.session) {
+                    (_, Some(session)) => {
+                        lines.push(format!(
+                            "    by sessions with a gap of {}: rows less than the gap apart chain, a row between two sessions merges them",
+                            ms(session.gap)
+                        ));
+                        lines.push(format!(
+                            "    state: partial aggregates per open session and batch (compacted), merged and freed when the watermark closes the session (bounded by the watermark; at most {} sessions and {} partial groups)",
+                            kappa_sql::session::MAX_OPEN_SESSIONS,
+                            kappa_sql::window_agg::MAX_OPEN_GROUPS
+                        ));
+                        lines.push(
+                            "    late rows (at or behind the watermark, which could join a closed session): left out, counted in SHOW JOBS".into(),
+                        );
+                    }
+                    (Some(panes), None) => lines.push(format!(
                         "    by panes of {}: each row updates its pane; a closing window merges {} panes",
                         ms(panes.slide),
                         panes.size / panes.slide
                     )),
-                    None => lines.push("    each row updates each window that holds it".into()),
+                    (None, None) => lines.push("    each row updates each window that holds it".into()),
                 }
-                lines.push(format!(
-                    "    state: the groups of open windows, freed when the watermark closes each window (bounded by the watermark; at most {} groups)",
-                    kappa_sql::window_agg::MAX_OPEN_GROUPS
-                ));
-                lines.push(
-                    "    late rows (window already closed): left out, counted in SHOW JOBS".into(),
-                );
+                if p.session.is_none() {
+                    lines.push(format!(
+                        "    state: the groups of open windows, freed when the watermark closes each window (bounded by the watermark; at most {} groups)",
+                        kappa_sql::window_agg::MAX_OPEN_GROUPS
+                    ));
+                    lines.push(
+                        "    late rows (window already closed): left out, counted in SHOW JOBS"
+                            .into(),
+                    );
+                }
                 if !p.after.is_empty() {
                     lines.push("  on each closed window:".into());
                     ops(lines, "    ", &p.after);

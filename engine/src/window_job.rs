@@ -51,7 +51,10 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
         Some(o) => o.producer_positions(0)?.get(&producer).copied(),
         None => None,
     };
-    let state = WindowedRun::new(spec.plan.clone())?;
+    let mut state = WindowedRun::new(spec.plan.clone())?;
+    if let Some(w) = written {
+        state.skip_through((w ^ (1 << 63)) as i64);
+    }
     let start = spec.input.info().start;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (progress_tx, progress_rx) = watch::channel(Progress {

@@ -1,11 +1,13 @@
 //! The window table functions in snapshot queries: `FROM TUMBLE(bid, dateTime, INTERVAL '10'
-//! SECOND)`, `HOP(...)`, `CUMULATE(...)` (Flink's `TABLE(TUMBLE(TABLE bid, DESCRIPTOR(...),
+//! SECOND)`, `HOP(...)`, `CUMULATE(...)`, `SESSION(bid, dateTime, gap, bidder)` (Flink's `TABLE(TUMBLE(TABLE bid, DESCRIPTOR(...),
 //! ...))` is rewritten to this form by the parser).
 //!
 //! Each is a DataFusion table function whose table is the stream's columns plus
 //! `window_start`, `window_end` and `window_time`. Its scan reads the stream (only the columns
 //! the query needs, and the time column) and assigns windows to every batch with
-//! [`kappa_sql::window::assign`], the function continuous jobs will use too.
+//! [`kappa_sql::window::assign`], the function continuous jobs will use too. A session scan
+//! reads the whole stream into one partition and finds its sessions
+//! ([`kappa_sql::session::assign_sessions`], the tracker continuous jobs use).
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -19,18 +21,20 @@ use datafusion::datasource::TableProvider;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::Distribution;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use kappa_sql::session::assign_sessions;
 use kappa_sql::window::{WindowRead, WindowSpec, assign, windowed_schema};
 
 use crate::engine::Inner;
 use crate::table::StreamTable;
 
-/// `tumble`, `hop` or `cumulate`, as a DataFusion table function.
+/// `tumble`, `hop`, `cumulate` or `session`, as a DataFusion table function.
 #[derive(Debug)]
 pub(crate) struct WindowFunction {
     pub name: &'static str,
@@ -51,11 +55,24 @@ impl TableFunctionImpl for WindowFunction {
                 "{upper} takes a stream and its time column first: {upper}(bid, dateTime, ...)"
             );
         };
-        let spec = WindowSpec::from_args(self.name, &exprs[2..]).map_err(plan_error)?;
+        // A session's partition keys follow its gap.
+        let sizes = if self.name == "session" { exprs.len().min(3) } else { exprs.len() };
+        let spec = WindowSpec::from_args(self.name, &exprs[2..sizes]).map_err(plan_error)?;
         let Some(inner) = self.inner.upgrade() else {
             return plan_err!("the engine is closed");
         };
         let stream = inner.stream(&table.name, None).map_err(plan_error)?;
+        let partition = exprs[sizes..]
+            .iter()
+            .map(|e| match e {
+                Expr::Column(c) => stream.schema().index_of(&c.name).map_err(|_| {
+                    plan_error(format!("{upper}: stream {} has no column {}", table.name, c.name))
+                }),
+                other => plan_err!(
+                    "{upper}: the partition keys after the gap are columns of the stream, got {other}"
+                ),
+            })
+            .collect::<DfResult<Vec<usize>>>()?;
         let time_index = stream.schema().index_of(&time.name).map_err(|_| {
             plan_error(format!("{upper}: stream {} has no column {}", table.name, time.name))
         })?;
@@ -72,6 +89,7 @@ impl TableFunctionImpl for WindowFunction {
             source: StreamTable::new(stream),
             spec,
             time_index,
+            partition,
             schema,
         }))
     }
@@ -84,6 +102,8 @@ pub(crate) struct WindowTable {
     source: StreamTable,
     pub spec: WindowSpec,
     pub time_index: usize,
+    /// A session's partition keys.
+    pub partition: Vec<usize>,
     schema: SchemaRef,
 }
 
@@ -105,8 +125,12 @@ impl TableProvider for WindowTable {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let columns = self.source.schema().fields().len();
-        let WindowRead { read, time, output } =
-            WindowRead::new(columns, self.time_index, projection.map(|p| p.as_slice()));
+        let WindowRead { read, time, keys, output } = WindowRead::new(
+            columns,
+            self.time_index,
+            &self.partition,
+            projection.map(|p| p.as_slice()),
+        );
         let input = self.source.scan(state, Some(&read), &[], None).await?;
         let assigned = windowed_schema(&input.schema(), None).map_err(plan_error)?;
         let schema = Arc::new(assigned.project(&output)?);
@@ -115,6 +139,7 @@ impl TableProvider for WindowTable {
             input,
             spec: self.spec,
             time,
+            keys,
             assigned,
             output,
             schema,
@@ -140,6 +165,8 @@ struct WindowExec {
     spec: WindowSpec,
     /// The time column in the input.
     time: usize,
+    /// A session's partition keys in the input.
+    keys: Vec<usize>,
     /// The input's schema with the window columns.
     assigned: SchemaRef,
     /// The columns of the assigned batch to output.
@@ -167,6 +194,18 @@ impl ExecutionPlan for WindowExec {
         vec![&self.input]
     }
 
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        // Sessions are found over all the rows at once.
+        match self.spec {
+            WindowSpec::Session { .. } => vec![Distribution::SinglePartition],
+            _ => vec![Distribution::UnspecifiedDistribution],
+        }
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![!matches!(self.spec, WindowSpec::Session { .. })]
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
@@ -186,6 +225,7 @@ impl ExecutionPlan for WindowExec {
             input,
             spec: self.spec,
             time: self.time,
+            keys: self.keys.clone(),
             assigned: Arc::clone(&self.assigned),
             output: self.output.clone(),
             schema: Arc::clone(&self.schema),
@@ -200,6 +240,18 @@ impl ExecutionPlan for WindowExec {
         let input = self.input.execute(partition, context)?;
         let (spec, time, assigned, output) =
             (self.spec, self.time, Arc::clone(&self.assigned), self.output.clone());
+        if let WindowSpec::Session { gap } = spec {
+            let keys = self.keys.clone();
+            let all = futures::stream::once(async move {
+                let batches: Vec<_> = input.try_collect().await?;
+                let out = assign_sessions(&batches, gap, time, &keys, &assigned)
+                    .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                let out = out.iter().map(|b| b.project(&output)).collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, DataFusionError>(futures::stream::iter(out.into_iter().map(Ok)))
+            })
+            .try_flatten();
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), all)));
+        }
         let batches = input.map(move |b| {
             let b = b?;
             let windowed = assign(&spec, &b, time, &assigned)
@@ -233,6 +285,7 @@ pub(crate) fn window_source(
         stream,
         spec: table.spec,
         time: table.time_index,
+        partition: table.partition.clone(),
         watermark_column: declared.as_ref().map(|w| w.column.clone()),
         watermark: declared.map(|w| w.expr),
     })

@@ -1,7 +1,8 @@
 //! Flink's group window functions, rewritten into window table functions:
 //! `SELECT TUMBLE_START(ts, INTERVAL '10' SECOND), count(*) FROM bid GROUP BY TUMBLE(ts,
 //! INTERVAL '10' SECOND)` becomes `SELECT window_start, count(*) FROM TUMBLE(bid, ts, INTERVAL
-//! '10' SECOND) GROUP BY window_start, window_end`. `HOP(ts, slide, size)` likewise;
+//! '10' SECOND) GROUP BY window_start, window_end`. `HOP(ts, slide, size)` likewise, and
+//! `SESSION(ts, gap)`, whose sessions are partitioned by the other group keys (columns);
 //! `*_START`, `*_END` and `*_ROWTIME` become `window_start`, `window_end` and `window_time`.
 //! The table keeps its name (or alias) as the alias of the window function, so qualified
 //! columns still resolve.
@@ -36,7 +37,8 @@ fn name_of(f: &Function) -> String {
 /// Rewrite the group window of `query`, if it has one.
 ///
 /// # Errors
-/// A SESSION group window, or a group window over something other than one table.
+/// A SESSION group window with a key that is not a column, or a group window over something
+/// other than one table.
 pub(crate) fn rewrite(query: &mut Query, at: Option<Location>) -> Result<()> {
     let SetExpr::Select(select) = query.body.as_mut() else { return Ok(()) };
     let GroupByExpr::Expressions(keys, _) = &mut select.group_by else { return Ok(()) };
@@ -47,18 +49,40 @@ pub(crate) fn rewrite(query: &mut Query, at: Option<Location>) -> Result<()> {
     };
     let Expr::Function(f) = &keys[i] else { return Ok(()) };
     let (kind, window_args) = (name_of(f), args(f));
-    if kind == "session" {
-        return Err(Error::not_supported("SESSION windows", at));
-    }
-    let sizes = if kind == "tumble" { 1 } else { 2 };
+    let sizes = if kind == "hop" { 2 } else { 1 };
     if window_args.len() != sizes + 1 {
         return Err(Error::plan(
             format!(
                 "the group window is {}",
-                if kind == "tumble" { "TUMBLE(time, size)" } else { "HOP(time, slide, size)" }
+                match kind.as_str() {
+                    "tumble" => "TUMBLE(time, size)",
+                    "hop" => "HOP(time, slide, size)",
+                    _ => "SESSION(time, gap)",
+                }
             ),
             at,
         ));
+    }
+    // A session per value of the other group keys: they partition the sessions.
+    let mut partition = Vec::new();
+    if kind == "session" {
+        for (k, e) in keys.iter().enumerate() {
+            match e {
+                _ if k == i => {}
+                Expr::Identifier(id) => partition.push(Expr::Identifier(id.clone())),
+                Expr::CompoundIdentifier(parts) if !parts.is_empty() => {
+                    partition.push(Expr::Identifier(parts[parts.len() - 1].clone()));
+                }
+                other => {
+                    return Err(Error::not_supported(
+                        format!(
+                            "a SESSION group window with a group key that is not a column ({other})"
+                        ),
+                        at,
+                    ));
+                }
+            }
+        }
     }
     if select.from.len() != 1 || !select.from[0].joins.is_empty() {
         return Err(Error::not_supported("a group window over more than one table", at));
@@ -87,6 +111,7 @@ pub(crate) fn rewrite(query: &mut Query, at: Option<Location>) -> Result<()> {
         window_args[0] = Expr::Identifier(last.clone());
     }
     call.extend(window_args);
+    call.extend(partition);
     *table_args = Some(TableFunctionArgs {
         args: call.into_iter().map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e))).collect(),
         settings: None,

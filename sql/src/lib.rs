@@ -15,6 +15,8 @@ pub mod ast;
 mod error;
 mod group_window;
 mod parser;
+pub mod session;
+pub mod session_agg;
 pub mod stream_plan;
 pub mod types;
 pub mod window;

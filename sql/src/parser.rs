@@ -385,7 +385,8 @@ fn approximate_numbers(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 }
 
 /// Flink's window table functions, `TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), size))`, in the
-/// short form DataFusion plans as a table function: `TUMBLE(bid, ts, size)`.
+/// short form DataFusion plans as a table function: `TUMBLE(bid, ts, size)`; a session's
+/// `TABLE bid PARTITION BY k` becomes keys after the gap: `SESSION(bid, ts, gap, k)`.
 fn short_window_functions(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
     let word = |t: &TokenWithSpan, w: &str| matches!(&t.token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
     let solid = |tokens: &[TokenWithSpan], from: usize| {
@@ -422,17 +423,52 @@ fn short_window_functions(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWit
             i += 1;
             continue;
         }
-        if word(&tokens[function], "SESSION") {
-            return Err(Error::not_supported("SESSION windows", loc(&tokens[function])));
-        }
         let Some(end) = closing(&tokens, outer) else { break };
-        // Inside the call: `TABLE name` is the name, `DESCRIPTOR(col)` the column.
+        // The call's own closing parenthesis: a session's partition keys go before it.
+        let call_end = solid(&tokens, function + 1)
+            .filter(|o| tokens[*o].token == Token::LParen)
+            .and_then(|o| closing(&tokens, o));
+        // Inside the call: `TABLE name` is the name, `DESCRIPTOR(col)` the column,
+        // `PARTITION BY k, ...` (or `(k, ...)`) the keys, moved after the other arguments.
         let mut inner: Vec<TokenWithSpan> = Vec::new();
+        let mut keys: Vec<TokenWithSpan> = Vec::new();
         let mut j = function;
         let mut drop_at: Vec<usize> = Vec::new();
         while j < end {
             if word(&tokens[j], "TABLE") && j > function {
                 j += 1;
+                continue;
+            }
+            if word(&tokens[j], "PARTITION")
+                && let Some(by) = solid(&tokens, j + 1).filter(|b| word(&tokens[*b], "BY"))
+            {
+                let Some(descriptor) = (by..end).find(|d| word(&tokens[*d], "DESCRIPTOR")) else {
+                    return Err(Error::plan(
+                        "PARTITION BY in a window function comes before DESCRIPTOR(time_column)",
+                        loc(&tokens[j]),
+                    ));
+                };
+                let mut list: Vec<TokenWithSpan> = tokens[by + 1..descriptor]
+                    .iter()
+                    .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+                    .cloned()
+                    .collect();
+                // The comma before DESCRIPTOR ends the list; parentheses may wrap it.
+                if list.last().is_some_and(|t| t.token == Token::Comma) {
+                    list.pop();
+                }
+                if list.first().is_some_and(|t| t.token == Token::LParen)
+                    && list.last().is_some_and(|t| t.token == Token::RParen)
+                {
+                    list.remove(0);
+                    list.pop();
+                }
+                if list.is_empty() {
+                    return Err(Error::plan("PARTITION BY names no column", loc(&tokens[j])));
+                }
+                keys = list;
+                inner.push(TokenWithSpan { token: Token::Comma, span: tokens[j].span });
+                j = descriptor;
                 continue;
             }
             if word(&tokens[j], "DESCRIPTOR")
@@ -443,6 +479,10 @@ fn short_window_functions(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWit
                 drop_at.push(close);
                 j = open + 1;
                 continue;
+            }
+            if Some(j) == call_end && !keys.is_empty() {
+                inner.push(TokenWithSpan { token: Token::Comma, span: tokens[j].span });
+                inner.append(&mut keys);
             }
             if !drop_at.contains(&j) {
                 inner.push(tokens[j].clone());
@@ -456,7 +496,9 @@ fn short_window_functions(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWit
     for t in &mut tokens {
         if let Token::Word(w) = &mut t.token
             && w.quote_style.is_none()
-            && ["TUMBLE", "HOP", "CUMULATE"].iter().any(|f| w.value.eq_ignore_ascii_case(f))
+            && ["TUMBLE", "HOP", "CUMULATE", "SESSION"]
+                .iter()
+                .any(|f| w.value.eq_ignore_ascii_case(f))
         {
             w.value = w.value.to_ascii_lowercase();
         }

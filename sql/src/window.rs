@@ -53,14 +53,20 @@ pub enum WindowSpec {
         /// Windows start at `offset + k * max_size`.
         offset: i64,
     },
+    /// `SESSION(t, ts, gap [, key, ...])`: per key, rows less than `gap` apart chain into
+    /// one window ([`crate::session`]).
+    Session {
+        /// The gap that ends a session.
+        gap: i64,
+    },
 }
 
 /// The names of the window table functions.
-pub const WINDOW_FUNCTIONS: &[&str] = &["tumble", "hop", "cumulate"];
+pub const WINDOW_FUNCTIONS: &[&str] = &["tumble", "hop", "cumulate", "session"];
 
 impl WindowSpec {
-    /// The spec of window function `name` (`tumble`, `hop`, `cumulate`) from its arguments
-    /// after the table and the time column.
+    /// The spec of window function `name` (`tumble`, `hop`, `cumulate`, `session`) from its
+    /// interval arguments after the table and the time column (a session's keys apart).
     ///
     /// # Errors
     /// Wrong number of arguments, a size that is not a positive constant interval of days or
@@ -70,10 +76,12 @@ impl WindowSpec {
             "tumble" => "TUMBLE(table, time_column, size [, offset])",
             "hop" => "HOP(table, time_column, slide, size [, offset])",
             "cumulate" => "CUMULATE(table, time_column, step, max_size [, offset])",
+            "session" => "SESSION(table, time_column, gap [, key, ...])",
             other => return Err(Error::plan(format!("{other} is not a window function"), None)),
         };
-        let sizes = if name == "tumble" { 1 } else { 2 };
-        if args.len() != sizes && args.len() != sizes + 1 {
+        let sizes = if matches!(name, "tumble" | "session") { 1 } else { 2 };
+        let offsets = usize::from(name != "session");
+        if args.len() < sizes || args.len() > sizes + offsets {
             return Err(Error::plan(format!("the window function is {usage}"), None));
         }
         let ms: Vec<i64> = args.iter().map(|a| interval_ms(a, usage)).collect::<Result<_>>()?;
@@ -100,6 +108,7 @@ impl WindowSpec {
         };
         Ok(match name {
             "tumble" => WindowSpec::Tumble { size: ms[0], offset },
+            "session" => WindowSpec::Session { gap: ms[0] },
             "hop" => {
                 multiple(ms[0], ms[1], "size")?;
                 WindowSpec::Hop { slide: ms[0], size: ms[1], offset }
@@ -111,10 +120,12 @@ impl WindowSpec {
         })
     }
 
-    /// The windows that hold time `t` (ms), as `(start, end)`, in order of start then end.
+    /// The windows that hold time `t` (ms), as `(start, end)`, in order of start then end. (A
+    /// session: the row's own window `[t, t + gap)`, before it merges with others.)
     pub fn windows(&self, t: i64, out: &mut Vec<(i64, i64)>) {
         out.clear();
         match *self {
+            WindowSpec::Session { gap } => out.push((t, t.saturating_add(gap))),
             WindowSpec::Tumble { size, offset } => {
                 let start = t - (t - offset).rem_euclid(size);
                 out.push((start, start + size));
@@ -201,23 +212,34 @@ pub struct WindowRead {
     pub read: Vec<usize>,
     /// Where the time column is among them.
     pub time: usize,
+    /// Where the other columns always read (a session's keys) are among them.
+    pub keys: Vec<usize>,
     /// Where each wanted column is in the batch read with its windows assigned.
     pub output: Vec<usize>,
 }
 
 impl WindowRead {
-    /// The reads for `wanted` columns of a window function over a stream of `columns`.
-    pub fn new(columns: usize, time: usize, wanted: Option<&[usize]>) -> WindowRead {
+    /// The reads for `wanted` columns of a window function over a stream of `columns`, which
+    /// needs its `time` column and the columns `keys`.
+    pub fn new(
+        columns: usize,
+        time: usize,
+        keys: &[usize],
+        wanted: Option<&[usize]>,
+    ) -> WindowRead {
         let wanted: Vec<usize> = match wanted {
             Some(w) => w.to_vec(),
             None => (0..columns + 3).collect(),
         };
         let mut read: Vec<usize> = wanted.iter().copied().filter(|i| *i < columns).collect();
-        if !read.contains(&time) {
-            read.push(time);
+        for c in keys.iter().chain([&time]) {
+            if !read.contains(c) {
+                read.push(*c);
+            }
         }
         read.sort_unstable();
-        let time = read.iter().position(|i| *i == time).unwrap_or(0);
+        let at = |c: &usize| read.iter().position(|i| i == c).unwrap_or(0);
+        let (time, keys) = (at(&time), keys.iter().map(at).collect());
         let output = wanted
             .iter()
             .map(|i| match read.iter().position(|r| r == i) {
@@ -225,7 +247,7 @@ impl WindowRead {
                 None => read.len() + (i - columns),
             })
             .collect();
-        WindowRead { read, time, output }
+        WindowRead { read, time, keys, output }
     }
 }
 
@@ -270,6 +292,9 @@ pub fn assign(
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
     let arrow = |e: datafusion::arrow::error::ArrowError| Error::plan(e.to_string(), None);
+    if let WindowSpec::Session { .. } = spec {
+        return Err(Error::plan("session windows are assigned over whole sessions", None));
+    }
     let ms = cast(batch.column(time), &DataType::Timestamp(TimeUnit::Millisecond, None))
         .map_err(arrow)?;
     let ms = ms

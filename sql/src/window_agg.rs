@@ -117,7 +117,7 @@ impl std::fmt::Debug for WindowAggregate {
     }
 }
 
-fn exec(e: impl std::fmt::Display) -> Error {
+pub(crate) fn exec(e: impl std::fmt::Display) -> Error {
     Error::plan(e.to_string(), None)
 }
 
@@ -160,20 +160,7 @@ impl WindowAggregate {
     fn open_window(&self) -> Result<Open> {
         let groups =
             new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None).map_err(exec)?;
-        let accumulators = self
-            .spec
-            .aggregates
-            .iter()
-            .map(|a| -> Result<Box<dyn GroupsAccumulator>> {
-                if a.function.groups_accumulator_supported() {
-                    a.function.create_groups_accumulator().map_err(exec)
-                } else {
-                    let f = Arc::clone(&a.function);
-                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || f.create_accumulator())))
-                }
-            })
-            .collect::<Result<_>>()?;
-        Ok(Open { groups, accumulators })
+        Ok(Open { groups, accumulators: accumulators(&self.spec.aggregates)? })
     }
 
     /// Add a batch. Returns its late rows (their window was emitted already), if any.
@@ -198,7 +185,8 @@ impl WindowAggregate {
             && !self.closed(end)
             && ends.iter().all(|e| *e == Some(end))
         {
-            let (values, filters) = (self.arguments(batch)?, self.filters(batch)?);
+            let (values, filters) =
+                (arguments(&self.spec.aggregates, batch)?, filters(&self.spec.aggregates, batch)?);
             self.add(end, &keys, &values, &filters)?;
             return Ok(None);
         }
@@ -214,15 +202,16 @@ impl WindowAggregate {
         for (end, rows) in by_end {
             let idx = UInt32Array::from(rows);
             let pick = |a: &ArrayRef| take(a, &idx, None).map_err(exec);
-            let part = self.take_rows(batch, &idx)?;
+            let part = take_rows(batch, &idx)?;
             let keys = keys.iter().map(pick).collect::<Result<Vec<_>>>()?;
-            let (values, filters) = (self.arguments(&part)?, self.filters(&part)?);
+            let (values, filters) =
+                (arguments(&self.spec.aggregates, &part)?, filters(&self.spec.aggregates, &part)?);
             self.add(end, &keys, &values, &filters)?;
         }
         if late.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.take_rows(batch, &UInt32Array::from(late))?))
+        Ok(Some(take_rows(batch, &UInt32Array::from(late))?))
     }
 
     /// Add rows (their keys, aggregate arguments and filters) to the window ending at `end`.
@@ -259,50 +248,6 @@ impl WindowAggregate {
             acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
         }
         Ok(())
-    }
-
-    fn take_rows(&self, batch: &RecordBatch, idx: &UInt32Array) -> Result<RecordBatch> {
-        let columns = batch
-            .columns()
-            .iter()
-            .map(|c| take(c, idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(exec)?;
-        RecordBatch::try_new(batch.schema(), columns).map_err(exec)
-    }
-
-    fn arguments(&self, batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>> {
-        let n = batch.num_rows();
-        self.spec
-            .aggregates
-            .iter()
-            .map(|a| {
-                a.function
-                    .expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)).map_err(exec))
-                    .collect()
-            })
-            .collect()
-    }
-
-    fn filters(&self, batch: &RecordBatch) -> Result<Vec<Option<BooleanArray>>> {
-        let n = batch.num_rows();
-        self.spec
-            .aggregates
-            .iter()
-            .map(|a| match &a.filter {
-                None => Ok(None),
-                Some(f) => {
-                    let v = f.evaluate(batch).and_then(|v| v.into_array(n)).map_err(exec)?;
-                    let b = v
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| Error::plan("a FILTER clause is not a boolean", None))?;
-                    Ok(Some(b.clone()))
-                }
-            })
-            .collect()
     }
 
     /// Move the watermark to `watermark` (it never goes back) and emit every window whose last
@@ -417,6 +362,73 @@ impl WindowAggregate {
         self.groups -= dropped.min(self.groups);
         Ok(out)
     }
+}
+
+/// A fresh accumulator per aggregate (DataFusion's adapter for functions without a
+/// vectorized one).
+pub(crate) fn accumulators(aggregates: &[Aggregate]) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
+    aggregates
+        .iter()
+        .map(|a| -> Result<Box<dyn GroupsAccumulator>> {
+            if a.function.groups_accumulator_supported() {
+                a.function.create_groups_accumulator().map_err(exec)
+            } else {
+                let f = Arc::clone(&a.function);
+                Ok(Box::new(GroupsAccumulatorAdapter::new(move || f.create_accumulator())))
+            }
+        })
+        .collect()
+}
+
+/// Rows `idx` of `batch`.
+pub(crate) fn take_rows(batch: &RecordBatch, idx: &UInt32Array) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| take(c, idx, None))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(exec)?;
+    RecordBatch::try_new(batch.schema(), columns).map_err(exec)
+}
+
+/// Each aggregate's arguments over `batch`.
+pub(crate) fn arguments(
+    aggregates: &[Aggregate],
+    batch: &RecordBatch,
+) -> Result<Vec<Vec<ArrayRef>>> {
+    let n = batch.num_rows();
+    aggregates
+        .iter()
+        .map(|a| {
+            a.function
+                .expressions()
+                .iter()
+                .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)).map_err(exec))
+                .collect()
+        })
+        .collect()
+}
+
+/// Each aggregate's `FILTER` clause over `batch`.
+pub(crate) fn filters(
+    aggregates: &[Aggregate],
+    batch: &RecordBatch,
+) -> Result<Vec<Option<BooleanArray>>> {
+    let n = batch.num_rows();
+    aggregates
+        .iter()
+        .map(|a| match &a.filter {
+            None => Ok(None),
+            Some(f) => {
+                let v = f.evaluate(batch).and_then(|v| v.into_array(n)).map_err(exec)?;
+                let b = v
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| Error::plan("a FILTER clause is not a boolean", None))?;
+                Ok(Some(b.clone()))
+            }
+        })
+        .collect()
 }
 
 /// The window end of every row, from the end key (or the start key plus the size).

@@ -24,9 +24,10 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 
 use crate::error::{Error, Location, Result};
+use crate::session_agg::{Bound, SessionAggregate, SessionPlan};
 use crate::stream_plan::{InputPipeline, Op, physical};
 use crate::window::{WindowRead, WindowSpec, windowed_schema};
-use crate::window_agg::{Aggregate, Panes, WindowAggregateSpec};
+use crate::window_agg::{Aggregate, Panes, WindowAggregate, WindowAggregateSpec};
 
 /// What the engine knows of a window table function's scan.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct WindowSource {
     pub spec: WindowSpec,
     /// The time column, in the stream's schema.
     pub time: usize,
+    /// A session's partition key columns, in the stream's schema.
+    pub partition: Vec<usize>,
     /// The stream's watermark expression, as SQL over its columns (none: windows close only
     /// when the stream is sealed).
     pub watermark: Option<String>,
@@ -57,6 +60,9 @@ pub struct WindowedPlan {
     pub aggregate: WindowAggregateSpec,
     /// Filters and projections over each emitted window (HAVING, the SELECT list).
     pub after: Vec<Op>,
+    /// Session windows: how rows get their sessions before `input.ops` (which then has no
+    /// window assignment), and how the aggregation keys them.
+    pub session: Option<SessionPlan>,
     /// The output schema.
     pub schema: SchemaRef,
 }
@@ -104,9 +110,10 @@ pub fn compile_windowed(
 
     // The input pipeline: the stream's columns needed (and the time column), the windows,
     // then the scan's columns in its order.
-    let WindowRead { read, time, output } = WindowRead::new(
+    let WindowRead { read, time, keys: partition, output } = WindowRead::new(
         source.stream_schema.fields().len(),
         source.time,
+        &source.partition,
         scan.projection.as_deref(),
     );
     let read_schema =
@@ -116,10 +123,12 @@ pub fn compile_windowed(
         .iter()
         .map(|at| Arc::new(Column::new(assigned.field(*at).name(), *at)) as Arc<dyn PhysicalExpr>)
         .collect();
-    let mut ops = vec![
-        Op::Window { spec: source.spec, time, schema: Arc::clone(&assigned) },
-        Op::Project { exprs: to_scan, schema: Arc::clone(scan.projected_schema.inner()) },
-    ];
+    let is_session = matches!(source.spec, WindowSpec::Session { .. });
+    let mut ops =
+        vec![Op::Project { exprs: to_scan, schema: Arc::clone(scan.projected_schema.inner()) }];
+    if !is_session {
+        ops.insert(0, Op::Window { spec: source.spec, time, schema: Arc::clone(&assigned) });
+    }
     for node in below.iter().rev() {
         ops.push(op_of(node, state, at)?);
     }
@@ -146,15 +155,18 @@ pub fn compile_windowed(
     let key = |name: &str| {
         aggregate.group_expr.iter().position(|e| matches!(e, Expr::Column(c) if c.name == name))
     };
-    // The window's end: its key, or the start key plus the size.
+    // The window's end: its key, or the start key plus the size (a session: its id, in every
+    // window column).
     let end = match (key("window_end"), key("window_start"), source.spec) {
         (Some(k), _, _) => Some((k, 0)),
         (None, Some(k), WindowSpec::Tumble { size, .. } | WindowSpec::Hop { size, .. }) => {
             Some((k, size))
         }
+        (None, Some(k), WindowSpec::Session { .. }) => Some((k, 0)),
         (None, Some(_), WindowSpec::Cumulate { .. }) => {
             return not_supported("a CUMULATE aggregation without window_end in GROUP BY");
         }
+        (None, None, WindowSpec::Session { .. }) => key("window_time").map(|k| (k, 0)),
         (None, None, _) => None,
     };
     for e in &aggregate.group_expr {
@@ -186,23 +198,59 @@ pub fn compile_windowed(
         }
         aggregates.push(Aggregate { function, filter });
     }
+    // Whether the window columns are only passed along below the aggregation and only
+    // grouped by: then the pipeline may carry something else in them (a pane's bounds, a
+    // session's id).
+    let windowy = |e: &Expr| {
+        e.column_refs()
+            .iter()
+            .any(|c| matches!(c.name.as_str(), "window_start" | "window_end" | "window_time"))
+    };
+    let plain = |e: &Expr| matches!(e, Expr::Column(_)) || !windowy(e);
+    let below_ok = below.iter().all(|n| match n {
+        LogicalPlan::Filter(f) => !windowy(&f.predicate),
+        LogicalPlan::Projection(p) => p.expr.iter().all(plain),
+        _ => false,
+    });
+    let bound = |e: &Expr| match e {
+        Expr::Column(c) => match c.name.as_str() {
+            "window_start" => Some(Bound::Start),
+            "window_end" => Some(Bound::End),
+            "window_time" => Some(Bound::Time),
+            _ => None,
+        },
+        _ => None,
+    };
+    let keys_ok = aggregate.group_expr.iter().all(|e| bound(e).is_some() || !windowy(e));
+    let carried = below_ok && keys_ok && !aggregate.aggr_expr.iter().any(windowy);
+    let mut session = None;
+    if let WindowSpec::Session { gap } = source.spec {
+        if !carried {
+            return not_supported(
+                "a session aggregation that computes with window_start, window_end or window_time below it (group by them and compute above)",
+            );
+        }
+        let bounds = (0..aggregate.group_expr.len())
+            .filter_map(|k| bound(&aggregate.group_expr[k]).map(|b| (k, b)))
+            .collect();
+        let keys = (0..aggregate.group_expr.len())
+            .filter(|k| bound(&aggregate.group_expr[*k]).is_none())
+            .collect();
+        session = Some(SessionPlan {
+            gap,
+            time,
+            partition,
+            assigned: Arc::clone(&assigned),
+            bounds,
+            keys,
+        });
+    }
     // Hopping windows by panes, when nothing below the aggregation computes with the window
     // columns (the pipeline then gives each row its pane instead of its windows).
     let mut panes = None;
     let mut end_key = end_key;
     let mut end_offset = end_offset;
     if let WindowSpec::Hop { slide, size, offset } = source.spec {
-        let windowy = |e: &Expr| {
-            e.column_refs()
-                .iter()
-                .any(|c| matches!(c.name.as_str(), "window_start" | "window_end" | "window_time"))
-        };
-        let plain = |e: &Expr| matches!(e, Expr::Column(_)) || !windowy(e);
-        let below_ok = below.iter().all(|n| match n {
-            LogicalPlan::Filter(f) => !windowy(&f.predicate),
-            LogicalPlan::Projection(p) => p.expr.iter().all(plain),
-            _ => false,
-        });
         let (start, end) = (key("window_start"), key("window_end"));
         let keys_ok = aggregate
             .group_expr
@@ -212,7 +260,7 @@ pub fn compile_windowed(
         // (Panes group by the keys other than the window's: there must be one.)
         let others =
             aggregate.group_expr.len() - usize::from(start.is_some()) - usize::from(end.is_some());
-        if below_ok && keys_ok && others > 0 && !aggregate.aggr_expr.iter().any(windowy) {
+        if carried && keys_ok && others > 0 {
             if let Some(Op::Window { spec, .. }) = ops_window(&mut input.ops) {
                 *spec = WindowSpec::Tumble { size: slide, offset };
             }
@@ -241,6 +289,7 @@ pub fn compile_windowed(
         aggregate: spec,
         after,
         schema: Arc::clone(plan.schema().inner()),
+        session,
     }))
 }
 
@@ -347,13 +396,21 @@ fn op_of(node: &LogicalPlan, state: &SessionState, at: Option<Location>) -> Resu
     }
 }
 
+/// The aggregation state of a run.
+#[derive(Debug)]
+enum State {
+    Windows(Box<WindowAggregate>),
+    Sessions(Box<SessionAggregate>),
+}
+
 /// A windowed plan running over its input's batches, in order (a push query's or a job's).
 #[derive(Debug)]
 pub struct WindowedRun {
     plan: WindowedPlan,
-    state: crate::window_agg::WindowAggregate,
+    state: State,
     watermark: i64,
     late_rows: u64,
+    skip_through: i64,
 }
 
 impl WindowedRun {
@@ -362,8 +419,21 @@ impl WindowedRun {
     /// # Errors
     /// When the aggregation cannot be set up.
     pub fn new(plan: WindowedPlan) -> Result<WindowedRun> {
-        let state = crate::window_agg::WindowAggregate::new(plan.aggregate.clone())?;
-        Ok(WindowedRun { plan, state, watermark: i64::MIN, late_rows: 0 })
+        let state = match &plan.session {
+            Some(s) => {
+                State::Sessions(Box::new(SessionAggregate::new(plan.aggregate.clone(), s.clone())?))
+            }
+            None => State::Windows(Box::new(WindowAggregate::new(plan.aggregate.clone())?)),
+        };
+        Ok(WindowedRun { plan, state, watermark: i64::MIN, late_rows: 0, skip_through: i64::MIN })
+    }
+
+    /// Emit only windows ending after `end` (an earlier run wrote the others).
+    pub fn skip_through(&mut self, end: i64) {
+        self.skip_through = self.skip_through.max(end);
+        if let State::Sessions(s) = &mut self.state {
+            s.skip_through(end);
+        }
     }
 
     /// The plan.
@@ -386,12 +456,30 @@ impl WindowedRun {
             self.watermark = self.watermark.max(w.of(&batch)?);
         }
         let stream = &self.plan.input.stream;
-        if let Some(rows) = crate::stream_plan::run_ops(&self.plan.input.ops, stream, batch)?
-            && let Some(late) = self.state.update(&rows)?
-        {
-            self.late_rows += late.num_rows() as u64;
-        }
-        let closed = self.state.advance(self.watermark)?;
+        let closed = match &mut self.state {
+            State::Windows(state) => {
+                if let Some(rows) =
+                    crate::stream_plan::run_ops(&self.plan.input.ops, stream, batch)?
+                    && let Some(late) = state.update(&rows)?
+                {
+                    self.late_rows += late.num_rows() as u64;
+                }
+                state.advance(self.watermark)?
+            }
+            State::Sessions(state) => {
+                let (rows, late) = state.assign(&batch)?;
+                if let Some(late) = late {
+                    self.late_rows += late.num_rows() as u64;
+                }
+                if let Some(rows) = rows
+                    && let Some(rows) =
+                        crate::stream_plan::run_ops(&self.plan.input.ops, stream, rows)?
+                {
+                    state.update(&rows)?;
+                }
+                state.advance(self.watermark)?
+            }
+        };
         self.emit(closed)
     }
 
@@ -400,13 +488,19 @@ impl WindowedRun {
     /// # Errors
     /// As [`WindowedRun::push`].
     pub fn finish(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
-        let closed = self.state.advance(i64::MAX)?;
+        let closed = match &mut self.state {
+            State::Windows(s) => s.advance(i64::MAX)?,
+            State::Sessions(s) => s.advance(i64::MAX)?,
+        };
         self.emit(closed)
     }
 
     fn emit(&self, closed: Vec<(i64, RecordBatch)>) -> Result<Vec<(i64, RecordBatch)>> {
         let mut out = Vec::with_capacity(closed.len());
         for (end, window) in closed {
+            if end <= self.skip_through {
+                continue;
+            }
             let stream = &self.plan.input.stream;
             let Some(rows) = crate::stream_plan::run_ops(&self.plan.after, stream, window)? else {
                 continue;

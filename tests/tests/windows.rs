@@ -131,6 +131,10 @@ async fn a_windowed_derived_stream_restarts_without_losing_or_repeating_a_window
     let hop = "SELECT k, window_start, window_end, count(*) AS n, max(v) AS s
                FROM HOP(ev, ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND)
                GROUP BY k, window_start, window_end";
+    // By sessions (one batch per advance, tagged with its largest end).
+    let session = "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
+                   FROM SESSION(ev, ts, INTERVAL '100' MILLISECOND, k)
+                   GROUP BY k, window_start, window_end";
     {
         let engine = Engine::open(dir.path()).await.unwrap();
         engine
@@ -142,6 +146,7 @@ async fn a_windowed_derived_stream_restarts_without_losing_or_repeating_a_window
             .unwrap();
         engine.execute(&format!("CREATE STREAM w AS {query}")).await.unwrap();
         engine.execute(&format!("CREATE STREAM h AS {hop}")).await.unwrap();
+        engine.execute(&format!("CREATE STREAM s AS {session}")).await.unwrap();
         engine.close().await.unwrap();
     }
     for (i, chunk) in parts.chunks(3).enumerate() {
@@ -170,6 +175,12 @@ async fn a_windowed_derived_stream_restarts_without_losing_or_repeating_a_window
     got.sort();
     want.sort();
     assert_eq!(got, want, "the HOP stream");
+    let mut got = format_rows(&engine.query("SELECT * FROM s").await.unwrap()).unwrap();
+    let mut want = format_rows(&engine.query(session).await.unwrap()).unwrap();
+    got.sort();
+    want.sort();
+    assert!(want.len() > 100, "{} sessions", want.len());
+    assert_eq!(got, want, "the SESSION stream");
     // The derived stream is sealed once its input is sealed and read.
     let streams = format!("{:?}", engine.execute("SHOW STREAMS").await.unwrap());
     assert!(!streams.contains("false"), "{streams}");
