@@ -407,13 +407,17 @@ impl Engine {
         Ok(vec![self.run_statement(s).await.map_err(|e| e.or_at(at))?])
     }
 
-    /// The jobs that write `stream` (its deriving job, and `INSERT INTO` jobs).
+    /// The jobs that write `stream` (its deriving job, `INSERT INTO` jobs, the job whose
+    /// late rows it keeps).
     pub(crate) fn writers_of(&self, stream: &str) -> Vec<(String, Vec<String>)> {
-        self.inner
-            .catalog()
-            .jobs
+        let c = self.inner.catalog();
+        let owner = c.streams.get(stream).and_then(|e| e.job.clone());
+        c.jobs
             .iter()
-            .filter(|(_, j)| j.output == stream && j.state == JobState::Running)
+            .filter(|(n, j)| {
+                (j.output == stream || owner.as_deref() == Some(n.as_str()))
+                    && j.state == JobState::Running
+            })
             .map(|(n, j)| (n.clone(), j.inputs.clone()))
             .collect()
     }
@@ -630,12 +634,14 @@ impl Engine {
                 let Some(input) = inputs.into_iter().next() else {
                     return Err(Error::plan("a windowed job reads one stream", None));
                 };
+                let late = self.late_stream(name, input.name())?;
                 crate::window_job::start(crate::window_job::WindowJobSpec {
                     id: entry.id,
                     kind: entry.kind,
                     plan: *plan,
                     input,
                     output,
+                    late,
                     on_end,
                 })?
             }

@@ -228,7 +228,7 @@ impl Engine {
                             kappa_sql::window_agg::MAX_OPEN_GROUPS
                         ));
                         lines.push(
-                            "    late rows (at or behind the watermark, which could join a closed session): left out, counted in SHOW JOBS".into(),
+                            "    late rows (at or behind the watermark, which could join a closed session): left out, counted in SHOW JOBS, a job appends them to its stream <job>__late".into(),
                         );
                     }
                     (Some(panes), None) => lines.push(format!(
@@ -244,7 +244,7 @@ impl Engine {
                         kappa_sql::window_agg::MAX_OPEN_GROUPS
                     ));
                     lines.push(
-                        "    late rows (window already closed): left out, counted in SHOW JOBS"
+                        "    late rows (every window closed; a row late for some windows only is left out of those): counted in SHOW JOBS, a job appends them to its stream <job>__late"
                             .into(),
                     );
                 }

@@ -46,6 +46,7 @@ mod error;
 mod explain;
 mod functions;
 mod job;
+mod late;
 pub mod nexmark;
 mod options;
 mod output;

@@ -116,6 +116,15 @@ impl Engine {
         if c.or_replace {
             return Err(Error::not_supported("CREATE OR REPLACE STREAM", at));
         }
+        if c.name.ends_with(crate::late::SUFFIX) {
+            return Err(Error::plan(
+                format!(
+                    "stream names ending in {} are kept for the late rows of jobs",
+                    crate::late::SUFFIX
+                ),
+                at,
+            ));
+        }
         let (exists, is_sink) = {
             let cat = self.inner.catalog();
             (cat.streams.contains_key(&c.name), cat.sinks.contains_key(&c.name))
@@ -387,6 +396,15 @@ impl Engine {
                     }
                     return Err(Error::plan(format!("stream '{name}' does not exist"), at));
                 }
+                let owner = self.inner.catalog().streams.get(name).and_then(|e| e.job.clone());
+                if let Some(job) = owner.filter(|j| j != name) {
+                    return Err(Error::plan(
+                        format!(
+                            "stream '{name}' keeps the late rows of job {job}: it is dropped with the job"
+                        ),
+                        at,
+                    ));
+                }
                 let readers = self.inner.catalog().readers_of(name);
                 if !readers.is_empty() {
                     return Err(Error::plan(
@@ -414,6 +432,7 @@ impl Engine {
                         at,
                     ));
                 }
+                self.check_late_unread(name, at)?;
                 self.stop_job(name).await;
                 let job_id = {
                     let mut c = self.inner.catalog();
@@ -427,6 +446,7 @@ impl Engine {
                 self.inner.store.drop_stream(name)?;
                 if let Some(id) = job_id {
                     crate::job::forget(&self.inner.store, id)?;
+                    self.drop_late_stream(name)?;
                 }
                 Ok(done("DROP STREAM"))
             }
@@ -447,6 +467,7 @@ impl Engine {
                         at,
                     ));
                 }
+                self.check_late_unread(name, at)?;
                 self.stop_job(name).await;
                 {
                     let mut c = self.inner.catalog();
@@ -454,6 +475,7 @@ impl Engine {
                     c.save(&self.inner.store)?;
                 }
                 crate::job::forget(&self.inner.store, entry.id)?;
+                self.drop_late_stream(name)?;
                 Ok(done("DROP JOB"))
             }
             ObjectKind::Table => self.drop_sink(name, if_exists, at),

@@ -6,6 +6,11 @@
 //! as one frame, tagged with the window's end. Windows close in order of end, so the highest
 //! tag in the output says which windows are written.
 //!
+//! The rows it leaves out as late are read again whole from the input (by offset; late rows
+//! are rare) and appended to its late-data stream, `<job>__late`, tagged with the input
+//! position after them, so that a restart appends only the late rows of input it had not
+//! read.
+//!
 //! Exactly-once restart, until checkpoints of state exist (issue 7): a restarted job replays
 //! its input from the first retained row, rebuilding its windows, and writes only the windows
 //! that end after the highest tag found in its output. The replay costs time proportional to
@@ -31,6 +36,8 @@ pub(crate) struct WindowJobSpec {
     pub input: Arc<Stream>,
     /// The output log; `None` for a blackhole sink.
     pub output: Option<Arc<Stream>>,
+    /// The late-data stream: the input rows the job left out as late.
+    pub late: Arc<Stream>,
     /// Called once when the job finishes or fails.
     pub on_end: Box<dyn FnOnce(&Status) + Send>,
 }
@@ -51,6 +58,8 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
         Some(o) => o.producer_positions(0)?.get(&producer).copied(),
         None => None,
     };
+    // Late rows up to this input position were written by an earlier run.
+    let late_written = spec.late.producer_positions(0)?.get(&(producer | 1)).copied();
     let mut state = WindowedRun::new(spec.plan.clone())?;
     if let Some(w) = written {
         state.skip_through((w ^ (1 << 63)) as i64);
@@ -67,6 +76,7 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
     let monitor = progress_tx.clone();
     let task = tokio::spawn(async move {
         use futures::FutureExt;
+        let written = Written { windows: written, late: late_written };
         let run = std::panic::AssertUnwindSafe(run_job(spec, state, written, stop_rx, progress_tx));
         if let Err(panic) = run.catch_unwind().await {
             let what = crate::compute::panic_text(panic.as_ref());
@@ -76,10 +86,50 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
     Ok(JobHandle { stop: stop_tx, progress: progress_rx, task })
 }
 
+/// Rows `positions` of the `n` rows of `input` from offset `from`, with all their columns.
+fn rows_at(
+    input: &Stream,
+    from: u64,
+    n: u64,
+    positions: &[u32],
+) -> Result<datafusion::arrow::array::RecordBatch> {
+    let mut reader = input.reader(kappa_storage::ReadFrom::Offset(from))?;
+    let mut batches = Vec::new();
+    let mut read = 0;
+    while read < n {
+        let Some(b) = reader.next_batch()? else {
+            return Err(Error::plan(
+                format!("rows {from}..{} of stream {} are not readable", from + n, input.name()),
+                None,
+            ));
+        };
+        read += b.batch.num_rows() as u64;
+        batches.push(b.batch);
+    }
+    let arrow = |e: datafusion::arrow::error::ArrowError| Error::plan(e.to_string(), None);
+    let all =
+        datafusion::arrow::compute::concat_batches(input.schema(), &batches).map_err(arrow)?;
+    let idx = datafusion::arrow::array::UInt32Array::from(positions.to_vec());
+    let columns = all
+        .columns()
+        .iter()
+        .map(|c| datafusion::arrow::compute::take(c, &idx, None))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(arrow)?;
+    datafusion::arrow::array::RecordBatch::try_new(Arc::clone(input.schema()), columns)
+        .map_err(arrow)
+}
+
+/// What an earlier run wrote: the highest window tag, the input position of the last late rows.
+struct Written {
+    windows: Option<u64>,
+    late: Option<u64>,
+}
+
 async fn run_job(
     spec: WindowJobSpec,
     mut run: WindowedRun,
-    written: Option<u64>,
+    written: Written,
     mut stop: watch::Receiver<bool>,
     progress: watch::Sender<Progress>,
 ) {
@@ -100,7 +150,19 @@ async fn run_job(
                 Some(InputMsg::Batch(_, b)) => {
                     let n = b.batch.num_rows() as u64;
                     rows_in += n;
-                    (run.push(b.batch)?, Some(b.offset + n), false)
+                    let closed = run.push(b.batch)?;
+                    // The late rows, whole, tagged with the input position after them.
+                    let pos = b.offset + n;
+                    if !run.late_positions().is_empty() && written.late.is_none_or(|w| pos > w) {
+                        let rows = tokio::task::block_in_place(|| {
+                            rows_at(&spec.input, b.offset, n, run.late_positions())
+                        })?;
+                        let tag = Tag { producer: producer | 1, seq: pos };
+                        let pending =
+                            tokio::task::block_in_place(|| spec.late.submit_tagged(&rows, tag))?;
+                        tokio::task::block_in_place(|| pending.wait())?;
+                    }
+                    (closed, Some(pos), false)
                 }
                 Some(InputMsg::End(_)) => (run.finish()?, None, true),
                 Some(InputMsg::Failed(e)) => return Err(e.into()),
@@ -109,7 +171,7 @@ async fn run_job(
             let mut last: Option<PendingAppend> = None;
             for (end, out) in closed {
                 let seq = seq_of(end);
-                if written.is_some_and(|w| seq <= w) {
+                if written.windows.is_some_and(|w| seq <= w) {
                     // Written by an earlier run.
                     continue;
                 }
@@ -144,12 +206,18 @@ async fn run_job(
         t.abort();
     }
     let status = match outcome {
-        Ok(Status::Finished) if spec.kind == JobKind::DerivedStream => match &spec.output {
-            Some(o) => match tokio::task::block_in_place(|| o.seal()) {
-                Ok(_) => Status::Finished,
-                Err(e) => Status::Failed(e.to_string()),
+        // No late rows can come any more.
+        Ok(Status::Finished) => match tokio::task::block_in_place(|| spec.late.seal()) {
+            Err(e) => Status::Failed(e.to_string()),
+            Ok(_) => match &spec.output {
+                Some(o) if spec.kind == JobKind::DerivedStream => {
+                    match tokio::task::block_in_place(|| o.seal()) {
+                        Ok(_) => Status::Finished,
+                        Err(e) => Status::Failed(e.to_string()),
+                    }
+                }
+                _ => Status::Finished,
             },
-            None => Status::Finished,
         },
         Ok(s) => s,
         Err(e) => Status::Failed(Error::to_string(&e)),

@@ -347,14 +347,15 @@ mod tests {
         assert_eq!(ids[0], ids[3]);
         assert_ne!(ids[0], ids[1]);
         assert_ne!(ids[0], ids[2]);
-        // Exactly the gap apart: not the same session.
+        // Exactly the gap after 9: not in its session, but within the gap before 25.
         let far = s.assign(&batch(&[(1, Some(19))])).unwrap();
         assert_ne!(far[0], ids[0]);
-        assert_eq!(s.open_sessions(), 4);
-        // 17 is within 10 of 9 (session [0, 19)) and of 19 and 25: all three merge.
+        assert_eq!(far[0], ids[1]);
+        assert_eq!(s.open_sessions(), 3);
+        // 17 is within 10 of 9 (session [0, 19)) and of 19 (session [19, 35)): they merge.
         let bridge = s.assign(&batch(&[(1, Some(17))])).unwrap()[0].unwrap();
         let merges = s.take_merges();
-        assert_eq!(merges.len(), 2);
+        assert_eq!(merges.len(), 1);
         assert!(merges.iter().all(|(_, into)| *into == bridge));
         assert_eq!(s.open_sessions(), 2);
         // Key 2's session [5, 15) closes when the watermark reaches 14; key 1's [0, 35) at 34.

@@ -135,14 +135,12 @@ impl SessionAggregate {
     }
 
     /// Give each row of `batch` (as read from the stream) its session: the rows with the id
-    /// in the three window columns ([`SessionPlan::assigned`]), and the late rows apart.
+    /// in the three window columns ([`SessionPlan::assigned`]), and the positions of the late
+    /// rows.
     ///
     /// # Errors
     /// As [`Sessions::assign`].
-    pub fn assign(
-        &mut self,
-        batch: &RecordBatch,
-    ) -> Result<(Option<RecordBatch>, Option<RecordBatch>)> {
+    pub fn assign(&mut self, batch: &RecordBatch) -> Result<(Option<RecordBatch>, Vec<u32>)> {
         let ids = self.sessions.assign(batch)?;
         let ids: Vec<Option<i64>> =
             ids.iter().map(|id| id.map(|id| self.sessions.resolve(id) as i64)).collect();
@@ -151,21 +149,16 @@ impl SessionAggregate {
                 self.refs.entry(into).or_default().extend(moved);
             }
         }
-        let accepted: Vec<u32> =
-            (0..ids.len()).filter(|i| ids[*i].is_some()).map(|i| i as u32).collect();
-        let late = if accepted.len() == ids.len() {
-            None
-        } else {
-            let late: Vec<u32> =
-                (0..ids.len()).filter(|i| ids[*i].is_none()).map(|i| i as u32).collect();
-            Some(take_rows(batch, &UInt32Array::from(late))?)
-        };
-        if accepted.is_empty() {
+        let late: Vec<u32> =
+            (0..ids.len()).filter(|i| ids[*i].is_none()).map(|i| i as u32).collect();
+        if late.len() == ids.len() {
             return Ok((None, late));
         }
-        let rows = if late.is_none() {
+        let rows = if late.is_empty() {
             batch.clone()
         } else {
+            let accepted: Vec<u32> =
+                (0..ids.len()).filter(|i| ids[*i].is_some()).map(|i| i as u32).collect();
             take_rows(batch, &UInt32Array::from(accepted))?
         };
         let id: ArrayRef = Arc::new(TimestampMillisecondArray::from(

@@ -152,6 +152,49 @@ impl WindowSpec {
     }
 }
 
+impl WindowSpec {
+    /// The end of the last window that holds time `t` (for a session: of the row's own
+    /// window, `t + gap`).
+    pub fn last_end(&self, t: i64) -> i64 {
+        match *self {
+            WindowSpec::Tumble { size, offset } => t - (t - offset).rem_euclid(size) + size,
+            WindowSpec::Hop { slide, size, offset } => t - (t - offset).rem_euclid(slide) + size,
+            WindowSpec::Cumulate { max_size, offset, .. } => {
+                t - (t - offset).rem_euclid(max_size) + max_size
+            }
+            WindowSpec::Session { gap } => t.saturating_add(gap),
+        }
+    }
+}
+
+/// Split `batch` (time in column `time`) into the rows some window of which is still open at
+/// `watermark`, and the positions of the late ones: a NULL time, or every window closed (the
+/// watermark has reached the last one's `end - 1 ms`; Flink's rule for dropping a row).
+/// `i64::MIN`: no watermark yet.
+///
+/// # Errors
+/// When the time column is not a timestamp.
+pub fn split_late(
+    spec: &WindowSpec,
+    batch: RecordBatch,
+    time: usize,
+    watermark: i64,
+) -> Result<(Option<RecordBatch>, Vec<u32>)> {
+    let ms = crate::session::millis(batch.column(time))?;
+    let late = |t: i64| watermark != i64::MIN && spec.last_end(t) <= watermark.saturating_add(1);
+    // Ends grow with time: when the earliest row is on time, all are.
+    let earliest = datafusion::arrow::compute::min(&ms);
+    if ms.null_count() == 0 && earliest.is_none_or(|t| !late(t)) {
+        return Ok((Some(batch), Vec::new()));
+    }
+    let mask: datafusion::arrow::array::BooleanArray =
+        ms.iter().map(|t| Some(t.is_some_and(|t| !late(t)))).collect();
+    let positions = (0..mask.len()).filter(|i| !mask.value(*i)).map(|i| i as u32).collect();
+    let on_time = datafusion::arrow::compute::filter_record_batch(&batch, &mask)
+        .map_err(|e| Error::plan(e.to_string(), None))?;
+    Ok(((on_time.num_rows() > 0).then_some(on_time), positions))
+}
+
 /// An interval of a fixed length in whole milliseconds (days and less, no months), in
 /// milliseconds; `None` for any other value.
 pub fn fixed_millis(value: &ScalarValue) -> Option<i64> {

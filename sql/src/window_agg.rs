@@ -65,7 +65,9 @@ pub struct WindowAggregateSpec {
 /// keeps partial aggregates of the group keys other than the window's; when a window closes,
 /// the states of its `size / slide` panes are merged (DataFusion's `state` and
 /// `merge_batch`). A row then costs one update, not one per window. A pane is frozen (turned
-/// into its state) when the watermark closes it; a row for a frozen pane is late.
+/// into its state) when the watermark closes it; a row for a frozen pane whose last window is
+/// still open is aggregated into a partial state of its own, kept beside the pane's (as Flink
+/// does), so the windows not emitted yet count it.
 #[derive(Debug, Clone)]
 pub struct Panes {
     /// The window's slide (the pane's size), in milliseconds.
@@ -99,7 +101,7 @@ pub struct WindowAggregate {
     /// Open windows (or panes) by end.
     open: BTreeMap<i64, Open>,
     /// Closed panes by end, until their last window is emitted.
-    frozen: BTreeMap<i64, Frozen>,
+    frozen: BTreeMap<i64, Vec<Frozen>>,
     /// The end of the last window emitted by panes.
     emitted: i64,
     /// The watermark so far (windows ending at or before it are emitted).
@@ -190,28 +192,80 @@ impl WindowAggregate {
             self.add(end, &keys, &values, &filters)?;
             return Ok(None);
         }
-        // Rows by window end; late ones (and rows without a window) aside.
-        let mut by_end: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        // Rows by window end (for panes: of frozen panes whose last window is open, apart);
+        // late ones (and rows without a window) aside.
+        let mut by_end: BTreeMap<(bool, i64), Vec<u32>> = BTreeMap::new();
         let mut late = Vec::new();
+        let last_window = self.spec.panes.as_ref().map_or(0, |p| p.size - p.slide);
         for (i, end) in ends.iter().enumerate() {
             match end {
-                Some(e) if !self.closed(*e) => by_end.entry(*e).or_default().push(i as u32),
+                Some(e) if !self.closed(*e) => {
+                    by_end.entry((false, *e)).or_default().push(i as u32)
+                }
+                Some(e) if last_window > 0 && !self.closed(e + last_window) => {
+                    by_end.entry((true, *e)).or_default().push(i as u32)
+                }
                 _ => late.push(i as u32),
             }
         }
-        for (end, rows) in by_end {
+        for ((frozen, end), rows) in by_end {
             let idx = UInt32Array::from(rows);
             let pick = |a: &ArrayRef| take(a, &idx, None).map_err(exec);
             let part = take_rows(batch, &idx)?;
             let keys = keys.iter().map(pick).collect::<Result<Vec<_>>>()?;
             let (values, filters) =
                 (arguments(&self.spec.aggregates, &part)?, filters(&self.spec.aggregates, &part)?);
-            self.add(end, &keys, &values, &filters)?;
+            if frozen {
+                self.add_frozen(end, &keys, &values, &filters)?;
+            } else {
+                self.add(end, &keys, &values, &filters)?;
+            }
         }
         if late.is_empty() {
             return Ok(None);
         }
         Ok(Some(take_rows(batch, &UInt32Array::from(late))?))
+    }
+
+    /// Add rows of a frozen pane ending at `end` as a partial state of their own.
+    fn add_frozen(
+        &mut self,
+        end: i64,
+        keys: &[ArrayRef],
+        values: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+    ) -> Result<()> {
+        let Some(panes) = &self.spec.panes else { return Ok(()) };
+        let keys: Vec<ArrayRef> = panes.keys.iter().map(|k| Arc::clone(&keys[*k])).collect();
+        let mut part = self.open_window()?;
+        let mut indices = Vec::with_capacity(keys.first().map_or(0, |k| k.len()));
+        part.groups.intern(&keys, &mut indices).map_err(exec)?;
+        let total = part.groups.len();
+        for ((acc, args), filter) in part.accumulators.iter_mut().zip(values).zip(filters) {
+            acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
+        }
+        let keys = part.groups.emit(EmitTo::All).map_err(exec)?;
+        let states = part
+            .accumulators
+            .iter_mut()
+            .map(|a| a.state(EmitTo::All).map_err(exec))
+            .collect::<Result<Vec<_>>>()?;
+        self.count_groups(total)?;
+        self.frozen.entry(end).or_default().push(Frozen { keys, states });
+        Ok(())
+    }
+
+    fn count_groups(&mut self, added: usize) -> Result<()> {
+        self.groups += added;
+        if self.groups > MAX_OPEN_GROUPS {
+            return Err(Error::plan(
+                format!(
+                    "the windowed aggregation holds more than {MAX_OPEN_GROUPS} groups in its open windows"
+                ),
+                None,
+            ));
+        }
+        Ok(())
     }
 
     /// Add rows (their keys, aggregate arguments and filters) to the window ending at `end`.
@@ -235,19 +289,10 @@ impl WindowAggregate {
         let mut indices = Vec::with_capacity(keys.first().map_or(0, |k| k.len()));
         window.groups.intern(&keys, &mut indices).map_err(exec)?;
         let total = window.groups.len();
-        self.groups += total - before;
-        if self.groups > MAX_OPEN_GROUPS {
-            return Err(Error::plan(
-                format!(
-                    "the windowed aggregation holds more than {MAX_OPEN_GROUPS} groups in its open windows"
-                ),
-                None,
-            ));
-        }
         for ((acc, args), filter) in window.accumulators.iter_mut().zip(values).zip(filters) {
             acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
         }
-        Ok(())
+        self.count_groups(total - before)
     }
 
     /// Move the watermark to `watermark` (it never goes back) and emit every window whose last
@@ -257,9 +302,10 @@ impl WindowAggregate {
     /// # Errors
     /// When an accumulator cannot produce its result.
     pub fn advance(&mut self, watermark: i64) -> Result<Vec<(i64, RecordBatch)>> {
+        let before = self.watermark;
         self.watermark = self.watermark.max(watermark);
         if let Some(panes) = self.spec.panes.clone() {
-            return self.advance_panes(&panes);
+            return self.advance_panes(&panes, before);
         }
         let mut out = Vec::new();
         while let Some(end) = self.open.keys().next().copied() {
@@ -283,8 +329,10 @@ impl WindowAggregate {
 }
 
 impl WindowAggregate {
-    /// Freeze the closed panes, then emit every closed window from its panes' states.
-    fn advance_panes(&mut self, panes: &Panes) -> Result<Vec<(i64, RecordBatch)>> {
+    /// Freeze the closed panes, then emit every window closed since the watermark `before`
+    /// from its panes' states (a window closed earlier had its turn: a late row added to a
+    /// frozen pane since counts only in the windows still open when it came).
+    fn advance_panes(&mut self, panes: &Panes, before: i64) -> Result<Vec<(i64, RecordBatch)>> {
         while let Some(end) = self.open.keys().next().copied() {
             if !self.closed(end) {
                 break;
@@ -297,18 +345,16 @@ impl WindowAggregate {
                 .iter_mut()
                 .map(|a| a.state(EmitTo::All).map_err(exec))
                 .collect::<Result<Vec<_>>>()?;
-            self.frozen.insert(end, Frozen { keys, states });
+            self.frozen.entry(end).or_default().push(Frozen { keys, states });
         }
         // The windows that hold a frozen pane, closed and not emitted yet, in order of end.
         // (Only ends in (emitted, watermark + 1]: the work is the windows emitted.)
         let mut ends = std::collections::BTreeSet::new();
         let last = self.watermark.saturating_add(1);
+        let done = if before == i64::MIN { self.emitted } else { self.emitted.max(before + 1) };
         for p in self.frozen.keys() {
-            let mut e = if *p > self.emitted {
-                *p
-            } else {
-                p + ((self.emitted - p) / panes.slide + 1) * panes.slide
-            };
+            let mut e =
+                if *p > done { *p } else { p + ((done - p) / panes.slide + 1) * panes.slide };
             while e < p + panes.size && e <= last {
                 ends.insert(e);
                 e += panes.slide;
@@ -317,7 +363,7 @@ impl WindowAggregate {
         let mut out = Vec::new();
         for end in ends {
             let mut window = self.open_window()?;
-            for (_, pane) in self.frozen.range(end - panes.size + 1..=end) {
+            for pane in self.frozen.range(end - panes.size + 1..=end).flat_map(|(_, c)| c) {
                 let mut indices = Vec::new();
                 window.groups.intern(&pane.keys, &mut indices).map_err(exec)?;
                 let total = window.groups.len();
@@ -349,13 +395,14 @@ impl WindowAggregate {
                 out.push((end, batch));
             }
         }
-        // A pane is done once its last window (the one it starts) is emitted.
-        let emitted = self.emitted;
+        // A pane is done once its last window (the one it starts) is closed.
+        let emitted = self.emitted.max(last);
         let mut dropped = 0;
-        self.frozen.retain(|p, pane| {
+        self.frozen.retain(|p, chunks| {
             let keep = p + panes.size - panes.slide > emitted;
             if !keep {
-                dropped += pane.keys.first().map_or(0, |k| k.len());
+                dropped +=
+                    chunks.iter().map(|c| c.keys.first().map_or(0, |k| k.len())).sum::<usize>();
             }
             keep
         });
@@ -476,6 +523,10 @@ mod tests {
     }
 
     fn state() -> WindowAggregate {
+        state_with(None)
+    }
+
+    fn state_with(panes: Option<Panes>) -> WindowAggregate {
         let input = input_schema();
         let v = col("v", &input).unwrap();
         let agg = |f, name: &str| Aggregate {
@@ -501,7 +552,7 @@ mod tests {
             end_offset: 0,
             aggregates: vec![agg(count_udaf(), "n"), agg(max_udaf(), "top")],
             schema,
-            panes: None,
+            panes,
         })
         .unwrap()
     }
@@ -554,5 +605,23 @@ mod tests {
             ]
         );
         assert_eq!(s.open_windows(), 0);
+    }
+
+    #[test]
+    fn a_late_row_of_a_frozen_pane_counts_only_in_the_windows_still_open() {
+        // HOP of slide 10, size 30, by panes: the rows carry their pane's end.
+        let panes = Panes { slide: 10, size: 30, start_key: None, end_key: Some(1), keys: vec![0] };
+        let mut s = state_with(Some(panes));
+        assert!(s.update(&batch(&[(1, Some(5), 10)])).unwrap().is_none());
+        let first = s.advance(100).unwrap();
+        assert_eq!(first.iter().map(|w| w.0).collect::<Vec<_>>(), vec![10, 20, 30]);
+        // Pane (80, 90] is closed, but window (80, 110] is open: the row counts there only,
+        // not in the windows ending at 90 and 100, which closed before it came.
+        assert!(s.update(&batch(&[(1, Some(7), 90)])).unwrap().is_none());
+        // Pane (0, 10]'s windows are all closed: late.
+        assert!(s.update(&batch(&[(1, Some(7), 10)])).unwrap().is_some());
+        let rest = s.advance(200).unwrap();
+        assert_eq!(rest.iter().map(|w| w.0).collect::<Vec<_>>(), vec![110]);
+        assert_eq!(rows(&[rest[0].1.clone()]), vec!["| 1 | 1970-01-01T00:00:00.110 | 1 | 7 |"]);
     }
 }

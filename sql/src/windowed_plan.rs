@@ -26,7 +26,7 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use crate::error::{Error, Location, Result};
 use crate::session_agg::{Bound, SessionAggregate, SessionPlan};
 use crate::stream_plan::{InputPipeline, Op, physical};
-use crate::window::{WindowRead, WindowSpec, windowed_schema};
+use crate::window::{WindowRead, WindowSpec, split_late, windowed_schema};
 use crate::window_agg::{Aggregate, Panes, WindowAggregate, WindowAggregateSpec};
 
 /// What the engine knows of a window table function's scan.
@@ -56,6 +56,8 @@ pub struct WindowedPlan {
     pub input: InputPipeline,
     /// The watermark over the batch read (before `input.ops`).
     pub watermark: Option<Watermark>,
+    /// The windows of the query (the pipeline may assign panes instead).
+    pub window: WindowSpec,
     /// The aggregation.
     pub aggregate: WindowAggregateSpec,
     /// Filters and projections over each emitted window (HAVING, the SELECT list).
@@ -286,6 +288,7 @@ pub fn compile_windowed(
     Ok(Some(WindowedPlan {
         input,
         watermark,
+        window: source.spec,
         aggregate: spec,
         after,
         schema: Arc::clone(plan.schema().inner()),
@@ -409,8 +412,12 @@ pub struct WindowedRun {
     plan: WindowedPlan,
     state: State,
     watermark: i64,
+    /// The watermark the aggregation has seen (before the batch being pushed).
+    state_watermark: i64,
     late_rows: u64,
     skip_through: i64,
+    /// The positions of the late rows in the batch pushed last.
+    late: Vec<u32>,
 }
 
 impl WindowedRun {
@@ -425,7 +432,15 @@ impl WindowedRun {
             }
             None => State::Windows(Box::new(WindowAggregate::new(plan.aggregate.clone())?)),
         };
-        Ok(WindowedRun { plan, state, watermark: i64::MIN, late_rows: 0, skip_through: i64::MIN })
+        Ok(WindowedRun {
+            plan,
+            state,
+            watermark: i64::MIN,
+            state_watermark: i64::MIN,
+            late_rows: 0,
+            skip_through: i64::MIN,
+            late: Vec::new(),
+        })
     }
 
     /// Emit only windows ending after `end` (an earlier run wrote the others).
@@ -441,9 +456,15 @@ impl WindowedRun {
         &self.plan
     }
 
-    /// Rows left out so far because their window had closed (or they had no time).
+    /// Rows left out so far because their windows had closed (or they had no time).
     pub fn late_rows(&self) -> u64 {
         self.late_rows
+    }
+
+    /// The positions of the late rows in the batch pushed last (rows whose windows had all
+    /// closed, or without a time), in order.
+    pub fn late_positions(&self) -> &[u32] {
+        &self.late
     }
 
     /// A batch read from the stream: the watermark moves, the rows are aggregated, and the
@@ -455,31 +476,41 @@ impl WindowedRun {
         if let Some(w) = &self.plan.watermark {
             self.watermark = self.watermark.max(w.of(&batch)?);
         }
-        let stream = &self.plan.input.stream;
         let closed = match &mut self.state {
             State::Windows(state) => {
-                if let Some(rows) =
-                    crate::stream_plan::run_ops(&self.plan.input.ops, stream, batch)?
-                    && let Some(late) = state.update(&rows)?
-                {
-                    self.late_rows += late.num_rows() as u64;
-                }
-                state.advance(self.watermark)?
-            }
-            State::Sessions(state) => {
-                let (rows, late) = state.assign(&batch)?;
-                if let Some(late) = late {
-                    self.late_rows += late.num_rows() as u64;
-                }
+                // Rows late for every window they fall in, as read (the aggregation also
+                // leaves out the copies of a row for its windows already closed).
+                let (rows, late) = match self.plan.input.ops.first() {
+                    Some(Op::Window { time, .. }) => {
+                        split_late(&self.plan.window, batch, *time, self.state_watermark)?
+                    }
+                    _ => (Some(batch), Vec::new()),
+                };
+                let stream = &self.plan.input.stream;
                 if let Some(rows) = rows
                     && let Some(rows) =
                         crate::stream_plan::run_ops(&self.plan.input.ops, stream, rows)?
                 {
                     state.update(&rows)?;
                 }
+                self.late = late;
+                state.advance(self.watermark)?
+            }
+            State::Sessions(state) => {
+                let (rows, late) = state.assign(&batch)?;
+                let stream = &self.plan.input.stream;
+                if let Some(rows) = rows
+                    && let Some(rows) =
+                        crate::stream_plan::run_ops(&self.plan.input.ops, stream, rows)?
+                {
+                    state.update(&rows)?;
+                }
+                self.late = late;
                 state.advance(self.watermark)?
             }
         };
+        self.state_watermark = self.watermark;
+        self.late_rows += self.late.len() as u64;
         self.emit(closed)
     }
 
@@ -488,6 +519,7 @@ impl WindowedRun {
     /// # Errors
     /// As [`WindowedRun::push`].
     pub fn finish(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
+        self.late.clear();
         let closed = match &mut self.state {
             State::Windows(s) => s.advance(i64::MAX)?,
             State::Sessions(s) => s.advance(i64::MAX)?,

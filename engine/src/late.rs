@@ -1,0 +1,104 @@
+//! Late-data streams: every windowed job `j` appends the input rows it leaves out as late (their
+//! windows had closed when they arrived, or their time is NULL) to the stream `j__late`, with
+//! all the input's columns. The stream is
+//! created with the job (or when a job made before late streams existed starts), written only
+//! by it (appends and `SEAL STREAM` are refused, as for a derived stream; its catalog entry
+//! names the job), sealed when the job finishes, and dropped with the job. It is queried like
+//! any stream.
+
+use std::sync::Arc;
+
+use kappa_storage::{Stream, StreamOptions};
+
+use crate::catalog::StreamEntry;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// The suffix of late-data streams (names ending in it are reserved).
+pub(crate) const SUFFIX: &str = "__late";
+
+/// The late-data stream of job `job`.
+pub(crate) fn name_of(job: &str) -> String {
+    format!("{job}{SUFFIX}")
+}
+
+impl Engine {
+    /// The late-data stream of windowed job `job` reading `input` (its schema), created if
+    /// missing.
+    ///
+    /// # Errors
+    /// When a stream of that name exists that is not the job's, or it cannot be created.
+    pub(crate) fn late_stream(&self, job: &str, input: &str) -> Result<Arc<Stream>> {
+        let name = name_of(job);
+        let existing = self.inner.catalog().streams.get(&name).cloned();
+        if let Some(entry) = existing {
+            if entry.job.as_deref() != Some(job) {
+                return Err(Error::plan(
+                    format!("stream '{name}' exists: job {job} keeps its late rows there"),
+                    None,
+                ));
+            }
+            return Ok(self.inner.store.stream(&name)?);
+        }
+        let schema = Arc::clone(self.inner.store.stream(input)?.schema());
+        let stream = self.inner.store.create_stream(&name, schema, StreamOptions::default())?;
+        let entry = StreamEntry { job: Some(job.to_string()), ..Default::default() };
+        let saved = {
+            let mut c = self.inner.catalog();
+            c.streams.insert(name.clone(), entry);
+            c.save(&self.inner.store)
+        };
+        if let Err(e) = saved {
+            self.inner.catalog().streams.remove(&name);
+            let _ = self.inner.store.drop_stream(&name);
+            return Err(e);
+        }
+        self.inner.register_table(Arc::clone(&stream))?;
+        Ok(stream)
+    }
+
+    /// Refuse to drop job `job` while another job reads its late rows.
+    ///
+    /// # Errors
+    /// Naming the readers.
+    pub(crate) fn check_late_unread(
+        &self,
+        job: &str,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<()> {
+        let name = name_of(job);
+        let readers = self.inner.catalog().readers_of(&name);
+        if readers.is_empty() {
+            return Ok(());
+        }
+        Err(Error::plan(
+            format!(
+                "the late rows of job {job} ({name}) are read by job {}: drop that first",
+                readers.join(", ")
+            ),
+            at,
+        ))
+    }
+
+    /// Drop the late-data stream of job `job`, if it has one (the job is stopped).
+    ///
+    /// # Errors
+    /// When the catalog cannot be saved or the stream's files removed.
+    pub(crate) fn drop_late_stream(&self, job: &str) -> Result<()> {
+        let name = name_of(job);
+        let ours = {
+            let mut c = self.inner.catalog();
+            let ours = c.streams.get(&name).is_some_and(|e| e.job.as_deref() == Some(job));
+            if ours {
+                c.streams.remove(&name);
+                c.save(&self.inner.store)?;
+            }
+            ours
+        };
+        if ours {
+            let _ = self.inner.ctx.deregister_table(&name);
+            self.inner.store.drop_stream(&name)?;
+        }
+        Ok(())
+    }
+}
