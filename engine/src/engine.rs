@@ -513,8 +513,10 @@ impl Engine {
     pub(crate) fn compile_job(
         &self,
         plan: &LogicalPlan,
+        emit: Option<&kappa_sql::ast::Emit>,
         at: Option<kappa_sql::Location>,
     ) -> Result<JobPlan> {
+        let emit = self.emit_mode(emit, at)?;
         let state = self.inner.ctx.state();
         let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
         let inner = Arc::clone(&self.inner);
@@ -522,7 +524,7 @@ impl Engine {
             crate::window_table::window_source(&inner, scan)
         };
         if let Some(w) =
-            kappa_sql::windowed_plan::compile_windowed(&optimized, &state, at, &resolve)?
+            kappa_sql::windowed_plan::compile_windowed(&optimized, &state, at, &resolve, emit)?
         {
             return Ok(JobPlan::Windowed(Box::new(w)));
         }
@@ -545,6 +547,44 @@ impl Engine {
         Ok(JobPlan::Stateless(kappa_sql::stream_plan::compile(&optimized, &state, at)?))
     }
 
+    /// The emit policy of a windowed aggregation from its `EMIT` clause (`EVERY` must be a
+    /// positive constant interval).
+    pub(crate) fn emit_mode(
+        &self,
+        emit: Option<&kappa_sql::ast::Emit>,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<kappa_sql::windowed_plan::EmitMode> {
+        use kappa_sql::ast::Emit;
+        use kappa_sql::windowed_plan::EmitMode;
+        Ok(match emit {
+            None | Some(Emit::Final) => EmitMode::Final,
+            Some(Emit::Changes { every: None }) => EmitMode::Changes { every_ms: None },
+            Some(Emit::Changes { every: Some(e) }) => {
+                let state = self.inner.ctx.state();
+                let text = e.to_string();
+                let bad = || {
+                    Error::plan(
+                        format!(
+                            "EMIT CHANGES EVERY takes a positive interval of days or less, like INTERVAL '5' SECOND, got {text}"
+                        ),
+                        at,
+                    )
+                };
+                let expr = state
+                    .create_logical_expr(&text, &datafusion::common::DFSchema::empty())
+                    .map_err(|_| bad())?;
+                let value = match expr {
+                    datafusion::logical_expr::Expr::Literal(v, _) => v,
+                    _ => return Err(bad()),
+                };
+                match kappa_sql::window::fixed_millis(&value) {
+                    Some(ms) if ms > 0 => EmitMode::Changes { every_ms: Some(ms) },
+                    _ => return Err(bad()),
+                }
+            }
+        })
+    }
+
     /// Whether `stream` is upstream of any of `streams` (through jobs).
     pub(crate) fn feeds(&self, stream: &str, streams: &[String]) -> bool {
         let jobs = self.upstream_order(streams);
@@ -555,18 +595,20 @@ impl Engine {
     /// Start a job from its catalog entry (on open).
     async fn restart_job(&self, name: &str, entry: &JobEntry) -> Result<()> {
         let parsed = kappa_sql::parse_one(&entry.query)?;
-        let plan = match parsed.statement {
-            kappa_sql::Statement::Query { query, .. } => self.plan_query(query, None).await?,
+        let (plan, emit) = match parsed.statement {
+            kappa_sql::Statement::Query { query, emit } => {
+                (self.plan_query(query, None).await?, emit)
+            }
             kappa_sql::Statement::CreateStream(c) => match c.query {
-                Some((query, _)) => self.plan_query(query, None).await?,
+                Some((query, emit)) => (self.plan_query(query, None).await?, emit),
                 None => return Err(Error::plan("a job's statement has no query", None)),
             },
             kappa_sql::Statement::Insert { statement, .. } => {
-                self.plan_insert(*statement, None).await?
+                (self.plan_insert(*statement, None).await?, None)
             }
             _ => return Err(Error::plan("a job's query is not a query", None)),
         };
-        let compiled = self.compile_job(&plan, None)?;
+        let compiled = self.compile_job(&plan, emit.as_ref(), None)?;
         if entry.kind == JobKind::DerivedStream {
             // Planned again, the query must still give the stream's columns (a setting or a
             // function that changed since could change a type).

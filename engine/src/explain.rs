@@ -15,6 +15,7 @@ use datafusion::physical_plan::displayable;
 use kappa_sql::ast::Statement;
 use kappa_sql::stream_plan::{InputPipeline, Op};
 use kappa_sql::window::WindowSpec;
+use kappa_sql::windowed_plan::EmitMode;
 use kappa_sql::windowed_plan::Watermark;
 use kappa_sql::{Location, ParsedStatement};
 
@@ -38,6 +39,20 @@ fn window(spec: &WindowSpec) -> String {
             format!("CUMULATE step {} max {} offset {}", ms(step), ms(max_size), ms(offset))
         }
         WindowSpec::Session { gap } => format!("SESSION gap {}", ms(gap)),
+    }
+}
+
+fn emit_text(emit: EmitMode) -> String {
+    match emit {
+        EmitMode::Final => "EMIT FINAL".into(),
+        EmitMode::Changes { every_ms: None } => {
+            "EMIT CHANGES (-U/+U or +I per updated group after every batch read and when its window closes; __op last)".into()
+        }
+        EmitMode::Changes { every_ms: Some(e) } => format!(
+            "EMIT CHANGES EVERY {} (-U/+U or +I per group updated since the last emission, every {} of processing time and when its window closes; __op last)",
+            ms(e),
+            ms(e)
+        ),
     }
 }
 
@@ -103,15 +118,17 @@ impl Engine {
                     lines.push(format!("  {l}"));
                 }
             }
-            Statement::Query { query, emit: Some(_) } => {
+            Statement::Query { query, emit: Some(emit) } => {
                 let plan = self.plan_query(query, at).await?;
-                self.explain_continuous(&mut lines, "push query", &plan, at)?;
+                self.explain_continuous(&mut lines, "push query", &plan, Some(&emit), at)?;
             }
             Statement::CreateStream(c) if c.query.is_some() => {
-                let Some((query, _)) = c.query else { return Err(Error::plan("no query", at)) };
+                let Some((query, emit)) = c.query else {
+                    return Err(Error::plan("no query", at));
+                };
                 let plan = self.plan_query(query, at).await?;
                 let what = format!("job deriving stream {}", c.name);
-                self.explain_continuous(&mut lines, &what, &plan, at)?;
+                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), at)?;
             }
             Statement::Insert { stream, statement, .. } => {
                 let plan = self.plan_insert(*statement, at).await?;
@@ -119,7 +136,7 @@ impl Engine {
                     lines.push(format!("one-time append of the rows into {stream}"));
                 } else {
                     let what = format!("job appending into {stream}");
-                    self.explain_continuous(&mut lines, &what, &plan, at)?;
+                    self.explain_continuous(&mut lines, &what, &plan, None, at)?;
                 }
             }
             _ => {
@@ -140,9 +157,12 @@ impl Engine {
         lines: &mut Vec<String>,
         what: &str,
         plan: &datafusion::logical_expr::LogicalPlan,
+        emit: Option<&kappa_sql::ast::Emit>,
         at: Option<Location>,
     ) -> Result<()> {
-        match self.compile_job(plan, at)? {
+        let compiled = self.compile_job(plan, emit, at)?;
+        let output = Arc::clone(compiled.schema());
+        match compiled {
             JobPlan::Stateless(p) => {
                 lines.push(format!("{what}: stateless, each batch on its own"));
                 for i in &p.inputs {
@@ -151,7 +171,7 @@ impl Engine {
                 lines.push("  state: none".into());
             }
             JobPlan::Windowed(p) => {
-                lines.push(format!("{what}: windowed aggregation, EMIT FINAL"));
+                lines.push(format!("{what}: windowed aggregation, {}", emit_text(p.emit)));
                 let from = lines.len();
                 input(self, lines, &p.input);
                 if let Some(session) = &p.session {
@@ -249,14 +269,17 @@ impl Engine {
                     );
                 }
                 if !p.after.is_empty() {
-                    lines.push("  on each closed window:".into());
+                    lines.push(if p.emit == EmitMode::Final {
+                        "  on each closed window:".into()
+                    } else {
+                        "  on each batch of changes (__op kept):".into()
+                    });
                     ops(lines, "    ", &p.after);
                 }
             }
         }
-        let schema = plan.schema();
         let columns: Vec<String> =
-            schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
+            output.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
         lines.push(format!("  output: {}", columns.join(", ")));
         Ok(())
     }

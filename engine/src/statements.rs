@@ -153,7 +153,7 @@ impl Engine {
             ));
         }
         match c.query {
-            Some((query, _emit)) => {
+            Some((query, emit)) => {
                 if !c.columns.is_empty() || c.watermark.is_some() {
                     return Err(Error::plan(
                         "CREATE STREAM ... AS SELECT takes its columns from the query: no column list or WATERMARK",
@@ -163,7 +163,7 @@ impl Engine {
                 // The job keeps the statement as written; a restart parses it again.
                 let text = full_text.to_string();
                 let plan = self.plan_query(query, at).await?;
-                let compiled = self.compile_job(&plan, at)?;
+                let compiled = self.compile_job(&plan, emit.as_ref(), at)?;
                 let schema: SchemaRef = Arc::clone(compiled.schema());
                 check_unique_names(&schema, at)?;
                 // Keep the inputs' event time and watermark when the query passes the column.
@@ -340,7 +340,7 @@ impl Engine {
                 at,
             ));
         }
-        let compiled = self.compile_job(&plan, at)?;
+        let compiled = self.compile_job(&plan, None, at)?;
         let name = {
             let c = self.inner.catalog();
             let mut n = 1;

@@ -120,16 +120,8 @@ pub(crate) async fn start(
 ) -> Result<Subscription> {
     let plan = engine.plan_query(query, at).await?;
     let (plan, limit) = strip_limit(plan, at)?;
-    let compiled = match engine.compile_job(&plan, at)? {
-        JobPlan::Windowed(windowed) => {
-            if matches!(emit, Some(kappa_sql::ast::Emit::Changes { .. })) {
-                return Err(Error::not_supported(
-                    "EMIT CHANGES for a windowed aggregation (EMIT FINAL gives each window once, when the watermark closes it)",
-                    at,
-                ));
-            }
-            return start_windowed(engine, *windowed, limit);
-        }
+    let compiled = match engine.compile_job(&plan, emit.as_ref(), at)? {
+        JobPlan::Windowed(windowed) => return start_windowed(engine, *windowed, limit),
         JobPlan::Stateless(compiled) => compiled,
     };
     let mut inputs: Vec<InputSpec> = Vec::new();
@@ -213,9 +205,30 @@ fn start_windowed(
             if left == 0 {
                 return Ok(());
             }
+            // EMIT CHANGES EVERY: the open windows' changes at that interval.
+            let every = match run.plan().emit {
+                kappa_sql::windowed_plan::EmitMode::Changes { every_ms: Some(ms) } => {
+                    Some(std::time::Duration::from_millis(ms.max(1) as u64))
+                }
+                _ => None,
+            };
+            let mut ticks = tokio::time::interval(every.unwrap_or(std::time::Duration::MAX / 4));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
             loop {
                 let mut ended = false;
-                let closed = match input_rx.recv().await {
+                let msg = tokio::select! {
+                    m = input_rx.recv() => m,
+                    _ = ticks.tick(), if every.is_some() => {
+                        for (_, out) in run.tick()? {
+                            if !entry.deliver(out, &mut left, &tx).await {
+                                return Ok(());
+                            }
+                        }
+                        continue;
+                    }
+                };
+                let closed = match msg {
                     Some(InputMsg::Batch(i, b)) => {
                         entry.read(i, &b);
                         let closed = run.push(b.batch)?;

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use kappa_sql::windowed_plan::{WindowedPlan, WindowedRun};
+use kappa_sql::windowed_plan::{EmitMode, WindowedPlan, WindowedRun};
 use kappa_storage::{PendingAppend, Stream, Tag};
 use tokio::sync::watch;
 
@@ -61,7 +61,9 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
     // Late rows up to this input position were written by an earlier run.
     let late_written = spec.late.producer_positions(0)?.get(&(producer | 1)).copied();
     let mut state = WindowedRun::new(spec.plan.clone())?;
-    if let Some(w) = written {
+    if let Some(w) = written
+        && spec.plan.emit == EmitMode::Final
+    {
         state.skip_through((w ^ (1 << 63)) as i64);
     }
     let start = spec.input.info().start;
@@ -139,15 +141,30 @@ async fn run_job(
         vec![(Arc::clone(&spec.input), plan.input.projection.clone(), spec.input.info().start)];
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
     let (mut rows_in, mut rows_out) = (0u64, 0u64);
+    // EMIT CHANGES: output tagged with the input position it follows (a restart writes only
+    // the changes after the highest); EVERY: the open windows' changes at that interval.
+    let changes = plan.emit != EmitMode::Final;
+    let every = match plan.emit {
+        EmitMode::Changes { every_ms: Some(ms) } => {
+            Some(std::time::Duration::from_millis(ms.max(1) as u64))
+        }
+        _ => None,
+    };
+    let mut ticks = tokio::time::interval(every.unwrap_or(std::time::Duration::MAX / 4));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut read_to = spec.input.info().start;
     let outcome: Result<Status> = async {
         loop {
             let msg = tokio::select! {
                 biased;
                 _ = stop.changed() => return Ok(Status::Stopped),
-                m = rx.recv() => m,
+                m = rx.recv() => Some(m),
+                _ = ticks.tick(), if every.is_some() => None,
             };
             let (closed, position, ended) = match msg {
-                Some(InputMsg::Batch(_, b)) => {
+                None => (run.tick()?, None, false),
+                Some(Some(InputMsg::Batch(_, b))) => {
                     let n = b.batch.num_rows() as u64;
                     rows_in += n;
                     let closed = run.push(b.batch)?;
@@ -164,13 +181,20 @@ async fn run_job(
                     }
                     (closed, Some(pos), false)
                 }
-                Some(InputMsg::End(_)) => (run.finish()?, None, true),
-                Some(InputMsg::Failed(e)) => return Err(e.into()),
-                None => return Ok(Status::Stopped),
+                Some(Some(InputMsg::End(_))) => (run.finish()?, None, true),
+                Some(Some(InputMsg::Failed(e))) => return Err(e.into()),
+                Some(None) => return Ok(Status::Stopped),
             };
+            if let Some(pos) = position {
+                read_to = pos;
+            }
             let mut last: Option<PendingAppend> = None;
             for (end, out) in closed {
-                let seq = seq_of(end);
+                let seq = match (changes, ended) {
+                    (false, _) => seq_of(end),
+                    (true, false) => read_to,
+                    (true, true) => read_to + 1,
+                };
                 if written.windows.is_some_and(|w| seq <= w) {
                     // Written by an earlier run.
                     continue;

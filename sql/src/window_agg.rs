@@ -30,6 +30,8 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
 use crate::error::{Error, Result};
 
+pub mod changes;
+
 /// Groups one job may hold in all its open windows (a clear error past it).
 pub const MAX_OPEN_GROUPS: usize = 10_000_000;
 
@@ -58,6 +60,8 @@ pub struct WindowAggregateSpec {
     pub schema: SchemaRef,
     /// Hopping windows aggregated by panes (see [`Panes`]); `None`: each window on its own.
     pub panes: Option<Panes>,
+    /// `EMIT CHANGES`: windows give changelog rows ([`changes`]) instead of one final batch.
+    pub changes: bool,
 }
 
 /// Hopping windows by panes, as Flink's window operators slice them: the rows arrive with
@@ -92,6 +96,8 @@ struct Frozen {
 struct Open {
     groups: Box<dyn GroupValues>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    /// What `EMIT CHANGES` emitted of it so far.
+    emitted: changes::Emitted,
 }
 
 /// The running state of a windowed aggregation.
@@ -162,7 +168,11 @@ impl WindowAggregate {
     fn open_window(&self) -> Result<Open> {
         let groups =
             new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None).map_err(exec)?;
-        Ok(Open { groups, accumulators: accumulators(&self.spec.aggregates)? })
+        Ok(Open {
+            groups,
+            accumulators: accumulators(&self.spec.aggregates)?,
+            emitted: changes::Emitted::default(),
+        })
     }
 
     /// Add a batch. Returns its late rows (their window was emitted already), if any.
@@ -292,6 +302,9 @@ impl WindowAggregate {
         for ((acc, args), filter) in window.accumulators.iter_mut().zip(values).zip(filters) {
             acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
         }
+        if self.spec.changes {
+            window.emitted.mark(&indices, total);
+        }
         self.count_groups(total - before)
     }
 
@@ -314,6 +327,15 @@ impl WindowAggregate {
             }
             let Some(mut window) = self.open.remove(&end) else { break };
             self.groups -= window.groups.len();
+            if self.spec.changes {
+                // The window's last changes are its final ones.
+                if let Some(batch) =
+                    changes::of_window(&self.spec, &self.group_schema, &mut window)?
+                {
+                    out.push((end, batch));
+                }
+                continue;
+            }
             let mut columns = window.groups.emit(EmitTo::All).map_err(exec)?;
             for acc in &mut window.accumulators {
                 columns.push(acc.evaluate(EmitTo::All).map_err(exec)?);
@@ -553,6 +575,7 @@ mod tests {
             aggregates: vec![agg(count_udaf(), "n"), agg(max_udaf(), "top")],
             schema,
             panes,
+            changes: false,
         })
         .unwrap()
     }

@@ -67,6 +67,21 @@ pub struct WindowedPlan {
     pub session: Option<SessionPlan>,
     /// The output schema.
     pub schema: SchemaRef,
+    /// When results are emitted (with `EMIT CHANGES`, `schema` ends with `__op`).
+    pub emit: EmitMode,
+}
+
+/// When a windowed aggregation emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitMode {
+    /// `EMIT FINAL`: each window once, when the watermark closes it.
+    Final,
+    /// `EMIT CHANGES [EVERY ...]`: a changelog of every group's value, after each batch read
+    /// (or every `every_ms` milliseconds of processing time), and when the window closes.
+    Changes {
+        /// The interval between early emissions; `None`: after every batch.
+        every_ms: Option<i64>,
+    },
 }
 
 /// Compile `plan` as a windowed aggregation, if it is one (`None` otherwise: no aggregation,
@@ -80,7 +95,9 @@ pub fn compile_windowed(
     state: &SessionState,
     at: Option<Location>,
     resolve: &dyn Fn(&TableScan) -> Option<WindowSource>,
+    emit: EmitMode,
 ) -> Result<Option<WindowedPlan>> {
+    let changes = emit != EmitMode::Final;
     // Down to the aggregation, then below it down to the scan.
     let (above, node) = descend(plan);
     let LogicalPlan::Aggregate(aggregate) = node else { return Ok(None) };
@@ -227,6 +244,9 @@ pub fn compile_windowed(
     let carried = below_ok && keys_ok && !aggregate.aggr_expr.iter().any(windowy);
     let mut session = None;
     if let WindowSpec::Session { gap } = source.spec {
+        if changes {
+            return not_supported("EMIT CHANGES of a session window (sessions merge and grow)");
+        }
         if !carried {
             return not_supported(
                 "a session aggregation that computes with window_start, window_end or window_time below it (group by them and compute above)",
@@ -262,7 +282,8 @@ pub fn compile_windowed(
         // (Panes group by the keys other than the window's: there must be one.)
         let others =
             aggregate.group_expr.len() - usize::from(start.is_some()) - usize::from(end.is_some());
-        if carried && keys_ok && others > 0 {
+        // (EMIT CHANGES reads open windows, which panes do not keep.)
+        if carried && keys_ok && others > 0 && !changes {
             if let Some(Op::Window { spec, .. }) = ops_window(&mut input.ops) {
                 *spec = WindowSpec::Tumble { size: slide, offset };
             }
@@ -283,16 +304,28 @@ pub fn compile_windowed(
         aggregates,
         schema: Arc::clone(aggregate.schema.inner()),
         panes,
+        changes,
     };
     let after = above.iter().rev().map(|n| op_of(n, state, at)).collect::<Result<Vec<_>>>()?;
+    if changes && after.iter().any(|o| matches!(o, Op::Filter(_))) {
+        return not_supported(
+            "HAVING (or a filter above the aggregation) with EMIT CHANGES (a group leaving the result would need -D rows)",
+        );
+    }
+    let schema = if changes {
+        crate::window_agg::changes::changelog_schema(plan.schema().as_arrow())
+    } else {
+        Arc::clone(plan.schema().inner())
+    };
     Ok(Some(WindowedPlan {
         input,
         watermark,
         window: source.spec,
         aggregate: spec,
         after,
-        schema: Arc::clone(plan.schema().inner()),
+        schema,
         session,
+        emit,
     }))
 }
 
@@ -511,7 +544,26 @@ impl WindowedRun {
         };
         self.state_watermark = self.watermark;
         self.late_rows += self.late.len() as u64;
+        let mut closed = closed;
+        if self.plan.emit == (EmitMode::Changes { every_ms: None })
+            && let State::Windows(state) = &mut self.state
+        {
+            closed.extend(state.changes()?);
+        }
         self.emit(closed)
+    }
+
+    /// `EMIT CHANGES EVERY ...`: the changes of the open windows since their last emission
+    /// (for the caller to call at that interval).
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub fn tick(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
+        let changes = match &mut self.state {
+            State::Windows(state) if self.plan.emit != EmitMode::Final => state.changes()?,
+            _ => Vec::new(),
+        };
+        self.emit(changes)
     }
 
     /// The input ended (sealed and read): every window closes.
@@ -528,17 +580,31 @@ impl WindowedRun {
     }
 
     fn emit(&self, closed: Vec<(i64, RecordBatch)>) -> Result<Vec<(i64, RecordBatch)>> {
+        let fail = |e: datafusion::arrow::error::ArrowError| Error::plan(e.to_string(), None);
+        let changes = self.plan.emit != EmitMode::Final;
         let mut out = Vec::with_capacity(closed.len());
         for (end, window) in closed {
-            if end <= self.skip_through {
+            if end <= self.skip_through && !changes {
                 continue;
             }
+            // A changelog's `__op` passes by the projections above the aggregation.
+            let (window, op) = if changes {
+                let mut columns = window.columns().to_vec();
+                let op = columns.pop();
+                let data = RecordBatch::try_new(Arc::clone(&self.plan.aggregate.schema), columns)
+                    .map_err(fail)?;
+                (data, op)
+            } else {
+                (window, None)
+            };
             let stream = &self.plan.input.stream;
             let Some(rows) = crate::stream_plan::run_ops(&self.plan.after, stream, window)? else {
                 continue;
             };
-            let rows = RecordBatch::try_new(Arc::clone(&self.plan.schema), rows.columns().to_vec())
-                .map_err(|e| Error::plan(e.to_string(), None))?;
+            let mut columns = rows.columns().to_vec();
+            columns.extend(op);
+            let rows =
+                RecordBatch::try_new(Arc::clone(&self.plan.schema), columns).map_err(fail)?;
             out.push((end, rows));
         }
         Ok(out)

@@ -5,4 +5,5 @@
 //! child processes share.
 
 pub mod crash;
+pub mod events;
 pub mod slt;

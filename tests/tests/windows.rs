@@ -6,16 +6,10 @@
 //! `PROPTEST_CASES` sets the number of cases (default 24).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
-use arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use kappa::Engine;
+use kappa_tests::events::{Event, batches};
 use kappa_tests::slt::format_rows;
 use proptest::prelude::*;
-
-/// One event: key, value, time step after the previous event's base time, lateness.
-type Event = (i64, Option<i64>, i64, i64);
 
 fn event() -> impl Strategy<Value = Event> {
     (0i64..4, prop::option::weighted(0.9, -50i64..100), 1i64..700, 0i64..999)
@@ -34,37 +28,6 @@ fn window() -> impl Strategy<Value = String> {
             "TUMBLE(ev, ts, INTERVAL '{s}' SECOND, INTERVAL '500' MILLISECOND)"
         )),
     ]
-}
-
-fn batches(events: &[Event], cut: usize) -> Vec<RecordBatch> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Int64, true),
-        Field::new("v", DataType::Int64, true),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
-    ]));
-    let mut base = 1_700_000_000_000i64;
-    let rows: Vec<(i64, Option<i64>, i64)> = events
-        .iter()
-        .map(|(k, v, step, late)| {
-            base += step;
-            (*k, *v, base - late)
-        })
-        .collect();
-    rows.chunks(cut.max(1))
-        .map(|c| {
-            RecordBatch::try_new(
-                Arc::clone(&schema),
-                vec![
-                    Arc::new(Int64Array::from(c.iter().map(|r| r.0).collect::<Vec<_>>())),
-                    Arc::new(Int64Array::from(c.iter().map(|r| r.1).collect::<Vec<_>>())),
-                    Arc::new(TimestampMillisecondArray::from(
-                        c.iter().map(|r| r.2).collect::<Vec<_>>(),
-                    )),
-                ],
-            )
-            .unwrap()
-        })
-        .collect()
 }
 
 async fn check(events: Vec<Event>, cut: usize, window: String) {
