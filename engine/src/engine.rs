@@ -517,7 +517,18 @@ impl Engine {
         at: Option<kappa_sql::Location>,
     ) -> Result<JobPlan> {
         let emit = self.emit_mode(emit, at)?;
+        // Without the rewrite of a DISTINCT aggregate into an aggregation over an aggregation:
+        // a windowed aggregation keeps COUNT(DISTINCT x) as one distinct accumulator per group.
         let state = self.inner.ctx.state();
+        let rules = state
+            .optimizers()
+            .iter()
+            .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+            .cloned()
+            .collect();
+        let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_optimizer_rules(rules)
+            .build();
         let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
         let inner = Arc::clone(&self.inner);
         let resolve = move |scan: &datafusion::logical_expr::TableScan| {

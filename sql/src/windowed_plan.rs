@@ -106,7 +106,7 @@ pub fn compile_windowed(
         LogicalPlan::TableScan(s) => s,
         LogicalPlan::Aggregate(_) => {
             return Err(Error::not_supported(
-                "DISTINCT aggregates (COUNT(DISTINCT ...)) and aggregations over aggregations in a windowed aggregation",
+                "an aggregation over an aggregation in a windowed aggregation",
                 at,
             ));
         }

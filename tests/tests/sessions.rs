@@ -19,7 +19,7 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 const AGGREGATES: &str = "count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi, avg(v) AS mean,
-    count(v) FILTER (WHERE v > 0) AS positive";
+    count(v) FILTER (WHERE v > 0) AS positive, count(DISTINCT v % 7) AS d";
 
 /// The session query in one of three syntaxes; `keyed`: sessions per `k`.
 fn query(syntax: u8, gap: i64, keyed: bool) -> String {

@@ -42,7 +42,7 @@ async fn check(events: Vec<Event>, cut: usize, window: String) {
         .unwrap();
     let query = format!(
         "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi,
-                avg(v) AS mean, count(v) FILTER (WHERE v > 0) AS positive
+                avg(v) AS mean, count(v) FILTER (WHERE v > 0) AS positive, count(DISTINCT v) AS d
          FROM {window} GROUP BY k, window_start, window_end"
     );
     // The push query starts first and reads the batches as they are appended (one frame
