@@ -38,7 +38,7 @@ impl JobPlan {
     pub fn inputs(&self) -> Vec<String> {
         match self {
             JobPlan::Stateless(p) => p.inputs.iter().map(|i| i.stream.clone()).collect(),
-            JobPlan::Windowed(p) => vec![p.input.stream.clone()],
+            JobPlan::Windowed(p) => p.inputs.iter().map(|i| i.pipeline.stream.clone()).collect(),
         }
     }
 
@@ -596,6 +596,20 @@ impl Engine {
         })
     }
 
+    /// Stream `stream`'s `idle_timeout` option.
+    ///
+    /// # Errors
+    /// When the catalog holds a value that is not a duration.
+    pub(crate) fn idle_timeout(&self, stream: &str) -> Result<Option<std::time::Duration>> {
+        let c = self.inner.catalog();
+        let Some(v) = c.streams.get(stream).and_then(|e| e.options.get("idle_timeout")) else {
+            return Ok(None);
+        };
+        crate::options::duration(v).map(Some).ok_or_else(|| {
+            Error::plan(format!("stream {stream}: idle_timeout = '{v}' is not a duration"), None)
+        })
+    }
+
     /// Whether `stream` is upstream of any of `streams` (through jobs).
     pub(crate) fn feeds(&self, stream: &str, streams: &[String]) -> bool {
         let jobs = self.upstream_order(streams);
@@ -684,15 +698,18 @@ impl Engine {
                 on_end,
             })?,
             JobPlan::Windowed(plan) => {
-                let Some(input) = inputs.into_iter().next() else {
-                    return Err(Error::plan("a windowed job reads one stream", None));
-                };
-                let late = self.late_stream(name, input.name())?;
+                let mut late = Vec::with_capacity(inputs.len());
+                let mut idle = Vec::with_capacity(inputs.len());
+                for (i, input) in inputs.iter().enumerate() {
+                    late.push(self.late_stream(name, i, input.name())?);
+                    idle.push(self.idle_timeout(input.name())?);
+                }
                 crate::window_job::start(crate::window_job::WindowJobSpec {
                     id: entry.id,
                     kind: entry.kind,
                     plan: *plan,
-                    input,
+                    inputs,
+                    idle,
                     output,
                     late,
                     on_end,

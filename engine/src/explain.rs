@@ -173,10 +173,13 @@ impl Engine {
             JobPlan::Windowed(p) => {
                 lines.push(format!("{what}: windowed aggregation, {}", emit_text(p.emit)));
                 let from = lines.len();
-                input(self, lines, &p.input);
-                if let Some(session) = &p.session {
+                for i in &p.inputs {
+                    input(self, lines, &i.pipeline);
+                }
+                if let (Some(session), Some(first)) = (&p.session, p.inputs.first()) {
+                    let first = &first.pipeline;
                     let names: Vec<String> =
-                        match (self.inner.store.stream(&p.input.stream), &p.input.projection) {
+                        match (self.inner.store.stream(&first.stream), &first.projection) {
                             (Ok(stream), Some(read)) => session
                                 .partition
                                 .iter()
@@ -204,23 +207,38 @@ impl Engine {
                             .replace("assign windows: TUMBLE", "assign panes (of the HOP): TUMBLE");
                     }
                 }
-                let source = match &p.watermark {
-                    Some(Watermark::Delay { delay_ms, .. }) => format!(
-                        "the largest time read minus {} (the WATERMARK of stream {})",
-                        ms(*delay_ms),
-                        p.input.stream
-                    ),
-                    Some(Watermark::Expr(e)) => {
-                        format!("the largest {e} read (the WATERMARK of stream {})", p.input.stream)
-                    }
-                    None => format!(
-                        "none: stream {} declares no WATERMARK, windows close when it is sealed",
-                        p.input.stream
-                    ),
-                };
-                lines.push(format!(
-                    "  watermark: {source}; +inf once the stream is sealed and read"
-                ));
+                let several = p.inputs.len() > 1;
+                if several {
+                    lines.push("  watermark: the minimum over the inputs' (an input without data for its stream's idle_timeout is left out until its next row; a sealed input counts as +inf):".into());
+                }
+                for i in &p.inputs {
+                    let stream = &i.pipeline.stream;
+                    let source = match &i.watermark {
+                        Some(Watermark::Delay { delay_ms, .. }) => format!(
+                            "the largest time read minus {} (the WATERMARK of stream {stream})",
+                            ms(*delay_ms)
+                        ),
+                        Some(Watermark::Expr(e)) => {
+                            format!("the largest {e} read (the WATERMARK of stream {stream})")
+                        }
+                        None => format!(
+                            "none: stream {stream} declares no WATERMARK, windows close when it is sealed"
+                        ),
+                    };
+                    let idle = match self.idle_timeout(stream)? {
+                        Some(d) => {
+                            format!(", idle after {} without data", ms(d.as_millis() as i64))
+                        }
+                        None => String::new(),
+                    };
+                    lines.push(if several {
+                        format!("    {stream}: {source}{idle}; +inf once sealed and read")
+                    } else {
+                        format!(
+                            "  watermark: {source}{idle}; +inf once the stream is sealed and read"
+                        )
+                    });
+                }
                 let a = &p.aggregate;
                 let keys: Vec<String> = a
                     .schema

@@ -1,6 +1,7 @@
 //! Late-data streams: every windowed job `j` appends the input rows it leaves out as late (their
-//! windows had closed when they arrived, or their time is NULL) to the stream `j__late`, with
-//! all the input's columns. The stream is
+//! windows had closed when they arrived, or their time is NULL) to the stream `j__late` (for
+//! the inputs after the first of a UNION ALL: `j__late2`, `j__late3`, ...), with all the
+//! input's columns. The stream is
 //! created with the job (or when a job made before late streams existed starts), written only
 //! by it (appends and `SEAL STREAM` are refused, as for a derived stream; its catalog entry
 //! names the job), sealed when the job finishes, and dropped with the job. It is queried like
@@ -14,22 +15,22 @@ use crate::catalog::StreamEntry;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
-/// The suffix of late-data streams (names ending in it are reserved).
+/// What names late-data streams (names holding it are reserved).
 pub(crate) const SUFFIX: &str = "__late";
 
-/// The late-data stream of job `job`.
-pub(crate) fn name_of(job: &str) -> String {
-    format!("{job}{SUFFIX}")
+/// The late-data stream of input `input` of job `job`.
+pub(crate) fn name_of(job: &str, input: usize) -> String {
+    if input == 0 { format!("{job}{SUFFIX}") } else { format!("{job}{SUFFIX}{}", input + 1) }
 }
 
 impl Engine {
-    /// The late-data stream of windowed job `job` reading `input` (its schema), created if
-    /// missing.
+    /// The late-data stream of input `i` of windowed job `job`, which reads stream `input`
+    /// (its schema), created if missing.
     ///
     /// # Errors
     /// When a stream of that name exists that is not the job's, or it cannot be created.
-    pub(crate) fn late_stream(&self, job: &str, input: &str) -> Result<Arc<Stream>> {
-        let name = name_of(job);
+    pub(crate) fn late_stream(&self, job: &str, i: usize, input: &str) -> Result<Arc<Stream>> {
+        let name = name_of(job, i);
         let existing = self.inner.catalog().streams.get(&name).cloned();
         if let Some(entry) = existing {
             if entry.job.as_deref() != Some(job) {
@@ -66,36 +67,44 @@ impl Engine {
         job: &str,
         at: Option<kappa_sql::Location>,
     ) -> Result<()> {
-        let name = name_of(job);
-        let readers = self.inner.catalog().readers_of(&name);
-        if readers.is_empty() {
-            return Ok(());
+        for name in self.late_streams_of(job) {
+            let readers = self.inner.catalog().readers_of(&name);
+            if !readers.is_empty() {
+                return Err(Error::plan(
+                    format!(
+                        "the late rows of job {job} ({name}) are read by job {}: drop that first",
+                        readers.join(", ")
+                    ),
+                    at,
+                ));
+            }
         }
-        Err(Error::plan(
-            format!(
-                "the late rows of job {job} ({name}) are read by job {}: drop that first",
-                readers.join(", ")
-            ),
-            at,
-        ))
+        Ok(())
     }
 
-    /// Drop the late-data stream of job `job`, if it has one (the job is stopped).
+    /// The late-data streams of job `job`.
+    fn late_streams_of(&self, job: &str) -> Vec<String> {
+        let prefix = name_of(job, 0);
+        self.inner
+            .catalog()
+            .streams
+            .iter()
+            .filter(|(n, e)| n.starts_with(&prefix) && e.job.as_deref() == Some(job))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Drop the late-data streams of job `job` (the job is stopped).
     ///
     /// # Errors
-    /// When the catalog cannot be saved or the stream's files removed.
+    /// When the catalog cannot be saved or a stream's files removed.
     pub(crate) fn drop_late_stream(&self, job: &str) -> Result<()> {
-        let name = name_of(job);
-        let ours = {
-            let mut c = self.inner.catalog();
-            let ours = c.streams.get(&name).is_some_and(|e| e.job.as_deref() == Some(job));
-            if ours {
+        for name in self.late_streams_of(job) {
+            {
+                let mut c = self.inner.catalog();
                 c.streams.remove(&name);
                 c.save(&self.inner.store)?;
             }
-            ours
-        };
-        if ours {
             let _ = self.inner.ctx.deregister_table(&name);
             self.inner.store.drop_stream(&name)?;
         }

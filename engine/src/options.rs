@@ -32,11 +32,10 @@ pub(crate) fn stream_options(
                 }
             }
             "idle_timeout" => {
+                // Read by windowed jobs and push queries (the catalog keeps it).
                 duration(v).ok_or_else(|| {
                     Error::plan(format!("idle_timeout = '{v}' is not a duration like '5 s'"), at)
                 })?;
-                // It governs watermarks, which no operator uses yet.
-                return Err(Error::not_supported("the option idle_timeout", at));
             }
             "connector" => {
                 return Err(Error::not_supported(format!("the connector '{v}'"), at));

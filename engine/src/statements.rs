@@ -116,10 +116,10 @@ impl Engine {
         if c.or_replace {
             return Err(Error::not_supported("CREATE OR REPLACE STREAM", at));
         }
-        if c.name.ends_with(crate::late::SUFFIX) {
+        if c.name.contains(crate::late::SUFFIX) {
             return Err(Error::plan(
                 format!(
-                    "stream names ending in {} are kept for the late rows of jobs",
+                    "stream names holding {} are kept for the late rows of jobs",
                     crate::late::SUFFIX
                 ),
                 at,

@@ -179,19 +179,26 @@ pub(crate) async fn start(
     Ok(Subscription { schema, rx, task, ends, _listed: listed })
 }
 
-/// A push query of a windowed aggregation: the stream from its first retained row, windows
-/// emitted as the watermark closes them (all remaining ones once the stream is sealed and
-/// read).
+/// A push query of a windowed aggregation: the streams from their first retained rows,
+/// windows emitted as the watermark closes them (all remaining ones once every input is
+/// sealed and read).
 fn start_windowed(
     engine: &Engine,
     plan: kappa_sql::windowed_plan::WindowedPlan,
     limit: Option<usize>,
 ) -> Result<Subscription> {
-    let stream = engine.inner.store.stream(&plan.input.stream)?;
-    let info = stream.info();
-    let ends = limit.is_some() || info.sealed.is_some();
-    let inputs: Vec<InputSpec> =
-        vec![(Arc::clone(&stream), plan.input.projection.clone(), info.start)];
+    use crate::window_job::{IdleInputs, Wake, timer};
+    let mut inputs: Vec<InputSpec> = Vec::with_capacity(plan.inputs.len());
+    let mut timeouts = Vec::with_capacity(plan.inputs.len());
+    let mut sealed = true;
+    for i in &plan.inputs {
+        let stream = engine.inner.store.stream(&i.pipeline.stream)?;
+        let info = stream.info();
+        sealed &= info.sealed.is_some();
+        timeouts.push(engine.idle_timeout(&i.pipeline.stream)?);
+        inputs.push((stream, i.pipeline.projection.clone(), info.start));
+    }
+    let ends = limit.is_some() || sealed;
     let schema = Arc::clone(&plan.schema);
     let mut run = kappa_sql::windowed_plan::WindowedRun::new(plan)?;
     let (entry, listed) = list(engine, &inputs);
@@ -201,6 +208,7 @@ fn start_windowed(
         let _stop = stop_tx;
         let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
         let mut left = limit.unwrap_or(usize::MAX);
+        let mut ended = vec![false; inputs.len()];
         let query = async {
             if left == 0 {
                 return Ok(());
@@ -212,43 +220,48 @@ fn start_windowed(
                 }
                 _ => None,
             };
-            let mut ticks = tokio::time::interval(every.unwrap_or(std::time::Duration::MAX / 4));
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
+            let mut emit_ticks = timer(every);
+            let mut idle = IdleInputs::new(timeouts);
+            let check = idle.check;
+            let mut idle_ticks = timer(check);
             loop {
-                let mut ended = false;
-                let msg = tokio::select! {
-                    m = input_rx.recv() => m,
-                    _ = ticks.tick(), if every.is_some() => {
-                        for (_, out) in run.tick()? {
-                            if !entry.deliver(out, &mut left, &tx).await {
-                                return Ok(());
-                            }
-                        }
-                        continue;
-                    }
+                let wake = tokio::select! {
+                    m = input_rx.recv() => Wake::Msg(m),
+                    _ = emit_ticks.tick(), if every.is_some() => Wake::Emit,
+                    _ = idle_ticks.tick(), if check.is_some() => Wake::Idle,
                 };
-                let closed = match msg {
-                    Some(InputMsg::Batch(i, b)) => {
+                let mut done = false;
+                let closed = match wake {
+                    Wake::Emit => run.tick()?,
+                    Wake::Idle => {
+                        let mut closed = Vec::new();
+                        for i in idle.newly_idle(&ended) {
+                            closed.extend(run.set_idle(i)?);
+                        }
+                        closed
+                    }
+                    Wake::Msg(Some(InputMsg::Batch(i, b))) => {
                         entry.read(i, &b);
-                        let closed = run.push(b.batch)?;
+                        idle.data(i);
+                        let closed = run.push(i, b.batch)?;
                         entry.late_rows.store(run.late_rows(), Ordering::Relaxed);
                         closed
                     }
-                    Some(InputMsg::End(_)) => {
-                        // Sealed and read: every window closes.
-                        ended = true;
-                        run.finish()?
+                    Wake::Msg(Some(InputMsg::End(i))) => {
+                        // Sealed and read: +inf for this input; all of them: every window.
+                        ended[i] = true;
+                        done = ended.iter().all(|e| *e);
+                        run.end_input(i)?
                     }
-                    Some(InputMsg::Failed(e)) => return Err(e.into()),
-                    None => return Ok(()),
+                    Wake::Msg(Some(InputMsg::Failed(e))) => return Err(e.into()),
+                    Wake::Msg(None) => return Ok(()),
                 };
                 for (_, out) in closed {
                     if !entry.deliver(out, &mut left, &tx).await {
                         return Ok(());
                     }
                 }
-                if ended {
+                if done {
                     return Ok(());
                 }
             }

@@ -1,14 +1,16 @@
 //! Jobs of windowed aggregations (`CREATE STREAM d AS SELECT ... FROM TUMBLE(...) GROUP BY
 //! window_start, window_end, ...`, and `INSERT INTO ... SELECT` of one).
 //!
-//! One task reads the input stream, advances the watermark with every batch, runs the input
-//! pipeline and the aggregation ([`kappa_sql::window_agg`]) and appends each window it closes
-//! as one frame, tagged with the window's end. Windows close in order of end, so the highest
-//! tag in the output says which windows are written.
+//! One task reads the input streams (several under UNION ALL), advances each input's watermark
+//! with its batches (the plan's is the minimum; an input without data for its stream's
+//! `idle_timeout` stops holding it back; a sealed input is `+inf`), runs the pipelines and the
+//! aggregation ([`kappa_sql::window_agg`]) and appends each window it closes as one frame,
+//! tagged with the window's end. Windows close in order of end, so the highest tag in the
+//! output says which windows are written. (`EMIT CHANGES`: tagged with the rows read so far.)
 //!
 //! The rows it leaves out as late are read again whole from the input (by offset; late rows
-//! are rare) and appended to its late-data stream, `<job>__late`, tagged with the input
-//! position after them, so that a restart appends only the late rows of input it had not
+//! are rare) and appended to the input's late-data stream (`<job>__late`, `<job>__late2`, ...),
+//! tagged with the input position after them, so that a restart appends only the late rows of input it had not
 //! read.
 //!
 //! Exactly-once restart, until checkpoints of state exist (issue 7): a restarted job replays
@@ -19,6 +21,7 @@
 //! may hand them over in larger batches, so a row that was late by a hair can count again.)
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kappa_sql::windowed_plan::{EmitMode, WindowedPlan, WindowedRun};
 use kappa_storage::{PendingAppend, Stream, Tag};
@@ -33,11 +36,14 @@ pub(crate) struct WindowJobSpec {
     pub id: u32,
     pub kind: JobKind,
     pub plan: WindowedPlan,
-    pub input: Arc<Stream>,
+    /// The input streams, in the order of the plan's inputs.
+    pub inputs: Vec<Arc<Stream>>,
+    /// Each input stream's `idle_timeout`.
+    pub idle: Vec<Option<Duration>>,
     /// The output log; `None` for a blackhole sink.
     pub output: Option<Arc<Stream>>,
-    /// The late-data stream: the input rows the job left out as late.
-    pub late: Arc<Stream>,
+    /// Per input, the late-data stream: the input rows the job left out as late.
+    pub late: Vec<Arc<Stream>>,
     /// Called once when the job finishes or fails.
     pub on_end: Box<dyn FnOnce(&Status) + Send>,
 }
@@ -45,6 +51,11 @@ pub(crate) struct WindowJobSpec {
 /// A window end as an increasing tag position (order kept for ends before 1970 too).
 fn seq_of(end: i64) -> u64 {
     (end as u64) ^ (1 << 63)
+}
+
+/// The producer of input `i`'s late rows.
+fn late_producer(producer: u32, i: usize) -> u32 {
+    producer | (1 + i as u32).min(255)
 }
 
 /// Start a windowed job.
@@ -58,18 +69,21 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
         Some(o) => o.producer_positions(0)?.get(&producer).copied(),
         None => None,
     };
-    // Late rows up to this input position were written by an earlier run.
-    let late_written = spec.late.producer_positions(0)?.get(&(producer | 1)).copied();
+    // Late rows up to these input positions were written by an earlier run.
+    let mut late_written = Vec::with_capacity(spec.late.len());
+    for (i, late) in spec.late.iter().enumerate() {
+        late_written.push(late.producer_positions(0)?.get(&late_producer(producer, i)).copied());
+    }
     let mut state = WindowedRun::new(spec.plan.clone())?;
     if let Some(w) = written
         && spec.plan.emit == EmitMode::Final
     {
         state.skip_through((w ^ (1 << 63)) as i64);
     }
-    let start = spec.input.info().start;
+    let starts: Vec<u64> = spec.inputs.iter().map(|s| s.info().start).collect();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (progress_tx, progress_rx) = watch::channel(Progress {
-        positions: vec![start],
+        positions: starts,
         rows_in: 0,
         rows_out: 0,
         late_rows: 0,
@@ -122,10 +136,68 @@ fn rows_at(
         .map_err(arrow)
 }
 
-/// What an earlier run wrote: the highest window tag, the input position of the last late rows.
+/// What an earlier run wrote: the highest window tag, per input the position of its last late
+/// rows.
 struct Written {
     windows: Option<u64>,
-    late: Option<u64>,
+    late: Vec<Option<u64>>,
+}
+
+/// A timer that fires every `every`, or never.
+pub(crate) fn timer(every: Option<Duration>) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(every.unwrap_or(Duration::MAX / 4));
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t.reset();
+    t
+}
+
+/// What woke a windowed job or push query.
+pub(crate) enum Wake {
+    /// A message of the inputs (`None`: they stopped).
+    Msg(Option<InputMsg>),
+    /// Time for `EMIT CHANGES EVERY`.
+    Emit,
+    /// Time to look for idle inputs.
+    Idle,
+}
+
+/// The inputs' idle timeouts: which inputs had no data for theirs.
+pub(crate) struct IdleInputs {
+    timeouts: Vec<Option<Duration>>,
+    last_data: Vec<Instant>,
+    idle: Vec<bool>,
+    /// How often to look: a quarter of the shortest timeout.
+    pub check: Option<Duration>,
+}
+
+impl IdleInputs {
+    pub(crate) fn new(timeouts: Vec<Option<Duration>>) -> IdleInputs {
+        let check = timeouts.iter().flatten().min().map(|d| (*d / 4).max(Duration::from_millis(5)));
+        let n = timeouts.len();
+        IdleInputs { timeouts, last_data: vec![Instant::now(); n], idle: vec![false; n], check }
+    }
+
+    /// Input `i` gave data.
+    pub(crate) fn data(&mut self, i: usize) {
+        self.last_data[i] = Instant::now();
+        self.idle[i] = false;
+    }
+
+    /// The inputs (not ended) that became idle since the last call.
+    pub(crate) fn newly_idle(&mut self, ended: &[bool]) -> Vec<usize> {
+        let mut out = Vec::new();
+        for i in 0..self.timeouts.len() {
+            if let Some(t) = self.timeouts[i]
+                && !self.idle[i]
+                && !ended.get(i).copied().unwrap_or(false)
+                && self.last_data[i].elapsed() >= t
+            {
+                self.idle[i] = true;
+                out.push(i);
+            }
+        }
+        out
+    }
 }
 
 async fn run_job(
@@ -137,63 +209,80 @@ async fn run_job(
 ) {
     let producer = spec.id << 8;
     let plan = &spec.plan;
-    let inputs =
-        vec![(Arc::clone(&spec.input), plan.input.projection.clone(), spec.input.info().start)];
+    let inputs: Vec<_> = spec
+        .inputs
+        .iter()
+        .zip(&plan.inputs)
+        .map(|(s, i)| (Arc::clone(s), i.pipeline.projection.clone(), s.info().start))
+        .collect();
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
     let (mut rows_in, mut rows_out) = (0u64, 0u64);
-    // EMIT CHANGES: output tagged with the input position it follows (a restart writes only
-    // the changes after the highest); EVERY: the open windows' changes at that interval.
+    let mut positions: Vec<u64> = inputs.iter().map(|i| i.2).collect();
+    let mut ended = vec![false; inputs.len()];
+    // EMIT CHANGES: output tagged with the rows read so far (a restart writes only the
+    // changes after the highest); EVERY: the open windows' changes at that interval.
     let changes = plan.emit != EmitMode::Final;
     let every = match plan.emit {
-        EmitMode::Changes { every_ms: Some(ms) } => {
-            Some(std::time::Duration::from_millis(ms.max(1) as u64))
-        }
+        EmitMode::Changes { every_ms: Some(ms) } => Some(Duration::from_millis(ms.max(1) as u64)),
         _ => None,
     };
-    let mut ticks = tokio::time::interval(every.unwrap_or(std::time::Duration::MAX / 4));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    let mut read_to = spec.input.info().start;
+    let mut emit_ticks = timer(every);
+    let mut idle = IdleInputs::new(spec.idle.clone());
+    let check = idle.check;
+    let mut idle_ticks = timer(check);
     let outcome: Result<Status> = async {
         loop {
-            let msg = tokio::select! {
+            let wake = tokio::select! {
                 biased;
                 _ = stop.changed() => return Ok(Status::Stopped),
-                m = rx.recv() => Some(m),
-                _ = ticks.tick(), if every.is_some() => None,
+                m = rx.recv() => Wake::Msg(m),
+                _ = emit_ticks.tick(), if every.is_some() => Wake::Emit,
+                _ = idle_ticks.tick(), if check.is_some() => Wake::Idle,
             };
-            let (closed, position, ended) = match msg {
-                None => (run.tick()?, None, false),
-                Some(Some(InputMsg::Batch(_, b))) => {
+            let mut done = false;
+            let closed = match wake {
+                Wake::Emit => run.tick()?,
+                Wake::Idle => {
+                    let mut closed = Vec::new();
+                    for i in idle.newly_idle(&ended) {
+                        closed.extend(run.set_idle(i)?);
+                    }
+                    closed
+                }
+                Wake::Msg(Some(InputMsg::Batch(i, b))) => {
                     let n = b.batch.num_rows() as u64;
                     rows_in += n;
-                    let closed = run.push(b.batch)?;
+                    idle.data(i);
+                    let closed = run.push(i, b.batch)?;
                     // The late rows, whole, tagged with the input position after them.
                     let pos = b.offset + n;
-                    if !run.late_positions().is_empty() && written.late.is_none_or(|w| pos > w) {
+                    positions[i] = pos;
+                    if !run.late_positions().is_empty() && written.late[i].is_none_or(|w| pos > w) {
                         let rows = tokio::task::block_in_place(|| {
-                            rows_at(&spec.input, b.offset, n, run.late_positions())
+                            rows_at(&spec.inputs[i], b.offset, n, run.late_positions())
                         })?;
-                        let tag = Tag { producer: producer | 1, seq: pos };
+                        let tag = Tag { producer: late_producer(producer, i), seq: pos };
                         let pending =
-                            tokio::task::block_in_place(|| spec.late.submit_tagged(&rows, tag))?;
+                            tokio::task::block_in_place(|| spec.late[i].submit_tagged(&rows, tag))?;
                         tokio::task::block_in_place(|| pending.wait())?;
                     }
-                    (closed, Some(pos), false)
+                    closed
                 }
-                Some(Some(InputMsg::End(_))) => (run.finish()?, None, true),
-                Some(Some(InputMsg::Failed(e))) => return Err(e.into()),
-                Some(None) => return Ok(Status::Stopped),
+                Wake::Msg(Some(InputMsg::End(i))) => {
+                    ended[i] = true;
+                    done = ended.iter().all(|e| *e);
+                    run.end_input(i)?
+                }
+                Wake::Msg(Some(InputMsg::Failed(e))) => return Err(e.into()),
+                Wake::Msg(None) => return Ok(Status::Stopped),
             };
-            if let Some(pos) = position {
-                read_to = pos;
-            }
+            let read: u64 = positions.iter().sum();
             let mut last: Option<PendingAppend> = None;
             for (end, out) in closed {
-                let seq = match (changes, ended) {
+                let seq = match (changes, done) {
                     (false, _) => seq_of(end),
-                    (true, false) => read_to,
-                    (true, true) => read_to + 1,
+                    (true, false) => read,
+                    (true, true) => read + 1,
                 };
                 if written.windows.is_some_and(|w| seq <= w) {
                     // Written by an earlier run.
@@ -213,14 +302,12 @@ async fn run_job(
                 tokio::task::block_in_place(|| p.wait())?;
             }
             progress.send_modify(|p| {
-                if let Some(pos) = position {
-                    p.positions = vec![pos];
-                }
+                p.positions = positions.clone();
                 p.rows_in = rows_in;
                 p.rows_out = rows_out;
                 p.late_rows = run.late_rows();
             });
-            if ended {
+            if done {
                 return Ok(Status::Finished);
             }
         }
@@ -231,28 +318,35 @@ async fn run_job(
     }
     let status = match outcome {
         // No late rows can come any more.
-        Ok(Status::Finished) => match tokio::task::block_in_place(|| spec.late.seal()) {
+        Ok(Status::Finished) => match seal_all(&spec) {
             Err(e) => Status::Failed(e.to_string()),
-            Ok(_) => match &spec.output {
-                Some(o) if spec.kind == JobKind::DerivedStream => {
-                    match tokio::task::block_in_place(|| o.seal()) {
-                        Ok(_) => Status::Finished,
-                        Err(e) => Status::Failed(e.to_string()),
-                    }
-                }
-                _ => Status::Finished,
-            },
+            Ok(()) => Status::Finished,
         },
         Ok(s) => s,
         Err(e) => Status::Failed(Error::to_string(&e)),
     };
     if status == Status::Finished {
-        // Reached the end: the positions are the input's end.
-        let end = spec.input.end_offset();
-        progress.send_modify(|p| p.positions = vec![end]);
+        // Reached the end: the positions are the inputs' ends.
+        let ends = spec.inputs.iter().map(|s| s.end_offset()).collect();
+        progress.send_modify(|p| p.positions = ends);
     }
     if status != Status::Stopped {
         (spec.on_end)(&status);
     }
     progress.send_modify(|p| p.status = status);
+}
+
+/// Seal the late-data streams, and the output of a derived stream.
+fn seal_all(spec: &WindowJobSpec) -> kappa_storage::Result<()> {
+    tokio::task::block_in_place(|| {
+        for late in &spec.late {
+            late.seal()?;
+        }
+        if let Some(o) = &spec.output
+            && spec.kind == JobKind::DerivedStream
+        {
+            o.seal()?;
+        }
+        Ok(())
+    })
 }

@@ -22,6 +22,7 @@ pub mod types;
 pub mod window;
 pub mod window_agg;
 pub mod windowed_plan;
+mod windowed_run;
 
 pub use ast::{ParsedStatement, Statement};
 pub use error::{Error, Location, Result};

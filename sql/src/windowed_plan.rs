@@ -1,11 +1,12 @@
 //! The streaming plan of a windowed aggregation: `SELECT ... FROM TUMBLE(s, ts, size) [WHERE
 //! ...] GROUP BY window_start, window_end, ... [HAVING ...]`.
 //!
-//! It has three parts: the input pipeline (read the stream, assign windows, the filters and
-//! projections below the aggregation), the aggregation ([`crate::window_agg`]), and the
-//! filters and projections above it, run on every window it emits. The watermark comes from
-//! the stream's declaration, evaluated on every batch read (before any filter): the highest
-//! value so far is the watermark.
+//! It has three parts: the inputs (per window function's scan, several under `UNION ALL`:
+//! read the stream, assign windows, the filters and projections below the aggregation), the
+//! aggregation ([`crate::window_agg`], [`crate::session_agg`]), and the filters and
+//! projections above it, run on every window it emits. Each input's watermark comes from its
+//! stream's declaration, evaluated on every batch read (before any filter): the highest value
+//! so far; the plan's is the minimum over its inputs ([`WindowedRun`]).
 
 use std::sync::Arc;
 
@@ -24,10 +25,11 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 
 use crate::error::{Error, Location, Result};
-use crate::session_agg::{Bound, SessionAggregate, SessionPlan};
+use crate::session_agg::{Bound, SessionPlan};
 use crate::stream_plan::{InputPipeline, Op, physical};
-use crate::window::{WindowRead, WindowSpec, split_late, windowed_schema};
-use crate::window_agg::{Aggregate, Panes, WindowAggregate, WindowAggregateSpec};
+use crate::window::{WindowRead, WindowSpec, windowed_schema};
+use crate::window_agg::{Aggregate, Panes, WindowAggregateSpec};
+pub use crate::windowed_run::WindowedRun;
 
 /// What the engine knows of a window table function's scan.
 #[derive(Debug, Clone)]
@@ -52,10 +54,9 @@ pub struct WindowSource {
 /// A windowed aggregation over one stream.
 #[derive(Debug, Clone)]
 pub struct WindowedPlan {
-    /// Read the stream, assign windows, filter and project up to the aggregation.
-    pub input: InputPipeline,
-    /// The watermark over the batch read (before `input.ops`).
-    pub watermark: Option<Watermark>,
+    /// The inputs (several under UNION ALL): read the stream, assign windows, filter and
+    /// project up to the aggregation.
+    pub inputs: Vec<WindowedInput>,
     /// The windows of the query (the pipeline may assign panes instead).
     pub window: WindowSpec,
     /// The aggregation.
@@ -69,6 +70,15 @@ pub struct WindowedPlan {
     pub schema: SchemaRef,
     /// When results are emitted (with `EMIT CHANGES`, `schema` ends with `__op`).
     pub emit: EmitMode,
+}
+
+/// One input of a windowed aggregation.
+#[derive(Debug, Clone)]
+pub struct WindowedInput {
+    /// Read the stream, assign windows, filter and project up to the aggregation.
+    pub pipeline: InputPipeline,
+    /// The stream's watermark over the batch read (before `pipeline.ops`).
+    pub watermark: Option<Watermark>,
 }
 
 /// When a windowed aggregation emits.
@@ -98,12 +108,22 @@ pub fn compile_windowed(
     emit: EmitMode,
 ) -> Result<Option<WindowedPlan>> {
     let changes = emit != EmitMode::Final;
-    // Down to the aggregation, then below it down to the scan.
+    // Down to the aggregation, then below it down to the scan (or, under UNION ALL, one scan
+    // per branch, each with its own filters and projections).
     let (above, node) = descend(plan);
     let LogicalPlan::Aggregate(aggregate) = node else { return Ok(None) };
     let (below, node) = descend(&aggregate.input);
-    let scan = match node {
-        LogicalPlan::TableScan(s) => s,
+    let mut branches: Vec<(Vec<&LogicalPlan>, &TableScan)> = Vec::new();
+    match node {
+        LogicalPlan::TableScan(s) => branches.push((Vec::new(), s)),
+        LogicalPlan::Union(u) => {
+            for input in &u.inputs {
+                match descend(input) {
+                    (own, LogicalPlan::TableScan(s)) => branches.push((own, s)),
+                    _ => return Ok(None),
+                }
+            }
+        }
         LogicalPlan::Aggregate(_) => {
             return Err(Error::not_supported(
                 "an aggregation over an aggregation in a windowed aggregation",
@@ -111,62 +131,35 @@ pub fn compile_windowed(
             ));
         }
         _ => return Ok(None),
-    };
-    let Some(source) = resolve(scan) else { return Ok(None) };
+    }
+    let mut sources = Vec::with_capacity(branches.len());
+    for (_, scan) in &branches {
+        match resolve(scan) {
+            Some(s) => sources.push(s),
+            None => return Ok(None),
+        }
+    }
     let not_supported = |what: &str| Err(Error::not_supported(what.to_string(), at));
-    let time_name = source.stream_schema.field(source.time).name();
-    if let Some(c) = &source.watermark_column
-        && c != time_name
-    {
+    let Some(first) = sources.first() else { return Ok(None) };
+    let spec_of_all = first.spec;
+    if sources.iter().any(|s| s.spec != spec_of_all) {
         return Err(Error::plan(
-            format!(
-                "the window's time column is {time_name}, but stream {} has its watermark on {c}: window by {c}",
-                source.stream
-            ),
+            "the branches of a UNION ALL under a windowed aggregation must use the same window",
             at,
         ));
     }
-
-    // The input pipeline: the stream's columns needed (and the time column), the windows,
-    // then the scan's columns in its order.
-    let WindowRead { read, time, keys: partition, output } = WindowRead::new(
-        source.stream_schema.fields().len(),
-        source.time,
-        &source.partition,
-        scan.projection.as_deref(),
-    );
-    let read_schema =
-        Arc::new(source.stream_schema.project(&read).map_err(|e| Error::plan(e.to_string(), at))?);
-    let assigned = windowed_schema(&read_schema, at)?;
-    let to_scan: Vec<Arc<dyn PhysicalExpr>> = output
-        .iter()
-        .map(|at| Arc::new(Column::new(assigned.field(*at).name(), *at)) as Arc<dyn PhysicalExpr>)
-        .collect();
-    let is_session = matches!(source.spec, WindowSpec::Session { .. });
-    let mut ops =
-        vec![Op::Project { exprs: to_scan, schema: Arc::clone(scan.projected_schema.inner()) }];
-    if !is_session {
-        ops.insert(0, Op::Window { spec: source.spec, time, schema: Arc::clone(&assigned) });
+    if sources.len() > 1 && matches!(spec_of_all, WindowSpec::Session { .. }) {
+        return not_supported("SESSION windows over a UNION ALL");
     }
-    for node in below.iter().rev() {
-        ops.push(op_of(node, state, at)?);
+    let mut inputs = Vec::with_capacity(branches.len());
+    let mut session_read = None;
+    for ((own, scan), source) in branches.iter().zip(&sources) {
+        let (input, read) = branch(state, at, scan, source, own, &below)?;
+        session_read.get_or_insert(read);
+        inputs.push(input);
     }
-    let mut input = InputPipeline { stream: source.stream.clone(), projection: Some(read), ops };
-
-    let watermark = match &source.watermark {
-        Some(sql) => {
-            let df = DFSchema::try_from(Arc::clone(&read_schema))
-                .map_err(|e| Error::plan(e.to_string(), at))?;
-            let expr = state
-                .create_logical_expr(sql, &df)
-                .map_err(|e| Error::plan(format!("the watermark {sql}: {}", e.message()), at))?;
-            Some(match delay_of(&expr, &df) {
-                Some((column, delay_ms)) => Watermark::Delay { column, delay_ms },
-                None => Watermark::Expr(physical(state, &expr, &df, at)?),
-            })
-        }
-        None => None,
-    };
+    let Some((time, partition, assigned)) = session_read else { return Ok(None) };
+    let source = first.clone();
 
     // The aggregation.
     let input_schema = aggregate.input.schema();
@@ -226,7 +219,7 @@ pub fn compile_windowed(
             .any(|c| matches!(c.name.as_str(), "window_start" | "window_end" | "window_time"))
     };
     let plain = |e: &Expr| matches!(e, Expr::Column(_)) || !windowy(e);
-    let below_ok = below.iter().all(|n| match n {
+    let below_ok = below.iter().chain(branches.iter().flat_map(|b| b.0.iter())).all(|n| match n {
         LogicalPlan::Filter(f) => !windowy(&f.predicate),
         LogicalPlan::Projection(p) => p.expr.iter().all(plain),
         _ => false,
@@ -284,8 +277,10 @@ pub fn compile_windowed(
             aggregate.group_expr.len() - usize::from(start.is_some()) - usize::from(end.is_some());
         // (EMIT CHANGES reads open windows, which panes do not keep.)
         if carried && keys_ok && others > 0 && !changes {
-            if let Some(Op::Window { spec, .. }) = ops_window(&mut input.ops) {
-                *spec = WindowSpec::Tumble { size: slide, offset };
+            for input in &mut inputs {
+                if let Some(Op::Window { spec, .. }) = ops_window(&mut input.pipeline.ops) {
+                    *spec = WindowSpec::Tumble { size: slide, offset };
+                }
             }
             (end_key, end_offset) = match end {
                 Some(k) => (k, 0),
@@ -318,8 +313,7 @@ pub fn compile_windowed(
         Arc::clone(plan.schema().inner())
     };
     Ok(Some(WindowedPlan {
-        input,
-        watermark,
+        inputs,
         window: source.spec,
         aggregate: spec,
         after,
@@ -432,181 +426,69 @@ fn op_of(node: &LogicalPlan, state: &SessionState, at: Option<Location>) -> Resu
     }
 }
 
-/// The aggregation state of a run.
-#[derive(Debug)]
-enum State {
-    Windows(Box<WindowAggregate>),
-    Sessions(Box<SessionAggregate>),
-}
+/// The time column, the partition keys and the schema with window columns of a branch's read.
+type ReadShape = (usize, Vec<usize>, SchemaRef);
 
-/// A windowed plan running over its input's batches, in order (a push query's or a job's).
-#[derive(Debug)]
-pub struct WindowedRun {
-    plan: WindowedPlan,
-    state: State,
-    watermark: i64,
-    /// The watermark the aggregation has seen (before the batch being pushed).
-    state_watermark: i64,
-    late_rows: u64,
-    skip_through: i64,
-    /// The positions of the late rows in the batch pushed last.
-    late: Vec<u32>,
-}
-
-impl WindowedRun {
-    /// A run from the first row.
-    ///
-    /// # Errors
-    /// When the aggregation cannot be set up.
-    pub fn new(plan: WindowedPlan) -> Result<WindowedRun> {
-        let state = match &plan.session {
-            Some(s) => {
-                State::Sessions(Box::new(SessionAggregate::new(plan.aggregate.clone(), s.clone())?))
-            }
-            None => State::Windows(Box::new(WindowAggregate::new(plan.aggregate.clone())?)),
-        };
-        Ok(WindowedRun {
-            plan,
-            state,
-            watermark: i64::MIN,
-            state_watermark: i64::MIN,
-            late_rows: 0,
-            skip_through: i64::MIN,
-            late: Vec::new(),
-        })
+/// One window function's scan (with the filters and projections of its branch, then those
+/// common to all branches) as an input of the plan; also the time column, the partition keys
+/// and the schema with window columns of the batch it reads.
+fn branch(
+    state: &SessionState,
+    at: Option<Location>,
+    scan: &TableScan,
+    source: &WindowSource,
+    own: &[&LogicalPlan],
+    common: &[&LogicalPlan],
+) -> Result<(WindowedInput, ReadShape)> {
+    let time_name = source.stream_schema.field(source.time).name();
+    if let Some(c) = &source.watermark_column
+        && c != time_name
+    {
+        return Err(Error::plan(
+            format!(
+                "the window's time column is {time_name}, but stream {} has its watermark on {c}: window by {c}",
+                source.stream
+            ),
+            at,
+        ));
     }
-
-    /// Emit only windows ending after `end` (an earlier run wrote the others).
-    pub fn skip_through(&mut self, end: i64) {
-        self.skip_through = self.skip_through.max(end);
-        if let State::Sessions(s) = &mut self.state {
-            s.skip_through(end);
+    // The stream's columns needed (and the time column), the windows, then the scan's columns
+    // in its order.
+    let WindowRead { read, time, keys: partition, output } = WindowRead::new(
+        source.stream_schema.fields().len(),
+        source.time,
+        &source.partition,
+        scan.projection.as_deref(),
+    );
+    let read_schema =
+        Arc::new(source.stream_schema.project(&read).map_err(|e| Error::plan(e.to_string(), at))?);
+    let assigned = windowed_schema(&read_schema, at)?;
+    let to_scan: Vec<Arc<dyn PhysicalExpr>> = output
+        .iter()
+        .map(|at| Arc::new(Column::new(assigned.field(*at).name(), *at)) as Arc<dyn PhysicalExpr>)
+        .collect();
+    let mut ops =
+        vec![Op::Project { exprs: to_scan, schema: Arc::clone(scan.projected_schema.inner()) }];
+    if !matches!(source.spec, WindowSpec::Session { .. }) {
+        ops.insert(0, Op::Window { spec: source.spec, time, schema: Arc::clone(&assigned) });
+    }
+    for node in own.iter().rev().chain(common.iter().rev()) {
+        ops.push(op_of(node, state, at)?);
+    }
+    let watermark = match &source.watermark {
+        Some(sql) => {
+            let df = DFSchema::try_from(Arc::clone(&read_schema))
+                .map_err(|e| Error::plan(e.to_string(), at))?;
+            let expr = state
+                .create_logical_expr(sql, &df)
+                .map_err(|e| Error::plan(format!("the watermark {sql}: {}", e.message()), at))?;
+            Some(match delay_of(&expr, &df) {
+                Some((column, delay_ms)) => Watermark::Delay { column, delay_ms },
+                None => Watermark::Expr(physical(state, &expr, &df, at)?),
+            })
         }
-    }
-
-    /// The plan.
-    pub fn plan(&self) -> &WindowedPlan {
-        &self.plan
-    }
-
-    /// Rows left out so far because their windows had closed (or they had no time).
-    pub fn late_rows(&self) -> u64 {
-        self.late_rows
-    }
-
-    /// The positions of the late rows in the batch pushed last (rows whose windows had all
-    /// closed, or without a time), in order.
-    pub fn late_positions(&self) -> &[u32] {
-        &self.late
-    }
-
-    /// A batch read from the stream: the watermark moves, the rows are aggregated, and the
-    /// windows this closes come back, each with its end and its rows in the plan's schema.
-    ///
-    /// # Errors
-    /// When an expression fails on the data, or the state passes its limit.
-    pub fn push(&mut self, batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
-        if let Some(w) = &self.plan.watermark {
-            self.watermark = self.watermark.max(w.of(&batch)?);
-        }
-        let closed = match &mut self.state {
-            State::Windows(state) => {
-                // Rows late for every window they fall in, as read (the aggregation also
-                // leaves out the copies of a row for its windows already closed).
-                let (rows, late) = match self.plan.input.ops.first() {
-                    Some(Op::Window { time, .. }) => {
-                        split_late(&self.plan.window, batch, *time, self.state_watermark)?
-                    }
-                    _ => (Some(batch), Vec::new()),
-                };
-                let stream = &self.plan.input.stream;
-                if let Some(rows) = rows
-                    && let Some(rows) =
-                        crate::stream_plan::run_ops(&self.plan.input.ops, stream, rows)?
-                {
-                    state.update(&rows)?;
-                }
-                self.late = late;
-                state.advance(self.watermark)?
-            }
-            State::Sessions(state) => {
-                let (rows, late) = state.assign(&batch)?;
-                let stream = &self.plan.input.stream;
-                if let Some(rows) = rows
-                    && let Some(rows) =
-                        crate::stream_plan::run_ops(&self.plan.input.ops, stream, rows)?
-                {
-                    state.update(&rows)?;
-                }
-                self.late = late;
-                state.advance(self.watermark)?
-            }
-        };
-        self.state_watermark = self.watermark;
-        self.late_rows += self.late.len() as u64;
-        let mut closed = closed;
-        if self.plan.emit == (EmitMode::Changes { every_ms: None })
-            && let State::Windows(state) = &mut self.state
-        {
-            closed.extend(state.changes()?);
-        }
-        self.emit(closed)
-    }
-
-    /// `EMIT CHANGES EVERY ...`: the changes of the open windows since their last emission
-    /// (for the caller to call at that interval).
-    ///
-    /// # Errors
-    /// As [`WindowedRun::push`].
-    pub fn tick(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
-        let changes = match &mut self.state {
-            State::Windows(state) if self.plan.emit != EmitMode::Final => state.changes()?,
-            _ => Vec::new(),
-        };
-        self.emit(changes)
-    }
-
-    /// The input ended (sealed and read): every window closes.
-    ///
-    /// # Errors
-    /// As [`WindowedRun::push`].
-    pub fn finish(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
-        self.late.clear();
-        let closed = match &mut self.state {
-            State::Windows(s) => s.advance(i64::MAX)?,
-            State::Sessions(s) => s.advance(i64::MAX)?,
-        };
-        self.emit(closed)
-    }
-
-    fn emit(&self, closed: Vec<(i64, RecordBatch)>) -> Result<Vec<(i64, RecordBatch)>> {
-        let fail = |e: datafusion::arrow::error::ArrowError| Error::plan(e.to_string(), None);
-        let changes = self.plan.emit != EmitMode::Final;
-        let mut out = Vec::with_capacity(closed.len());
-        for (end, window) in closed {
-            if end <= self.skip_through && !changes {
-                continue;
-            }
-            // A changelog's `__op` passes by the projections above the aggregation.
-            let (window, op) = if changes {
-                let mut columns = window.columns().to_vec();
-                let op = columns.pop();
-                let data = RecordBatch::try_new(Arc::clone(&self.plan.aggregate.schema), columns)
-                    .map_err(fail)?;
-                (data, op)
-            } else {
-                (window, None)
-            };
-            let stream = &self.plan.input.stream;
-            let Some(rows) = crate::stream_plan::run_ops(&self.plan.after, stream, window)? else {
-                continue;
-            };
-            let mut columns = rows.columns().to_vec();
-            columns.extend(op);
-            let rows =
-                RecordBatch::try_new(Arc::clone(&self.plan.schema), columns).map_err(fail)?;
-            out.push((end, rows));
-        }
-        Ok(out)
-    }
+        None => None,
+    };
+    let pipeline = InputPipeline { stream: source.stream.clone(), projection: Some(read), ops };
+    Ok((WindowedInput { pipeline, watermark }, (time, partition, assigned)))
 }

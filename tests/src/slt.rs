@@ -15,6 +15,7 @@
 //! - `subscribe N` then a push query, `----`, and the N expected rows (in arrival order): the
 //!   first N rows the subscription delivers.
 //! - `wait`: wait until every job has processed everything its inputs hold.
+//! - `sleep MS`: wait MS milliseconds (for processing-time behaviour, like idle inputs).
 //! - `reopen`: close the engine and open the data directory again.
 //!
 //! In SQL, `$DATA` is the absolute path of `tests/slt/data` and `$TMP` a fresh temporary
@@ -66,6 +67,7 @@ enum Record {
         expected: Vec<String>,
     },
     Wait,
+    Sleep(u64),
     Reopen,
 }
 
@@ -130,6 +132,7 @@ fn parse(text: &str) -> Result<Vec<(usize, Record)>> {
             },
             ["subscribe", n] => Record::Subscribe { sql, rows: n.parse()?, expected: results },
             ["wait"] => Record::Wait,
+            ["sleep", ms] => Record::Sleep(ms.parse()?),
             ["reopen"] => Record::Reopen,
             _ => bail!("line {start}: unknown record '{line}'"),
         };
@@ -290,6 +293,7 @@ pub async fn run_file(path: &Path, data: &Path) -> Result<Vec<Failure>> {
                     failures.push(fail(format!("wait: {e}")));
                 }
             }
+            Record::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Record::Reopen => {
                 engine.close().await?;
                 engine = Engine::open(dir.path()).await?;

@@ -1,5 +1,6 @@
 //! Property test of windowed aggregation: random events with bounded out-of-orderness (less
-//! than the watermark's delay, so no row is late), random window kinds and sizes; the push
+//! than the watermark's delay, so no row is late), random window kinds and sizes, in one
+//! stream or split over two read through UNION ALL (the minimum watermark); the push
 //! query (`EMIT FINAL`, started before the rows are appended, so that windows close as the
 //! watermark passes them while later batches arrive, the rest when the stream is sealed) gives
 //! the same rows as DataFusion batch over the same stream.
@@ -30,28 +31,40 @@ fn window() -> impl Strategy<Value = String> {
     ]
 }
 
-async fn check(events: Vec<Event>, cut: usize, window: String) {
+/// `split`: the events go alternately to two streams, read through `UNION ALL` (the
+/// watermark is the minimum of theirs).
+async fn check(events: Vec<Event>, cut: usize, window: String, split: bool) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).await.unwrap();
-    engine
-        .execute(
-            "CREATE STREAM ev (k BIGINT, v BIGINT, ts TIMESTAMP(3),
-               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (durability = 'relaxed')",
-        )
-        .await
-        .unwrap();
+    for name in ["ev", "ev2"] {
+        engine
+            .execute(&format!(
+                "CREATE STREAM {name} (k BIGINT, v BIGINT, ts TIMESTAMP(3),
+                   WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (durability = 'relaxed')"
+            ))
+            .await
+            .unwrap();
+    }
+    let from = if split {
+        let second = window.replace("(ev,", "(ev2,").replace("TABLE ev,", "TABLE ev2,");
+        format!("(SELECT * FROM {window} UNION ALL SELECT * FROM {second})")
+    } else {
+        window.clone()
+    };
     let query = format!(
         "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi,
                 avg(v) AS mean, count(v) FILTER (WHERE v > 0) AS positive, count(DISTINCT v) AS d
-         FROM {window} GROUP BY k, window_start, window_end"
+         FROM {from} GROUP BY k, window_start, window_end"
     );
     // The push query starts first and reads the batches as they are appended (one frame
     // each), so windows close as the watermark passes them, before the end.
     let mut sub = engine.subscribe(&format!("{query} EMIT FINAL")).await.unwrap();
-    for b in batches(&events, cut) {
-        engine.append("ev", b).await.unwrap();
+    for (i, b) in batches(&events, cut).into_iter().enumerate() {
+        let to = if split && i % 2 == 1 { "ev2" } else { "ev" };
+        engine.append(to, b).await.unwrap();
     }
     engine.execute("SEAL STREAM ev").await.unwrap();
+    engine.execute("SEAL STREAM ev2").await.unwrap();
     let mut want = format_rows(&engine.query(&query).await.unwrap()).unwrap();
     let mut got = Vec::new();
     while let Some(b) = sub.next().await {
@@ -59,7 +72,7 @@ async fn check(events: Vec<Event>, cut: usize, window: String) {
     }
     got.sort();
     want.sort();
-    assert_eq!(got, want, "{window}, {} events in batches of {cut}", events.len());
+    assert_eq!(got, want, "{from}, {} events in batches of {cut}", events.len());
     engine.close().await.unwrap();
 }
 
@@ -74,9 +87,10 @@ proptest! {
         events in prop::collection::vec(event(), 0..250),
         cut in 1usize..60,
         window in window(),
+        split in prop::bool::weighted(0.3),
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(check(events, cut, window));
+        rt.block_on(check(events, cut, window, split));
     }
 }
 

@@ -1,0 +1,257 @@
+//! A windowed plan at run time: batches of its inputs in, closed windows (or changes) out.
+//!
+//! Each input has its own watermark (the running maximum of its stream's declared watermark
+//! over the batches read). The plan's watermark is the **minimum** over its inputs, leaving
+//! out an input declared idle by the caller (no data for its stream's `idle_timeout`) and
+//! counting an input that ended (sealed and read) as `+inf`; it never goes back. When every
+//! input is idle or ended, it does not move (unless all ended: then every window closes).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+
+use crate::error::{Error, Result};
+use crate::session_agg::SessionAggregate;
+use crate::stream_plan::{Op, run_ops};
+use crate::window::split_late;
+use crate::window_agg::WindowAggregate;
+use crate::windowed_plan::{EmitMode, WindowedPlan};
+
+/// The aggregation state of a run.
+#[derive(Debug)]
+enum State {
+    Windows(Box<WindowAggregate>),
+    Sessions(Box<SessionAggregate>),
+}
+
+/// Where one input stands.
+#[derive(Debug, Clone, Copy)]
+struct InputState {
+    watermark: i64,
+    idle: bool,
+    ended: bool,
+}
+
+/// A windowed plan running over its inputs' batches, each input in order (a push query's or a
+/// job's).
+#[derive(Debug)]
+pub struct WindowedRun {
+    plan: WindowedPlan,
+    state: State,
+    inputs: Vec<InputState>,
+    /// The plan's watermark.
+    watermark: i64,
+    /// The watermark the aggregation has seen (before the batch being pushed).
+    state_watermark: i64,
+    late_rows: u64,
+    skip_through: i64,
+    /// The positions of the late rows in the batch pushed last.
+    late: Vec<u32>,
+}
+
+impl WindowedRun {
+    /// A run from the first row of every input.
+    ///
+    /// # Errors
+    /// When the aggregation cannot be set up.
+    pub fn new(plan: WindowedPlan) -> Result<WindowedRun> {
+        let state = match &plan.session {
+            Some(s) => {
+                State::Sessions(Box::new(SessionAggregate::new(plan.aggregate.clone(), s.clone())?))
+            }
+            None => State::Windows(Box::new(WindowAggregate::new(plan.aggregate.clone())?)),
+        };
+        let inputs =
+            vec![InputState { watermark: i64::MIN, idle: false, ended: false }; plan.inputs.len()];
+        Ok(WindowedRun {
+            plan,
+            state,
+            inputs,
+            watermark: i64::MIN,
+            state_watermark: i64::MIN,
+            late_rows: 0,
+            skip_through: i64::MIN,
+            late: Vec::new(),
+        })
+    }
+
+    /// Emit only windows ending after `end` (an earlier run wrote the others).
+    pub fn skip_through(&mut self, end: i64) {
+        self.skip_through = self.skip_through.max(end);
+        if let State::Sessions(s) = &mut self.state {
+            s.skip_through(end);
+        }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &WindowedPlan {
+        &self.plan
+    }
+
+    /// The plan's watermark (`i64::MIN`: none yet).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Rows left out so far because their windows had closed (or they had no time).
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+
+    /// The positions of the late rows in the batch pushed last (rows whose windows had all
+    /// closed, or without a time), in order.
+    pub fn late_positions(&self) -> &[u32] {
+        &self.late
+    }
+
+    /// The minimum over the inputs that are neither idle nor ended; never lower than before.
+    fn combined(&self) -> i64 {
+        let live = self.inputs.iter().filter(|i| !i.idle && !i.ended);
+        match live.map(|i| i.watermark).min() {
+            Some(w) => w.max(self.watermark),
+            None if self.inputs.iter().all(|i| i.ended) => i64::MAX,
+            None => self.watermark,
+        }
+    }
+
+    /// A batch read from input `input`: its watermark moves, the rows are aggregated, and the
+    /// windows this closes come back, each with its end and its rows in the plan's schema.
+    ///
+    /// # Errors
+    /// When an expression fails on the data, or the state passes its limit.
+    pub fn push(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+        let Some(spec) = self.plan.inputs.get(input) else {
+            return Err(Error::plan(format!("the windowed plan has no input {input}"), None));
+        };
+        let mut wm = self.inputs[input].watermark;
+        if let Some(w) = &spec.watermark {
+            wm = wm.max(w.of(&batch)?);
+        }
+        self.inputs[input] = InputState { watermark: wm, idle: false, ended: false };
+        let pipeline = &spec.pipeline;
+        let (rows, late) = match &mut self.state {
+            State::Windows(_) => match pipeline.ops.first() {
+                // Rows late for every window they fall in, as read (the aggregation also
+                // leaves out the copies of a row for its windows already closed).
+                Some(Op::Window { time, .. }) => {
+                    split_late(&self.plan.window, batch, *time, self.state_watermark)?
+                }
+                _ => (Some(batch), Vec::new()),
+            },
+            State::Sessions(state) => state.assign(&batch)?,
+        };
+        if let Some(rows) = rows
+            && let Some(rows) = run_ops(&pipeline.ops, &pipeline.stream, rows)?
+        {
+            match &mut self.state {
+                State::Windows(state) => {
+                    state.update(&rows)?;
+                }
+                State::Sessions(state) => state.update(&rows)?,
+            }
+        }
+        self.late_rows += late.len() as u64;
+        self.late = late;
+        self.advance(true)
+    }
+
+    /// Input `input` ended (sealed and read): its watermark is `+inf` from now on; once every
+    /// input ended, every window closes.
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub fn end_input(&mut self, input: usize) -> Result<Vec<(i64, RecordBatch)>> {
+        if let Some(i) = self.inputs.get_mut(input) {
+            i.ended = true;
+        }
+        self.late.clear();
+        self.advance(false)
+    }
+
+    /// Every input ended.
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub fn finish(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
+        for i in &mut self.inputs {
+            i.ended = true;
+        }
+        self.late.clear();
+        self.advance(false)
+    }
+
+    /// Input `input` has had no data for its idle timeout: it no longer holds the watermark
+    /// back (until its next batch).
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub fn set_idle(&mut self, input: usize) -> Result<Vec<(i64, RecordBatch)>> {
+        if let Some(i) = self.inputs.get_mut(input) {
+            i.idle = true;
+        }
+        self.late.clear();
+        self.advance(false)
+    }
+
+    /// `EMIT CHANGES EVERY ...`: the changes of the open windows since their last emission
+    /// (for the caller to call at that interval).
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub fn tick(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
+        let changes = match &mut self.state {
+            State::Windows(state) if self.plan.emit != EmitMode::Final => state.changes()?,
+            _ => Vec::new(),
+        };
+        self.emit(changes)
+    }
+
+    /// Move the watermark and emit what it closes (and, with `EMIT CHANGES` after a batch,
+    /// the open windows' changes).
+    fn advance(&mut self, batch: bool) -> Result<Vec<(i64, RecordBatch)>> {
+        self.watermark = self.combined();
+        let mut closed = match &mut self.state {
+            State::Windows(s) => s.advance(self.watermark)?,
+            State::Sessions(s) => s.advance(self.watermark)?,
+        };
+        self.state_watermark = self.watermark;
+        if batch
+            && self.plan.emit == (EmitMode::Changes { every_ms: None })
+            && let State::Windows(state) = &mut self.state
+        {
+            closed.extend(state.changes()?);
+        }
+        self.emit(closed)
+    }
+
+    fn emit(&self, closed: Vec<(i64, RecordBatch)>) -> Result<Vec<(i64, RecordBatch)>> {
+        let fail = |e: datafusion::arrow::error::ArrowError| Error::plan(e.to_string(), None);
+        let changes = self.plan.emit != EmitMode::Final;
+        let stream = self.plan.inputs.first().map_or("", |i| i.pipeline.stream.as_str());
+        let mut out = Vec::with_capacity(closed.len());
+        for (end, window) in closed {
+            if end <= self.skip_through && !changes {
+                continue;
+            }
+            // A changelog's `__op` passes by the projections above the aggregation.
+            let (window, op) = if changes {
+                let mut columns = window.columns().to_vec();
+                let op = columns.pop();
+                let data = RecordBatch::try_new(Arc::clone(&self.plan.aggregate.schema), columns)
+                    .map_err(fail)?;
+                (data, op)
+            } else {
+                (window, None)
+            };
+            let Some(rows) = run_ops(&self.plan.after, stream, window)? else {
+                continue;
+            };
+            let mut columns = rows.columns().to_vec();
+            columns.extend(op);
+            let rows =
+                RecordBatch::try_new(Arc::clone(&self.plan.schema), columns).map_err(fail)?;
+            out.push((end, rows));
+        }
+        Ok(out)
+    }
+}
