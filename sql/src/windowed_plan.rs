@@ -302,11 +302,6 @@ pub fn compile_windowed(
         changes,
     };
     let after = above.iter().rev().map(|n| op_of(n, state, at)).collect::<Result<Vec<_>>>()?;
-    if changes && after.iter().any(|o| matches!(o, Op::Filter(_))) {
-        return not_supported(
-            "HAVING (or a filter above the aggregation) with EMIT CHANGES (a group leaving the result would need -D rows)",
-        );
-    }
     let schema = if changes {
         crate::window_agg::changes::changelog_schema(plan.schema().as_arrow())
     } else {

@@ -15,6 +15,7 @@ use crate::session_agg::SessionAggregate;
 use crate::stream_plan::{Op, run_ops};
 use crate::window::split_late;
 use crate::window_agg::WindowAggregate;
+use crate::window_agg::changes::{DELETE, INSERT, UPDATE_AFTER, UPDATE_BEFORE};
 use crate::windowed_plan::{EmitMode, WindowedPlan};
 
 /// The aggregation state of a run.
@@ -233,25 +234,106 @@ impl WindowedRun {
             if end <= self.skip_through && !changes {
                 continue;
             }
-            // A changelog's `__op` passes by the projections above the aggregation.
-            let (window, op) = if changes {
-                let mut columns = window.columns().to_vec();
-                let op = columns.pop();
-                let data = RecordBatch::try_new(Arc::clone(&self.plan.aggregate.schema), columns)
-                    .map_err(fail)?;
-                (data, op)
+            let rows = if changes {
+                match self.changes_above(window, stream)? {
+                    Some(rows) => rows,
+                    None => continue,
+                }
             } else {
-                (window, None)
+                match run_ops(&self.plan.after, stream, window)? {
+                    Some(rows) => rows,
+                    None => continue,
+                }
             };
-            let Some(rows) = run_ops(&self.plan.after, stream, window)? else {
-                continue;
-            };
-            let mut columns = rows.columns().to_vec();
-            columns.extend(op);
-            let rows =
-                RecordBatch::try_new(Arc::clone(&self.plan.schema), columns).map_err(fail)?;
+            let rows = RecordBatch::try_new(Arc::clone(&self.plan.schema), rows.columns().to_vec())
+                .map_err(fail)?;
             out.push((end, rows));
         }
         Ok(out)
     }
+
+    /// A batch of changes (the aggregate's columns, then `__op`: `-U` rows, then as many `+U`
+    /// rows of the same groups in the same order, then `+I` rows) through the filters and
+    /// projections above the aggregation. A filter (HAVING) turns an update whose old row
+    /// passed and new one does not into `-D`, and the reverse into `+I`.
+    fn changes_above(&self, window: RecordBatch, stream: &str) -> Result<Option<RecordBatch>> {
+        use datafusion::arrow::array::{AsArray, Int8Array, UInt32Array};
+        use datafusion::arrow::datatypes::Int8Type;
+        let fail = |e: datafusion::arrow::error::ArrowError| Error::plan(e.to_string(), None);
+        let mut columns = window.columns().to_vec();
+        let Some(op) = columns.pop() else { return Ok(None) };
+        let op = op.as_primitive::<Int8Type>().clone();
+        let data =
+            RecordBatch::try_new(Arc::clone(&self.plan.aggregate.schema), columns).map_err(fail)?;
+        let Some((rows, kept)) = run_ops_tracked(&self.plan.after, stream, data)? else {
+            return Ok(None);
+        };
+        // Where each input row went (if it passed).
+        let mut at = vec![None; op.len()];
+        for (p, i) in kept.iter().enumerate() {
+            at[*i as usize] = Some(p as u32);
+        }
+        let updates = op.values().iter().filter(|o| **o == UPDATE_BEFORE).count();
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for i in 0..updates {
+            match (at[i], at[updates + i]) {
+                (Some(o), Some(n)) => {
+                    before.push((o, UPDATE_BEFORE));
+                    after.push((n, UPDATE_AFTER));
+                }
+                (Some(o), None) => before.push((o, DELETE)),
+                (None, Some(n)) => after.push((n, INSERT)),
+                (None, None) => {}
+            }
+        }
+        for p in at.iter().skip(2 * updates).flatten() {
+            after.push((*p, INSERT));
+        }
+        before.extend(after);
+        if before.is_empty() {
+            return Ok(None);
+        }
+        let idx = UInt32Array::from(before.iter().map(|(p, _)| *p).collect::<Vec<_>>());
+        let mut columns = rows
+            .columns()
+            .iter()
+            .map(|c| datafusion::arrow::compute::take(c, &idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        columns.push(Arc::new(Int8Array::from(before.iter().map(|(_, o)| *o).collect::<Vec<_>>())));
+        Ok(Some(RecordBatch::try_new(Arc::clone(&self.plan.schema), columns).map_err(fail)?))
+    }
+}
+
+/// Run `ops` (filters and projections, in order) over `batch`: the rows out, and the position
+/// in `batch` of each (`None`: none passed).
+fn run_ops_tracked(
+    ops: &[Op],
+    stream: &str,
+    batch: RecordBatch,
+) -> Result<Option<(RecordBatch, Vec<u32>)>> {
+    use datafusion::arrow::array::{AsArray, UInt32Array};
+    let mut kept: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    let mut b = batch;
+    for op in ops {
+        if let Op::Filter(p) = op {
+            let mask = p.evaluate(&b).and_then(|v| v.into_array(b.num_rows())).map_err(|e| {
+                Error::plan(format!("on a row of stream {stream}: {}", e.message()), None)
+            })?;
+            let Some(mask) = mask.as_boolean_opt() else {
+                return Err(Error::plan("a filter is not a boolean", None));
+            };
+            let positions = datafusion::arrow::compute::filter(&UInt32Array::from(kept), mask)
+                .map_err(|e| Error::plan(e.to_string(), None))?;
+            kept = positions
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
+                .values()
+                .to_vec();
+        }
+        match run_ops(std::slice::from_ref(op), stream, b)? {
+            Some(next) => b = next,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((b, kept)))
 }

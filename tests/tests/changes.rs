@@ -1,6 +1,7 @@
 //! Property test of `EMIT CHANGES`: random events (some late), random window kinds, the push
 //! query with `EMIT CHANGES` (after every batch) or `EMIT CHANGES EVERY` (a short processing-time
-//! interval) started before the rows arrive. Its changelog must be consistent: a `-U` row
+//! interval), with or without a HAVING that groups enter and leave, started before the rows
+//! arrive. Its changelog must be consistent: a `-U` row
 //! retracts a row emitted before and not retracted since, and applying every row in order to
 //! a table yields, once the stream is sealed, exactly the `EMIT FINAL` answer of the same
 //! query (each window's final row once).
@@ -32,7 +33,7 @@ fn window() -> impl Strategy<Value = String> {
     ]
 }
 
-async fn check(events: Vec<Event>, cut: usize, window: String, every: bool) {
+async fn check(events: Vec<Event>, cut: usize, window: String, every: bool, having: bool) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).await.unwrap();
     engine
@@ -44,7 +45,9 @@ async fn check(events: Vec<Event>, cut: usize, window: String, every: bool) {
         .unwrap();
     let query = format!(
         "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(v) AS hi
-         FROM {window} GROUP BY k, window_start, window_end"
+         FROM {window} GROUP BY k, window_start, window_end{}",
+        // A group can pass, then fail (-D), then pass again (+I).
+        if having { " HAVING count(*) % 2 = 1 OR max(v) > 90" } else { "" }
     );
     let emit = if every { "EMIT CHANGES EVERY INTERVAL '3' MILLISECOND" } else { "EMIT CHANGES" };
     let mut changes = engine.subscribe(&format!("{query} {emit}")).await.unwrap();
@@ -97,8 +100,9 @@ proptest! {
         cut in 1usize..40,
         window in window(),
         every in prop::bool::ANY,
+        having in prop::bool::ANY,
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(check(events, cut, window, every));
+        rt.block_on(check(events, cut, window, every, having));
     }
 }

@@ -33,6 +33,8 @@ pub const INSERT: i8 = 0;
 pub const UPDATE_BEFORE: i8 = 1;
 /// `+U`: the row after an update.
 pub const UPDATE_AFTER: i8 = 2;
+/// `-D`: a row deleted.
+pub const DELETE: i8 = 3;
 
 /// The name of the changelog's row kind column.
 pub const OP_COLUMN: &str = "__op";
