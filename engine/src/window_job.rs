@@ -161,6 +161,12 @@ pub(crate) enum Wake {
     Idle,
 }
 
+/// Whether a wake read a batch.
+enum WakeKind {
+    Batch,
+    Other,
+}
+
 /// The inputs' idle timeouts: which inputs had no data for theirs.
 pub(crate) struct IdleInputs {
     timeouts: Vec<Option<Duration>>,
@@ -230,16 +236,21 @@ async fn run_job(
     let mut idle = IdleInputs::new(spec.idle.clone());
     let check = idle.check;
     let mut idle_ticks = timer(check);
+    let mut wakes = 0u64;
     let outcome: Result<Status> = async {
         loop {
+            // (Not biased: with a backlog always ready, the timers must still get their turn.)
             let wake = tokio::select! {
-                biased;
                 _ = stop.changed() => return Ok(Status::Stopped),
                 m = rx.recv() => Wake::Msg(m),
                 _ = emit_ticks.tick(), if every.is_some() => Wake::Emit,
                 _ = idle_ticks.tick(), if check.is_some() => Wake::Idle,
             };
             let mut done = false;
+            let wake_kind = match &wake {
+                Wake::Msg(Some(InputMsg::Batch(..))) => WakeKind::Batch,
+                _ => WakeKind::Other,
+            };
             let closed = match wake {
                 Wake::Emit => run.tick()?,
                 Wake::Idle => {
@@ -257,9 +268,17 @@ async fn run_job(
                     // The late rows, whole, tagged with the input position after them.
                     let pos = b.offset + n;
                     positions[i] = pos;
-                    if !run.late_positions().is_empty() && written.late[i].is_none_or(|w| pos > w) {
+                    // (Only those past what an earlier run wrote, which may end inside the batch.)
+                    let from = written.late[i].map_or(0, |w| w.saturating_sub(b.offset));
+                    let late: Vec<u32> = run
+                        .late_positions()
+                        .iter()
+                        .copied()
+                        .filter(|p| u64::from(*p) >= from)
+                        .collect();
+                    if !late.is_empty() {
                         let rows = tokio::task::block_in_place(|| {
-                            rows_at(&spec.inputs[i], b.offset, n, run.late_positions())
+                            rows_at(&spec.inputs[i], b.offset, n, &late)
                         })?;
                         let tag = Tag { producer: late_producer(producer, i), seq: pos };
                         let pending =
@@ -277,12 +296,26 @@ async fn run_job(
                 Wake::Msg(None) => return Ok(Status::Stopped),
             };
             let read: u64 = positions.iter().sum();
+            // EMIT CHANGES: one frame per wake (so that it is written whole or not at all),
+            // tagged with the rows read and the wakes since the last batch.
+            let closed = if changes && closed.len() > 1 {
+                let schema = closed[0].1.schema();
+                let batches: Vec<_> = closed.iter().map(|(_, b)| b.clone()).collect();
+                let all = datafusion::arrow::compute::concat_batches(&schema, &batches)
+                    .map_err(|e| Error::plan(e.to_string(), None))?;
+                vec![(0, all)]
+            } else {
+                closed
+            };
+            if changes {
+                wakes = if matches!(wake_kind, WakeKind::Batch) { 0 } else { wakes + 1 };
+            }
             let mut last: Option<PendingAppend> = None;
             for (end, out) in closed {
                 let seq = match (changes, done) {
                     (false, _) => seq_of(end),
-                    (true, false) => read,
-                    (true, true) => read + 1,
+                    (true, false) => (read << 16) | wakes.min(0xFFFF),
+                    (true, true) => ((read + 1) << 16) | wakes.min(0xFFFF),
                 };
                 if written.windows.is_some_and(|w| seq <= w) {
                     // Written by an earlier run.

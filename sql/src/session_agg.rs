@@ -79,6 +79,8 @@ pub struct SessionAggregate {
     plan: SessionPlan,
     sessions: Sessions,
     key_schema: SchemaRef,
+    /// The keys of a closing window: its start and end, then the other group keys.
+    bounds_schema: SchemaRef,
     chunks: HashMap<u64, Chunk>,
     next_chunk: u64,
     /// Each open session's partial rows: (chunk, row).
@@ -105,8 +107,15 @@ impl SessionAggregate {
     pub fn new(spec: WindowAggregateSpec, plan: SessionPlan) -> Result<SessionAggregate> {
         let mut fields = vec![Field::new("__session", DataType::Int64, false)];
         fields.extend(plan.keys.iter().map(|k| spec.schema.field(*k).clone()));
+        let mut bounds_fields = vec![
+            Field::new("__start", DataType::Int64, false),
+            Field::new("__end", DataType::Int64, false),
+        ];
+        bounds_fields.extend(fields.iter().skip(1).cloned());
         let key_schema = Arc::new(Schema::new(fields));
+        let bounds_schema = Arc::new(Schema::new(bounds_fields));
         new_group_values(Arc::clone(&key_schema), &GroupOrdering::None).map_err(exec)?;
+        new_group_values(Arc::clone(&bounds_schema), &GroupOrdering::None).map_err(exec)?;
         let sessions = Sessions::new(plan.gap, &plan.assigned, plan.time, plan.partition.clone())?;
         if plan.bounds.is_empty() {
             return Err(Error::plan("a session aggregation groups by its window", None));
@@ -116,6 +125,7 @@ impl SessionAggregate {
             plan,
             sessions,
             key_schema,
+            bounds_schema,
             chunks: HashMap::new(),
             next_chunk: 0,
             refs: HashMap::new(),
@@ -254,9 +264,17 @@ impl SessionAggregate {
     }
 
     /// Merge the partial rows of `sessions` by session and group key.
-    fn gather(&self, sessions: &[(u64, Vec<(u64, u32)>)]) -> Result<Merged> {
+    /// With `bounds`, by the sessions' (start, end) instead of their ids: two sessions (of
+    /// different partitions) with the same bounds are one window for a GROUP BY without the
+    /// partition keys, as in batch.
+    fn gather(
+        &self,
+        sessions: &[(u64, Vec<(u64, u32)>)],
+        bounds: Option<&HashMap<i64, (i64, i64)>>,
+    ) -> Result<Merged> {
+        let schema = if bounds.is_some() { &self.bounds_schema } else { &self.key_schema };
         let mut groups =
-            new_group_values(Arc::clone(&self.key_schema), &GroupOrdering::None).map_err(exec)?;
+            new_group_values(Arc::clone(schema), &GroupOrdering::None).map_err(exec)?;
         let mut accs = accumulators(&self.spec.aggregates)?;
         let mut slots: Vec<&Chunk> = Vec::new();
         let mut position: HashMap<u64, usize> = HashMap::new();
@@ -282,7 +300,16 @@ impl SessionAggregate {
             return Ok((groups, accs));
         }
         let pick = |arrays: Vec<&dyn Array>| interleave(&arrays, &picks).map_err(exec);
-        let mut keys: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(ids))];
+        let mut keys: Vec<ArrayRef> = match bounds {
+            Some(b) => {
+                let of = |id: &i64| b.get(id).copied().unwrap_or((0, 0));
+                vec![
+                    Arc::new(Int64Array::from(ids.iter().map(|i| of(i).0).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(ids.iter().map(|i| of(i).1).collect::<Vec<_>>())),
+                ]
+            }
+            None => vec![Arc::new(Int64Array::from(ids))],
+        };
         for k in 0..self.plan.keys.len() {
             keys.push(pick(slots.iter().map(|c| c.keys[k].as_ref()).collect())?);
         }
@@ -317,7 +344,7 @@ impl SessionAggregate {
     fn compact(&mut self, id: u64) -> Result<()> {
         let Some(refs) = self.refs.remove(&id) else { return Ok(()) };
         let list = [(id, refs)];
-        let (groups, accs) = self.gather(&list)?;
+        let (groups, accs) = self.gather(&list, None)?;
         let [(_, old)] = list;
         self.release(&old);
         self.add_chunk(groups, accs)?;
@@ -349,7 +376,7 @@ impl SessionAggregate {
             list.push((c.id, refs));
         }
         self.release(&skipped);
-        let (mut groups, mut accs) = self.gather(&list)?;
+        let (mut groups, mut accs) = self.gather(&list, Some(&bounds))?;
         for (_, refs) in &list {
             self.release(refs);
         }
@@ -357,28 +384,20 @@ impl SessionAggregate {
             return Ok(Vec::new());
         }
         let mut keys = groups.emit(EmitTo::All).map_err(exec)?.into_iter();
-        let ids = keys.next().ok_or_else(|| exec("the session key is missing"))?;
-        let ids = ids
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| exec("the session key is not an id"))?
-            .clone();
+        let int = |a: Option<ArrayRef>| -> Result<Int64Array> {
+            a.and_then(|a| a.as_any().downcast_ref::<Int64Array>().cloned())
+                .ok_or_else(|| exec("the session bounds are missing"))
+        };
+        let (starts, ends) = (int(keys.next())?, int(keys.next())?);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.spec.schema.fields().len());
         for k in 0..self.spec.group.len() {
             match self.plan.bounds.iter().find(|(i, _)| *i == k) {
                 Some((_, bound)) => {
-                    let values: TimestampMillisecondArray = ids
-                        .values()
-                        .iter()
-                        .map(|id| {
-                            let (s, e) = bounds.get(id).copied().unwrap_or((0, 0));
-                            Some(match bound {
-                                Bound::Start => s,
-                                Bound::End => e,
-                                Bound::Time => e - 1,
-                            })
-                        })
-                        .collect();
+                    let values: TimestampMillisecondArray = match bound {
+                        Bound::Start => starts.values().iter().map(|v| Some(*v)).collect(),
+                        Bound::End => ends.values().iter().map(|v| Some(*v)).collect(),
+                        Bound::Time => ends.values().iter().map(|v| Some(v - 1)).collect(),
+                    };
                     let ty = self.spec.schema.field(k).data_type();
                     columns.push(cast(&values, ty).map_err(exec)?);
                 }

@@ -24,6 +24,10 @@ use crate::error::{Error, Location, Result};
 /// Most windows one row may belong to (HOP size / slide, CUMULATE max / step).
 pub const MAX_WINDOWS_PER_ROW: i64 = 1000;
 
+/// Times (ms) beyond this, either way (year 73 million), have no window: a row with one is
+/// treated like a row without a time (its window arithmetic could overflow).
+pub const MAX_TIME: i64 = 1 << 61;
+
 /// A window kind with its sizes, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WindowSpec {
@@ -124,6 +128,9 @@ impl WindowSpec {
     /// session: the row's own window `[t, t + gap)`, before it merges with others.)
     pub fn windows(&self, t: i64, out: &mut Vec<(i64, i64)>) {
         out.clear();
+        if !(-MAX_TIME..=MAX_TIME).contains(&t) {
+            return;
+        }
         match *self {
             WindowSpec::Session { gap } => out.push((t, t.saturating_add(gap))),
             WindowSpec::Tumble { size, offset } => {
@@ -154,8 +161,11 @@ impl WindowSpec {
 
 impl WindowSpec {
     /// The end of the last window that holds time `t` (for a session: of the row's own
-    /// window, `t + gap`).
+    /// window, `t + gap`); `i64::MIN` for a time beyond [`MAX_TIME`].
     pub fn last_end(&self, t: i64) -> i64 {
+        if !(-MAX_TIME..=MAX_TIME).contains(&t) {
+            return i64::MIN;
+        }
         match *self {
             WindowSpec::Tumble { size, offset } => t - (t - offset).rem_euclid(size) + size,
             WindowSpec::Hop { slide, size, offset } => t - (t - offset).rem_euclid(slide) + size,
@@ -181,10 +191,17 @@ pub fn split_late(
     watermark: i64,
 ) -> Result<(Option<RecordBatch>, Vec<u32>)> {
     let ms = crate::session::millis(batch.column(time))?;
-    let late = |t: i64| watermark != i64::MIN && spec.last_end(t) <= watermark.saturating_add(1);
+    let late = |t: i64| {
+        let end = spec.last_end(t);
+        end == i64::MIN || (watermark != i64::MIN && end <= watermark.saturating_add(1))
+    };
     // Ends grow with time: when the earliest row is on time, all are.
     let earliest = datafusion::arrow::compute::min(&ms);
-    if ms.null_count() == 0 && earliest.is_none_or(|t| !late(t)) {
+    let latest = datafusion::arrow::compute::max(&ms);
+    if ms.null_count() == 0
+        && earliest.is_none_or(|t| !late(t))
+        && latest.is_none_or(|t| t <= MAX_TIME)
+    {
         return Ok((Some(batch), Vec::new()));
     }
     let mask: datafusion::arrow::array::BooleanArray =
@@ -363,6 +380,16 @@ pub fn assign(
             continue;
         }
         spec.windows(ms.value(i), &mut windows);
+        if windows.is_empty() {
+            // A time beyond MAX_TIME: like no time.
+            starts.append_null();
+            ends.append_null();
+            times.append_null();
+            if !one_per_row {
+                rows.append_value(i as u32);
+            }
+            continue;
+        }
         for (s, e) in &windows {
             starts.append_value(*s);
             ends.append_value(*e);

@@ -212,7 +212,7 @@ impl WindowAggregate {
                 Some(e) if !self.closed(*e) => {
                     by_end.entry((false, *e)).or_default().push(i as u32)
                 }
-                Some(e) if last_window > 0 && !self.closed(e + last_window) => {
+                Some(e) if last_window > 0 && !self.closed(e.saturating_add(last_window)) => {
                     by_end.entry((true, *e)).or_default().push(i as u32)
                 }
                 _ => late.push(i as u32),
@@ -373,8 +373,16 @@ impl WindowAggregate {
         // (Only ends in (emitted, watermark + 1]: the work is the windows emitted.)
         let mut ends = std::collections::BTreeSet::new();
         let last = self.watermark.saturating_add(1);
-        let done = if before == i64::MIN { self.emitted } else { self.emitted.max(before + 1) };
+        let done = if before == i64::MIN {
+            self.emitted
+        } else {
+            self.emitted.max(before.saturating_add(1))
+        };
         for p in self.frozen.keys() {
+            if done.saturating_sub(*p) >= panes.size {
+                // Every window of this pane is done.
+                continue;
+            }
             let mut e =
                 if *p > done { *p } else { p + ((done - p) / panes.slide + 1) * panes.slide };
             while e < p + panes.size && e <= last {
@@ -509,7 +517,7 @@ fn window_ends(key: &ArrayRef, offset: i64) -> Result<Vec<Option<i64>>> {
         .as_any()
         .downcast_ref::<TimestampMillisecondArray>()
         .ok_or_else(|| Error::plan("the window key is not a timestamp", None))?;
-    Ok(ms.iter().map(|v| v.map(|v| v + offset)).collect())
+    Ok(ms.iter().map(|v| v.map(|v| v.saturating_add(offset))).collect())
 }
 
 #[cfg(test)]

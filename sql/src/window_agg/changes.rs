@@ -51,6 +51,8 @@ pub fn changelog_schema(schema: &Schema) -> SchemaRef {
 pub(super) struct Emitted {
     /// Each aggregate's value per group at the last emission (empty before the first).
     last: Vec<ArrayRef>,
+    /// The groups emitted so far (the first `seen` of the window's groups).
+    seen: usize,
     /// The groups updated since.
     changed: Vec<bool>,
     any: bool,
@@ -112,7 +114,7 @@ pub(super) fn of_window(
         values.push(copy.evaluate(EmitTo::All).map_err(exec)?);
     }
     let emitted = &mut window.emitted;
-    let before = emitted.last.first().map_or(0, |a| a.len());
+    let before = emitted.seen;
     let (mut updated, mut inserted) = (Vec::new(), Vec::new());
     for (i, changed) in emitted.changed.iter().enumerate() {
         if *changed {
@@ -122,6 +124,17 @@ pub(super) fn of_window(
     let pick = |arrays: &[ArrayRef], idx: &UInt32Array| -> Result<Vec<ArrayRef>> {
         arrays.iter().map(|a| take(a, idx, None).map_err(exec)).collect()
     };
+    if spec.aggregates.is_empty() {
+        // Without aggregates a group's row never changes once emitted.
+        updated.clear();
+    }
+    if updated.is_empty() && inserted.is_empty() {
+        emitted.last = values;
+        emitted.seen = n;
+        emitted.changed = vec![false; n];
+        emitted.any = false;
+        return Ok(None);
+    }
     let (updated, inserted) = (UInt32Array::from(updated), UInt32Array::from(inserted));
     let now = updated.len() + inserted.len();
     // -U rows (the values emitted before), then +U rows, then +I rows.
@@ -142,6 +155,7 @@ pub(super) fn of_window(
         }
     }
     emitted.last = values;
+    emitted.seen = n;
     emitted.changed = vec![false; n];
     emitted.any = false;
     let mut columns = Vec::with_capacity(spec.schema.fields().len() + 1);
