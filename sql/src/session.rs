@@ -208,6 +208,11 @@ impl Sessions {
         Ok(id)
     }
 
+    /// The bounds (start, end) of open session `id`.
+    pub fn bounds(&self, id: u64) -> Option<(i64, i64)> {
+        self.open.get(&id).map(|s| (s.start, s.last.saturating_add(self.gap)))
+    }
+
     /// The session `id` is part of now (the one it was merged into, if it was).
     pub fn resolve(&self, mut id: u64) -> u64 {
         while let Some(next) = self.merged.get(&id) {

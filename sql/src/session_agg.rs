@@ -13,7 +13,7 @@
 //! bounds in place of the ids. State is one partial row per session, group and batch (bounded
 //! by compaction), not one per input row.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -87,6 +87,12 @@ pub struct SessionAggregate {
     refs: HashMap<u64, Vec<(u64, u32)>>,
     held: usize,
     skip_through: i64,
+    /// `EMIT CHANGES`: the rows last emitted for each open session.
+    emitted: HashMap<u64, RecordBatch>,
+    /// Sessions updated since the last emission of changes.
+    touched: BTreeSet<u64>,
+    /// Rows emitted for sessions merged into others since, to retract.
+    retract: Vec<RecordBatch>,
 }
 
 impl std::fmt::Debug for SessionAggregate {
@@ -131,6 +137,9 @@ impl SessionAggregate {
             refs: HashMap::new(),
             held: 0,
             skip_through: i64::MIN,
+            emitted: HashMap::new(),
+            touched: BTreeSet::new(),
+            retract: Vec::new(),
         })
     }
 
@@ -157,6 +166,11 @@ impl SessionAggregate {
         for (gone, into) in self.sessions.take_merges() {
             if let Some(moved) = self.refs.remove(&gone) {
                 self.refs.entry(into).or_default().extend(moved);
+            }
+            if self.spec.changes {
+                self.retract.extend(self.emitted.remove(&gone));
+                self.touched.remove(&gone);
+                self.touched.insert(into);
             }
         }
         let late: Vec<u32> =
@@ -213,6 +227,9 @@ impl SessionAggregate {
             acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
         }
         let touched = self.add_chunk(groups, accs)?;
+        if self.spec.changes {
+            self.touched.extend(touched.iter().copied());
+        }
         for id in touched {
             if self.refs.get(&id).is_some_and(|r| r.len() > COMPACT_AT) {
                 self.compact(id)?;
@@ -376,13 +393,27 @@ impl SessionAggregate {
             list.push((c.id, refs));
         }
         self.release(&skipped);
-        let (mut groups, mut accs) = self.gather(&list, Some(&bounds))?;
+        if self.spec.changes {
+            return self.closing_changes(list, &bounds);
+        }
+        let (groups, accs) = self.gather(&list, Some(&bounds))?;
         for (_, refs) in &list {
             self.release(refs);
         }
         if groups.is_empty() {
             return Ok(Vec::new());
         }
+        let batch = self.rows_of(groups, accs)?;
+        Ok(vec![(last, batch)])
+    }
+
+    /// The output rows ([`WindowAggregateSpec::schema`]) of groups keyed by (start, end,
+    /// other keys).
+    fn rows_of(
+        &self,
+        mut groups: Box<dyn GroupValues>,
+        mut accs: Vec<Box<dyn GroupsAccumulator>>,
+    ) -> Result<RecordBatch> {
         let mut keys = groups.emit(EmitTo::All).map_err(exec)?.into_iter();
         let int = |a: Option<ArrayRef>| -> Result<Int64Array> {
             a.and_then(|a| a.as_any().downcast_ref::<Int64Array>().cloned())
@@ -407,7 +438,71 @@ impl SessionAggregate {
         for acc in &mut accs {
             columns.push(acc.evaluate(EmitTo::All).map_err(exec)?);
         }
-        let batch = RecordBatch::try_new(Arc::clone(&self.spec.schema), columns).map_err(exec)?;
-        Ok(vec![(last, batch)])
+        RecordBatch::try_new(Arc::clone(&self.spec.schema), columns).map_err(exec)
+    }
+
+    /// `EMIT CHANGES`: the rows of every session updated since the last call, as `-D` of
+    /// the rows emitted for it before (and for sessions merged into it) and `+I` of its rows
+    /// now (its bounds, part of the key, change as it grows).
+    ///
+    /// # Errors
+    /// When an accumulator cannot produce its result.
+    pub fn changes(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
+        let mut inserts = Vec::new();
+        for id in std::mem::take(&mut self.touched) {
+            let Some(b) = self.sessions.bounds(id) else { continue };
+            let refs = self.refs.get(&id).cloned().unwrap_or_default();
+            let bounds = HashMap::from([(id as i64, b)]);
+            let (groups, accs) = self.gather(&[(id, refs)], Some(&bounds))?;
+            let rows = self.rows_of(groups, accs)?;
+            self.retract.extend(self.emitted.insert(id, rows.clone()));
+            inserts.push(rows);
+        }
+        self.changelog(inserts)
+    }
+
+    /// `EMIT CHANGES` of closing sessions: their last changes; their state is freed.
+    fn closing_changes(
+        &mut self,
+        list: Vec<(u64, Vec<(u64, u32)>)>,
+        bounds: &HashMap<i64, (i64, i64)>,
+    ) -> Result<Vec<(i64, RecordBatch)>> {
+        let mut inserts = Vec::new();
+        for (id, refs) in list {
+            let touched = self.touched.remove(&id);
+            let old = self.emitted.remove(&id);
+            if touched || old.is_none() {
+                let b = bounds.get(&(id as i64)).copied().unwrap_or((0, 0));
+                let one = HashMap::from([(id as i64, b)]);
+                let (groups, accs) = self.gather(&[(id, refs.clone())], Some(&one))?;
+                inserts.push(self.rows_of(groups, accs)?);
+                self.retract.extend(old);
+            }
+            self.release(&refs);
+        }
+        self.changelog(inserts)
+    }
+
+    /// The pending retractions as `-D`, then `inserts` as `+I`, in one batch with `__op`.
+    fn changelog(&mut self, inserts: Vec<RecordBatch>) -> Result<Vec<(i64, RecordBatch)>> {
+        use crate::window_agg::changes::{DELETE, INSERT, changelog_schema};
+        let deletes = std::mem::take(&mut self.retract);
+        let mut ops: Vec<i8> = Vec::new();
+        for (batches, op) in [(&deletes, DELETE), (&inserts, INSERT)] {
+            for b in batches {
+                ops.extend(std::iter::repeat_n(op, b.num_rows()));
+            }
+        }
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all: Vec<RecordBatch> = deletes.into_iter().chain(inserts).collect();
+        let rows =
+            datafusion::arrow::compute::concat_batches(&self.spec.schema, &all).map_err(exec)?;
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(datafusion::arrow::array::Int8Array::from(ops)));
+        let batch =
+            RecordBatch::try_new(changelog_schema(&self.spec.schema), columns).map_err(exec)?;
+        Ok(vec![(0, batch)])
     }
 }

@@ -237,8 +237,25 @@ pub fn compile_windowed(
     let carried = below_ok && keys_ok && !aggregate.aggr_expr.iter().any(windowy);
     let mut session = None;
     if let WindowSpec::Session { gap } = source.spec {
-        if changes {
-            return not_supported("EMIT CHANGES of a session window (sessions merge and grow)");
+        // A changelog keyed by the group keys needs one session per key: the partition keys
+        // must be grouped by.
+        let grouped: Vec<&str> = aggregate
+            .group_expr
+            .iter()
+            .filter_map(|e| match e {
+                Expr::Column(c) => Some(c.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        if changes
+            && source
+                .partition
+                .iter()
+                .any(|p| !grouped.contains(&source.stream_schema.field(*p).name().as_str()))
+        {
+            return not_supported(
+                "EMIT CHANGES of sessions without their partition keys in GROUP BY",
+            );
         }
         if !carried {
             return not_supported(

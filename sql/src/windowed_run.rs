@@ -201,8 +201,9 @@ impl WindowedRun {
     /// As [`WindowedRun::push`].
     pub fn tick(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
         let changes = match &mut self.state {
-            State::Windows(state) if self.plan.emit != EmitMode::Final => state.changes()?,
-            _ => Vec::new(),
+            _ if self.plan.emit == EmitMode::Final => Vec::new(),
+            State::Windows(state) => state.changes()?,
+            State::Sessions(state) => state.changes()?,
         };
         self.emit(changes)
     }
@@ -216,11 +217,11 @@ impl WindowedRun {
             State::Sessions(s) => s.advance(self.watermark)?,
         };
         self.state_watermark = self.watermark;
-        if batch
-            && self.plan.emit == (EmitMode::Changes { every_ms: None })
-            && let State::Windows(state) = &mut self.state
-        {
-            closed.extend(state.changes()?);
+        if batch && self.plan.emit == (EmitMode::Changes { every_ms: None }) {
+            closed.extend(match &mut self.state {
+                State::Windows(state) => state.changes()?,
+                State::Sessions(state) => state.changes()?,
+            });
         }
         self.emit(closed)
     }
@@ -253,7 +254,7 @@ impl WindowedRun {
     }
 
     /// A batch of changes (the aggregate's columns, then `__op`: `-U` rows, then as many `+U`
-    /// rows of the same groups in the same order, then `+I` rows) through the filters and
+    /// rows of the same groups in the same order, then `-D` and `+I` rows) through the filters and
     /// projections above the aggregation. A filter (HAVING) turns an update whose old row
     /// passed and new one does not into `-D`, and the reverse into `+I`.
     fn changes_above(&self, window: RecordBatch, stream: &str) -> Result<Option<RecordBatch>> {
@@ -286,8 +287,14 @@ impl WindowedRun {
                 (None, None) => {}
             }
         }
-        for p in at.iter().skip(2 * updates).flatten() {
-            after.push((*p, INSERT));
+        // The rows after the pairs keep their kind (+I, or a session's -D).
+        for (i, p) in at.iter().enumerate().skip(2 * updates) {
+            if let Some(p) = p {
+                match op.value(i) {
+                    DELETE => before.push((*p, DELETE)),
+                    _ => after.push((*p, INSERT)),
+                }
+            }
         }
         before.extend(after);
         if before.is_empty() {

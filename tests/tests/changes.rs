@@ -30,6 +30,8 @@ fn window() -> impl Strategy<Value = String> {
             "CUMULATE(ev, ts, INTERVAL '{s}' SECOND, INTERVAL '{}' SECOND)",
             s * m
         )),
+        // Sessions grow and merge: -D of the rows emitted before, +I of the new ones.
+        (2i64..15).prop_map(|g| format!("SESSION(ev, ts, INTERVAL '{}' MILLISECOND, k)", g * 100)),
     ]
 }
 
