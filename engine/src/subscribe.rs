@@ -187,7 +187,7 @@ fn start_windowed(
     plan: kappa_sql::windowed_plan::WindowedPlan,
     limit: Option<usize>,
 ) -> Result<Subscription> {
-    use crate::window_job::{IdleInputs, Wake, timer};
+    use crate::window_job::{Timers, Wake};
     let mut inputs: Vec<InputSpec> = Vec::with_capacity(plan.inputs.len());
     let mut timeouts = Vec::with_capacity(plan.inputs.len());
     let mut sealed = true;
@@ -208,49 +208,27 @@ fn start_windowed(
         let _stop = stop_tx;
         let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
         let mut left = limit.unwrap_or(usize::MAX);
-        let mut ended = vec![false; inputs.len()];
         let query = async {
             if left == 0 {
                 return Ok(());
             }
-            // EMIT CHANGES EVERY: the open windows' changes at that interval.
-            let every = match run.plan().emit {
-                kappa_sql::windowed_plan::EmitMode::Changes { every_ms: Some(ms) } => {
-                    Some(std::time::Duration::from_millis(ms.max(1) as u64))
-                }
-                _ => None,
-            };
-            let mut emit_ticks = timer(every);
-            let mut idle = IdleInputs::new(timeouts);
-            let check = idle.check;
-            let mut idle_ticks = timer(check);
+            let mut timers = Timers::new(run.plan().emit, timeouts);
             loop {
-                let wake = tokio::select! {
-                    m = input_rx.recv() => Wake::Msg(m),
-                    _ = emit_ticks.tick(), if every.is_some() => Wake::Emit,
-                    _ = idle_ticks.tick(), if check.is_some() => Wake::Idle,
-                };
+                let wake = timers.next(&mut input_rx).await;
                 let mut done = false;
                 let closed = match wake {
-                    Wake::Emit => run.tick()?,
-                    Wake::Idle => {
-                        let mut closed = Vec::new();
-                        for i in idle.newly_idle(&ended) {
-                            closed.extend(run.set_idle(i)?);
-                        }
-                        closed
-                    }
+                    Wake::Emit => timers.fire(true, &mut run)?,
+                    Wake::Idle => timers.fire(false, &mut run)?,
                     Wake::Msg(Some(InputMsg::Batch(i, b))) => {
                         entry.read(i, &b);
-                        idle.data(i);
+                        timers.data(i);
                         let closed = run.push(i, b.batch)?;
                         entry.late_rows.store(run.late_rows(), Ordering::Relaxed);
                         closed
                     }
                     Wake::Msg(Some(InputMsg::End(i))) => {
                         // Sealed and read: +inf for this input; all of them: every window.
-                        ended[i] = true;
-                        done = ended.iter().all(|e| *e);
+                        done = timers.end(i);
                         run.end_input(i)?
                     }
                     Wake::Msg(Some(InputMsg::Failed(e))) => return Err(e.into()),

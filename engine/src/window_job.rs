@@ -144,7 +144,7 @@ struct Written {
 }
 
 /// A timer that fires every `every`, or never.
-pub(crate) fn timer(every: Option<Duration>) -> tokio::time::Interval {
+fn timer(every: Option<Duration>) -> tokio::time::Interval {
     let mut t = tokio::time::interval(every.unwrap_or(Duration::MAX / 4));
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     t.reset();
@@ -161,6 +161,77 @@ pub(crate) enum Wake {
     Idle,
 }
 
+/// The processing-time timers of a windowed run: `EMIT CHANGES EVERY` and idle inputs.
+pub(crate) struct Timers {
+    every: Option<Duration>,
+    emit: tokio::time::Interval,
+    idle: IdleInputs,
+    check: tokio::time::Interval,
+    /// The inputs that ended (sealed and read).
+    ended: Vec<bool>,
+}
+
+impl Timers {
+    /// The timers of a plan emitting `emit` over inputs with these idle timeouts.
+    pub(crate) fn new(emit: EmitMode, timeouts: Vec<Option<Duration>>) -> Timers {
+        let every = match emit {
+            EmitMode::Changes { every_ms: Some(ms) } => {
+                Some(Duration::from_millis(ms.max(1) as u64))
+            }
+            _ => None,
+        };
+        let ended = vec![false; timeouts.len()];
+        let idle = IdleInputs::new(timeouts);
+        let check = timer(idle.check);
+        Timers { every, emit: timer(every), idle, check, ended }
+    }
+
+    /// Input `i` ended: whether all have now.
+    pub(crate) fn end(&mut self, i: usize) -> bool {
+        if let Some(e) = self.ended.get_mut(i) {
+            *e = true;
+        }
+        self.ended.iter().all(|e| *e)
+    }
+
+    /// The next message of the inputs, or a timer's turn.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message or a tick not returned is not lost.
+    pub(crate) async fn next(&mut self, rx: &mut tokio::sync::mpsc::Receiver<InputMsg>) -> Wake {
+        tokio::select! {
+            m = rx.recv() => Wake::Msg(m),
+            _ = self.emit.tick(), if self.every.is_some() => Wake::Emit,
+            _ = self.check.tick(), if self.idle.check.is_some() => Wake::Idle,
+        }
+    }
+
+    /// Input `i` gave data.
+    pub(crate) fn data(&mut self, i: usize) {
+        self.idle.data(i);
+    }
+
+    /// A timer's turn: the open windows' changes (`EMIT CHANGES EVERY`), or the windows that
+    /// inputs idle since (and not ended) let close.
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub(crate) fn fire(
+        &mut self,
+        emit: bool,
+        run: &mut WindowedRun,
+    ) -> Result<Vec<(i64, datafusion::arrow::array::RecordBatch)>> {
+        if emit {
+            return Ok(run.tick()?);
+        }
+        let mut closed = Vec::new();
+        for i in self.idle.newly_idle(&self.ended) {
+            closed.extend(run.set_idle(i)?);
+        }
+        Ok(closed)
+    }
+}
+
 /// Whether a wake read a batch.
 enum WakeKind {
     Batch,
@@ -168,7 +239,7 @@ enum WakeKind {
 }
 
 /// The inputs' idle timeouts: which inputs had no data for theirs.
-pub(crate) struct IdleInputs {
+struct IdleInputs {
     timeouts: Vec<Option<Duration>>,
     last_data: Vec<Instant>,
     idle: Vec<bool>,
@@ -224,27 +295,17 @@ async fn run_job(
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
     let (mut rows_in, mut rows_out) = (0u64, 0u64);
     let mut positions: Vec<u64> = inputs.iter().map(|i| i.2).collect();
-    let mut ended = vec![false; inputs.len()];
     // EMIT CHANGES: output tagged with the rows read so far (a restart writes only the
     // changes after the highest); EVERY: the open windows' changes at that interval.
     let changes = plan.emit != EmitMode::Final;
-    let every = match plan.emit {
-        EmitMode::Changes { every_ms: Some(ms) } => Some(Duration::from_millis(ms.max(1) as u64)),
-        _ => None,
-    };
-    let mut emit_ticks = timer(every);
-    let mut idle = IdleInputs::new(spec.idle.clone());
-    let check = idle.check;
-    let mut idle_ticks = timer(check);
+    let mut timers = Timers::new(plan.emit, spec.idle.clone());
     let mut wakes = 0u64;
     let outcome: Result<Status> = async {
         loop {
             // (Not biased: with a backlog always ready, the timers must still get their turn.)
             let wake = tokio::select! {
                 _ = stop.changed() => return Ok(Status::Stopped),
-                m = rx.recv() => Wake::Msg(m),
-                _ = emit_ticks.tick(), if every.is_some() => Wake::Emit,
-                _ = idle_ticks.tick(), if check.is_some() => Wake::Idle,
+                w = timers.next(&mut rx) => w,
             };
             let mut done = false;
             let wake_kind = match &wake {
@@ -252,18 +313,12 @@ async fn run_job(
                 _ => WakeKind::Other,
             };
             let closed = match wake {
-                Wake::Emit => run.tick()?,
-                Wake::Idle => {
-                    let mut closed = Vec::new();
-                    for i in idle.newly_idle(&ended) {
-                        closed.extend(run.set_idle(i)?);
-                    }
-                    closed
-                }
+                Wake::Emit => timers.fire(true, &mut run)?,
+                Wake::Idle => timers.fire(false, &mut run)?,
                 Wake::Msg(Some(InputMsg::Batch(i, b))) => {
                     let n = b.batch.num_rows() as u64;
                     rows_in += n;
-                    idle.data(i);
+                    timers.data(i);
                     let closed = run.push(i, b.batch)?;
                     // The late rows, whole, tagged with the input position after them.
                     let pos = b.offset + n;
@@ -288,8 +343,7 @@ async fn run_job(
                     closed
                 }
                 Wake::Msg(Some(InputMsg::End(i))) => {
-                    ended[i] = true;
-                    done = ended.iter().all(|e| *e);
+                    done = timers.end(i);
                     run.end_input(i)?
                 }
                 Wake::Msg(Some(InputMsg::Failed(e))) => return Err(e.into()),

@@ -371,17 +371,11 @@ pub fn assign(
     for i in 0..n {
         if ms.is_null(i) {
             windows.clear();
-            starts.append_null();
-            ends.append_null();
-            times.append_null();
-            if !one_per_row {
-                rows.append_value(i as u32);
-            }
-            continue;
+        } else {
+            spec.windows(ms.value(i), &mut windows);
         }
-        spec.windows(ms.value(i), &mut windows);
         if windows.is_empty() {
-            // A time beyond MAX_TIME: like no time.
+            // No time (or one beyond MAX_TIME): NULL windows.
             starts.append_null();
             ends.append_null();
             times.append_null();

@@ -100,6 +100,36 @@ struct Open {
     emitted: changes::Emitted,
 }
 
+impl Open {
+    /// Add rows (their keys, aggregate arguments and filters): the groups they fell in, and
+    /// how many groups there are now.
+    fn update(
+        &mut self,
+        keys: &[ArrayRef],
+        values: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+    ) -> Result<(Vec<usize>, usize)> {
+        let mut indices = Vec::with_capacity(keys.first().map_or(0, |k| k.len()));
+        self.groups.intern(keys, &mut indices).map_err(exec)?;
+        let total = self.groups.len();
+        for ((acc, args), filter) in self.accumulators.iter_mut().zip(values).zip(filters) {
+            acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
+        }
+        Ok((indices, total))
+    }
+
+    /// Its group keys and each aggregate's state.
+    fn freeze(mut self) -> Result<Frozen> {
+        let keys = self.groups.emit(EmitTo::All).map_err(exec)?;
+        let states = self
+            .accumulators
+            .iter_mut()
+            .map(|a| a.state(EmitTo::All).map_err(exec))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Frozen { keys, states })
+    }
+}
+
 /// The running state of a windowed aggregation.
 pub struct WindowAggregate {
     spec: WindowAggregateSpec,
@@ -245,24 +275,20 @@ impl WindowAggregate {
         values: &[Vec<ArrayRef>],
         filters: &[Option<BooleanArray>],
     ) -> Result<()> {
-        let Some(panes) = &self.spec.panes else { return Ok(()) };
-        let keys: Vec<ArrayRef> = panes.keys.iter().map(|k| Arc::clone(&keys[*k])).collect();
+        let keys = self.keys_of(keys);
         let mut part = self.open_window()?;
-        let mut indices = Vec::with_capacity(keys.first().map_or(0, |k| k.len()));
-        part.groups.intern(&keys, &mut indices).map_err(exec)?;
-        let total = part.groups.len();
-        for ((acc, args), filter) in part.accumulators.iter_mut().zip(values).zip(filters) {
-            acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
-        }
-        let keys = part.groups.emit(EmitTo::All).map_err(exec)?;
-        let states = part
-            .accumulators
-            .iter_mut()
-            .map(|a| a.state(EmitTo::All).map_err(exec))
-            .collect::<Result<Vec<_>>>()?;
+        let (_, total) = part.update(&keys, values, filters)?;
         self.count_groups(total)?;
-        self.frozen.entry(end).or_default().push(Frozen { keys, states });
+        self.frozen.entry(end).or_default().push(part.freeze()?);
         Ok(())
+    }
+
+    /// The group keys a window (or pane) is keyed by: all, or a pane's.
+    fn keys_of(&self, keys: &[ArrayRef]) -> Vec<ArrayRef> {
+        match &self.spec.panes {
+            Some(p) => p.keys.iter().map(|k| Arc::clone(&keys[*k])).collect(),
+            None => keys.to_vec(),
+        }
     }
 
     fn count_groups(&mut self, added: usize) -> Result<()> {
@@ -290,18 +316,10 @@ impl WindowAggregate {
             let w = self.open_window()?;
             self.open.insert(end, w);
         }
-        let keys: Vec<ArrayRef> = match &self.spec.panes {
-            Some(p) => p.keys.iter().map(|k| Arc::clone(&keys[*k])).collect(),
-            None => keys.to_vec(),
-        };
+        let keys = self.keys_of(keys);
         let Some(window) = self.open.get_mut(&end) else { return Ok(()) };
         let before = window.groups.len();
-        let mut indices = Vec::with_capacity(keys.first().map_or(0, |k| k.len()));
-        window.groups.intern(&keys, &mut indices).map_err(exec)?;
-        let total = window.groups.len();
-        for ((acc, args), filter) in window.accumulators.iter_mut().zip(values).zip(filters) {
-            acc.update_batch(args, &indices, filter.as_ref(), total).map_err(exec)?;
-        }
+        let (indices, total) = window.update(&keys, values, filters)?;
         if self.spec.changes {
             window.emitted.mark(&indices, total);
         }
@@ -360,14 +378,8 @@ impl WindowAggregate {
                 break;
             }
             // (Its groups stay counted until the pane is dropped.)
-            let Some(mut pane) = self.open.remove(&end) else { break };
-            let keys = pane.groups.emit(EmitTo::All).map_err(exec)?;
-            let states = pane
-                .accumulators
-                .iter_mut()
-                .map(|a| a.state(EmitTo::All).map_err(exec))
-                .collect::<Result<Vec<_>>>()?;
-            self.frozen.entry(end).or_default().push(Frozen { keys, states });
+            let Some(pane) = self.open.remove(&end) else { break };
+            self.frozen.entry(end).or_default().push(pane.freeze()?);
         }
         // The windows that hold a frozen pane, closed and not emitted yet, in order of end.
         // (Only ends in (emitted, watermark + 1]: the work is the windows emitted.)

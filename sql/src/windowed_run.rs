@@ -162,11 +162,7 @@ impl WindowedRun {
     /// # Errors
     /// As [`WindowedRun::push`].
     pub fn end_input(&mut self, input: usize) -> Result<Vec<(i64, RecordBatch)>> {
-        if let Some(i) = self.inputs.get_mut(input) {
-            i.ended = true;
-        }
-        self.late.clear();
-        self.advance(false)
+        self.input_changed(input, |i| i.ended = true)
     }
 
     /// Every input ended.
@@ -187,8 +183,16 @@ impl WindowedRun {
     /// # Errors
     /// As [`WindowedRun::push`].
     pub fn set_idle(&mut self, input: usize) -> Result<Vec<(i64, RecordBatch)>> {
+        self.input_changed(input, |i| i.idle = true)
+    }
+
+    fn input_changed(
+        &mut self,
+        input: usize,
+        change: impl FnOnce(&mut InputState),
+    ) -> Result<Vec<(i64, RecordBatch)>> {
         if let Some(i) = self.inputs.get_mut(input) {
-            i.idle = true;
+            change(i);
         }
         self.late.clear();
         self.advance(false)

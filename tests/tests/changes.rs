@@ -92,7 +92,7 @@ async fn check(events: Vec<Event>, cut: usize, window: String, every: bool, havi
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16),
+        cases: kappa_tests::cases(16),
         ..ProptestConfig::default()
     })]
 
@@ -104,7 +104,6 @@ proptest! {
         every in prop::bool::ANY,
         having in prop::bool::ANY,
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(check(events, cut, window, every, having));
+        kappa_tests::block_on(check(events, cut, window, every, having));
     }
 }

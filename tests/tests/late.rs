@@ -164,7 +164,7 @@ async fn check(events: Vec<Event>, cut: usize, kind: Kind) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16),
+        cases: kappa_tests::cases(16),
         ..ProptestConfig::default()
     })]
 
@@ -174,7 +174,6 @@ proptest! {
         cut in 1usize..30,
         kind in kind(),
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(check(events, cut, kind));
+        kappa_tests::block_on(check(events, cut, kind));
     }
 }

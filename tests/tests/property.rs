@@ -129,13 +129,12 @@ async fn check(src_rows: Vec<Vec<Row>>, src2_rows: Vec<Vec<Row>>) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        cases: kappa_tests::cases(24),
         ..ProptestConfig::default()
     })]
 
     #[test]
     fn derived_streams_equal_datafusion_batch(src in input(), src2 in input()) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(check(src, src2));
+        kappa_tests::block_on(check(src, src2));
     }
 }

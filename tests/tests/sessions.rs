@@ -107,7 +107,7 @@ async fn check(events: Vec<Event>, cut: usize, syntax: u8, gap: i64, keyed: bool
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        cases: kappa_tests::cases(24),
         ..ProptestConfig::default()
     })]
 
@@ -119,8 +119,7 @@ proptest! {
         gap in (5i64..40).prop_map(|g| g * 100),
         keyed in prop::bool::weighted(0.75),
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(check(events, cut, syntax, gap, keyed));
+        kappa_tests::block_on(check(events, cut, syntax, gap, keyed));
     }
 }
 

@@ -78,7 +78,7 @@ async fn check(events: Vec<Event>, cut: usize, window: String, split: bool) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        cases: kappa_tests::cases(24),
         ..ProptestConfig::default()
     })]
 
@@ -89,8 +89,7 @@ proptest! {
         window in window(),
         split in prop::bool::weighted(0.3),
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(check(events, cut, window, split));
+        kappa_tests::block_on(check(events, cut, window, split));
     }
 }
 
