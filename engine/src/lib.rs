@@ -38,6 +38,8 @@
 
 mod acker;
 mod catalog;
+#[allow(dead_code, reason = "used by the checkpoints of jobs, issue 7 (next)")]
+mod checkpoint;
 mod compute;
 mod connectors;
 mod copy;

@@ -143,6 +143,31 @@ impl Store {
         read_optional(&self.meta_path(name)?)
     }
 
+    /// The names of the metadata files that start with `prefix`, sorted.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the metadata folder cannot be listed.
+    pub fn meta_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.dir.join(META_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            if let Some(name) = entry.file_name().to_str()
+                && name.starts_with(prefix)
+                && !name.ends_with(".tmp")
+            {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Remove metadata file `name` (absent is fine).
     ///
     /// # Errors
