@@ -31,6 +31,7 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use crate::error::{Error, Result};
 
 pub mod changes;
+pub mod snapshot;
 
 /// Groups one job may hold in all its open windows (a clear error past it).
 pub const MAX_OPEN_GROUPS: usize = 10_000_000;
@@ -666,5 +667,36 @@ mod tests {
         let rest = s.advance(200).unwrap();
         assert_eq!(rest.iter().map(|w| w.0).collect::<Vec<_>>(), vec![110]);
         assert_eq!(rows(&[rest[0].1.clone()]), vec!["| 1 | 1970-01-01T00:00:00.110 | 1 | 7 |"]);
+    }
+
+    /// Stopped after some batches and restored from a snapshot, an aggregation closes the same
+    /// windows with the same rows as one that went on (windows, and HOP panes).
+    #[test]
+    fn a_restored_snapshot_goes_on_like_the_original() {
+        let first = [(1, Some(5), 10), (2, Some(7), 10), (1, Some(9), 20), (3, None, 30)];
+        let second = [(1, Some(1), 20), (2, Some(4), 30), (1, Some(8), 40)];
+        let panes = Panes { slide: 10, size: 30, start_key: None, end_key: Some(1), keys: vec![0] };
+        for panes in [None, Some(panes)] {
+            let mut a = state_with(panes.clone());
+            a.update(&batch(&first)).unwrap();
+            let mut out_a: Vec<RecordBatch> =
+                a.advance(19).unwrap().into_iter().map(|w| w.1).collect();
+            let snap = a.snapshot().unwrap();
+            let mut b = WindowAggregate::restore(a.spec.clone(), &snap).unwrap();
+            let mut out_b = out_a.clone();
+            for (agg, out) in [(&mut a, &mut out_a), (&mut b, &mut out_b)] {
+                agg.update(&batch(&second)).unwrap();
+                out.extend(agg.advance(i64::MAX).unwrap().into_iter().map(|w| w.1));
+            }
+            assert!(rows(&out_a).len() > 3, "{panes:?}");
+            assert_eq!(rows(&out_a), rows(&out_b), "{panes:?}");
+        }
+        // Another aggregation's snapshot does not fit.
+        let mut a = state();
+        a.update(&batch(&first)).unwrap();
+        let snap = a.snapshot().unwrap();
+        let panes = Panes { slide: 10, size: 30, start_key: None, end_key: Some(1), keys: vec![0] };
+        let other = state_with(Some(panes));
+        assert!(WindowAggregate::restore(other.spec.clone(), &snap).is_err());
     }
 }
