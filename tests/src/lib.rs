@@ -4,6 +4,7 @@
 //! `slt/` run by [`slt`], and the property tests. This library holds what the tests and their
 //! child processes share.
 
+pub mod bids;
 pub mod crash;
 pub mod events;
 pub mod slt;
