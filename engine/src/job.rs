@@ -61,6 +61,8 @@ pub(crate) struct Progress {
     pub rows_out: u64,
     /// Rows that came after their window had closed (windowed jobs), left out of it.
     pub late_rows: u64,
+    /// The watermark (windowed jobs, once there is one), in milliseconds.
+    pub watermark: Option<i64>,
     pub status: Status,
 }
 
@@ -244,6 +246,7 @@ pub(crate) fn start(spec: JobSpec) -> Result<JobHandle> {
         rows_in: 0,
         rows_out: 0,
         late_rows: 0,
+        watermark: None,
         status: Status::Running,
     });
     // A panic in the job must not leave it "running": it is reported as a failure.

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use kappa_sql::Location;
 use kappa_sql::ast::ShowObject;
@@ -133,6 +135,8 @@ struct JobRow {
     rows_out: u64,
     lag: u64,
     late: u64,
+    /// The watermark (windowed jobs and push queries), milliseconds.
+    watermark: Option<i64>,
     error: Option<String>,
 }
 
@@ -178,6 +182,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             rows_out: live.as_ref().map_or(0, |p| p.rows_out),
             lag,
             late: live.as_ref().map_or(0, |p| p.late_rows),
+            watermark: live.as_ref().and_then(|p| p.watermark),
             error,
         });
     }
@@ -242,6 +247,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                 .map(|(s, p)| s.end_offset().saturating_sub(p.load(Relaxed)))
                 .sum(),
             late: e.late_rows.load(Relaxed),
+            watermark: Some(e.watermark.load(Relaxed)).filter(|w| *w != i64::MIN),
             error: None,
         });
     }
@@ -260,6 +266,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             Field::new("rows_out", DataType::UInt64, false),
             Field::new("lag_rows", DataType::UInt64, false),
             Field::new("late_rows", DataType::UInt64, false),
+            Field::new("watermark", DataType::Timestamp(TimeUnit::Millisecond, None), true),
             Field::new("error", DataType::Utf8, true),
         ],
         vec![
@@ -272,6 +279,9 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             numbers(|r| r.rows_out),
             numbers(|r| r.lag),
             numbers(|r| r.late),
+            Arc::new(TimestampMillisecondArray::from(
+                out.iter().map(|r| r.watermark).collect::<Vec<_>>(),
+            )),
             text(out.iter().map(|r| r.error.clone()).collect()),
         ],
     )

@@ -29,6 +29,8 @@ pub(crate) struct PushEntry {
     pub rows_out: AtomicU64,
     /// Rows that came after their window had closed (windowed push queries).
     pub late_rows: AtomicU64,
+    /// The watermark of a windowed push query, in milliseconds (`i64::MIN`: none yet).
+    pub watermark: std::sync::atomic::AtomicI64,
 }
 
 /// The running push queries of an engine, by number.
@@ -107,6 +109,7 @@ fn list(engine: &Engine, inputs: &[InputSpec]) -> (Arc<PushEntry>, Listed) {
         rows_in: AtomicU64::new(0),
         rows_out: AtomicU64::new(0),
         late_rows: AtomicU64::new(0),
+        watermark: std::sync::atomic::AtomicI64::new(i64::MIN),
     });
     registry.running().insert(id, Arc::clone(&entry));
     (entry, Listed { registry, id })
@@ -224,6 +227,7 @@ fn start_windowed(
                         timers.data(i);
                         let closed = run.push(i, b.batch)?;
                         entry.late_rows.store(run.late_rows(), Ordering::Relaxed);
+                        entry.watermark.store(run.watermark(), Ordering::Relaxed);
                         closed
                     }
                     Wake::Msg(Some(InputMsg::End(i))) => {

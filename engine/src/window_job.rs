@@ -87,6 +87,7 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
         rows_in: 0,
         rows_out: 0,
         late_rows: 0,
+        watermark: None,
         status: Status::Running,
     });
     let monitor = progress_tx.clone();
@@ -393,6 +394,7 @@ async fn run_job(
                 p.rows_in = rows_in;
                 p.rows_out = rows_out;
                 p.late_rows = run.late_rows();
+                p.watermark = (run.watermark() != i64::MIN).then_some(run.watermark());
             });
             if done {
                 return Ok(Status::Finished);
