@@ -66,6 +66,20 @@ pub(crate) struct Progress {
     pub status: Status,
 }
 
+impl Progress {
+    /// A job starting at `positions`.
+    pub(crate) fn start(positions: Vec<u64>) -> Progress {
+        Progress {
+            positions,
+            rows_in: 0,
+            rows_out: 0,
+            late_rows: 0,
+            watermark: None,
+            status: Status::Running,
+        }
+    }
+}
+
 /// A running job, as the engine holds it.
 #[derive(Debug)]
 pub(crate) struct JobHandle {
@@ -241,14 +255,7 @@ pub(crate) fn start(spec: JobSpec) -> Result<JobHandle> {
     }
     let positions = resume_positions(&spec)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (progress_tx, progress_rx) = watch::channel(Progress {
-        positions: positions.clone(),
-        rows_in: 0,
-        rows_out: 0,
-        late_rows: 0,
-        watermark: None,
-        status: Status::Running,
-    });
+    let (progress_tx, progress_rx) = watch::channel(Progress::start(positions.clone()));
     // A panic in the job must not leave it "running": it is reported as a failure.
     let monitor = progress_tx.clone();
     let task = tokio::spawn(async move {

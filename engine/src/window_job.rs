@@ -53,6 +53,11 @@ fn seq_of(end: i64) -> u64 {
     (end as u64) ^ (1 << 63)
 }
 
+/// The window end a tag position stands for ([`seq_of`]'s inverse).
+fn end_of(seq: u64) -> i64 {
+    (seq ^ (1 << 63)) as i64
+}
+
 /// The producer of input `i`'s late rows.
 fn late_producer(producer: u32, i: usize) -> u32 {
     producer | (1 + i as u32).min(255)
@@ -78,18 +83,11 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
     if let Some(w) = written
         && spec.plan.emit == EmitMode::Final
     {
-        state.skip_through((w ^ (1 << 63)) as i64);
+        state.skip_through(end_of(w));
     }
     let starts: Vec<u64> = spec.inputs.iter().map(|s| s.info().start).collect();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (progress_tx, progress_rx) = watch::channel(Progress {
-        positions: starts,
-        rows_in: 0,
-        rows_out: 0,
-        late_rows: 0,
-        watermark: None,
-        status: Status::Running,
-    });
+    let (progress_tx, progress_rx) = watch::channel(Progress::start(starts));
     let monitor = progress_tx.clone();
     let task = tokio::spawn(async move {
         use futures::FutureExt;

@@ -452,13 +452,18 @@ impl SessionAggregate {
         for id in std::mem::take(&mut self.touched) {
             let Some(b) = self.sessions.bounds(id) else { continue };
             let refs = self.refs.get(&id).cloned().unwrap_or_default();
-            let bounds = HashMap::from([(id as i64, b)]);
-            let (groups, accs) = self.gather(&[(id, refs)], Some(&bounds))?;
-            let rows = self.rows_of(groups, accs)?;
+            let rows = self.session_rows(id, refs, b)?;
             self.retract.extend(self.emitted.insert(id, rows.clone()));
             inserts.push(rows);
         }
         self.changelog(inserts)
+    }
+
+    /// The output rows of session `id` (partial rows `refs`) with bounds `b`.
+    fn session_rows(&self, id: u64, refs: Vec<(u64, u32)>, b: (i64, i64)) -> Result<RecordBatch> {
+        let bounds = HashMap::from([(id as i64, b)]);
+        let (groups, accs) = self.gather(&[(id, refs)], Some(&bounds))?;
+        self.rows_of(groups, accs)
     }
 
     /// `EMIT CHANGES` of closing sessions: their last changes; their state is freed.
@@ -473,9 +478,7 @@ impl SessionAggregate {
             let old = self.emitted.remove(&id);
             if touched || old.is_none() {
                 let b = bounds.get(&(id as i64)).copied().unwrap_or((0, 0));
-                let one = HashMap::from([(id as i64, b)]);
-                let (groups, accs) = self.gather(&[(id, refs.clone())], Some(&one))?;
-                inserts.push(self.rows_of(groups, accs)?);
+                inserts.push(self.session_rows(id, refs.clone(), b)?);
                 self.retract.extend(old);
             }
             self.release(&refs);

@@ -119,6 +119,26 @@ impl Open {
         Ok((indices, total))
     }
 
+    /// Its group keys and each aggregate's state, the window left as it was: DataFusion gives
+    /// them only by consuming them, so the keys are interned again (same order) into a new
+    /// table (DataFusion's tables are not reused after an emit) and the states merged back.
+    fn peek(&mut self, group_schema: &SchemaRef) -> Result<Frozen> {
+        let keys = self.groups.emit(EmitTo::All).map_err(exec)?;
+        self.groups =
+            new_group_values(Arc::clone(group_schema), &GroupOrdering::None).map_err(exec)?;
+        let mut again = Vec::new();
+        self.groups.intern(&keys, &mut again).map_err(exec)?;
+        let n = self.groups.len();
+        let all: Vec<usize> = (0..n).collect();
+        let mut states = Vec::with_capacity(self.accumulators.len());
+        for acc in &mut self.accumulators {
+            let state = acc.state(EmitTo::All).map_err(exec)?;
+            acc.merge_batch(&state, &all, n).map_err(exec)?;
+            states.push(state);
+        }
+        Ok(Frozen { keys, states })
+    }
+
     /// Its group keys and each aggregate's state.
     fn freeze(mut self) -> Result<Frozen> {
         let keys = self.groups.emit(EmitTo::All).map_err(exec)?;

@@ -21,10 +21,8 @@ use datafusion::arrow::array::{Array, ArrayRef, Int8Array, RecordBatch, UInt32Ar
 use datafusion::arrow::compute::{concat, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::EmitTo;
-use datafusion::physical_plan::aggregates::group_values::new_group_values;
-use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
-use super::{Open, WindowAggregate, WindowAggregateSpec, accumulators, exec};
+use super::{Frozen, Open, WindowAggregate, WindowAggregateSpec, accumulators, exec};
 use crate::error::Result;
 
 /// `+I`: a row inserted.
@@ -96,21 +94,14 @@ pub(super) fn of_window(
     if !window.emitted.any {
         return Ok(None);
     }
-    // The current keys and values, the state left as it was (the keys interned again, in
-    // the same order, into a new table: DataFusion's tables are not reused after an emit).
-    let keys = window.groups.emit(EmitTo::All).map_err(exec)?;
-    window.groups =
-        new_group_values(Arc::clone(group_schema), &GroupOrdering::None).map_err(exec)?;
-    let mut again = Vec::new();
-    window.groups.intern(&keys, &mut again).map_err(exec)?;
+    // The current keys and values (from copies of the states), the window left as it was.
+    let Frozen { keys, states } = window.peek(group_schema)?;
     let n = window.groups.len();
     let all: Vec<usize> = (0..n).collect();
     let mut copies = accumulators(&spec.aggregates)?;
     let mut values = Vec::with_capacity(copies.len());
-    for (acc, copy) in window.accumulators.iter_mut().zip(&mut copies) {
-        let state = acc.state(EmitTo::All).map_err(exec)?;
-        acc.merge_batch(&state, &all, n).map_err(exec)?;
-        copy.merge_batch(&state, &all, n).map_err(exec)?;
+    for (copy, state) in copies.iter_mut().zip(&states) {
+        copy.merge_batch(state, &all, n).map_err(exec)?;
         values.push(copy.evaluate(EmitTo::All).map_err(exec)?);
     }
     let emitted = &mut window.emitted;

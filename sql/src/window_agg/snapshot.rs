@@ -12,9 +12,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::logical_expr::EmitTo;
-use datafusion::physical_plan::aggregates::group_values::new_group_values;
-use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
 use super::{Frozen, WindowAggregate, WindowAggregateSpec, exec};
 use crate::error::{Error, Result};
@@ -64,20 +61,8 @@ impl WindowAggregate {
         let schema = self.snapshot_schema()?;
         let mut open = Vec::with_capacity(self.open.len());
         for (end, window) in self.open.iter_mut() {
-            let keys = window.groups.emit(EmitTo::All).map_err(exec)?;
-            window.groups = new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)
-                .map_err(exec)?;
-            let mut again = Vec::new();
-            window.groups.intern(&keys, &mut again).map_err(exec)?;
-            let n = window.groups.len();
-            let all: Vec<usize> = (0..n).collect();
-            let mut states = Vec::with_capacity(window.accumulators.len());
-            for acc in &mut window.accumulators {
-                let state = acc.state(EmitTo::All).map_err(exec)?;
-                acc.merge_batch(&state, &all, n).map_err(exec)?;
-                states.push(state);
-            }
-            open.push(batch(&schema, *end, n, &keys, &states)?);
+            let Frozen { keys, states } = window.peek(&self.group_schema)?;
+            open.push(batch(&schema, *end, window.groups.len(), &keys, &states)?);
         }
         let mut frozen = Vec::new();
         for (end, chunks) in &self.frozen {
