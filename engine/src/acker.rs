@@ -1,65 +1,92 @@
 //! A job's acknowledger: it takes the outcome of every batch, in order, waits until the
-//! batch's output is durable, then publishes the job's input positions and, from time to time,
-//! records them in the job's progress file.
+//! batch's output is durable, publishes the job's input positions, and takes the job's
+//! checkpoints when the job loop asks ([`crate::recovery`]).
 //!
 //! It runs on a thread of its own, apart from the job loop: waiting for a sync (a group commit
 //! that covers every append written so far) then overlaps the computation and writing of later
 //! batches instead of stalling them. The queue between the two is bounded, so a slow disk slows
 //! the job down rather than letting unacknowledged output pile up.
 //!
-//! The progress record names the end of the output this job had acknowledged, not the log's
-//! end: the job's workers keep writing while it records, and a restart must find the
-//! tags of everything written after the recorded positions.
+//! A checkpoint records the acknowledged positions and the end of the output they cover (not
+//! the log's end: the job's workers keep writing meanwhile; a restart truncates what they
+//! wrote after it, or, for an `INSERT INTO` job, finds it by its tags). A stateless job has no
+//! operator state: its manifest has no state file.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kappa_storage::{Store, Stream};
 use tokio::sync::{mpsc, watch};
 
+use crate::checkpoint::{Checkpoints, InputPosition, Manifest, OutputEnd};
 use crate::compute::Computed;
-use crate::error::{Error, Result};
-use crate::job::{Progress, Record, record_name};
+use crate::error::Result;
+use crate::job::{Progress, record_name};
+use crate::recovery::{Taken, now_ms};
 
-/// Batch outcomes queued for acknowledgement.
+/// Messages queued for acknowledgement.
 pub(crate) const ACK_QUEUE: usize = 256;
-/// Least time between two progress records.
-const RECORD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the job loop sends its acknowledger.
+pub(crate) enum AckMsg {
+    /// A batch's outcome.
+    Batch(Computed),
+    /// Take a checkpoint (if anything moved since the last).
+    Checkpoint,
+}
 
 /// What the acknowledger of one job holds.
 pub(crate) struct Acker {
     pub id: u32,
     /// The output log (`None` for a blackhole sink).
     pub output: Option<Arc<Stream>>,
+    /// Whether the job owns its output (a derived stream): checkpoints commit it.
+    pub owned: bool,
     pub store: Arc<Store>,
-    /// The input streams' names, in the order of `positions`.
-    pub inputs: Vec<String>,
+    pub checkpoints: Checkpoints,
+    /// The input streams, in the order of `positions`.
+    pub inputs: Vec<Arc<Stream>>,
     /// Per input: the offset below which every row's output is acknowledged.
     pub positions: Vec<u64>,
     pub progress: watch::Sender<Progress>,
     pub rows_in: u64,
     pub rows_out: u64,
-    pub last_record: Instant,
     /// The output offset after this job's last acknowledged append (at start, the output's
     /// end: what came before is covered by the resumed positions).
     pub acked_end: u64,
+    /// The last epoch used.
+    pub epoch: u64,
+    /// The last checkpoint (`None` before the first).
+    pub last: Option<Taken>,
+    /// Whether a progress record of an older version may remain (removed after the first
+    /// checkpoint).
+    pub legacy_record: bool,
 }
 
 impl Acker {
-    /// Acknowledge outcomes until the queue closes or an acknowledgement fails. Returns itself
-    /// (for the final record) and how it ended. Blocks: run it on a thread of its own.
-    pub fn run(mut self, mut queue: mpsc::Receiver<Computed>) -> (Acker, Result<()>) {
+    /// Acknowledge outcomes until the queue closes or an acknowledgement or checkpoint fails.
+    /// Returns itself (for the final checkpoint) and how it ended. Blocks: run it on a thread
+    /// of its own.
+    pub fn run(mut self, mut queue: mpsc::Receiver<AckMsg>) -> (Acker, Result<()>) {
         let mut taken = Vec::with_capacity(ACK_QUEUE);
-        while let Some(c) = queue.blocking_recv() {
+        while let Some(msg) = queue.blocking_recv() {
             // Everything queued already is acknowledged together: one wait (appends become
             // durable in the order they were written) and one publication.
-            taken.push(c);
-            while taken.len() < ACK_QUEUE
-                && let Ok(c) = queue.try_recv()
-            {
-                taken.push(c);
+            let mut checkpoint = false;
+            let mut next = Some(msg);
+            while let Some(msg) = next.take() {
+                match msg {
+                    AckMsg::Batch(c) => taken.push(c),
+                    AckMsg::Checkpoint => checkpoint = true,
+                }
+                if taken.len() < ACK_QUEUE {
+                    next = queue.try_recv().ok();
+                }
             }
-            let done = self.take(&mut taken).and_then(|()| self.publish(false));
+            let mut done = self.take(&mut taken).map(|()| self.publish());
+            if checkpoint && done.is_ok() {
+                done = self.checkpoint();
+            }
             if let Err(e) = done {
                 return (self, Err(e));
             }
@@ -83,36 +110,71 @@ impl Acker {
         Ok(())
     }
 
-    /// Publish the positions, and record them if due (or if `force_record`). Blocks.
-    ///
-    /// # Errors
-    /// When the output cannot be synced or the record cannot be written.
-    pub fn publish(&mut self, force_record: bool) -> Result<()> {
+    /// Publish the acknowledged positions.
+    pub fn publish(&mut self) {
         let positions = self.positions.clone();
         let (rows_in, rows_out) = (self.rows_in, self.rows_out);
+        let caught_up = crate::recovery::caught_up(&self.inputs, &positions);
         self.progress.send_modify(|p| {
             p.positions = positions;
             p.rows_in = rows_in;
             p.rows_out = rows_out;
-        });
-        if force_record || self.last_record.elapsed() >= RECORD_INTERVAL {
-            // The record must never be ahead of durable output (a relaxed output is synced
-            // here; a durable one already is).
-            if let Some(output) = &self.output {
-                output.sync()?;
+            if caught_up {
+                p.caught_up = Instant::now();
             }
-            let record = Record {
-                positions: self.positions.clone(),
-                output_end: self.acked_end,
-                inputs: self.inputs.clone(),
-            };
-            let bytes = serde_json::to_vec(&record).map_err(|e| Error::Catalog {
-                path: record_name(self.id).into(),
-                message: e.to_string(),
-            })?;
-            self.store.write_meta(&record_name(self.id), &bytes)?;
-            self.last_record = Instant::now();
+        });
+    }
+
+    /// Take a checkpoint of the acknowledged positions, unless the last one has them. Blocks.
+    ///
+    /// # Errors
+    /// When the output cannot be synced or committed, or the manifest cannot be written (the
+    /// previous checkpoint then stays the last).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if self.last.as_ref().is_some_and(|t| t.positions == self.positions) {
+            return Ok(());
         }
+        // The manifest must never be ahead of durable output (a relaxed output is synced
+        // here; a durable one already is).
+        if let Some(output) = &self.output {
+            output.sync()?;
+        }
+        let epoch = self.epoch + 1;
+        let manifest = Manifest {
+            format: crate::checkpoint::FORMAT,
+            job: self.id,
+            epoch,
+            inputs: self
+                .inputs
+                .iter()
+                .zip(&self.positions)
+                .map(|(s, p)| InputPosition { stream: s.name().to_string(), offset: *p })
+                .collect(),
+            outputs: self
+                .output
+                .iter()
+                .map(|o| OutputEnd { stream: o.name().to_string(), end: self.acked_end })
+                .collect(),
+            watermarks: vec![None; self.inputs.len()],
+            state: Vec::new(),
+            taken_ms: now_ms(),
+            replay: false,
+        };
+        self.checkpoints.commit(&manifest)?;
+        self.epoch = epoch;
+        if self.owned
+            && let Some(output) = &self.output
+        {
+            output.commit(self.acked_end)?;
+        }
+        if self.legacy_record {
+            // Superseded by the manifest (a restart reads the manifest first).
+            let _ = self.store.remove_meta(&record_name(self.id));
+            self.legacy_record = false;
+        }
+        let taken = Taken::of(&manifest);
+        self.last = Some(taken.clone());
+        self.progress.send_modify(|p| p.checkpoint = Some(taken));
         Ok(())
     }
 }

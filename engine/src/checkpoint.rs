@@ -1,5 +1,6 @@
-//! Checkpoint storage (issue 7, first part): where a job's checkpoints live, written so that a
-//! crash at any moment leaves the last complete one usable.
+//! Checkpoint storage: where a job's checkpoints live, written so that a crash at any moment
+//! leaves the last complete one usable. ([`crate::recovery`] says when jobs take them and how
+//! they restart from them.)
 //!
 //! A checkpoint of job `j` at epoch `e` is a set of **state files** (Arrow IPC, one per kind of
 //! operator state) and one **manifest**: the input offsets, the output end offsets, the
@@ -15,6 +16,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use kappa_storage::Store;
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Manifest format version written by this build.
-const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// Where an input stood at a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +62,14 @@ pub(crate) struct Manifest {
     pub watermarks: Vec<Option<i64>>,
     /// The state files, by the name given to [`Checkpoints::write_state`].
     pub state: Vec<(String, String)>,
+    /// When it was taken (milliseconds since 1970).
+    #[serde(default)]
+    pub taken_ms: i64,
+    /// The job keeps no state in checkpoints (a windowed run whose state cannot be saved
+    /// yet): a restart replays its inputs from their first retained row and skips what its
+    /// outputs' tags show was written; the checkpoint only commits its outputs.
+    #[serde(default)]
+    pub replay: bool,
 }
 
 /// The checkpoints of one job.
@@ -79,6 +89,11 @@ impl Checkpoints {
         Checkpoints { store, job }
     }
 
+    /// The folder the files are in (for messages).
+    pub(crate) fn dir(&self) -> std::path::PathBuf {
+        self.store.dir().join("meta")
+    }
+
     fn prefix(&self) -> String {
         format!("ckpt-{}-", self.job)
     }
@@ -96,17 +111,15 @@ impl Checkpoints {
         &self,
         epoch: u64,
         name: &str,
+        schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<String> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(corrupt(format!("bad state name '{name}'")));
         }
-        let Some(first) = batches.first() else {
-            return Err(corrupt(format!("state {name} has no batch (not even an empty one)")));
-        };
         let mut bytes = Vec::new();
         {
-            let mut w = FileWriter::try_new(&mut bytes, &first.schema())?;
+            let mut w = FileWriter::try_new(&mut bytes, schema)?;
             for b in batches {
                 w.write(b)?;
             }
@@ -121,12 +134,29 @@ impl Checkpoints {
     ///
     /// # Errors
     /// When it is missing or not Arrow IPC.
-    pub(crate) fn read_state(&self, file: &str) -> Result<Vec<RecordBatch>> {
+    pub(crate) fn read_state(&self, file: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let Some(bytes) = self.store.read_meta(file)? else {
             return Err(corrupt(format!("state file {file} is missing")));
         };
         let reader = FileReader::try_new(std::io::Cursor::new(bytes), None)?;
-        Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+        let schema = reader.schema();
+        Ok((schema, reader.collect::<std::result::Result<Vec<_>, _>>()?))
+    }
+
+    /// The epoch of the job's newest manifest file, whole or not (a new checkpoint takes a
+    /// later one, so that it never replaces a file a fallback may need).
+    ///
+    /// # Errors
+    /// When the metadata folder cannot be read.
+    pub(crate) fn last_epoch(&self) -> Result<u64> {
+        let prefix = self.prefix();
+        Ok(self
+            .store
+            .meta_names(&prefix)?
+            .iter()
+            .filter_map(|n| n.strip_prefix(&prefix)?.get(..20)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0))
     }
 
     /// Make `manifest` the job's last checkpoint (its state files written before), then remove
@@ -220,7 +250,7 @@ mod tests {
 
     /// Write a whole checkpoint of `epoch` (one state file).
     fn checkpoint(c: &Checkpoints, epoch: u64) -> Result<Manifest> {
-        let file = c.write_state(epoch, "windows", &[state(epoch as i64)])?;
+        let file = c.write_state(epoch, "windows", &state(0).schema(), &[state(epoch as i64)])?;
         let m = Manifest {
             format: FORMAT,
             job: c.job,
@@ -229,6 +259,8 @@ mod tests {
             outputs: vec![OutputEnd { stream: "out".into(), end: epoch * 10 }],
             watermarks: vec![Some(epoch as i64 * 1000)],
             state: vec![("windows".into(), file)],
+            taken_ms: 0,
+            replay: false,
         };
         c.commit(&m)?;
         Ok(m)
@@ -244,7 +276,7 @@ mod tests {
         let two = checkpoint(&c, 2).unwrap();
         let three = checkpoint(&c, 3).unwrap();
         assert_eq!(c.latest().unwrap(), Some(three.clone()));
-        assert_eq!(c.read_state(&three.state[0].1).unwrap(), vec![state(3)]);
+        assert_eq!(c.read_state(&three.state[0].1).unwrap().1, vec![state(3)]);
         // Epoch 1's files are gone; 2 and 3 stay (a manifest and a state file each).
         assert_eq!(store.meta_names("ckpt-7-").unwrap().len(), 4);
         // Another job's checkpoints are apart.
@@ -302,7 +334,7 @@ mod tests {
                 } else {
                     assert!(m.epoch == 1 || m.epoch == 2, "{fault:?}");
                 }
-                assert_eq!(c.read_state(&m.state[0].1).unwrap(), vec![state(m.epoch as i64)]);
+                assert_eq!(c.read_state(&m.state[0].1).unwrap().1, vec![state(m.epoch as i64)]);
             }
         }
     }

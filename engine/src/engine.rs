@@ -56,6 +56,8 @@ impl JobPlan {
 pub struct EngineOptions {
     /// Scalar functions to register before any job restarts (jobs that call them need them).
     pub udfs: Vec<ScalarUDF>,
+    /// How the store is opened (its I/O: tests inject faults there).
+    pub store: StoreOptions,
 }
 
 /// The kappa engine, embedded. Cheap to clone (a handle); every method takes `&self`.
@@ -74,6 +76,8 @@ pub(crate) struct Inner {
     pub jobs: Mutex<HashMap<String, JobHandle>>,
     /// Jobs that could not restart on open, with the reason (not persisted).
     pub restart_errors: Mutex<HashMap<String, String>>,
+    /// `SET checkpoint_interval`, read by every job.
+    pub checkpoint_interval: crate::recovery::Interval,
     pub closed: AtomicBool,
     /// Serializes statements that change the catalog.
     pub ddl: tokio::sync::Mutex<()>,
@@ -177,9 +181,11 @@ impl Engine {
     pub async fn open_with(dir: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
         multi_thread_runtime()?;
         let dir = dir.as_ref().to_path_buf();
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir, StoreOptions::default()))
-            .await
-            .map_err(|e| Error::Io { path: ".".into(), source: std::io::Error::other(e) })??;
+        let store_options = options.store.clone();
+        let store =
+            tokio::task::spawn_blocking(move || Store::open(&dir, store_options))
+                .await
+                .map_err(|e| Error::Io { path: ".".into(), source: std::io::Error::other(e) })??;
         let mut catalog = Catalog::load(&store)?;
         // Reconcile: logs the catalog does not know were never acknowledged; entries without
         // their log were being dropped.
@@ -212,6 +218,7 @@ impl Engine {
             catalog: Mutex::new(catalog),
             jobs: Mutex::new(HashMap::new()),
             restart_errors: Mutex::new(HashMap::new()),
+            checkpoint_interval: crate::recovery::Interval::default(),
             closed: AtomicBool::new(false),
             ddl: tokio::sync::Mutex::new(()),
             push_queries: Arc::default(),
@@ -468,9 +475,10 @@ impl Engine {
             let sealed = inputs
                 .iter()
                 .all(|s| self.inner.store.stream(s).is_ok_and(|s| s.info().sealed.is_some()));
-            let rx = self.inner.jobs().get(name).map(|j| j.progress.clone());
-            if let Some(mut rx) = rx {
-                job::wait_for(&mut rx, &targets, sealed).await;
+            let rx =
+                self.inner.jobs().get(name).map(|j| (j.progress.clone(), Arc::clone(&j.request)));
+            if let Some((mut rx, request)) = rx {
+                job::wait_for(&mut rx, &request, &targets, sealed).await;
             }
         }
         Ok(())
@@ -617,6 +625,56 @@ impl Engine {
         jobs.iter().filter_map(|j| c.jobs.get(j)).any(|j| j.inputs.iter().any(|i| i == stream))
     }
 
+    /// `RESUME JOB name`: restart a job that failed (or could not restart on open) from its
+    /// last checkpoint.
+    ///
+    /// # Errors
+    /// When there is no such job, it runs or finished, or it fails to start again (it then
+    /// stays failed, with that error).
+    pub(crate) async fn resume_job(
+        &self,
+        name: &str,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<Output> {
+        let Some(entry) = self.inner.catalog().jobs.get(name).cloned() else {
+            return Err(Error::plan(
+                format!("there is no job named {name} (SHOW JOBS lists them)"),
+                at,
+            ));
+        };
+        let status = self.inner.jobs().get(name).map(|h| h.progress.borrow().status.clone());
+        match (&entry.state, status) {
+            (_, Some(Status::Running)) => {
+                return Err(Error::plan(format!("job {name} is running"), at));
+            }
+            (JobState::Finished, _) | (_, Some(Status::Finished)) => {
+                return Err(Error::plan(
+                    format!("job {name} finished: its inputs are sealed and read"),
+                    at,
+                ));
+            }
+            _ => {}
+        }
+        self.stop_job(name).await;
+        self.set_job_state(name, JobState::Running)?;
+        self.inner.restart_errors().remove(name);
+        let entry = JobEntry { state: JobState::Running, ..entry };
+        if let Err(e) = self.restart_job(name, &entry).await {
+            self.set_job_state(name, JobState::Failed(format!("could not resume: {e}")))?;
+            return Err(e.or_at(at));
+        }
+        Ok(Output::Done { tag: "RESUME JOB".into(), rows: None })
+    }
+
+    /// Record a job's state in the catalog.
+    fn set_job_state(&self, name: &str, state: JobState) -> Result<()> {
+        let mut c = self.inner.catalog();
+        if let Some(j) = c.jobs.get_mut(name) {
+            j.state = state;
+        }
+        c.save(&self.inner.store)
+    }
+
     /// Start a job from its catalog entry (on open).
     async fn restart_job(&self, name: &str, entry: &JobEntry) -> Result<()> {
         let parsed = kappa_sql::parse_one(&entry.query)?;
@@ -695,6 +753,7 @@ impl Engine {
                 inputs,
                 output,
                 store: Arc::clone(&self.inner.store),
+                interval: self.inner.checkpoint_interval.clone(),
                 on_end,
             })?,
             JobPlan::Windowed(plan) => {
@@ -705,6 +764,7 @@ impl Engine {
                     idle.push(self.idle_timeout(input.name())?);
                 }
                 crate::window_job::start(crate::window_job::WindowJobSpec {
+                    name: name.to_string(),
                     id: entry.id,
                     kind: entry.kind,
                     plan: *plan,
@@ -712,6 +772,8 @@ impl Engine {
                     idle,
                     output,
                     late,
+                    store: Arc::clone(&self.inner.store),
+                    interval: self.inner.checkpoint_interval.clone(),
                     on_end,
                 })?
             }

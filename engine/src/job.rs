@@ -7,27 +7,32 @@
 //! and appended in the order they were read, each with a producer [`kappa_storage::Tag`]:
 //! `(job id, input)` and the input offset the output covers. The job's acknowledger
 //! ([`crate::acker`]) waits, on a thread of its own, until the output is durable, publishes the
-//! input positions, and at most once a second records them with the acknowledged output's end
-//! in a small progress file. After a crash a job resumes each input from the larger of the
-//! recorded position and the highest tag found in the output beyond the recorded end: every
-//! input row is processed, and no output is written twice, without rolling the output back.
+//! input positions, and takes the job's checkpoints ([`crate::recovery`]): the acknowledged
+//! positions with the end of the output they cover. A restart truncates a derived stream back
+//! to its last checkpoint's end and resumes each input from the recorded position; an `INSERT
+//! INTO` job resumes from the larger of the recorded position and the highest tag found in the
+//! output beyond the recorded end. Every input row is processed, and no output is written twice.
 //!
-//! A job publishes its acknowledged positions on a watch channel: a snapshot query waits on it
-//! to see everything its inputs held when the query started (read-your-writes).
+//! A job publishes its acknowledged positions and its last checkpoint on a watch channel: a
+//! snapshot query waits on it to see everything its inputs held when the query started
+//! (read-your-writes), asking for a checkpoint when the job has processed the rows but not
+//! committed them yet.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kappa_sql::stream_plan::StatelessPlan;
 use kappa_storage::{ReadBatch, ReadFrom, Store, Stream};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::acker::{ACK_QUEUE, Acker};
+use crate::acker::{ACK_QUEUE, AckMsg, Acker};
 use crate::catalog::JobKind;
+use crate::checkpoint::Checkpoints;
 use crate::compute::{self, Computation, Computed};
 use crate::error::{Error, Result};
+use crate::recovery::{self, Cadence, Taken};
 
 /// Batches buffered between an input's reader task and its job.
 const INPUT_QUEUE: usize = 16;
@@ -63,6 +68,10 @@ pub(crate) struct Progress {
     pub late_rows: u64,
     /// The watermark (windowed jobs, once there is one), in milliseconds.
     pub watermark: Option<i64>,
+    /// The last checkpoint (from this run, or the one it restarted from).
+    pub checkpoint: Option<Taken>,
+    /// When the job had last read everything its inputs held.
+    pub caught_up: Instant,
     pub status: Status,
 }
 
@@ -75,6 +84,8 @@ impl Progress {
             rows_out: 0,
             late_rows: 0,
             watermark: None,
+            checkpoint: None,
+            caught_up: Instant::now(),
             status: Status::Running,
         }
     }
@@ -84,11 +95,15 @@ impl Progress {
 #[derive(Debug)]
 pub(crate) struct JobHandle {
     pub stop: watch::Sender<bool>,
+    /// Wakes the job for a checkpoint now (a reader waits for its output).
+    pub request: Arc<Notify>,
     pub progress: watch::Receiver<Progress>,
     pub task: JoinHandle<()>,
 }
 
-/// The progress record of a job (`job-<id>.json` in the store's metadata).
+/// The progress record of a job (`job-<id>.json` in the store's metadata), as versions
+/// before checkpoints wrote it: read when a job has no checkpoint yet, removed after its
+/// first.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Record {
     pub positions: Vec<u64>,
@@ -117,17 +132,58 @@ pub(crate) struct JobSpec {
     /// The output log; `None` for a blackhole sink.
     pub output: Option<Arc<Stream>>,
     pub store: Arc<Store>,
+    /// The engine's `checkpoint_interval`.
+    pub interval: recovery::Interval,
     /// Called once when the job finishes or fails (to update the catalog).
-    pub on_end: Box<dyn FnOnce(&Status) + Send>,
+    pub on_end: Box<dyn FnOnce(&Status) + Send + Sync>,
 }
 
-/// Remove a job's progress record.
-pub(crate) fn forget(store: &Store, id: u32) -> Result<()> {
+/// Remove a job's checkpoints (and a progress record of an older version).
+pub(crate) fn forget(store: &Arc<Store>, id: u32) -> Result<()> {
     store.remove_meta(&record_name(id))?;
-    Ok(())
+    Checkpoints::new(Arc::clone(store), id).forget()
 }
 
-/// Where each input resumes: the progress record, then the output's tags beyond it.
+/// Where a job resumes: per input, a position.
+struct Resume {
+    positions: Vec<u64>,
+    /// The last epoch used.
+    epoch: u64,
+    /// The checkpoint it resumes from.
+    last: Option<Taken>,
+    /// Whether a progress record of an older version is what it resumes from.
+    legacy_record: bool,
+}
+
+/// Where each input resumes: the last checkpoint (the output rolled back to its end, or for
+/// `INSERT INTO` the output's tags beyond its end), or a progress record of an older version.
+fn resume(spec: &JobSpec) -> Result<Resume> {
+    let checkpoints = Checkpoints::new(Arc::clone(&spec.store), spec.id);
+    let epoch = checkpoints.last_epoch()?;
+    let outputs: Vec<&Arc<Stream>> = spec.output.iter().collect();
+    if let Some(m) = recovery::last(&checkpoints, &spec.name, &spec.inputs, &outputs)? {
+        let mut positions: Vec<u64> = m.inputs.iter().map(|i| i.offset).collect();
+        if let (Some(output), Some(end)) = (&spec.output, m.outputs.first().map(|o| o.end)) {
+            if spec.kind == JobKind::DerivedStream {
+                recovery::roll_back(output, end)?;
+            } else {
+                let tags = output.producer_positions(end)?;
+                for (i, p) in positions.iter_mut().enumerate() {
+                    if let Some(seq) = tags.get(&producer(spec.id, i)) {
+                        *p = (*p).max(*seq);
+                    }
+                }
+            }
+        }
+        recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
+        return Ok(Resume { positions, epoch, last: Some(Taken::of(&m)), legacy_record: false });
+    }
+    let legacy_record = spec.store.read_meta(&record_name(spec.id))?.is_some();
+    Ok(Resume { positions: resume_positions(spec)?, epoch, last: None, legacy_record })
+}
+
+/// Where each input resumes without a checkpoint: the progress record of an older version
+/// (or the inputs' first rows), then the output's tags beyond it.
 fn resume_positions(spec: &JobSpec) -> Result<Vec<u64>> {
     let n = spec.inputs.len();
     let (mut positions, from) = match spec.store.read_meta(&record_name(spec.id))? {
@@ -165,22 +221,7 @@ fn resume_positions(spec: &JobSpec) -> Result<Vec<u64>> {
             *p = (*p).max(*seq);
         }
     }
-    for (i, s) in spec.inputs.iter().enumerate() {
-        // A relaxed input may have lost its unsynced tail to a power loss: resume at its end.
-        positions[i] = positions[i].min(s.end_offset());
-        let start = s.info().start;
-        if positions[i] < start {
-            return Err(Error::plan(
-                format!(
-                    "job {} must resume stream {} at offset {}, but retention removed the rows before {start}",
-                    spec.name,
-                    s.name(),
-                    positions[i]
-                ),
-                None,
-            ));
-        }
-    }
+    recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
     Ok(positions)
 }
 
@@ -253,32 +294,38 @@ pub(crate) fn start(spec: JobSpec) -> Result<JobHandle> {
             None,
         ));
     }
-    let positions = resume_positions(&spec)?;
+    let resume = resume(&spec)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (progress_tx, progress_rx) = watch::channel(Progress::start(positions.clone()));
+    let mut start = Progress::start(resume.positions.clone());
+    start.checkpoint = resume.last.clone();
+    let (progress_tx, progress_rx) = watch::channel(start);
+    let request = Arc::new(Notify::new());
+    let cadence = Cadence::new(spec.interval.clone(), Arc::clone(&request));
     // A panic in the job must not leave it "running": it is reported as a failure.
     let monitor = progress_tx.clone();
     let task = tokio::spawn(async move {
         use futures::FutureExt;
-        let run = std::panic::AssertUnwindSafe(run(spec, positions, stop_rx, progress_tx));
+        let run = std::panic::AssertUnwindSafe(run(spec, resume, cadence, stop_rx, progress_tx));
         if let Err(panic) = run.catch_unwind().await {
             let what = compute::panic_text(panic.as_ref());
             monitor.send_modify(|p| p.status = Status::Failed(format!("the job panicked: {what}")));
         }
     });
-    Ok(JobHandle { stop: stop_tx, progress: progress_rx, task })
+    Ok(JobHandle { stop: stop_tx, request, progress: progress_rx, task })
 }
 
 /// What the job loop waits for.
 enum Event {
     Stop,
+    Checkpoint,
     Input(Option<InputMsg>),
     Computed(Result<Computed>),
 }
 
 async fn run(
     spec: JobSpec,
-    positions: Vec<u64>,
+    resume: Resume,
+    mut cadence: Cadence,
     mut stop: watch::Receiver<bool>,
     progress: watch::Sender<Progress>,
 ) {
@@ -286,7 +333,7 @@ async fn run(
         .inputs
         .iter()
         .zip(&spec.plan.inputs)
-        .zip(&positions)
+        .zip(&resume.positions)
         .map(|((s, p), start)| (Arc::clone(s), p.projection.clone(), *start))
         .collect();
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
@@ -296,14 +343,18 @@ async fn run(
     let acker = Acker {
         id: spec.id,
         output: spec.output.clone(),
+        owned: spec.kind == JobKind::DerivedStream,
         store: Arc::clone(&spec.store),
-        inputs: spec.inputs.iter().map(|s| s.name().to_string()).collect(),
-        positions,
+        checkpoints: Checkpoints::new(Arc::clone(&spec.store), spec.id),
+        inputs: spec.inputs.clone(),
+        positions: resume.positions,
         progress,
         rows_in: 0,
         rows_out: 0,
-        last_record: Instant::now(),
         acked_end: spec.output.as_ref().map_or(0, |o| o.end_offset()),
+        epoch: resume.epoch,
+        last: resume.last,
+        legacy_record: resume.legacy_record,
     };
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
     // A thread of its own: it sleeps in syncs, which must not hold a runtime worker or a
@@ -329,12 +380,19 @@ async fn run(
             let event = tokio::select! {
                 biased;
                 _ = stop.changed() => Event::Stop,
+                _ = cadence.due() => Event::Checkpoint,
                 Some(c) = computation.next() => Event::Computed(c),
                 m = async { held.take() }, if reading && held.is_some() => Event::Input(m),
                 m = rx.recv(), if reading && held.is_none() => Event::Input(m),
             };
             match event {
                 Event::Stop => return Ok(Status::Stopped),
+                Event::Checkpoint => {
+                    cadence.taken();
+                    if ack_tx.send(AckMsg::Checkpoint).await.is_err() {
+                        return Ok(Status::Stopped);
+                    }
+                }
                 Event::Input(Some(InputMsg::Batch(i, b))) => {
                     // Batches already queued from the same input go into the same piece: fewer
                     // hand-offs between threads when catching up, no wait when live.
@@ -356,7 +414,7 @@ async fn run(
                 Event::Input(Some(InputMsg::Failed(e))) => return Err(e.into()),
                 Event::Input(None) => return Ok(Status::Stopped),
                 Event::Computed(c) => {
-                    if ack_tx.send(c?).await.is_err() {
+                    if ack_tx.send(AckMsg::Batch(c?)).await.is_err() {
                         // The acknowledger stopped on an error, reported below.
                         return Ok(Status::Stopped);
                     }
@@ -374,7 +432,7 @@ async fn run(
     while let Some(c) = computation.next().await {
         match c {
             Ok(c) => {
-                let _ = ack_tx.send(c).await;
+                let _ = ack_tx.send(AckMsg::Batch(c)).await;
             }
             Err(e) => {
                 if outcome.is_ok() {
@@ -391,8 +449,13 @@ async fn run(
     if let Err(e) = acked {
         outcome = Err(e);
     }
-    let final_record = tokio::task::block_in_place(|| acker.publish(true));
-    let status = match (outcome, final_record) {
+    // The last checkpoint covers everything acknowledged (after a failure too: what was
+    // written is committed, and a resumed job goes on from there).
+    let final_checkpoint = tokio::task::block_in_place(|| {
+        acker.publish();
+        acker.checkpoint()
+    });
+    let status = match (outcome, final_checkpoint) {
         (Ok(status), Ok(())) => status,
         (Ok(_), Err(e)) | (Err(e), _) => Status::Failed(e.to_string()),
     };
@@ -413,22 +476,30 @@ async fn run(
     acker.progress.send_modify(|p| p.status = status);
 }
 
-/// Wait until a job's acknowledged positions reach `targets` (and, with `to_end`, until it
-/// has stopped running: every input sealed and read), or it stops running.
+/// Wait until a job's last checkpoint covers input positions `targets` (and, with `to_end`,
+/// until it has stopped running: every input sealed and read), or it stops running. Once the
+/// job has processed the rows, it is asked for a checkpoint at once.
 pub(crate) async fn wait_for(
     progress: &mut watch::Receiver<Progress>,
+    request: &Notify,
     targets: &[u64],
     to_end: bool,
 ) {
+    let covers = |positions: &[u64]| positions.iter().zip(targets).all(|(p, t)| p >= t);
     loop {
         {
             let p = progress.borrow_and_update();
-            let reached = p.positions.iter().zip(targets).all(|(p, t)| p >= t);
-            if (reached && !to_end) || p.status != Status::Running {
+            let committed = p.checkpoint.as_ref().is_some_and(|c| covers(&c.positions));
+            if (committed && !to_end) || p.status != Status::Running {
                 return;
             }
+            if !committed && covers(&p.positions) {
+                request.notify_one();
+            }
         }
-        if progress.changed().await.is_err() {
+        // (Asked again now and then: a request may meet a checkpoint already under way.)
+        let changed = tokio::time::timeout(Duration::from_millis(100), progress.changed()).await;
+        if let Ok(Err(_)) = changed {
             return;
         }
     }

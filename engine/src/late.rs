@@ -42,7 +42,9 @@ impl Engine {
             return Ok(self.inner.store.stream(&name)?);
         }
         let schema = Arc::clone(self.inner.store.stream(input)?.schema());
-        let stream = self.inner.store.create_stream(&name, schema, StreamOptions::default())?;
+        // Readers see its rows once a checkpoint of the job commits them.
+        let options = StreamOptions { derived: true, ..StreamOptions::default() };
+        let stream = self.inner.store.create_stream(&name, schema, options)?;
         let entry = StreamEntry { job: Some(job.to_string()), ..Default::default() };
         let saved = {
             let mut c = self.inner.catalog();

@@ -38,7 +38,6 @@
 
 mod acker;
 mod catalog;
-#[allow(dead_code, reason = "used by the checkpoints of jobs, issue 7 (next)")]
 mod checkpoint;
 mod compute;
 mod connectors;
@@ -52,6 +51,7 @@ mod late;
 pub mod nexmark;
 mod options;
 mod output;
+mod recovery;
 mod show;
 mod sink;
 mod statements;

@@ -134,9 +134,13 @@ struct JobRow {
     rows_in: u64,
     rows_out: u64,
     lag: u64,
+    /// Milliseconds since the job last had read all its inputs held (0 when it has).
+    lag_ms: u64,
     late: u64,
     /// The watermark (windowed jobs and push queries), milliseconds.
     watermark: Option<i64>,
+    /// The last checkpoint's epoch and time (milliseconds).
+    checkpoint: Option<(u64, i64)>,
     error: Option<String>,
 }
 
@@ -169,6 +173,19 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                 .sum(),
             None => 0,
         };
+        let lag_ms = match &live {
+            Some(p) if lag > 0 => p.caught_up.elapsed().as_millis() as u64,
+            _ => 0,
+        };
+        // A job not running shows the checkpoint it would resume from.
+        let checkpoint = match live.as_ref().and_then(|p| p.checkpoint.clone()) {
+            Some(t) => Some((t.epoch, t.taken_ms)),
+            None => crate::checkpoint::Checkpoints::new(Arc::clone(&inner.store), e.id)
+                .latest()
+                .ok()
+                .flatten()
+                .map(|m| (m.epoch, m.taken_ms)),
+        };
         out.push(JobRow {
             name,
             kind: match e.kind {
@@ -181,8 +198,10 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             rows_in: live.as_ref().map_or(0, |p| p.rows_in),
             rows_out: live.as_ref().map_or(0, |p| p.rows_out),
             lag,
+            lag_ms,
             late: live.as_ref().map_or(0, |p| p.late_rows),
             watermark: live.as_ref().and_then(|p| p.watermark),
+            checkpoint,
             error,
         });
     }
@@ -248,7 +267,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                 .sum(),
             late: e.late_rows.load(Relaxed),
             watermark: Some(e.watermark.load(Relaxed)).filter(|w| *w != i64::MIN),
-            error: None,
+            ..JobRow::default()
         });
     }
     let strings = |f: fn(&JobRow) -> String| text(out.iter().map(|r| Some(f(r))).collect());
@@ -265,8 +284,11 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             Field::new("rows_in", DataType::UInt64, false),
             Field::new("rows_out", DataType::UInt64, false),
             Field::new("lag_rows", DataType::UInt64, false),
+            Field::new("lag_ms", DataType::UInt64, false),
             Field::new("late_rows", DataType::UInt64, false),
             Field::new("watermark", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("checkpoint", DataType::UInt64, true),
+            Field::new("checkpoint_at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
             Field::new("error", DataType::Utf8, true),
         ],
         vec![
@@ -278,9 +300,16 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             numbers(|r| r.rows_in),
             numbers(|r| r.rows_out),
             numbers(|r| r.lag),
+            numbers(|r| r.lag_ms),
             numbers(|r| r.late),
             Arc::new(TimestampMillisecondArray::from(
                 out.iter().map(|r| r.watermark).collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from(
+                out.iter().map(|r| r.checkpoint.map(|c| c.0)).collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampMillisecondArray::from(
+                out.iter().map(|r| r.checkpoint.map(|c| c.1)).collect::<Vec<_>>(),
             )),
             text(out.iter().map(|r| r.error.clone()).collect()),
         ],

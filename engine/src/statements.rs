@@ -87,6 +87,10 @@ impl Engine {
                 crate::copy::copy_to(self, source, &path, &options, at).await
             }
             Statement::Seal { stream } => self.seal(&stream, at).await,
+            Statement::Resume { job } => {
+                let _guard = self.inner.ddl.lock().await;
+                self.resume_job(&job, at).await
+            }
             Statement::Query { query, emit: None } => self.snapshot(query, at).await,
             Statement::Query { query, emit: Some(emit) } => Ok(Output::Subscription(
                 crate::subscribe::start(self, query, Some(emit), at).await?,
@@ -196,6 +200,8 @@ impl Engine {
                     options.event_time_column = Some(first.column.clone());
                     entry.watermark = Some(first.clone());
                 }
+                // Readers see its rows once a checkpoint of the job commits them.
+                options.derived = true;
                 self.inner.store.create_stream(&c.name, Arc::clone(&schema), options)?;
                 let stream = self.inner.store.stream(&c.name)?;
                 self.inner.catalog().streams.insert(c.name.clone(), entry);
@@ -505,9 +511,23 @@ impl Engine {
             return Ok(done("SET"));
         }
         match name {
-            "checkpoint_interval" | "state_ttl" => {
-                Err(Error::not_supported(format!("SET {name}"), at))
+            "checkpoint_interval" => {
+                let off = value.trim() == "0" || value.trim().eq_ignore_ascii_case("off");
+                let every = if off {
+                    Some(std::time::Duration::ZERO)
+                } else {
+                    crate::options::duration(value)
+                };
+                let every = every.ok_or_else(|| {
+                    Error::plan(
+                        format!("checkpoint_interval = '{value}' is not a duration (e.g. '1s', '500ms', 'off' for none but when asked and at a stop)"),
+                        at,
+                    )
+                })?;
+                self.inner.checkpoint_interval.set((!every.is_zero()).then_some(every));
+                Ok(done("SET"))
             }
+            "state_ttl" => Err(Error::not_supported(format!("SET {name}"), at)),
             _ => Err(Error::plan(
                 format!("unknown setting '{name}' (DataFusion settings start with datafusion.)"),
                 at,

@@ -10,29 +10,38 @@
 //!
 //! The rows it leaves out as late are read again whole from the input (by offset; late rows
 //! are rare) and appended to the input's late-data stream (`<job>__late`, `<job>__late2`, ...),
-//! tagged with the input position after them, so that a restart appends only the late rows of input it had not
-//! read.
+//! tagged with the input position after them.
 //!
-//! Exactly-once restart, until checkpoints of state exist (issue 7): a restarted job replays
-//! its input from the first retained row, rebuilding its windows, and writes only the windows
-//! that end after the highest tag found in its output. The replay costs time proportional to
-//! the retained input. (Which rows count as late depends on where the watermark stood when
-//! each batch was read; a replay reads the same rows in the same order, but a compacted log
-//! may hand them over in larger batches, so a row that was late by a hair can count again.)
+//! Checkpoints ([`crate::recovery`]) are taken between two wakes: the run's state (open
+//! windows, frozen panes, watermarks; [`WindowedRun::snapshot`]) as state files, the input
+//! positions, the ends of the output and the late-data streams; then the streams the job owns
+//! are committed. A restart restores the state, truncates the owned streams to the recorded
+//! ends, and reads on from the recorded positions; into a stream it does not own (`INSERT
+//! INTO`) it skips the windows its tags show written.
+//!
+//! A run whose state cannot be saved yet (sessions, `EMIT CHANGES`) checkpoints without state
+//! and restarts by replaying its inputs from the first retained row, writing only what ends
+//! after the highest tag in its output (and the late rows after the highest tag of its late
+//! streams). Which rows count as late depends on where the watermark stood when each batch
+//! was read; a replay reads the same rows in the same order, but a compacted log may hand them
+//! over in larger batches, so a row that was late by a hair can count again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kappa_sql::windowed_plan::{EmitMode, WindowedPlan, WindowedRun};
-use kappa_storage::{PendingAppend, Stream, Tag};
-use tokio::sync::watch;
+use kappa_sql::windowed_plan::{EmitMode, RunSnapshot, StatePart, WindowedPlan, WindowedRun};
+use kappa_storage::{PendingAppend, Store, Stream, Tag};
+use tokio::sync::{Notify, watch};
 
 use crate::catalog::JobKind;
+use crate::checkpoint::{Checkpoints, InputPosition, Manifest, OutputEnd};
 use crate::error::{Error, Result};
 use crate::job::{InputMsg, JobHandle, Progress, Status, spawn_inputs};
+use crate::recovery::{self, Cadence, Taken};
 
 /// Everything a windowed job needs to run.
 pub(crate) struct WindowJobSpec {
+    pub name: String,
     pub id: u32,
     pub kind: JobKind,
     pub plan: WindowedPlan,
@@ -44,8 +53,11 @@ pub(crate) struct WindowJobSpec {
     pub output: Option<Arc<Stream>>,
     /// Per input, the late-data stream: the input rows the job left out as late.
     pub late: Vec<Arc<Stream>>,
+    pub store: Arc<Store>,
+    /// The engine's `checkpoint_interval`.
+    pub interval: recovery::Interval,
     /// Called once when the job finishes or fails.
-    pub on_end: Box<dyn FnOnce(&Status) + Send>,
+    pub on_end: Box<dyn FnOnce(&Status) + Send + Sync>,
 }
 
 /// A window end as an increasing tag position (order kept for ends before 1970 too).
@@ -63,42 +75,185 @@ fn late_producer(producer: u32, i: usize) -> u32 {
     producer | (1 + i as u32).min(255)
 }
 
-/// Start a windowed job.
+/// Start a windowed job: from its last checkpoint, or by replaying its inputs.
 ///
 /// # Errors
-/// When the output's tags cannot be read, or the aggregation cannot be set up.
+/// When the checkpoint or the outputs' tags cannot be read, the state cannot be restored, or
+/// the aggregation cannot be set up.
 pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
-    let producer = spec.id << 8;
-    // Windows ending at or before this were written by an earlier run.
-    let written = match &spec.output {
-        Some(o) => o.producer_positions(0)?.get(&producer).copied(),
-        None => None,
+    let checkpoints = Checkpoints::new(Arc::clone(&spec.store), spec.id);
+    let epoch = checkpoints.last_epoch()?;
+    let mut outputs: Vec<&Arc<Stream>> = spec.output.iter().collect();
+    outputs.extend(spec.late.iter());
+    let manifest = recovery::last(&checkpoints, &spec.name, &spec.inputs, &outputs)?;
+    let last = manifest.as_ref().map(Taken::of);
+    let (run, positions, written) = match manifest.filter(|m| !m.replay) {
+        Some(m) => restore(&spec, &checkpoints, &m)?,
+        None => replay(&spec)?,
     };
-    // Late rows up to these input positions were written by an earlier run.
-    let mut late_written = Vec::with_capacity(spec.late.len());
-    for (i, late) in spec.late.iter().enumerate() {
-        late_written.push(late.producer_positions(0)?.get(&late_producer(producer, i)).copied());
-    }
-    let mut state = WindowedRun::new(spec.plan.clone())?;
-    if let Some(w) = written
-        && spec.plan.emit == EmitMode::Final
-    {
-        state.skip_through(end_of(w));
-    }
-    let starts: Vec<u64> = spec.inputs.iter().map(|s| s.info().start).collect();
+    let mut start = Progress::start(positions.clone());
+    start.checkpoint = last.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (progress_tx, progress_rx) = watch::channel(Progress::start(starts));
+    let (progress_tx, progress_rx) = watch::channel(start);
+    let request = Arc::new(Notify::new());
+    let ckpt = Checkpointer {
+        checkpoints,
+        epoch,
+        cadence: Cadence::new(spec.interval.clone(), Arc::clone(&request)),
+        owned: spec.kind == JobKind::DerivedStream,
+        last,
+        dirty: false,
+    };
     let monitor = progress_tx.clone();
     let task = tokio::spawn(async move {
         use futures::FutureExt;
-        let written = Written { windows: written, late: late_written };
-        let run = std::panic::AssertUnwindSafe(run_job(spec, state, written, stop_rx, progress_tx));
-        if let Err(panic) = run.catch_unwind().await {
+        let job = run_job(spec, run, positions, written, ckpt, stop_rx, progress_tx);
+        if let Err(panic) = std::panic::AssertUnwindSafe(job).catch_unwind().await {
             let what = crate::compute::panic_text(panic.as_ref());
             monitor.send_modify(|p| p.status = Status::Failed(format!("the job panicked: {what}")));
         }
     });
-    Ok(JobHandle { stop: stop_tx, progress: progress_rx, task })
+    Ok(JobHandle { stop: stop_tx, request, progress: progress_rx, task })
+}
+
+/// A run restored from checkpoint `m`: its state, the input positions, and what was written
+/// after it (the owned streams are truncated to the recorded ends; an `INSERT INTO` output's
+/// tags beyond its end name the windows written).
+fn restore(
+    spec: &WindowJobSpec,
+    checkpoints: &Checkpoints,
+    m: &Manifest,
+) -> Result<(WindowedRun, Vec<u64>, Written)> {
+    let mut parts = Vec::with_capacity(m.state.len());
+    for (name, file) in &m.state {
+        let (schema, batches) = checkpoints.read_state(file)?;
+        parts.push(StatePart { name: name.clone(), schema, batches });
+    }
+    let run = WindowedRun::restore(spec.plan.clone(), &RunSnapshot::from_parts(&parts)?)?;
+    let mut ends = m.outputs.iter().map(|o| o.end);
+    let mut windows = None;
+    if let (Some(o), Some(end)) = (&spec.output, ends.next()) {
+        if spec.kind == JobKind::DerivedStream {
+            recovery::roll_back(o, end)?;
+        } else {
+            windows = o.producer_positions(end)?.get(&(spec.id << 8)).copied();
+        }
+    }
+    for (late, end) in spec.late.iter().zip(ends) {
+        recovery::roll_back(late, end)?;
+    }
+    let mut positions: Vec<u64> = m.inputs.iter().map(|i| i.offset).collect();
+    recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
+    Ok((run, positions, Written { windows, late: vec![None; spec.late.len()] }))
+}
+
+/// A run that replays its inputs from their first retained rows, skipping what the outputs'
+/// tags show was written.
+fn replay(spec: &WindowJobSpec) -> Result<(WindowedRun, Vec<u64>, Written)> {
+    let producer = spec.id << 8;
+    // Windows ending at or before this were written by an earlier run.
+    let windows = match &spec.output {
+        Some(o) => o.producer_positions(0)?.get(&producer).copied(),
+        None => None,
+    };
+    // Late rows up to these input positions were written by an earlier run.
+    let mut late = Vec::with_capacity(spec.late.len());
+    for (i, stream) in spec.late.iter().enumerate() {
+        late.push(stream.producer_positions(0)?.get(&late_producer(producer, i)).copied());
+    }
+    let mut run = WindowedRun::new(spec.plan.clone())?;
+    if let Some(w) = windows
+        && spec.plan.emit == EmitMode::Final
+    {
+        run.skip_through(end_of(w));
+    }
+    let positions = spec.inputs.iter().map(|s| s.info().start).collect();
+    Ok((run, positions, Written { windows, late }))
+}
+
+/// A windowed job's checkpoints.
+struct Checkpointer {
+    checkpoints: Checkpoints,
+    /// The last epoch used.
+    epoch: u64,
+    cadence: Cadence,
+    /// Whether the job owns its output (a derived stream); it always owns its late streams.
+    owned: bool,
+    last: Option<Taken>,
+    /// Whether anything happened since the last checkpoint.
+    dirty: bool,
+}
+
+impl Checkpointer {
+    /// Take a checkpoint (unless nothing happened since the last). Blocks.
+    ///
+    /// # Errors
+    /// When the state cannot be taken or written, an output synced or committed, or the
+    /// manifest written (the previous checkpoint then stays the last).
+    fn take(
+        &mut self,
+        spec: &WindowJobSpec,
+        run: &mut WindowedRun,
+        positions: &[u64],
+        progress: &watch::Sender<Progress>,
+    ) -> Result<()> {
+        self.cadence.taken();
+        if !self.dirty && self.last.is_some() {
+            return Ok(());
+        }
+        let epoch = self.epoch + 1;
+        let replay = !run.can_snapshot();
+        let mut state = Vec::new();
+        if !replay {
+            for part in run.snapshot()?.to_parts()? {
+                let file =
+                    self.checkpoints.write_state(epoch, &part.name, &part.schema, &part.batches)?;
+                state.push((part.name, file));
+            }
+        }
+        let mut outputs = Vec::new();
+        for o in spec.output.iter().chain(&spec.late) {
+            // Every append was waited for; a relaxed stream is synced here.
+            o.sync()?;
+            outputs.push(OutputEnd { stream: o.name().to_string(), end: o.end_offset() });
+        }
+        let manifest = Manifest {
+            format: crate::checkpoint::FORMAT,
+            job: spec.id,
+            epoch,
+            inputs: spec
+                .inputs
+                .iter()
+                .zip(positions)
+                .map(|(s, p)| InputPosition { stream: s.name().to_string(), offset: *p })
+                .collect(),
+            outputs,
+            watermarks: run
+                .input_watermarks()
+                .into_iter()
+                .map(|w| (w != i64::MIN).then_some(w))
+                .collect(),
+            state,
+            taken_ms: recovery::now_ms(),
+            replay,
+        };
+        self.checkpoints.commit(&manifest)?;
+        self.epoch = epoch;
+        let mut ends = manifest.outputs.iter().map(|o| o.end);
+        if let (Some(o), Some(end)) = (&spec.output, ends.next())
+            && self.owned
+        {
+            o.commit(end)?;
+        }
+        for (late, end) in spec.late.iter().zip(ends) {
+            late.commit(end)?;
+        }
+        let taken = Taken::of(&manifest);
+        self.last = Some(taken.clone());
+        self.dirty = false;
+        progress.send_modify(|p| p.checkpoint = Some(taken));
+        Ok(())
+    }
 }
 
 /// Rows `positions` of the `n` rows of `input` from offset `from`, with all their columns.
@@ -276,10 +431,19 @@ impl IdleInputs {
     }
 }
 
+/// What the loop of a windowed job does next.
+enum Step {
+    Stop,
+    Checkpoint,
+    Wake(Wake),
+}
+
 async fn run_job(
     spec: WindowJobSpec,
     mut run: WindowedRun,
+    mut positions: Vec<u64>,
     written: Written,
+    mut ckpt: Checkpointer,
     mut stop: watch::Receiver<bool>,
     progress: watch::Sender<Progress>,
 ) {
@@ -289,11 +453,11 @@ async fn run_job(
         .inputs
         .iter()
         .zip(&plan.inputs)
-        .map(|(s, i)| (Arc::clone(s), i.pipeline.projection.clone(), s.info().start))
+        .zip(&positions)
+        .map(|((s, i), p)| (Arc::clone(s), i.pipeline.projection.clone(), *p))
         .collect();
     let (mut rx, readers) = spawn_inputs(&inputs, &stop);
     let (mut rows_in, mut rows_out) = (0u64, 0u64);
-    let mut positions: Vec<u64> = inputs.iter().map(|i| i.2).collect();
     // EMIT CHANGES: output tagged with the rows read so far (a restart writes only the
     // changes after the highest); EVERY: the open windows' changes at that interval.
     let changes = plan.emit != EmitMode::Final;
@@ -302,10 +466,27 @@ async fn run_job(
     let outcome: Result<Status> = async {
         loop {
             // (Not biased: with a backlog always ready, the timers must still get their turn.)
-            let wake = tokio::select! {
-                _ = stop.changed() => return Ok(Status::Stopped),
-                w = timers.next(&mut rx) => w,
+            let step = tokio::select! {
+                _ = stop.changed() => Step::Stop,
+                _ = ckpt.cadence.due() => Step::Checkpoint,
+                w = timers.next(&mut rx) => Step::Wake(w),
             };
+            let wake = match step {
+                Step::Wake(Wake::Msg(None)) | Step::Stop => {
+                    tokio::task::block_in_place(|| {
+                        ckpt.take(&spec, &mut run, &positions, &progress)
+                    })?;
+                    return Ok(Status::Stopped);
+                }
+                Step::Checkpoint => {
+                    tokio::task::block_in_place(|| {
+                        ckpt.take(&spec, &mut run, &positions, &progress)
+                    })?;
+                    continue;
+                }
+                Step::Wake(w) => w,
+            };
+            ckpt.dirty = true;
             let mut done = false;
             let wake_kind = match &wake {
                 Wake::Msg(Some(InputMsg::Batch(..))) => WakeKind::Batch,
@@ -387,14 +568,21 @@ async fn run_job(
             if let Some(p) = last {
                 tokio::task::block_in_place(|| p.wait())?;
             }
+            let caught_up = recovery::caught_up(&spec.inputs, &positions);
             progress.send_modify(|p| {
                 p.positions = positions.clone();
                 p.rows_in = rows_in;
                 p.rows_out = rows_out;
                 p.late_rows = run.late_rows();
                 p.watermark = (run.watermark() != i64::MIN).then_some(run.watermark());
+                if caught_up {
+                    p.caught_up = Instant::now();
+                }
             });
             if done {
+                // Every input ended: the positions are their ends.
+                positions = spec.inputs.iter().map(|s| s.end_offset()).collect();
+                tokio::task::block_in_place(|| ckpt.take(&spec, &mut run, &positions, &progress))?;
                 return Ok(Status::Finished);
             }
         }

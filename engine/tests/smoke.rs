@@ -110,7 +110,7 @@ async fn user_functions_in_jobs_survive_reopen_when_registered_again() {
     }
     {
         // Registered again at open: the job restarts where it left off.
-        let options = kappa::EngineOptions { udfs: vec![double_udf()] };
+        let options = kappa::EngineOptions { udfs: vec![double_udf()], ..Default::default() };
         let e = Engine::open_with(dir.path(), options).await.unwrap();
         e.execute("INSERT INTO s VALUES (10)").await.unwrap();
         let t = table(&e.query("SELECT sum(y) AS total FROM d").await.unwrap());

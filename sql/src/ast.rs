@@ -74,6 +74,11 @@ pub enum Statement {
         /// Format options.
         options: CopyOptions,
     },
+    /// `RESUME JOB j`: restart a failed job from its last checkpoint.
+    Resume {
+        /// The job.
+        job: String,
+    },
     /// `SEAL STREAM s`.
     Seal {
         /// The stream.

@@ -544,6 +544,11 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Res
                     s.expect_word("STREAM")?;
                     Statement::Seal { stream: s.name()? }
                 }
+                "RESUME" => {
+                    s.p.next_token();
+                    s.expect_word("JOB")?;
+                    Statement::Resume { job: s.name()? }
+                }
                 "SHOW" => parse_show(&mut s)?,
                 "DESCRIBE" | "DESC" => {
                     s.p.next_token();

@@ -18,6 +18,9 @@ use crate::window_agg::WindowAggregate;
 use crate::window_agg::changes::{DELETE, INSERT, UPDATE_AFTER, UPDATE_BEFORE};
 use crate::windowed_plan::{EmitMode, WindowedPlan};
 
+mod snapshot;
+pub use snapshot::{RunSnapshot, StatePart};
+
 /// The aggregation state of a run.
 #[derive(Debug)]
 enum State {
@@ -347,66 +350,4 @@ fn run_ops_tracked(
         }
     }
     Ok(Some((b, kept)))
-}
-
-/// A run's state for a checkpoint: the aggregation's, and where each input stood.
-#[derive(Debug, Clone)]
-pub struct RunSnapshot {
-    /// The aggregation's windows and panes.
-    pub aggregation: crate::window_agg::snapshot::Snapshot,
-    /// Per input: its watermark, whether it is idle, whether it ended.
-    pub inputs: Vec<(i64, bool, bool)>,
-    /// The plan's watermark.
-    pub watermark: i64,
-    /// The rows left out as late so far.
-    pub late_rows: u64,
-}
-
-impl WindowedRun {
-    /// The run's state, taken between two batches; the run goes on as it was.
-    ///
-    /// # Errors
-    /// [`Error::NotSupported`] for session windows and `EMIT CHANGES` (not yet); when an
-    /// accumulator cannot give its state.
-    pub fn snapshot(&mut self) -> Result<RunSnapshot> {
-        let State::Windows(state) = &mut self.state else {
-            return Err(Error::not_supported("a snapshot of session windows", None));
-        };
-        Ok(RunSnapshot {
-            aggregation: state.snapshot()?,
-            inputs: self.inputs.iter().map(|i| (i.watermark, i.idle, i.ended)).collect(),
-            watermark: self.watermark,
-            late_rows: self.late_rows,
-        })
-    }
-
-    /// A run of `plan` going on from `snapshot`.
-    ///
-    /// # Errors
-    /// When the snapshot is not of this plan (another number of inputs, other windows).
-    pub fn restore(plan: WindowedPlan, snapshot: &RunSnapshot) -> Result<WindowedRun> {
-        if plan.session.is_some() || snapshot.inputs.len() != plan.inputs.len() {
-            return Err(Error::plan("the snapshot is not of this windowed plan", None));
-        }
-        let aggregation = WindowAggregate::restore(plan.aggregate.clone(), &snapshot.aggregation)?;
-        let inputs = snapshot
-            .inputs
-            .iter()
-            .map(|(watermark, idle, ended)| InputState {
-                watermark: *watermark,
-                idle: *idle,
-                ended: *ended,
-            })
-            .collect();
-        Ok(WindowedRun {
-            plan,
-            state: State::Windows(Box::new(aggregation)),
-            inputs,
-            watermark: snapshot.watermark,
-            state_watermark: snapshot.watermark,
-            late_rows: snapshot.late_rows,
-            skip_through: i64::MIN,
-            late: Vec::new(),
-        })
-    }
 }

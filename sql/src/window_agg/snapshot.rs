@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 /// A windowed aggregation's state.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// The schema of every batch ([`WindowAggregate::snapshot_schema`]).
+    pub schema: SchemaRef,
     /// One batch per open window (or pane), in [`WindowAggregate::snapshot_schema`].
     pub open: Vec<RecordBatch>,
     /// One batch per chunk of a frozen pane, in the same schema.
@@ -71,7 +73,7 @@ impl WindowAggregate {
                 frozen.push(batch(&schema, *end, n, &chunk.keys, &chunk.states)?);
             }
         }
-        Ok(Snapshot { open, frozen, emitted: self.emitted, watermark: self.watermark })
+        Ok(Snapshot { schema, open, frozen, emitted: self.emitted, watermark: self.watermark })
     }
 
     /// An aggregation of `spec` in the state of `snapshot`.
@@ -124,6 +126,9 @@ impl WindowAggregate {
         }
         for b in &snapshot.frozen {
             let (end, keys, states) = split(b)?;
+            if b.num_rows() == 0 {
+                continue;
+            }
             agg.count_groups(b.num_rows())?;
             agg.frozen.entry(end).or_default().push(Frozen { keys, states });
         }

@@ -1,0 +1,40 @@
+//! Child process of the pipeline crash test: opens an engine on a directory and, on first use,
+//! creates a Nexmark `bid` stream filled in real time, a stateless derived stream over it and
+//! a windowed aggregation over it; then lets them run until it is killed. Checkpoints are
+//! taken every `KAPPA_CHECKPOINT_INTERVAL` (default 50 ms), so that kills land before, during
+//! and after them.
+//!
+//! Usage: `kappa-crash-pipeline DIR EVENTS RATE`.
+
+use anyhow::{Context, Result};
+use kappa::Engine;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: kappa-crash-pipeline DIR EVENTS RATE";
+    let dir = args.next().context(usage)?;
+    let events: u64 = args.next().context(usage)?.parse()?;
+    let rate: u64 = args.next().context(usage)?.parse()?;
+    let interval =
+        std::env::var("KAPPA_CHECKPOINT_INTERVAL").unwrap_or_else(|_| "50ms".to_string());
+    let engine = Engine::open(&dir).await?;
+    engine.execute(&format!("SET checkpoint_interval = '{interval}'")).await?;
+    engine
+        .execute(&format!(
+            "CREATE STREAM IF NOT EXISTS bid
+               WITH ('connector' = 'nexmark', 'events' = '{events}', 'rate' = '{rate}', 'realtime' = 'true');
+             CREATE STREAM IF NOT EXISTS cheap AS
+               SELECT auction, bidder, price, dateTime FROM bid WHERE price % 3 = 0;
+             CREATE STREAM IF NOT EXISTS per_second AS
+               SELECT auction, window_start, window_end, count(*) AS n, max(price) AS hi,
+                      sum(price) AS total
+               FROM TUMBLE(bid, dateTime, INTERVAL '1' SECOND)
+               GROUP BY auction, window_start, window_end"
+        ))
+        .await?;
+    println!("ready");
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+}
