@@ -59,6 +59,8 @@ pub struct Sessions {
     gap: i64,
     time: usize,
     keys: Vec<usize>,
+    /// The partition key columns' fields.
+    key_fields: Vec<datafusion::arrow::datatypes::FieldRef>,
     converter: Option<RowConverter>,
     by_key: HashMap<Box<[u8]>, Vec<u64>>,
     open: HashMap<u64, Session>,
@@ -94,10 +96,12 @@ impl Sessions {
                 keys.iter().map(|k| SortField::new(schema.field(*k).data_type().clone())).collect();
             Some(RowConverter::new(fields).map_err(fail)?)
         };
+        let key_fields = keys.iter().map(|k| Arc::new(schema.field(*k).clone())).collect();
         Ok(Sessions {
             gap,
             time,
             keys,
+            key_fields,
             converter,
             by_key: HashMap::new(),
             open: HashMap::new(),
@@ -258,6 +262,72 @@ impl Sessions {
             out.push(Closed { id, start: s.start, end: actual });
         }
         out
+    }
+}
+
+impl Sessions {
+    /// The open sessions, for a checkpoint: one row per session (`__id`, `__start`, `__last`,
+    /// then its partition key columns), the next id, and the watermark. Taken between two
+    /// batches (no merge pending).
+    ///
+    /// # Errors
+    /// When the keys cannot be decoded.
+    pub(crate) fn snapshot(&self) -> Result<(RecordBatch, u64, i64)> {
+        use datafusion::arrow::array::{Int64Array, UInt64Array};
+        let mut open: Vec<(&u64, &Session)> = self.open.iter().collect();
+        open.sort_by_key(|(id, _)| **id);
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from_iter_values(open.iter().map(|(id, _)| **id))),
+            Arc::new(Int64Array::from_iter_values(open.iter().map(|(_, s)| s.start))),
+            Arc::new(Int64Array::from_iter_values(open.iter().map(|(_, s)| s.last))),
+        ];
+        if let Some(c) = &self.converter {
+            let parser = c.parser();
+            columns.extend(c.convert_rows(open.iter().map(|(_, s)| parser.parse(&s.key))).map_err(fail)?);
+        }
+        let batch = RecordBatch::try_new(self.snapshot_schema(), columns).map_err(fail)?;
+        Ok((batch, self.next, self.watermark))
+    }
+
+    /// The schema of [`Sessions::snapshot`]'s batch.
+    pub(crate) fn snapshot_schema(&self) -> SchemaRef {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let mut fields = vec![
+            Arc::new(Field::new("__id", DataType::UInt64, false)),
+            Arc::new(Field::new("__start", DataType::Int64, false)),
+            Arc::new(Field::new("__last", DataType::Int64, false)),
+        ];
+        fields.extend(self.key_fields.iter().cloned());
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Open the sessions of a snapshot (into a tracker without any).
+    ///
+    /// # Errors
+    /// When the batch is not of [`Sessions::snapshot_schema`].
+    pub(crate) fn restore(&mut self, batch: &RecordBatch, next: u64, watermark: i64) -> Result<()> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+        if batch.schema().fields() != self.snapshot_schema().fields() {
+            return Err(fail("the snapshot is not of this session window"));
+        }
+        let ids = batch.column(0).as_primitive::<UInt64Type>();
+        let starts = batch.column(1).as_primitive::<Int64Type>();
+        let lasts = batch.column(2).as_primitive::<Int64Type>();
+        let rows = match &self.converter {
+            Some(c) => Some(c.convert_columns(&batch.columns()[3..]).map_err(fail)?),
+            None => None,
+        };
+        for i in 0..batch.num_rows() {
+            let key: Box<[u8]> = rows.as_ref().map_or(Box::default(), |r| r.row(i).data().into());
+            let (id, start, last) = (ids.value(i), starts.value(i), lasts.value(i));
+            self.closing.insert((last.saturating_add(self.gap), id));
+            self.by_key.entry(key.clone()).or_default().push(id);
+            self.open.insert(id, Session { key, start, last });
+        }
+        self.next = next;
+        self.watermark = watermark;
+        Ok(())
     }
 }
 

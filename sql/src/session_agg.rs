@@ -31,6 +31,9 @@ use crate::window_agg::{
     MAX_OPEN_GROUPS, WindowAggregateSpec, accumulators, arguments, exec, filters, take_rows,
 };
 
+mod snapshot;
+pub use snapshot::SessionSnapshot;
+
 /// A session's chunk references past which they are merged into one.
 const COMPACT_AT: usize = 32;
 

@@ -29,7 +29,7 @@ use crate::session_agg::{Bound, SessionPlan};
 use crate::stream_plan::{InputPipeline, Op, physical};
 use crate::window::{WindowRead, WindowSpec, windowed_schema};
 use crate::window_agg::{Aggregate, Panes, WindowAggregateSpec};
-pub use crate::windowed_run::{RunSnapshot, StatePart, WindowedRun};
+pub use crate::windowed_run::{AggregationSnapshot, RunSnapshot, StatePart, WindowedRun};
 
 /// What the engine knows of a window table function's scan.
 #[derive(Debug, Clone)]

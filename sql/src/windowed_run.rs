@@ -19,7 +19,7 @@ use crate::window_agg::changes::{DELETE, INSERT, UPDATE_AFTER, UPDATE_BEFORE};
 use crate::windowed_plan::{EmitMode, WindowedPlan};
 
 mod snapshot;
-pub use snapshot::{RunSnapshot, StatePart};
+pub use snapshot::{AggregationSnapshot, RunSnapshot, StatePart};
 
 /// The aggregation state of a run.
 #[derive(Debug)]

@@ -1,6 +1,8 @@
 //! A windowed run's state for checkpoints: [`WindowedRun::snapshot`] takes it between two
 //! batches, [`RunSnapshot::to_parts`] turns it into named Arrow batches (the checkpoint's
 //! state files), [`RunSnapshot::from_parts`] and [`WindowedRun::restore`] bring it back.
+//! Windows ([`crate::window_agg::snapshot`]) and sessions ([`crate::session_agg`]) with
+//! `EMIT FINAL`; not yet `EMIT CHANGES` (what was emitted is not kept).
 
 use std::sync::Arc;
 
@@ -11,15 +13,25 @@ use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef
 
 use super::{InputState, State, WindowedRun};
 use crate::error::{Error, Result};
+use crate::session_agg::{SessionAggregate, SessionSnapshot};
 use crate::window_agg::WindowAggregate;
 use crate::window_agg::snapshot::Snapshot;
 use crate::windowed_plan::WindowedPlan;
 
+/// The aggregation's part of a [`RunSnapshot`].
+#[derive(Debug, Clone)]
+pub enum AggregationSnapshot {
+    /// Windows and panes.
+    Windows(Snapshot),
+    /// Sessions.
+    Sessions(SessionSnapshot),
+}
+
 /// A run's state for a checkpoint: the aggregation's, and where each input stood.
 #[derive(Debug, Clone)]
 pub struct RunSnapshot {
-    /// The aggregation's windows and panes.
-    pub aggregation: Snapshot,
+    /// The aggregation's windows, panes or sessions.
+    pub aggregation: AggregationSnapshot,
     /// Per input: its watermark, whether it is idle, whether it ended.
     pub inputs: Vec<(i64, bool, bool)>,
     /// The plan's watermark.
@@ -54,6 +66,11 @@ impl RunSnapshot {
     /// # Errors
     /// When a batch cannot be built (never for a snapshot taken by [`WindowedRun::snapshot`]).
     pub fn to_parts(&self) -> Result<Vec<StatePart>> {
+        let part = |name: &str, batch: RecordBatch| StatePart {
+            name: name.into(),
+            schema: batch.schema(),
+            batches: vec![batch],
+        };
         let inputs = Arc::new(Schema::new(vec![
             Field::new("watermark", DataType::Int64, false),
             Field::new("idle", DataType::Boolean, false),
@@ -64,35 +81,43 @@ impl RunSnapshot {
             Arc::new(BooleanArray::from_iter(self.inputs.iter().map(|i| Some(i.1)))),
             Arc::new(BooleanArray::from_iter(self.inputs.iter().map(|i| Some(i.2)))),
         ];
-        let input_rows = RecordBatch::try_new(Arc::clone(&inputs), columns).map_err(arrow)?;
-        let run = Arc::new(Schema::new(vec![
-            Field::new("watermark", DataType::Int64, false),
-            Field::new("late_rows", DataType::UInt64, false),
-            Field::new("emitted", DataType::Int64, false),
-            Field::new("aggregation_watermark", DataType::Int64, false),
-        ]));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(vec![self.watermark])),
-            Arc::new(UInt64Array::from(vec![self.late_rows])),
-            Arc::new(Int64Array::from(vec![self.aggregation.emitted])),
-            Arc::new(Int64Array::from(vec![self.aggregation.watermark])),
+        let run = one_row(&[
+            ("watermark", Arc::new(Int64Array::from(vec![self.watermark]))),
+            ("late_rows", Arc::new(UInt64Array::from(vec![self.late_rows]))),
+        ])?;
+        let mut parts = vec![
+            part("inputs", RecordBatch::try_new(inputs, columns).map_err(arrow)?),
+            part("run", run),
         ];
-        let run_row = RecordBatch::try_new(Arc::clone(&run), columns).map_err(arrow)?;
-        let schema = &self.aggregation.schema;
-        Ok(vec![
-            StatePart {
-                name: "open".into(),
-                schema: Arc::clone(schema),
-                batches: self.aggregation.open.clone(),
-            },
-            StatePart {
-                name: "frozen".into(),
-                schema: Arc::clone(schema),
-                batches: self.aggregation.frozen.clone(),
-            },
-            StatePart { name: "inputs".into(), schema: inputs, batches: vec![input_rows] },
-            StatePart { name: "run".into(), schema: run, batches: vec![run_row] },
-        ])
+        match &self.aggregation {
+            AggregationSnapshot::Windows(w) => {
+                parts.push(StatePart {
+                    name: "open".into(),
+                    schema: Arc::clone(&w.schema),
+                    batches: w.open.clone(),
+                });
+                parts.push(StatePart {
+                    name: "frozen".into(),
+                    schema: Arc::clone(&w.schema),
+                    batches: w.frozen.clone(),
+                });
+                let meta = one_row(&[
+                    ("emitted", Arc::new(Int64Array::from(vec![w.emitted]))),
+                    ("watermark", Arc::new(Int64Array::from(vec![w.watermark]))),
+                ])?;
+                parts.push(part("windows", meta));
+            }
+            AggregationSnapshot::Sessions(s) => {
+                parts.push(part("sessions", s.sessions.clone()));
+                parts.push(part("partials", s.partials.clone()));
+                let meta = one_row(&[
+                    ("next", Arc::new(UInt64Array::from(vec![s.next]))),
+                    ("watermark", Arc::new(Int64Array::from(vec![s.watermark]))),
+                ])?;
+                parts.push(part("session_ids", meta));
+            }
+        }
+        Ok(parts)
     }
 
     /// A snapshot from the parts [`RunSnapshot::to_parts`] made.
@@ -127,20 +152,53 @@ impl RunSnapshot {
             .as_primitive_opt::<UInt64Type>()
             .ok_or_else(|| bad("late_rows is not UInt64"))?
             .value(0);
-        let (open, frozen) = (part("open")?, part("frozen")?);
-        Ok(RunSnapshot {
-            aggregation: Snapshot {
+        let aggregation = if parts.iter().any(|p| p.name == "sessions") {
+            let meta = rows(part("session_ids")?)?;
+            let next = meta
+                .column(0)
+                .as_primitive_opt::<UInt64Type>()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| bad("no next session id"))?
+                .value(0);
+            AggregationSnapshot::Sessions(SessionSnapshot {
+                sessions: rows(part("sessions")?)?,
+                next,
+                watermark: first(&i64s(&meta, 1)?)?,
+                partials: rows(part("partials")?)?,
+            })
+        } else {
+            let (open, frozen) = (part("open")?, part("frozen")?);
+            let meta = rows(part("windows")?)?;
+            AggregationSnapshot::Windows(Snapshot {
                 schema: Arc::clone(&open.schema),
                 open: open.batches.clone(),
                 frozen: frozen.batches.clone(),
-                emitted: i64s(&run, 2)?[0],
-                watermark: i64s(&run, 3)?[0],
-            },
+                emitted: first(&i64s(&meta, 0)?)?,
+                watermark: first(&i64s(&meta, 1)?)?,
+            })
+        };
+        Ok(RunSnapshot {
+            aggregation,
             inputs: (0..w.len()).map(|i| (w[i], idle[i], ended[i])).collect(),
-            watermark: i64s(&run, 0)?[0],
+            watermark: first(&i64s(&run, 0)?)?,
             late_rows: late,
         })
     }
+}
+
+/// A batch of one row of these columns.
+fn one_row(columns: &[(&str, ArrayRef)]) -> Result<RecordBatch> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, a)| Field::new(*name, a.data_type().clone(), false))
+        .collect();
+    let arrays = columns.iter().map(|(_, a)| Arc::clone(a)).collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(arrow)
+}
+
+/// The first value.
+fn first(values: &[i64]) -> Result<i64> {
+    values.first().copied().ok_or_else(|| bad("a value is missing"))
 }
 
 impl WindowedRun {
@@ -150,11 +208,12 @@ impl WindowedRun {
     /// [`Error::NotSupported`] for session windows and `EMIT CHANGES` (not yet); when an
     /// accumulator cannot give its state.
     pub fn snapshot(&mut self) -> Result<RunSnapshot> {
-        let State::Windows(state) = &mut self.state else {
-            return Err(Error::not_supported("a snapshot of session windows", None));
+        let aggregation = match &mut self.state {
+            State::Windows(w) => AggregationSnapshot::Windows(w.snapshot()?),
+            State::Sessions(s) => AggregationSnapshot::Sessions(s.snapshot()?),
         };
         Ok(RunSnapshot {
-            aggregation: state.snapshot()?,
+            aggregation,
             inputs: self.inputs.iter().map(|i| (i.watermark, i.idle, i.ended)).collect(),
             watermark: self.watermark,
             late_rows: self.late_rows,
@@ -177,10 +236,19 @@ impl WindowedRun {
     /// # Errors
     /// When the snapshot is not of this plan (another number of inputs, other windows).
     pub fn restore(plan: WindowedPlan, snapshot: &RunSnapshot) -> Result<WindowedRun> {
-        if plan.session.is_some() || snapshot.inputs.len() != plan.inputs.len() {
+        let state = match (&plan.session, &snapshot.aggregation) {
+            _ if snapshot.inputs.len() != plan.inputs.len() => None,
+            (None, AggregationSnapshot::Windows(w)) => {
+                Some(State::Windows(Box::new(WindowAggregate::restore(plan.aggregate.clone(), w)?)))
+            }
+            (Some(session), AggregationSnapshot::Sessions(s)) => Some(State::Sessions(Box::new(
+                SessionAggregate::restore(plan.aggregate.clone(), session.clone(), s)?,
+            ))),
+            _ => None,
+        };
+        let Some(state) = state else {
             return Err(Error::plan("the snapshot is not of this windowed plan", None));
-        }
-        let aggregation = WindowAggregate::restore(plan.aggregate.clone(), &snapshot.aggregation)?;
+        };
         let inputs = snapshot
             .inputs
             .iter()
@@ -192,7 +260,7 @@ impl WindowedRun {
             .collect();
         Ok(WindowedRun {
             plan,
-            state: State::Windows(Box::new(aggregation)),
+            state,
             inputs,
             watermark: snapshot.watermark,
             state_watermark: snapshot.watermark,
@@ -216,13 +284,13 @@ mod tests {
         )
         .unwrap();
         let snap = RunSnapshot {
-            aggregation: Snapshot {
+            aggregation: AggregationSnapshot::Windows(Snapshot {
                 schema,
-                open: vec![open],
+                open: vec![open.clone()],
                 frozen: vec![],
                 emitted: 7,
                 watermark: 5,
-            },
+            }),
             inputs: vec![(5, false, false), (i64::MAX, true, true)],
             watermark: 5,
             late_rows: 3,
@@ -230,9 +298,24 @@ mod tests {
         let back = RunSnapshot::from_parts(&snap.to_parts().unwrap()).unwrap();
         assert_eq!(back.inputs, snap.inputs);
         assert_eq!((back.watermark, back.late_rows), (5, 3));
-        assert_eq!((back.aggregation.emitted, back.aggregation.watermark), (7, 5));
-        assert_eq!(back.aggregation.open, snap.aggregation.open);
-        assert!(back.aggregation.frozen.is_empty());
+        let AggregationSnapshot::Windows(w) = back.aggregation else { panic!("not windows") };
+        assert_eq!((w.emitted, w.watermark), (7, 5));
+        assert_eq!(w.open, vec![open.clone()]);
+        assert!(w.frozen.is_empty());
         assert!(RunSnapshot::from_parts(&snap.to_parts().unwrap()[1..]).is_err());
+        // Sessions.
+        let snap = RunSnapshot {
+            aggregation: AggregationSnapshot::Sessions(SessionSnapshot {
+                sessions: open.clone(),
+                next: 9,
+                watermark: 4,
+                partials: open.clone(),
+            }),
+            ..snap
+        };
+        let back = RunSnapshot::from_parts(&snap.to_parts().unwrap()).unwrap();
+        let AggregationSnapshot::Sessions(s) = back.aggregation else { panic!("not sessions") };
+        assert_eq!((s.next, s.watermark), (9, 4));
+        assert_eq!((s.sessions, s.partials), (open.clone(), open));
     }
 }

@@ -1,0 +1,153 @@
+//! Fault injection during checkpoints: for every N, the Nth write (failed or torn) or the Nth
+//! sync after the jobs have processed their input fails while they take a checkpoint (a
+//! windowed aggregation's state files, manifests, the commits of its output and late stream;
+//! a stateless job's manifest and commit). The engine is then closed and opened again on a
+//! healthy disk, a job that failed is resumed (`RESUME JOB`), more rows arrive, the input is
+//! sealed, and both outputs must equal the batch answer over all the rows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::util::display::array_value_to_string;
+use kappa::storage::{Fault, FaultyIo, Io, StoreOptions};
+use kappa::{Engine, EngineOptions, Output};
+
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> =
+                b.columns().iter().map(|c| array_value_to_string(c, r).unwrap()).collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `INSERT` of rows `from..to`: three keys, 700 ms apart.
+fn insert(from: i64, to: i64) -> String {
+    let values: Vec<String> = (from..to)
+        .map(|i| format!("({}, {i}, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{}' MILLISECOND)", i % 3, i * 700))
+        .collect();
+    format!("INSERT INTO input VALUES {}", values.join(", "))
+}
+
+/// Jobs by state, from `SHOW JOBS`.
+async fn job_states(engine: &Engine) -> Vec<(String, String, u64)> {
+    let out = engine.execute("SHOW JOBS").await.unwrap();
+    let Some(Output::Rows { batches, .. }) = out.into_iter().next() else { panic!("no rows") };
+    let mut jobs = Vec::new();
+    for b in &batches {
+        let col = |name: &str| b.column(b.schema().index_of(name).unwrap()).clone();
+        let (names, states, lag) = (col("name"), col("state"), col("lag_rows"));
+        for r in 0..b.num_rows() {
+            jobs.push((
+                names.as_string::<i32>().value(r).to_string(),
+                states.as_string::<i32>().value(r).to_string(),
+                lag.as_primitive::<arrow::datatypes::UInt64Type>().value(r),
+            ));
+        }
+    }
+    jobs
+}
+
+/// One run: the fault armed once both jobs have processed the second rows.
+async fn run(fault: Fault) -> (bool, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultyIo::new(Fault::None, false));
+    let options = EngineOptions {
+        store: StoreOptions { io: Arc::clone(&io) as Arc<dyn Io> },
+        ..Default::default()
+    };
+    let engine = Engine::open_with(dir.path(), options).await.unwrap();
+    engine
+        .execute(
+            "SET checkpoint_interval = 'off';
+             CREATE STREAM input (k BIGINT, v BIGINT, ts TIMESTAMP(3),
+                                  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);
+             CREATE STREAM sums AS
+               SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
+               FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end;
+             CREATE STREAM doubled AS SELECT k, v * 2 AS v2 FROM input",
+        )
+        .await
+        .unwrap();
+    engine.execute(&insert(0, 40)).await.unwrap();
+    // A snapshot query asks both jobs for a checkpoint.
+    engine.query("SELECT count(*) FROM sums").await.unwrap();
+    engine.query("SELECT count(*) FROM doubled").await.unwrap();
+    engine.execute(&insert(40, 80)).await.unwrap();
+    // Processed (not checkpointed: nobody asks, no interval).
+    while job_states(&engine).await.iter().any(|j| j.2 > 0) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    io.arm(match fault {
+        Fault::FailWrite(n) => Fault::FailWrite(io.writes() + n),
+        Fault::TearWrite(n) => Fault::TearWrite(io.writes() + n),
+        Fault::FailSync(n) => Fault::FailSync(io.syncs() + n),
+        Fault::None => Fault::None,
+    });
+    let _ = engine.query("SELECT count(*) FROM sums").await;
+    let _ = engine.query("SELECT count(*) FROM doubled").await;
+    let _ = engine.close().await;
+    let tripped = io.tripped();
+    drop(engine);
+    // Again, on a healthy disk.
+    let engine = Engine::open(dir.path()).await.unwrap();
+    let mut resumed = 0;
+    for (name, state, _) in job_states(&engine).await {
+        if state == "failed" {
+            engine.execute(&format!("RESUME JOB {name}")).await.unwrap();
+            resumed += 1;
+        }
+    }
+    engine.execute(&insert(80, 120)).await.unwrap();
+    engine.execute("SEAL STREAM input").await.unwrap();
+    engine.wait_for_jobs().await.unwrap();
+    let got = rows(&engine.query("SELECT * FROM sums").await.unwrap());
+    let expected = rows(
+        &engine
+            .query(
+                "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
+                 FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end",
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, expected, "{fault:?}: the windowed aggregation");
+    let got = rows(&engine.query("SELECT * FROM doubled").await.unwrap());
+    let expected = rows(&engine.query("SELECT k, v * 2 AS v2 FROM input").await.unwrap());
+    assert_eq!(got, expected, "{fault:?}: the stateless job");
+    assert_eq!(rows(&engine.query("SELECT count(*) FROM sums__late").await.unwrap()), ["0"]);
+    engine.close().await.unwrap();
+    (tripped, resumed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_during_a_checkpoint_leaves_jobs_that_recover() {
+    let (mut runs, mut resumed) = (0, 0);
+    for kind in 0..3 {
+        // Every N until the checkpoints complete before the Nth operation.
+        for n in 1.. {
+            let fault = match kind {
+                0 => Fault::FailWrite(n),
+                1 => Fault::TearWrite(n),
+                _ => Fault::FailSync(n),
+            };
+            runs += 1;
+            let (tripped, r) = run(fault).await;
+            resumed += r;
+            if !tripped {
+                assert!(n > 2, "{fault:?}: the checkpoints wrote almost nothing");
+                break;
+            }
+            assert!(n < 200, "the checkpoints never complete");
+        }
+    }
+    // Most faults fail a job (its checkpoint at a reader's request or at the close).
+    assert!(resumed > runs / 2, "{resumed} jobs resumed in {runs} runs");
+    eprintln!("checkpoint faults: {runs} runs, {resumed} failed jobs resumed");
+}
