@@ -53,6 +53,18 @@ pub fn batch(from: i64, n: usize) -> RecordBatch {
 /// # Errors
 /// When the query does not plan as a windowed aggregation.
 pub async fn windowed_plan(spec: WindowSpec, select: &str) -> anyhow::Result<WindowedPlan> {
+    windowed_plan_partitioned(spec, Vec::new(), select).await
+}
+
+/// [`windowed_plan`] with session windows partitioned by columns `partition` of the bids.
+///
+/// # Errors
+/// As [`windowed_plan`].
+pub async fn windowed_plan_partitioned(
+    spec: WindowSpec,
+    partition: Vec<usize>,
+    select: &str,
+) -> anyhow::Result<WindowedPlan> {
     let ctx = SessionContext::new();
     let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
     let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -69,7 +81,7 @@ pub async fn windowed_plan(spec: WindowSpec, select: &str) -> anyhow::Result<Win
             stream_schema: schema(),
             spec,
             time: 2,
-            partition: Vec::new(),
+            partition: partition.clone(),
             watermark: Some("datetime - INTERVAL '4' SECOND".into()),
             watermark_column: Some("datetime".into()),
         })

@@ -1,12 +1,12 @@
 //! Snapshots of windowed runs (the state checkpoints will write): a run stopped at some batch,
 //! snapshot, restored into a new run and fed the rest gives exactly the windows of a run that
-//! never stopped (TUMBLE, and HOP by panes), and the same late-row count.
+//! never stopped (TUMBLE, HOP by panes, SESSION per auction), and the same late-row count.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use arrow::array::RecordBatch;
 use kappa::sql::window::WindowSpec;
 use kappa::sql::windowed_plan::WindowedRun;
-use kappa_tests::bids::{batch, windowed_plan};
+use kappa_tests::bids::{batch, windowed_plan_partitioned};
 use kappa_tests::slt::format_rows;
 
 const BATCH: usize = 4096;
@@ -27,11 +27,12 @@ fn feed(run: &mut WindowedRun, read: &[usize], from: i64, to: i64, out: &mut Vec
 async fn a_restored_run_emits_what_the_original_would() {
     let select = "SELECT auction, window_start, window_end, count(*) AS n, max(price) AS hi,
                   count(DISTINCT price % 10) AS d FROM w GROUP BY auction, window_start, window_end";
-    for spec in [
-        WindowSpec::Tumble { size: 10_000, offset: 0 },
-        WindowSpec::Hop { slide: 2_000, size: 10_000, offset: 0 },
+    for (spec, partition) in [
+        (WindowSpec::Tumble { size: 10_000, offset: 0 }, vec![]),
+        (WindowSpec::Hop { slide: 2_000, size: 10_000, offset: 0 }, vec![]),
+        (WindowSpec::Session { gap: 2_000 }, vec![0]),
     ] {
-        let plan = windowed_plan(spec, select).await.unwrap();
+        let plan = windowed_plan_partitioned(spec, partition, select).await.unwrap();
         let read = plan.inputs[0].pipeline.projection.clone().unwrap();
         for cut in [1, EVENTS / 3, EVENTS / 2 + 123] {
             let cut = cut / BATCH as i64 * BATCH as i64;
