@@ -12,10 +12,8 @@
 //! wrote after it, or, for an `INSERT INTO` job, finds it by its tags). A stateless job has no
 //! operator state: its manifest has no state file.
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use kappa_storage::{Store, Stream};
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{Checkpoints, InputPosition, Manifest, OutputEnd};
@@ -119,9 +117,7 @@ impl Acker {
             p.positions = positions;
             p.rows_in = rows_in;
             p.rows_out = rows_out;
-            if caught_up {
-                p.caught_up = Instant::now();
-            }
+            p.behind_since = crate::recovery::behind_since(caught_up, p.behind_since);
         });
     }
 

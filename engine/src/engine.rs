@@ -469,7 +469,13 @@ impl Engine {
             };
             let targets: Vec<u64> = inputs
                 .iter()
-                .map(|s| self.inner.store.stream(s).map(|s| s.end_offset()).unwrap_or(0))
+                .map(|s| {
+                    self.inner
+                        .store
+                        .stream(s)
+                        .map(|s| crate::recovery::readable_end(&s))
+                        .unwrap_or(0)
+                })
                 .collect();
             // A job whose inputs are all sealed runs to its end (and seals its output).
             let sealed = inputs
@@ -644,7 +650,8 @@ impl Engine {
         };
         let status = self.inner.jobs().get(name).map(|h| h.progress.borrow().status.clone());
         match (&entry.state, status) {
-            (_, Some(Status::Running)) => {
+            // (A job that just failed is marked failed in the catalog first.)
+            (JobState::Running, Some(Status::Running)) => {
                 return Err(Error::plan(format!("job {name} is running"), at));
             }
             (JobState::Finished, _) | (_, Some(Status::Finished)) => {
@@ -656,11 +663,14 @@ impl Engine {
             _ => {}
         }
         self.stop_job(name).await;
+        let previous = entry.state.clone();
         self.set_job_state(name, JobState::Running)?;
         self.inner.restart_errors().remove(name);
         let entry = JobEntry { state: JobState::Running, ..entry };
         if let Err(e) = self.restart_job(name, &entry).await {
-            self.set_job_state(name, JobState::Failed(format!("could not resume: {e}")))?;
+            // As it was (a job that could not restart on open is tried again at the next).
+            self.set_job_state(name, previous)?;
+            self.inner.restart_errors().insert(name.to_string(), format!("could not resume: {e}"));
             return Err(e.or_at(at));
         }
         Ok(Output::Done { tag: "RESUME JOB".into(), rows: None })

@@ -70,8 +70,9 @@ pub(crate) struct Progress {
     pub watermark: Option<i64>,
     /// The last checkpoint (from this run, or the one it restarted from).
     pub checkpoint: Option<Taken>,
-    /// When the job had last read everything its inputs held.
-    pub caught_up: Instant,
+    /// Since when the job is behind its inputs (`None`: it had read all they held when it
+    /// last published).
+    pub behind_since: Option<Instant>,
     pub status: Status,
 }
 
@@ -85,7 +86,7 @@ impl Progress {
             late_rows: 0,
             watermark: None,
             checkpoint: None,
-            caught_up: Instant::now(),
+            behind_since: None,
             status: Status::Running,
         }
     }
@@ -166,17 +167,20 @@ fn resume(spec: &JobSpec) -> Result<Resume> {
         if let (Some(output), Some(end)) = (&spec.output, m.outputs.first().map(|o| o.end)) {
             if spec.kind == JobKind::DerivedStream {
                 recovery::roll_back(output, end)?;
-            } else {
-                let tags = output.producer_positions(end)?;
-                for (i, p) in positions.iter_mut().enumerate() {
-                    if let Some(seq) = tags.get(&producer(spec.id, i)) {
-                        *p = (*p).max(*seq);
-                    }
+            }
+            // What is left past the recorded end was written by this job after it: an
+            // `INSERT INTO` output is never truncated (others write it too), and a derived
+            // stream keeps what was committed past an older checkpoint.
+            let tags = output.producer_positions(end)?;
+            for (i, p) in positions.iter_mut().enumerate() {
+                if let Some(seq) = tags.get(&producer(spec.id, i)) {
+                    *p = (*p).max(*seq);
                 }
             }
         }
         recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
-        return Ok(Resume { positions, epoch, last: Some(Taken::of(&m)), legacy_record: false });
+        let last = Taken { positions: positions.clone(), ..Taken::of(&m) };
+        return Ok(Resume { positions, epoch, last: Some(last), legacy_record: false });
     }
     let legacy_record = spec.store.read_meta(&record_name(spec.id))?.is_some();
     Ok(Resume { positions: resume_positions(spec)?, epoch, last: None, legacy_record })

@@ -173,10 +173,14 @@ pub(crate) fn last(
     Ok(Some(m))
 }
 
-/// Roll a log the job owns back to the end a checkpoint recorded.
+/// Roll a log the job owns back to the end a checkpoint recorded, and commit it there (a
+/// crash may have come between the manifest and the commit). Rows past the end were never
+/// committed, so never read. (Rows committed past it exist only when the newest checkpoint
+/// was damaged and an older one is used: they stay, and the job skips them by their tags.)
 ///
 /// # Errors
-/// When the log ends before it (rows a checkpoint covered are gone), or cannot be truncated.
+/// When the log ends before it (rows a checkpoint covered are gone), or cannot be truncated
+/// or committed.
 pub(crate) fn roll_back(stream: &Stream, end: u64) -> Result<()> {
     let now = stream.end_offset();
     if now < end {
@@ -188,10 +192,30 @@ pub(crate) fn roll_back(stream: &Stream, end: u64) -> Result<()> {
             None,
         ));
     }
-    if now > end {
-        stream.truncate(end)?;
+    let keep = stream.info().committed.map_or(end, |c| c.max(end)).min(now);
+    if now > keep {
+        stream.truncate(keep)?;
+    }
+    recommit(stream, keep)
+}
+
+/// Commit a log the job owns up to `end` (recorded by a checkpoint) if it is not yet.
+///
+/// # Errors
+/// When the commit cannot be written.
+pub(crate) fn recommit(stream: &Stream, end: u64) -> Result<()> {
+    let end = end.min(stream.end_offset());
+    if stream.info().committed.is_none_or(|c| c < end) {
+        stream.commit(end)?;
     }
     Ok(())
+}
+
+/// The offset readers of `stream` can read up to: its end, or for a derived stream its
+/// committed offset.
+pub(crate) fn readable_end(stream: &Stream) -> u64 {
+    let info = stream.info();
+    info.committed.map_or(info.end, |c| c.min(info.end))
 }
 
 /// Check that a job can resume its inputs at `positions`: a relaxed input that lost its
@@ -221,7 +245,13 @@ pub(crate) fn check_positions(
     Ok(())
 }
 
-/// Whether every input is read to its current end.
+/// Whether every input is read to what it lets readers read.
 pub(crate) fn caught_up(inputs: &[Arc<Stream>], positions: &[u64]) -> bool {
-    inputs.iter().zip(positions).all(|(s, p)| *p >= s.end_offset())
+    inputs.iter().zip(positions).all(|(s, p)| *p >= readable_end(s))
+}
+
+/// Since when a job is behind its inputs, given whether it is caught up now and since when it
+/// was behind before.
+pub(crate) fn behind_since(caught_up: bool, before: Option<Instant>) -> Option<Instant> {
+    if caught_up { None } else { Some(before.unwrap_or_else(Instant::now)) }
 }

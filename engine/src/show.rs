@@ -168,13 +168,17 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                 .iter()
                 .zip(&p.positions)
                 .map(|(s, pos)| {
-                    inner.store.stream(s).map(|s| s.end_offset().saturating_sub(*pos)).unwrap_or(0)
+                    inner
+                        .store
+                        .stream(s)
+                        .map(|s| crate::recovery::readable_end(&s).saturating_sub(*pos))
+                        .unwrap_or(0)
                 })
                 .sum(),
             None => 0,
         };
         let lag_ms = match &live {
-            Some(p) if lag > 0 => p.caught_up.elapsed().as_millis() as u64,
+            Some(p) if lag > 0 => p.behind_since.map_or(0, |t| t.elapsed().as_millis() as u64),
             _ => 0,
         };
         // A job not running shows the checkpoint it would resume from.
@@ -263,7 +267,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                 .inputs
                 .iter()
                 .zip(&e.positions)
-                .map(|(s, p)| s.end_offset().saturating_sub(p.load(Relaxed)))
+                .map(|(s, p)| crate::recovery::readable_end(s).saturating_sub(p.load(Relaxed)))
                 .sum(),
             late: e.late_rows.load(Relaxed),
             watermark: Some(e.watermark.load(Relaxed)).filter(|w| *w != i64::MIN),

@@ -86,11 +86,19 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
     let mut outputs: Vec<&Arc<Stream>> = spec.output.iter().collect();
     outputs.extend(spec.late.iter());
     let manifest = recovery::last(&checkpoints, &spec.name, &spec.inputs, &outputs)?;
-    let last = manifest.as_ref().map(Taken::of);
-    let (run, positions, written) = match manifest.filter(|m| !m.replay) {
-        Some(m) => restore(&spec, &checkpoints, &m)?,
+    let (run, positions, written) = match &manifest {
+        Some(m) if !m.replay => restore(&spec, &checkpoints, m)?,
+        Some(m) => {
+            // Commit what the checkpoint covered (a crash may have come before the commit).
+            for_outputs(&spec, m, |stream, end| recovery::recommit(stream, end))?;
+            replay(&spec)?
+        }
         None => replay(&spec)?,
     };
+    let last = manifest.map(|m| match m.replay {
+        true => Taken::of(&m),
+        false => Taken { positions: positions.clone(), ..Taken::of(&m) },
+    });
     let mut start = Progress::start(positions.clone());
     start.checkpoint = last.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -130,21 +138,48 @@ fn restore(
         parts.push(StatePart { name: name.clone(), schema, batches });
     }
     let run = WindowedRun::restore(spec.plan.clone(), &RunSnapshot::from_parts(&parts)?)?;
-    let mut ends = m.outputs.iter().map(|o| o.end);
+    // The owned streams back to the recorded ends; what is left past them was written by this
+    // job after the checkpoint (into an `INSERT INTO` output, or committed past an older
+    // checkpoint): skipped by its tags.
+    let producer = spec.id << 8;
     let mut windows = None;
-    if let (Some(o), Some(end)) = (&spec.output, ends.next()) {
-        if spec.kind == JobKind::DerivedStream {
-            recovery::roll_back(o, end)?;
-        } else {
-            windows = o.producer_positions(end)?.get(&(spec.id << 8)).copied();
+    let mut late = vec![None; spec.late.len()];
+    for_outputs(spec, m, |stream, end| {
+        let owned =
+            spec.late.iter().any(|l| Arc::ptr_eq(l, stream)) || spec.kind == JobKind::DerivedStream;
+        if owned {
+            recovery::roll_back(stream, end)?;
         }
-    }
-    for (late, end) in spec.late.iter().zip(ends) {
-        recovery::roll_back(late, end)?;
-    }
+        let tags = stream.producer_positions(end)?;
+        match spec.late.iter().position(|l| Arc::ptr_eq(l, stream)) {
+            Some(i) => late[i] = tags.get(&late_producer(producer, i)).copied(),
+            None => windows = tags.get(&producer).copied(),
+        }
+        Ok(())
+    })?;
     let mut positions: Vec<u64> = m.inputs.iter().map(|i| i.offset).collect();
     recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
-    Ok((run, positions, Written { windows, late: vec![None; spec.late.len()] }))
+    Ok((run, positions, Written { windows, late }))
+}
+
+/// Call `f` with each output stream of the job (its output, if not a sink, then its late
+/// streams) and the end checkpoint `m` recorded for it.
+fn for_outputs(
+    spec: &WindowJobSpec,
+    m: &Manifest,
+    mut f: impl FnMut(&Arc<Stream>, u64) -> Result<()>,
+) -> Result<()> {
+    let mut ends = m.outputs.iter().map(|o| o.end);
+    for stream in spec.output.iter().chain(&spec.late) {
+        let Some(end) = ends.next() else {
+            return Err(Error::plan(
+                format!("the checkpoint of job {} records no end for {}", spec.name, stream.name()),
+                None,
+            ));
+        };
+        f(stream, end)?;
+    }
+    Ok(())
 }
 
 /// A run that replays its inputs from their first retained rows, skipping what the outputs'
@@ -239,15 +274,14 @@ impl Checkpointer {
         };
         self.checkpoints.commit(&manifest)?;
         self.epoch = epoch;
-        let mut ends = manifest.outputs.iter().map(|o| o.end);
-        if let (Some(o), Some(end)) = (&spec.output, ends.next())
-            && self.owned
-        {
-            o.commit(end)?;
-        }
-        for (late, end) in spec.late.iter().zip(ends) {
-            late.commit(end)?;
-        }
+        let owned = self.owned;
+        for_outputs(spec, &manifest, |stream, end| {
+            let is_output = spec.output.as_ref().is_some_and(|o| Arc::ptr_eq(o, stream));
+            if owned || !is_output {
+                stream.commit(end)?;
+            }
+            Ok(())
+        })?;
         let taken = Taken::of(&manifest);
         self.last = Some(taken.clone());
         self.dirty = false;
@@ -486,7 +520,10 @@ async fn run_job(
                 }
                 Step::Wake(w) => w,
             };
-            ckpt.dirty = true;
+            // (A timer's wake that changes nothing leaves the checkpoint as it was.)
+            if matches!(wake, Wake::Msg(_)) {
+                ckpt.dirty = true;
+            }
             let mut done = false;
             let wake_kind = match &wake {
                 Wake::Msg(Some(InputMsg::Batch(..))) => WakeKind::Batch,
@@ -544,6 +581,7 @@ async fn run_job(
             if changes {
                 wakes = if matches!(wake_kind, WakeKind::Batch) { 0 } else { wakes + 1 };
             }
+            ckpt.dirty |= !closed.is_empty();
             let mut last: Option<PendingAppend> = None;
             for (end, out) in closed {
                 let seq = match (changes, done) {
@@ -575,9 +613,7 @@ async fn run_job(
                 p.rows_out = rows_out;
                 p.late_rows = run.late_rows();
                 p.watermark = (run.watermark() != i64::MIN).then_some(run.watermark());
-                if caught_up {
-                    p.caught_up = Instant::now();
-                }
+                p.behind_since = recovery::behind_since(caught_up, p.behind_since);
             });
             if done {
                 // Every input ended: the positions are their ends.

@@ -33,6 +33,9 @@ Options:
       --rate R             events per second of event time [default: 10000]
       --baseline           also run each SELECT in batch on DataFusion, and print the ratio
       --queries-dir DIR    where the query files are [default: queries/nexmark]
+      --checkpoint-interval D
+                           the jobs' checkpoint interval ('1s', '100ms', 'off')
+                           [default: the engine's, 1s]
   -d, --data-dir DIR       keep the generated streams in DIR (reused when they have the same
                            size) [default: a temporary directory, removed at the end]
   -h, --help               print this help
@@ -46,6 +49,7 @@ struct Options {
     baseline: bool,
     queries_dir: PathBuf,
     data_dir: Option<PathBuf>,
+    checkpoint_interval: Option<String>,
 }
 
 /// Parse the arguments after `bench`. `Ok(None)`: help was asked for.
@@ -57,6 +61,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         baseline: false,
         queries_dir: PathBuf::from("queries/nexmark"),
         data_dir: None,
+        checkpoint_interval: None,
     };
     let mut it = args.iter();
     match it.next().map(String::as_str) {
@@ -85,6 +90,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--baseline" => o.baseline = true,
             "--queries-dir" => o.queries_dir = PathBuf::from(value("a directory")?),
             "-d" | "--data-dir" => o.data_dir = Some(PathBuf::from(value("a directory")?)),
+            "--checkpoint-interval" => o.checkpoint_interval = Some(value("a duration")?),
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown option {other} (see kappa bench --help)")),
         }
@@ -266,6 +272,9 @@ async fn run(o: &Options) -> Result<()> {
         }
     };
     let engine = Engine::open(dir).await.with_context(|| format!("opening {}", dir.display()))?;
+    if let Some(every) = &o.checkpoint_interval {
+        engine.execute(&format!("SET checkpoint_interval = '{}'", every.replace('\'', ""))).await?;
+    }
     let result = measure_all(&engine, o, &files).await;
     engine.close().await?;
     result

@@ -274,8 +274,15 @@ impl Sessions {
     /// When the keys cannot be decoded.
     pub(crate) fn snapshot(&self) -> Result<(RecordBatch, u64, i64)> {
         use datafusion::arrow::array::{Int64Array, UInt64Array};
-        let mut open: Vec<(&u64, &Session)> = self.open.iter().collect();
-        open.sort_by_key(|(id, _)| **id);
+        // Per key in the order of its list (a row bridging sessions keeps the first it meets),
+        // so that a restored tracker merges as this one would.
+        let mut keys: Vec<(&Box<[u8]>, &Vec<u64>)> = self.by_key.iter().collect();
+        keys.sort();
+        let open: Vec<(&u64, &Session)> = keys
+            .iter()
+            .flat_map(|(_, ids)| ids.iter())
+            .filter_map(|id| self.open.get_key_value(id))
+            .collect();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from_iter_values(open.iter().map(|(id, _)| **id))),
             Arc::new(Int64Array::from_iter_values(open.iter().map(|(_, s)| s.start))),
@@ -283,7 +290,9 @@ impl Sessions {
         ];
         if let Some(c) = &self.converter {
             let parser = c.parser();
-            columns.extend(c.convert_rows(open.iter().map(|(_, s)| parser.parse(&s.key))).map_err(fail)?);
+            columns.extend(
+                c.convert_rows(open.iter().map(|(_, s)| parser.parse(&s.key))).map_err(fail)?,
+            );
         }
         let batch = RecordBatch::try_new(self.snapshot_schema(), columns).map_err(fail)?;
         Ok((batch, self.next, self.watermark))

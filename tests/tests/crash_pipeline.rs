@@ -1,5 +1,6 @@
 //! Exactly-once under kill -9: a child process runs a pipeline over Nexmark bids filled in
-//! real time (a stateless derived stream and a windowed aggregation, checkpoints every 50 ms)
+//! real time (a stateless derived stream, a tumbling and a session window aggregation,
+//! checkpoints every 50 ms)
 //! and is killed with SIGKILL at random moments, `KAPPA_CRASH_CYCLES` times (default 20).
 //! Then the engine is opened once more, the source finishes and seals the bids, the jobs drain,
 //! and every output must equal the batch answer over the bids: no row lost, none twice, and
@@ -113,11 +114,28 @@ async fn a_killed_pipeline_recovers_exactly_once() {
     same("the windowed aggregation", &got, &expected);
     let late = rows(&engine.query("SELECT count(*) FROM per_second__late").await.unwrap());
     assert_eq!(late, vec!["0"], "no bid is late");
+    let mut sessions = rows(&engine.query("SELECT * FROM visits").await.unwrap());
+    let mut expected = rows(
+        &engine
+            .query(
+                "SELECT bidder, window_start, window_end, count(*) AS n, sum(price) AS total
+                 FROM SESSION(bid, dateTime, INTERVAL '50' MILLISECOND, bidder)
+                 GROUP BY bidder, window_start, window_end",
+            )
+            .await
+            .unwrap(),
+    );
+    sessions.sort();
+    expected.sort();
+    same("the session windows", &sessions, &expected);
+    let late = rows(&engine.query("SELECT count(*) FROM visits__late").await.unwrap());
+    assert_eq!(late, vec!["0"], "no bid is late for its session");
     engine.close().await.unwrap();
     eprintln!(
-        "pipeline kill -9: {cycles} cycles ({killed_ready} after start-up), {} bids, {} cheap rows, {} window rows",
+        "pipeline kill -9: {cycles} cycles ({killed_ready} after start-up), {} bids, {} cheap rows, {} window rows, {} sessions",
         bids[0],
         cheap.len(),
-        got.len()
+        got.len(),
+        sessions.len()
     );
 }

@@ -148,15 +148,17 @@ impl RunSnapshot {
             return Err(bad("the run part has no single row"));
         }
         let late = run
-            .column(1)
-            .as_primitive_opt::<UInt64Type>()
+            .columns()
+            .get(1)
+            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
             .ok_or_else(|| bad("late_rows is not UInt64"))?
             .value(0);
         let aggregation = if parts.iter().any(|p| p.name == "sessions") {
             let meta = rows(part("session_ids")?)?;
             let next = meta
-                .column(0)
-                .as_primitive_opt::<UInt64Type>()
+                .columns()
+                .first()
+                .and_then(|c| c.as_primitive_opt::<UInt64Type>())
                 .filter(|a| !a.is_empty())
                 .ok_or_else(|| bad("no next session id"))?
                 .value(0);
@@ -188,10 +190,8 @@ impl RunSnapshot {
 
 /// A batch of one row of these columns.
 fn one_row(columns: &[(&str, ArrayRef)]) -> Result<RecordBatch> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(name, a)| Field::new(*name, a.data_type().clone(), false))
-        .collect();
+    let fields: Vec<Field> =
+        columns.iter().map(|(name, a)| Field::new(*name, a.data_type().clone(), false)).collect();
     let arrays = columns.iter().map(|(_, a)| Arc::clone(a)).collect();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(arrow)
 }
@@ -227,8 +227,7 @@ impl WindowedRun {
 
     /// Whether [`WindowedRun::snapshot`] can take this run's state.
     pub fn can_snapshot(&self) -> bool {
-        matches!(self.state, State::Windows(_))
-            && self.plan.emit == crate::windowed_plan::EmitMode::Final
+        self.plan.emit == crate::windowed_plan::EmitMode::Final
     }
 
     /// A run of `plan` going on from `snapshot`.

@@ -30,7 +30,11 @@ async fn main() -> Result<()> {
                SELECT auction, window_start, window_end, count(*) AS n, max(price) AS hi,
                       sum(price) AS total
                FROM TUMBLE(bid, dateTime, INTERVAL '1' SECOND)
-               GROUP BY auction, window_start, window_end"
+               GROUP BY auction, window_start, window_end;
+             CREATE STREAM IF NOT EXISTS visits AS
+               SELECT bidder, window_start, window_end, count(*) AS n, sum(price) AS total
+               FROM SESSION(bid, dateTime, INTERVAL '50' MILLISECOND, bidder)
+               GROUP BY bidder, window_start, window_end"
         ))
         .await?;
     println!("ready");
