@@ -154,7 +154,6 @@ impl Acker {
             watermarks: vec![None; self.inputs.len()],
             state: Vec::new(),
             taken_ms: now_ms(),
-            replay: false,
         };
         self.checkpoints.commit(&manifest)?;
         self.epoch = epoch;

@@ -65,11 +65,6 @@ pub(crate) struct Manifest {
     /// When it was taken (milliseconds since 1970).
     #[serde(default)]
     pub taken_ms: i64,
-    /// The job keeps no state in checkpoints (a windowed run whose state cannot be saved
-    /// yet): a restart replays its inputs from their first retained row and skips what its
-    /// outputs' tags show was written; the checkpoint only commits its outputs.
-    #[serde(default)]
-    pub replay: bool,
 }
 
 /// The checkpoints of one job.
@@ -260,7 +255,6 @@ mod tests {
             watermarks: vec![Some(epoch as i64 * 1000)],
             state: vec![("windows".into(), file)],
             taken_ms: 0,
-            replay: false,
         };
         c.commit(&m)?;
         Ok(m)

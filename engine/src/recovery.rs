@@ -23,9 +23,6 @@
 //! recorded offsets. An `INSERT INTO` job writes into a stream that others append to, which
 //! cannot be truncated: its output frames carry producer tags, and the restarted job skips
 //! what the tags beyond the recorded end show it wrote (an idempotent producer, as Kafka's).
-//! A windowed run whose state cannot be saved yet (session windows, `EMIT CHANGES`) writes
-//! manifests without state (`replay`): it restarts from its inputs' first retained rows and
-//! skips by tags; its checkpoints still commit its outputs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -168,16 +168,6 @@ impl Engine {
                 let text = full_text.to_string();
                 let plan = self.plan_query(query, at).await?;
                 let compiled = self.compile_job(&plan, emit.as_ref(), at)?;
-                if let crate::engine::JobPlan::Windowed(w) = &compiled
-                    && w.emit != kappa_sql::windowed_plan::EmitMode::Final
-                    && w.inputs.len() > 1
-                {
-                    // A restart could not tell which changes it wrote (until checkpoints).
-                    return Err(Error::not_supported(
-                        "a derived stream of EMIT CHANGES over several inputs (UNION ALL)",
-                        at,
-                    ));
-                }
                 let schema: SchemaRef = Arc::clone(compiled.schema());
                 check_unique_names(&schema, at)?;
                 // Keep the inputs' event time and watermark when the query passes the column.

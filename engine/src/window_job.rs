@@ -19,12 +19,9 @@
 //! ends, and reads on from the recorded positions; into a stream it does not own (`INSERT
 //! INTO`) it skips the windows its tags show written.
 //!
-//! A run whose state cannot be saved yet (sessions, `EMIT CHANGES`) checkpoints without state
-//! and restarts by replaying its inputs from the first retained row, writing only what ends
-//! after the highest tag in its output (and the late rows after the highest tag of its late
-//! streams). Which rows count as late depends on where the watermark stood when each batch
-//! was read; a replay reads the same rows in the same order, but a compacted log may hand them
-//! over in larger batches, so a row that was late by a hair can count again.
+//! A job without a checkpoint (made by a version before checkpoints) replays its inputs from
+//! the first retained row, writing only what ends after the highest tag in its output (and the
+//! late rows after the highest tag of its late streams); its first checkpoint ends that.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,18 +84,10 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
     outputs.extend(spec.late.iter());
     let manifest = recovery::last(&checkpoints, &spec.name, &spec.inputs, &outputs)?;
     let (run, positions, written) = match &manifest {
-        Some(m) if !m.replay => restore(&spec, &checkpoints, m)?,
-        Some(m) => {
-            // Commit what the checkpoint covered (a crash may have come before the commit).
-            for_outputs(&spec, m, |stream, end| recovery::recommit(stream, end))?;
-            replay(&spec)?
-        }
+        Some(m) => restore(&spec, &checkpoints, m)?,
         None => replay(&spec)?,
     };
-    let last = manifest.map(|m| match m.replay {
-        true => Taken::of(&m),
-        false => Taken { positions: positions.clone(), ..Taken::of(&m) },
-    });
+    let last = manifest.map(|m| Taken { positions: positions.clone(), ..Taken::of(&m) });
     let mut start = Progress::start(positions.clone());
     start.checkpoint = last.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -237,14 +226,11 @@ impl Checkpointer {
             return Ok(());
         }
         let epoch = self.epoch + 1;
-        let replay = !run.can_snapshot();
         let mut state = Vec::new();
-        if !replay {
-            for part in run.snapshot()?.to_parts()? {
-                let file =
-                    self.checkpoints.write_state(epoch, &part.name, &part.schema, &part.batches)?;
-                state.push((part.name, file));
-            }
+        for part in run.snapshot()?.to_parts()? {
+            let file =
+                self.checkpoints.write_state(epoch, &part.name, &part.schema, &part.batches)?;
+            state.push((part.name, file));
         }
         let mut outputs = Vec::new();
         for o in spec.output.iter().chain(&spec.late) {
@@ -270,7 +256,6 @@ impl Checkpointer {
                 .collect(),
             state,
             taken_ms: recovery::now_ms(),
-            replay,
         };
         self.checkpoints.commit(&manifest)?;
         self.epoch = epoch;

@@ -53,10 +53,11 @@ pub fn batch(from: i64, n: usize) -> RecordBatch {
 /// # Errors
 /// When the query does not plan as a windowed aggregation.
 pub async fn windowed_plan(spec: WindowSpec, select: &str) -> anyhow::Result<WindowedPlan> {
-    windowed_plan_partitioned(spec, Vec::new(), select).await
+    windowed_plan_partitioned(spec, Vec::new(), select, EmitMode::Final).await
 }
 
-/// [`windowed_plan`] with session windows partitioned by columns `partition` of the bids.
+/// [`windowed_plan`] with session windows partitioned by columns `partition` of the bids,
+/// emitting `emit`.
 ///
 /// # Errors
 /// As [`windowed_plan`].
@@ -64,6 +65,7 @@ pub async fn windowed_plan_partitioned(
     spec: WindowSpec,
     partition: Vec<usize>,
     select: &str,
+    emit: EmitMode,
 ) -> anyhow::Result<WindowedPlan> {
     let ctx = SessionContext::new();
     let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
@@ -86,6 +88,6 @@ pub async fn windowed_plan_partitioned(
             watermark_column: Some("datetime".into()),
         })
     };
-    compile_windowed(&plan, &state, None, &resolve, EmitMode::Final)?
+    compile_windowed(&plan, &state, None, &resolve, emit)?
         .ok_or_else(|| anyhow::anyhow!("not a windowed aggregation: {select}"))
 }

@@ -57,6 +57,57 @@ pub(super) struct Emitted {
 }
 
 impl Emitted {
+    /// Its snapshot as columns over a window's `n` groups (in their order): `__seen` (emitted
+    /// before), `__changed` (updated since), then each aggregate's value last emitted (null
+    /// for the groups not emitted yet), of `types`.
+    ///
+    /// # Errors
+    /// When the values cannot be padded.
+    pub(super) fn to_columns(&self, n: usize, types: &[DataType]) -> Result<Vec<ArrayRef>> {
+        use datafusion::arrow::array::{BooleanArray, new_null_array};
+        let mut out: Vec<ArrayRef> = vec![
+            Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i < self.seen)))),
+            Arc::new(BooleanArray::from_iter(
+                (0..n).map(|i| Some(self.changed.get(i).copied().unwrap_or(false))),
+            )),
+        ];
+        for (a, t) in types.iter().enumerate() {
+            let pad = new_null_array(t, n.saturating_sub(self.seen));
+            out.push(match self.last.get(a) {
+                Some(last) if self.seen > 0 => {
+                    concat(&[last.slice(0, self.seen.min(last.len())).as_ref(), pad.as_ref()])
+                        .map_err(exec)?
+                }
+                _ => new_null_array(t, n),
+            });
+        }
+        Ok(out)
+    }
+
+    /// From the columns [`Emitted::to_columns`] made.
+    ///
+    /// # Errors
+    /// When they are not as made.
+    pub(super) fn from_columns(columns: &[ArrayRef]) -> Result<Emitted> {
+        use datafusion::arrow::array::AsArray;
+        let bad = || exec("the snapshot of EMIT CHANGES is damaged");
+        let [seen, changed, values @ ..] = columns else { return Err(bad()) };
+        let (seen, changed) =
+            (seen.as_boolean_opt().ok_or_else(bad)?, changed.as_boolean_opt().ok_or_else(bad)?);
+        let seen = (0..seen.len()).take_while(|i| seen.value(*i)).count();
+        let changed: Vec<bool> = (0..changed.len()).map(|i| changed.value(i)).collect();
+        Ok(Emitted {
+            last: if seen == 0 {
+                Vec::new()
+            } else {
+                values.iter().map(|v| v.slice(0, seen)).collect()
+            },
+            seen,
+            any: changed.iter().any(|c| *c),
+            changed,
+        })
+    }
+
     /// Groups `indices` were updated (of `total` groups now).
     pub(super) fn mark(&mut self, indices: &[usize], total: usize) {
         self.changed.resize(total, false);

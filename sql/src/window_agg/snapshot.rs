@@ -6,7 +6,9 @@
 //! it, so the snapshot interns the keys again into a new table and merges the states back,
 //! leaving the aggregation as it was. [`WindowAggregate::restore`] rebuilds an aggregation
 //! from a snapshot: the same groups and states, so the windows it then closes hold the same
-//! rows as if it had never stopped.
+//! rows as if it had never stopped. With `EMIT CHANGES` each window's batch also says what
+//! was emitted of each group (`__seen`, `__changed`, the values `__v<aggregate>`), so that the
+//! restored windows emit the same changes.
 
 use std::sync::Arc;
 
@@ -48,29 +50,43 @@ impl WindowAggregate {
                 ));
             }
         }
+        if self.spec.changes {
+            fields.push(Field::new("__seen", DataType::Boolean, false));
+            fields.push(Field::new("__changed", DataType::Boolean, false));
+            for (a, t) in self.value_types().iter().enumerate() {
+                fields.push(Field::new(format!("__v{a}"), t.clone(), true));
+            }
+        }
         Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Each aggregate's result type.
+    fn value_types(&self) -> Vec<DataType> {
+        self.spec.aggregates.iter().map(|a| a.function.field().data_type().clone()).collect()
     }
 
     /// The state, as batches; the aggregation goes on as it was.
     ///
     /// # Errors
-    /// [`Error::NotSupported`] with `EMIT CHANGES` (what was emitted is not kept yet); when an
-    /// accumulator cannot give its state.
+    /// When an accumulator cannot give its state.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
-        if self.spec.changes {
-            return Err(Error::not_supported("a snapshot of EMIT CHANGES windows", None));
-        }
         let schema = self.snapshot_schema()?;
+        let types = self.value_types();
         let mut open = Vec::with_capacity(self.open.len());
         for (end, window) in self.open.iter_mut() {
             let Frozen { keys, states } = window.peek(&self.group_schema)?;
-            open.push(batch(&schema, *end, window.groups.len(), &keys, &states)?);
+            let n = window.groups.len();
+            let emitted = match self.spec.changes {
+                true => window.emitted.to_columns(n, &types)?,
+                false => Vec::new(),
+            };
+            open.push(batch(&schema, *end, n, &keys, &states, emitted)?);
         }
         let mut frozen = Vec::new();
         for (end, chunks) in &self.frozen {
             for chunk in chunks {
                 let n = chunk.keys.first().map_or(0, |k| k.len());
-                frozen.push(batch(&schema, *end, n, &chunk.keys, &chunk.states)?);
+                frozen.push(batch(&schema, *end, n, &chunk.keys, &chunk.states, Vec::new())?);
             }
         }
         Ok(Snapshot { schema, open, frozen, emitted: self.emitted, watermark: self.watermark })
@@ -90,7 +106,8 @@ impl WindowAggregate {
             .iter()
             .map(|a| a.function.state_fields().map(|f| f.len()).map_err(exec))
             .collect::<Result<_>>()?;
-        let split = |b: &RecordBatch| -> Result<(i64, Vec<ArrayRef>, Vec<Vec<ArrayRef>>)> {
+        type Split = (i64, Vec<ArrayRef>, Vec<Vec<ArrayRef>>, Vec<ArrayRef>);
+        let split = |b: &RecordBatch| -> Result<Split> {
             if b.schema().fields() != schema.fields() {
                 return Err(Error::plan("the snapshot is not of this aggregation", None));
             }
@@ -107,10 +124,10 @@ impl WindowAggregate {
                 states.push(cols[at..at + w].to_vec());
                 at += w;
             }
-            Ok((end, cols[1..1 + keys].to_vec(), states))
+            Ok((end, cols[1..1 + keys].to_vec(), states, cols[at..].to_vec()))
         };
         for b in &snapshot.open {
-            let (end, keys, states) = split(b)?;
+            let (end, keys, states, emitted) = split(b)?;
             if b.num_rows() == 0 {
                 continue;
             }
@@ -121,11 +138,14 @@ impl WindowAggregate {
             for (acc, state) in window.accumulators.iter_mut().zip(&states) {
                 acc.merge_batch(state, &indices, total).map_err(exec)?;
             }
+            if agg.spec.changes {
+                window.emitted = super::changes::Emitted::from_columns(&emitted)?;
+            }
             agg.open.insert(end, window);
             agg.count_groups(total)?;
         }
         for b in &snapshot.frozen {
-            let (end, keys, states) = split(b)?;
+            let (end, keys, states, _) = split(b)?;
             if b.num_rows() == 0 {
                 continue;
             }
@@ -145,12 +165,14 @@ fn batch(
     n: usize,
     keys: &[ArrayRef],
     states: &[Vec<ArrayRef>],
+    emitted: Vec<ArrayRef>,
 ) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![end; n]))];
     columns.extend(keys.iter().cloned());
     for s in states {
         columns.extend(s.iter().cloned());
     }
+    columns.extend(emitted);
     // (State arrays may be declared non-nullable by the function and hold no null: the
     // snapshot's fields are all nullable.)
     RecordBatch::try_new(Arc::clone(schema), columns).map_err(exec)

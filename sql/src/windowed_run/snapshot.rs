@@ -1,8 +1,8 @@
 //! A windowed run's state for checkpoints: [`WindowedRun::snapshot`] takes it between two
 //! batches, [`RunSnapshot::to_parts`] turns it into named Arrow batches (the checkpoint's
 //! state files), [`RunSnapshot::from_parts`] and [`WindowedRun::restore`] bring it back.
-//! Windows ([`crate::window_agg::snapshot`]) and sessions ([`crate::session_agg`]) with
-//! `EMIT FINAL`; not yet `EMIT CHANGES` (what was emitted is not kept).
+//! Windows ([`crate::window_agg::snapshot`]) and sessions ([`crate::session_agg`]), with
+//! what `EMIT CHANGES` emitted of them.
 
 use std::sync::Arc;
 
@@ -110,6 +110,9 @@ impl RunSnapshot {
             AggregationSnapshot::Sessions(s) => {
                 parts.push(part("sessions", s.sessions.clone()));
                 parts.push(part("partials", s.partials.clone()));
+                parts.push(part("emitted", s.emitted.clone()));
+                parts.push(part("touched", s.touched.clone()));
+                parts.push(part("retract", s.retract.clone()));
                 let meta = one_row(&[
                     ("next", Arc::new(UInt64Array::from(vec![s.next]))),
                     ("watermark", Arc::new(Int64Array::from(vec![s.watermark]))),
@@ -167,6 +170,9 @@ impl RunSnapshot {
                 next,
                 watermark: first(&i64s(&meta, 1)?)?,
                 partials: rows(part("partials")?)?,
+                emitted: rows(part("emitted")?)?,
+                touched: rows(part("touched")?)?,
+                retract: rows(part("retract")?)?,
             })
         } else {
             let (open, frozen) = (part("open")?, part("frozen")?);
@@ -205,8 +211,7 @@ impl WindowedRun {
     /// The run's state, taken between two batches; the run goes on as it was.
     ///
     /// # Errors
-    /// [`Error::NotSupported`] for session windows and `EMIT CHANGES` (not yet); when an
-    /// accumulator cannot give its state.
+    /// When an accumulator cannot give its state.
     pub fn snapshot(&mut self) -> Result<RunSnapshot> {
         let aggregation = match &mut self.state {
             State::Windows(w) => AggregationSnapshot::Windows(w.snapshot()?),
@@ -223,11 +228,6 @@ impl WindowedRun {
     /// Each input's watermark (`i64::MIN` before its first).
     pub fn input_watermarks(&self) -> Vec<i64> {
         self.inputs.iter().map(|i| i.watermark).collect()
-    }
-
-    /// Whether [`WindowedRun::snapshot`] can take this run's state.
-    pub fn can_snapshot(&self) -> bool {
-        self.plan.emit == crate::windowed_plan::EmitMode::Final
     }
 
     /// A run of `plan` going on from `snapshot`.
@@ -309,6 +309,9 @@ mod tests {
                 next: 9,
                 watermark: 4,
                 partials: open.clone(),
+                emitted: open.clone(),
+                touched: open.clone(),
+                retract: open.clone(),
             }),
             ..snap
         };
