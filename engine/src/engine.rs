@@ -636,7 +636,7 @@ impl Engine {
     ///
     /// # Errors
     /// When there is no such job, it runs or finished, or it fails to start again (it then
-    /// stays failed, with that error).
+    /// stays as it was, and `SHOW JOBS` shows that error).
     pub(crate) async fn resume_job(
         &self,
         name: &str,

@@ -84,8 +84,9 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
     outputs.extend(spec.late.iter());
     let manifest = recovery::last(&checkpoints, &spec.name, &spec.inputs, &outputs)?;
     let (run, positions, written) = match &manifest {
-        Some(m) => restore(&spec, &checkpoints, m)?,
-        None => replay(&spec)?,
+        // (A manifest without state: written by a build that could not save this run's.)
+        Some(m) if !m.state.is_empty() => restore(&spec, &checkpoints, m)?,
+        _ => replay(&spec)?,
     };
     let last = manifest.map(|m| Taken { positions: positions.clone(), ..Taken::of(&m) });
     let mut start = Progress::start(positions.clone());
@@ -171,19 +172,34 @@ fn for_outputs(
     Ok(())
 }
 
-/// A run that replays its inputs from their first retained rows, skipping what the outputs'
-/// tags show was written.
+/// A run from its inputs' first retained rows (a job that never took a checkpoint). A stream
+/// it owns that readers see up to a committed offset (a derived log) is truncated there: the
+/// rest was never read, and is written again. Otherwise (an `INSERT INTO` output, or a stream
+/// made before checkpoints) the run skips what the stream's tags show was written.
 fn replay(spec: &WindowJobSpec) -> Result<(WindowedRun, Vec<u64>, Written)> {
     let producer = spec.id << 8;
+    let owned = |s: &Arc<Stream>| {
+        let mine =
+            spec.kind == JobKind::DerivedStream || spec.late.iter().any(|l| Arc::ptr_eq(l, s));
+        mine && s.info().committed.is_some()
+    };
+    let written_by = |s: &Arc<Stream>, tag: u32| -> Result<Option<u64>> {
+        if owned(s) {
+            let committed = s.info().committed.unwrap_or(0);
+            recovery::roll_back(s, committed)?;
+            return Ok(None);
+        }
+        Ok(s.producer_positions(0)?.get(&tag).copied())
+    };
     // Windows ending at or before this were written by an earlier run.
     let windows = match &spec.output {
-        Some(o) => o.producer_positions(0)?.get(&producer).copied(),
+        Some(o) => written_by(o, producer)?,
         None => None,
     };
     // Late rows up to these input positions were written by an earlier run.
     let mut late = Vec::with_capacity(spec.late.len());
     for (i, stream) in spec.late.iter().enumerate() {
-        late.push(stream.producer_positions(0)?.get(&late_producer(producer, i)).copied());
+        late.push(written_by(stream, late_producer(producer, i))?);
     }
     let mut run = WindowedRun::new(spec.plan.clone())?;
     if let Some(w) = windows

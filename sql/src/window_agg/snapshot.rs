@@ -62,7 +62,8 @@ impl WindowAggregate {
 
     /// Each aggregate's result type.
     fn value_types(&self) -> Vec<DataType> {
-        self.spec.aggregates.iter().map(|a| a.function.field().data_type().clone()).collect()
+        let keys = self.spec.group.len();
+        self.spec.schema.fields().iter().skip(keys).map(|f| f.data_type().clone()).collect()
     }
 
     /// The state, as batches; the aggregation goes on as it was.
@@ -135,6 +136,9 @@ impl WindowAggregate {
             let mut indices = Vec::with_capacity(b.num_rows());
             window.groups.intern(&keys, &mut indices).map_err(exec)?;
             let total = window.groups.len();
+            if total != b.num_rows() {
+                return Err(Error::plan("the snapshot repeats a group of a window", None));
+            }
             for (acc, state) in window.accumulators.iter_mut().zip(&states) {
                 acc.merge_batch(state, &indices, total).map_err(exec)?;
             }

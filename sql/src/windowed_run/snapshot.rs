@@ -144,6 +144,10 @@ impl RunSnapshot {
             let a = col.as_boolean_opt().ok_or_else(|| bad("not Boolean"))?;
             Ok((0..a.len()).map(|i| a.value(i)).collect())
         };
+        let optional = |name: &str| match parts.iter().find(|p| p.name == name) {
+            Some(p) => rows(p),
+            None => Ok(RecordBatch::new_empty(Arc::new(Schema::empty()))),
+        };
         let inputs = rows(part("inputs")?)?;
         let (w, idle, ended) = (i64s(&inputs, 0)?, bools(&inputs, 1)?, bools(&inputs, 2)?);
         let run = rows(part("run")?)?;
@@ -170,9 +174,10 @@ impl RunSnapshot {
                 next,
                 watermark: first(&i64s(&meta, 1)?)?,
                 partials: rows(part("partials")?)?,
-                emitted: rows(part("emitted")?)?,
-                touched: rows(part("touched")?)?,
-                retract: rows(part("retract")?)?,
+                // (Missing from checkpoints of a build before they were kept: empty.)
+                emitted: optional("emitted")?,
+                touched: optional("touched")?,
+                retract: optional("retract")?,
             })
         } else {
             let (open, frozen) = (part("open")?, part("frozen")?);
