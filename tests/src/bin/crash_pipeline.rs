@@ -34,7 +34,11 @@ async fn main() -> Result<()> {
              CREATE STREAM IF NOT EXISTS visits AS
                SELECT bidder, window_start, window_end, count(*) AS n, sum(price) AS total
                FROM SESSION(bid, dateTime, INTERVAL '50' MILLISECOND, bidder)
-               GROUP BY bidder, window_start, window_end"
+               GROUP BY bidder, window_start, window_end;
+             CREATE STREAM IF NOT EXISTS running AS
+               SELECT channel, window_start, window_end, count(*) AS n, max(price) AS hi
+               FROM TUMBLE(bid, dateTime, INTERVAL '2' SECOND)
+               GROUP BY channel, window_start, window_end EMIT CHANGES"
         ))
         .await?;
     println!("ready");
