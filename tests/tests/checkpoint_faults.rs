@@ -3,7 +3,8 @@
 //! windowed aggregation's state files, manifests, the commits of its output and late stream;
 //! a stateless job's manifest and commit). The engine is then closed and opened again on a
 //! healthy disk, a job that failed is resumed (`RESUME JOB`), more rows arrive, the input is
-//! sealed, and both outputs must equal the batch answer over all the rows.
+//! sealed, and both outputs must equal the batch answer over all the rows. And a torn or
+//! missing newest manifest: the jobs go on from the checkpoint before.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -161,4 +162,86 @@ async fn a_fault_during_a_checkpoint_leaves_jobs_that_recover() {
     // Most faults fail a job (its checkpoint at a reader's request or at the close).
     assert!(resumed > runs / 2, "{resumed} jobs resumed in {runs} runs");
     eprintln!("checkpoint faults: {runs} runs, {resumed} failed jobs resumed");
+}
+
+/// The newest manifest of every job, in the data directory's metadata folder.
+fn newest_manifests(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut by_job: std::collections::BTreeMap<String, std::path::PathBuf> = Default::default();
+    for entry in std::fs::read_dir(dir.join("meta")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if let Some(rest) = name.strip_prefix("ckpt-")
+            && name.ends_with(".manifest")
+        {
+            let job = rest.split('-').next().unwrap().to_string();
+            let newer = by_job.get(&job).is_none_or(|p| *p < path);
+            if newer {
+                by_job.insert(job, path);
+            }
+        }
+    }
+    by_job.into_values().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_or_missing_manifest_falls_back_to_the_previous_checkpoint() {
+    for damage in ["torn", "missing"] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).await.unwrap();
+        engine
+            .execute(
+                "SET checkpoint_interval = 'off';
+                 CREATE STREAM input (k BIGINT, v BIGINT, ts TIMESTAMP(3),
+                                      WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);
+                 CREATE STREAM sums AS
+                   SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
+                   FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end;
+                 CREATE STREAM doubled AS SELECT k, v * 2 AS v2 FROM input",
+            )
+            .await
+            .unwrap();
+        // Two checkpoints of each job, windows closed between them.
+        for (from, to) in [(0, 40), (40, 80)] {
+            engine.execute(&insert(from, to)).await.unwrap();
+            engine.query("SELECT count(*) FROM sums").await.unwrap();
+            engine.query("SELECT count(*) FROM doubled").await.unwrap();
+        }
+        let before = rows(&engine.query("SELECT * FROM sums").await.unwrap());
+        engine.close().await.unwrap();
+        drop(engine);
+        let newest = newest_manifests(dir.path());
+        assert_eq!(newest.len(), 2, "{newest:?}");
+        for m in &newest {
+            assert!(m.to_string_lossy().ends_with("00000000000000000002.manifest"), "{m:?}");
+            match damage {
+                "torn" => {
+                    let bytes = std::fs::read(m).unwrap();
+                    std::fs::write(m, &bytes[..bytes.len() / 2]).unwrap();
+                }
+                _ => std::fs::remove_file(m).unwrap(),
+            }
+        }
+        // Both jobs go on from their first checkpoints: what was committed after it stays
+        // (it may have been read), and is not written again.
+        let engine = Engine::open(dir.path()).await.unwrap();
+        assert_eq!(rows(&engine.query("SELECT * FROM sums").await.unwrap()), before, "{damage}");
+        engine.execute(&insert(80, 120)).await.unwrap();
+        engine.execute("SEAL STREAM input").await.unwrap();
+        engine.wait_for_jobs().await.unwrap();
+        let got = rows(&engine.query("SELECT * FROM sums").await.unwrap());
+        let expected = rows(
+            &engine
+                .query(
+                    "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
+                     FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end",
+                )
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, expected, "{damage}: the windowed aggregation");
+        let got = rows(&engine.query("SELECT * FROM doubled").await.unwrap());
+        let expected = rows(&engine.query("SELECT k, v * 2 AS v2 FROM input").await.unwrap());
+        assert_eq!(got, expected, "{damage}: the stateless job");
+        engine.close().await.unwrap();
+    }
 }
