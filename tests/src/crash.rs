@@ -40,3 +40,24 @@ pub fn tagged_batch(tag: i64) -> RecordBatch {
     ];
     RecordBatch::try_new(schema(), columns).unwrap_or_else(|e| unreachable!("fixed schema: {e}"))
 }
+
+/// Start `command` (its standard output piped), let it run `ms` milliseconds, kill it with
+/// SIGKILL: the lines it printed until then.
+///
+/// # Errors
+/// When it cannot be started or killed, or it ended by itself before the kill.
+pub fn run_and_kill(command: &mut std::process::Command, ms: u64) -> anyhow::Result<Vec<String>> {
+    use std::io::BufRead;
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no standard output"))?;
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout).lines().map_while(|l| l.ok()).collect::<Vec<_>>()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    child.kill()?;
+    let status = child.wait()?;
+    if status.success() {
+        anyhow::bail!("the child ended by itself");
+    }
+    reader.join().map_err(|_| anyhow::anyhow!("the reader of the child's output panicked"))
+}

@@ -8,8 +8,6 @@
 //! `PROPTEST_CASES` sets the number of cases (default 16).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-
 use kappa::Engine;
 use kappa_tests::events::{Event, batches};
 use kappa_tests::slt::format_rows;
@@ -62,24 +60,12 @@ async fn check(events: Vec<Event>, cut: usize, window: String, every: bool, havi
     }
     engine.execute("SEAL STREAM ev").await.unwrap();
     let what = format!("{window} {emit}, {} events in batches of {cut}", events.len());
-    // The table the changelog describes: row (without __op) -> how many times it is in.
-    let mut table: HashMap<String, i64> = HashMap::new();
+    // The table the changelog describes.
+    let mut log = Vec::new();
     while let Some(b) = changes.next().await {
-        for row in format_rows(&[b.unwrap()]).unwrap() {
-            let (data, op) = row.rsplit_once(' ').unwrap();
-            let count = table.entry(data.to_string()).or_default();
-            match op {
-                "0" | "2" => *count += 1,
-                "1" | "3" => {
-                    assert!(*count > 0, "{what}: -U of a row not in the table: {data}");
-                    *count -= 1;
-                }
-                other => panic!("{what}: __op {other}"),
-            }
-        }
+        log.extend(format_rows(&[b.unwrap()]).unwrap());
     }
-    let mut got: Vec<String> =
-        table.into_iter().filter(|(_, n)| *n > 0).flat_map(|(r, n)| vec![r; n as usize]).collect();
+    let mut got = kappa_tests::apply_changelog(log).unwrap_or_else(|e| panic!("{what}: {e}"));
     let mut want = Vec::new();
     while let Some(b) = finals.next().await {
         want.extend(format_rows(&[b.unwrap()]).unwrap());

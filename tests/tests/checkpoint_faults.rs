@@ -11,19 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::util::display::array_value_to_string;
 use kappa::storage::{Fault, FaultyIo, Io, StoreOptions};
 use kappa::{Engine, EngineOptions, Output};
 
 fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in batches {
-        for r in 0..b.num_rows() {
-            let cells: Vec<String> =
-                b.columns().iter().map(|c| array_value_to_string(c, r).unwrap()).collect();
-            out.push(cells.join("|"));
-        }
-    }
+    let mut out = kappa_tests::slt::format_rows(batches).unwrap();
     out.sort();
     out
 }
@@ -40,6 +32,34 @@ fn insert(from: i64, to: i64) -> String {
         })
         .collect();
     format!("INSERT INTO input VALUES {}", values.join(", "))
+}
+
+/// The input and the two jobs: a windowed aggregation and a stateless job.
+const DDL: &str = "SET checkpoint_interval = 'off';
+     CREATE STREAM input (k BIGINT, v BIGINT, ts TIMESTAMP(3),
+                          WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);
+     CREATE STREAM sums AS
+       SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
+       FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end;
+     CREATE STREAM doubled AS SELECT k, v * 2 AS v2 FROM input";
+
+/// Both outputs equal the batch answer over the input, and no row was late.
+async fn check(engine: &Engine, what: &str) {
+    let got = rows(&engine.query("SELECT * FROM sums").await.unwrap());
+    let expected = rows(
+        &engine
+            .query(
+                "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
+                 FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end",
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, expected, "{what}: the windowed aggregation");
+    let got = rows(&engine.query("SELECT * FROM doubled").await.unwrap());
+    let expected = rows(&engine.query("SELECT k, v * 2 AS v2 FROM input").await.unwrap());
+    assert_eq!(got, expected, "{what}: the stateless job");
+    assert_eq!(rows(&engine.query("SELECT count(*) FROM sums__late").await.unwrap()), ["0"]);
 }
 
 /// Jobs by state, from `SHOW JOBS`.
@@ -70,18 +90,7 @@ async fn run(fault: Fault) -> (bool, usize) {
         ..Default::default()
     };
     let engine = Engine::open_with(dir.path(), options).await.unwrap();
-    engine
-        .execute(
-            "SET checkpoint_interval = 'off';
-             CREATE STREAM input (k BIGINT, v BIGINT, ts TIMESTAMP(3),
-                                  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);
-             CREATE STREAM sums AS
-               SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
-               FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end;
-             CREATE STREAM doubled AS SELECT k, v * 2 AS v2 FROM input",
-        )
-        .await
-        .unwrap();
+    engine.execute(DDL).await.unwrap();
     engine.execute(&insert(0, 40)).await.unwrap();
     // A snapshot query asks both jobs for a checkpoint.
     engine.query("SELECT count(*) FROM sums").await.unwrap();
@@ -119,21 +128,7 @@ async fn run(fault: Fault) -> (bool, usize) {
     engine.execute(&insert(80, 120)).await.unwrap();
     engine.execute("SEAL STREAM input").await.unwrap();
     engine.wait_for_jobs().await.unwrap();
-    let got = rows(&engine.query("SELECT * FROM sums").await.unwrap());
-    let expected = rows(
-        &engine
-            .query(
-                "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
-                 FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end",
-            )
-            .await
-            .unwrap(),
-    );
-    assert_eq!(got, expected, "{fault:?}: the windowed aggregation");
-    let got = rows(&engine.query("SELECT * FROM doubled").await.unwrap());
-    let expected = rows(&engine.query("SELECT k, v * 2 AS v2 FROM input").await.unwrap());
-    assert_eq!(got, expected, "{fault:?}: the stateless job");
-    assert_eq!(rows(&engine.query("SELECT count(*) FROM sums__late").await.unwrap()), ["0"]);
+    check(&engine, &format!("{fault:?}")).await;
     engine.close().await.unwrap();
     (tripped, resumed)
 }
@@ -188,18 +183,7 @@ async fn a_torn_or_missing_manifest_falls_back_to_the_previous_checkpoint() {
     for damage in ["torn", "missing"] {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path()).await.unwrap();
-        engine
-            .execute(
-                "SET checkpoint_interval = 'off';
-                 CREATE STREAM input (k BIGINT, v BIGINT, ts TIMESTAMP(3),
-                                      WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);
-                 CREATE STREAM sums AS
-                   SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
-                   FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end;
-                 CREATE STREAM doubled AS SELECT k, v * 2 AS v2 FROM input",
-            )
-            .await
-            .unwrap();
+        engine.execute(DDL).await.unwrap();
         // Two checkpoints of each job, windows closed between them.
         for (from, to) in [(0, 40), (40, 80)] {
             engine.execute(&insert(from, to)).await.unwrap();
@@ -228,20 +212,7 @@ async fn a_torn_or_missing_manifest_falls_back_to_the_previous_checkpoint() {
         engine.execute(&insert(80, 120)).await.unwrap();
         engine.execute("SEAL STREAM input").await.unwrap();
         engine.wait_for_jobs().await.unwrap();
-        let got = rows(&engine.query("SELECT * FROM sums").await.unwrap());
-        let expected = rows(
-            &engine
-                .query(
-                    "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s
-                     FROM TUMBLE(input, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end",
-                )
-                .await
-                .unwrap(),
-        );
-        assert_eq!(got, expected, "{damage}: the windowed aggregation");
-        let got = rows(&engine.query("SELECT * FROM doubled").await.unwrap());
-        let expected = rows(&engine.query("SELECT k, v * 2 AS v2 FROM input").await.unwrap());
-        assert_eq!(got, expected, "{damage}: the stateless job");
+        check(&engine, damage).await;
         engine.close().await.unwrap();
     }
 }

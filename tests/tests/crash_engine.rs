@@ -5,9 +5,7 @@
 //! row lost, none written twice. `KAPPA_CRASH_CYCLES` sets the cycles (default 20).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use arrow::array::{AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::Int64Type;
@@ -31,21 +29,11 @@ async fn killed_engine_loses_no_input_row_and_duplicates_no_output() {
     );
     let mut acked_end = 0u64;
     for cycle in 0..cycles {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kappa-crash-engine"))
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(|l| l.ok()).collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(rng.random_range(100..600)));
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        assert!(!status.success(), "cycle {cycle}: the child ended by itself");
-        for line in reader.join().unwrap() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kappa-crash-engine"));
+        child.arg(dir.path()).stderr(Stdio::inherit());
+        let printed = kappa_tests::crash::run_and_kill(&mut child, rng.random_range(100..600))
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        for line in printed {
             let parts: Vec<&str> = line.split(' ').collect();
             if let ["ack", base, rows] = parts.as_slice() {
                 let end = base.parse::<u64>().unwrap() + rows.parse::<u64>().unwrap();

@@ -7,26 +7,16 @@
 //! each window written once, in order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::util::display::array_value_to_string;
 use kappa::Engine;
+use kappa_tests::crash::run_and_kill;
 use rand::{Rng, SeedableRng};
 
-/// Every row as text, in order.
+/// Every row as text (values separated by spaces), in order.
 fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for b in batches {
-        for r in 0..b.num_rows() {
-            let cells: Vec<String> =
-                b.columns().iter().map(|c| array_value_to_string(c, r).unwrap()).collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out
+    kappa_tests::slt::format_rows(batches).unwrap()
 }
 
 /// Assert two row lists are equal, showing where they first differ.
@@ -58,21 +48,13 @@ async fn a_killed_pipeline_recovers_exactly_once() {
     let events = (cycles as u64 * rate * 2 / 5).max(rate);
     let mut killed_ready = 0;
     for cycle in 0..cycles {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kappa-crash-pipeline"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kappa-crash-pipeline"));
+        child
             .args([dir.path().to_str().unwrap(), &events.to_string(), &rate.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(|l| l.ok()).collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(rng.random_range(100..800)));
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        assert!(!status.success(), "cycle {cycle}: the child ended by itself");
-        if reader.join().unwrap().iter().any(|l| l == "ready") {
+            .stderr(Stdio::inherit());
+        let printed = run_and_kill(&mut child, rng.random_range(100..800))
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        if printed.iter().any(|l| l == "ready") {
             killed_ready += 1;
         }
     }
@@ -96,7 +78,7 @@ async fn a_killed_pipeline_recovers_exactly_once() {
     let windows = engine.query("SELECT * FROM per_second").await.unwrap();
     let mut got = rows(&windows);
     // Windows were written in order of their end, each once.
-    let ends: Vec<String> = got.iter().map(|r| r.split('|').nth(2).unwrap().to_string()).collect();
+    let ends: Vec<String> = got.iter().map(|r| r.split(' ').nth(2).unwrap().to_string()).collect();
     assert!(ends.windows(2).all(|w| w[0] <= w[1]), "windows out of order");
     let mut expected = rows(
         &engine
@@ -132,25 +114,12 @@ async fn a_killed_pipeline_recovers_exactly_once() {
     assert_eq!(late, vec!["0"], "no bid is late for its session");
     // The changelog, applied in log order, gives the final windows; a -U retracts a row there.
     let mut log = engine.subscribe("SELECT * FROM running EMIT CHANGES").await.unwrap();
-    let mut table: std::collections::HashMap<String, i64> = Default::default();
-    let mut changes = 0;
+    let mut changelog = Vec::new();
     while let Some(b) = log.next().await {
-        for row in rows(&[b.unwrap()]) {
-            changes += 1;
-            let (data, op) = row.rsplit_once('|').unwrap();
-            let count = table.entry(data.to_string()).or_default();
-            match op {
-                "0" | "2" => *count += 1,
-                "1" | "3" => {
-                    assert!(*count > 0, "-U or -D of a row not in the table: {data}");
-                    *count -= 1;
-                }
-                other => panic!("__op {other}"),
-            }
-        }
+        changelog.extend(rows(&[b.unwrap()]));
     }
-    let mut applied: Vec<String> =
-        table.into_iter().filter(|(_, n)| *n > 0).flat_map(|(r, n)| vec![r; n as usize]).collect();
+    let changes = changelog.len();
+    let applied = kappa_tests::apply_changelog(changelog).unwrap();
     let mut expected = rows(
         &engine
             .query(
@@ -161,7 +130,6 @@ async fn a_killed_pipeline_recovers_exactly_once() {
             .await
             .unwrap(),
     );
-    applied.sort();
     expected.sort();
     same("the EMIT CHANGES changelog, applied", &applied, &expected);
     engine.close().await.unwrap();

@@ -55,15 +55,7 @@ impl SessionAggregate {
     pub fn partial_schema(&self) -> Result<SchemaRef> {
         let mut fields: Vec<Field> =
             self.key_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        for (a, agg) in self.spec.aggregates.iter().enumerate() {
-            for f in agg.function.state_fields().map_err(exec)? {
-                fields.push(Field::new(
-                    format!("__s{a}_{}", f.name()),
-                    f.data_type().clone(),
-                    true,
-                ));
-            }
-        }
+        fields.extend(crate::window_agg::snapshot::state_fields(&self.spec.aggregates)?);
         Ok(Arc::new(Schema::new(fields)))
     }
 

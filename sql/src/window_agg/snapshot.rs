@@ -41,15 +41,7 @@ impl WindowAggregate {
     pub fn snapshot_schema(&self) -> Result<SchemaRef> {
         let mut fields = vec![Field::new("__end", DataType::Int64, false)];
         fields.extend(self.group_schema.fields().iter().map(|f| f.as_ref().clone()));
-        for (a, agg) in self.spec.aggregates.iter().enumerate() {
-            for f in agg.function.state_fields().map_err(exec)? {
-                fields.push(Field::new(
-                    format!("__s{a}_{}", f.name()),
-                    f.data_type().clone(),
-                    true,
-                ));
-            }
-        }
+        fields.extend(state_fields(&self.spec.aggregates)?);
         if self.spec.changes {
             fields.push(Field::new("__seen", DataType::Boolean, false));
             fields.push(Field::new("__changed", DataType::Boolean, false));
@@ -160,6 +152,21 @@ impl WindowAggregate {
         agg.watermark = snapshot.watermark;
         Ok(agg)
     }
+}
+
+/// The fields of the aggregates' partial states in a snapshot: `__s<aggregate>_<field>`, all
+/// nullable (a function may declare a state non-nullable and hold no null).
+///
+/// # Errors
+/// When an aggregate cannot tell its state's fields.
+pub(crate) fn state_fields(aggregates: &[super::Aggregate]) -> Result<Vec<Field>> {
+    let mut fields = Vec::new();
+    for (a, agg) in aggregates.iter().enumerate() {
+        for f in agg.function.state_fields().map_err(exec)? {
+            fields.push(Field::new(format!("__s{a}_{}", f.name()), f.data_type().clone(), true));
+        }
+    }
+    Ok(fields)
 }
 
 /// One window's snapshot batch.
