@@ -35,9 +35,11 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
             let (mut names, mut counts, mut bytes, mut sealed, mut times, mut wms, mut jobs) =
                 (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
             for (name, e) in entries {
-                let info = inner.store.stream(&name)?.info();
+                let stream = inner.store.stream(&name)?;
+                let info = stream.info();
                 names.push(Some(name));
-                counts.push(info.end - info.start);
+                // (A derived stream: the rows its readers see, up to its last checkpoint.)
+                counts.push(crate::recovery::readable_end(&stream).saturating_sub(info.start));
                 bytes.push(info.bytes);
                 sealed.push(info.sealed.is_some());
                 times.push(e.watermark.as_ref().map(|w| w.column.clone()));
