@@ -135,6 +135,7 @@ impl Acker {
         if let Some(output) = &self.output {
             output.sync()?;
         }
+        crate::recovery::sync_inputs(&self.inputs)?;
         let epoch = self.epoch + 1;
         let manifest = Manifest {
             format: crate::checkpoint::FORMAT,

@@ -242,6 +242,21 @@ pub(crate) fn check_positions(
     Ok(())
 }
 
+/// Make the inputs' rows a checkpoint covers durable: a relaxed input (acknowledged before
+/// its sync) could otherwise lose, to a power loss, rows whose output the checkpoint commits.
+/// A durable input's readable rows are synced already.
+///
+/// # Errors
+/// When a sync fails.
+pub(crate) fn sync_inputs(inputs: &[Arc<Stream>]) -> Result<()> {
+    for s in inputs {
+        if s.options().durability == kappa_storage::Durability::Relaxed {
+            s.sync()?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether every input is read to what it lets readers read.
 pub(crate) fn caught_up(inputs: &[Arc<Stream>], positions: &[u64]) -> bool {
     inputs.iter().zip(positions).all(|(s, p)| *p >= readable_end(s))

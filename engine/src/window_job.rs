@@ -254,6 +254,7 @@ impl Checkpointer {
             o.sync()?;
             outputs.push(OutputEnd { stream: o.name().to_string(), end: o.end_offset() });
         }
+        recovery::sync_inputs(&spec.inputs)?;
         let manifest = Manifest {
             format: crate::checkpoint::FORMAT,
             job: spec.id,
