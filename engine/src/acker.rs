@@ -16,11 +16,11 @@ use kappa_storage::{Store, Stream};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-use crate::checkpoint::{Checkpoints, InputPosition, Manifest, OutputEnd};
+use crate::checkpoint::{Checkpoints, Manifest};
 use crate::compute::Computed;
 use crate::error::Result;
 use crate::job::{Progress, record_name};
-use crate::recovery::{Taken, now_ms};
+use crate::recovery::Taken;
 
 /// Messages queued for acknowledgement.
 pub(crate) const ACK_QUEUE: usize = 256;
@@ -137,25 +137,15 @@ impl Acker {
         }
         crate::recovery::sync_inputs(&self.inputs)?;
         let epoch = self.epoch + 1;
-        let manifest = Manifest {
-            format: crate::checkpoint::FORMAT,
-            job: self.id,
+        let manifest = Manifest::new(
+            self.id,
             epoch,
-            inputs: self
-                .inputs
-                .iter()
-                .zip(&self.positions)
-                .map(|(s, p)| InputPosition { stream: s.name().to_string(), offset: *p })
-                .collect(),
-            outputs: self
-                .output
-                .iter()
-                .map(|o| OutputEnd { stream: o.name().to_string(), end: self.acked_end })
-                .collect(),
-            watermarks: vec![None; self.inputs.len()],
-            state: Vec::new(),
-            taken_ms: now_ms(),
-        };
+            &self.inputs,
+            &self.positions,
+            self.output.iter().map(|o| (o.as_ref(), self.acked_end)).collect(),
+            vec![None; self.inputs.len()],
+            Vec::new(),
+        );
         self.checkpoints.commit(&manifest)?;
         self.epoch = epoch;
         if self.owned

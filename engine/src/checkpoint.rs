@@ -67,6 +67,38 @@ pub(crate) struct Manifest {
     pub taken_ms: i64,
 }
 
+impl Manifest {
+    /// The manifest of job `job`'s checkpoint `epoch`, taken now: `inputs` read up to
+    /// `positions`, each of `outputs` written up to its end.
+    pub(crate) fn new(
+        job: u32,
+        epoch: u64,
+        inputs: &[Arc<kappa_storage::Stream>],
+        positions: &[u64],
+        outputs: Vec<(&kappa_storage::Stream, u64)>,
+        watermarks: Vec<Option<i64>>,
+        state: Vec<(String, String)>,
+    ) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            job,
+            epoch,
+            inputs: inputs
+                .iter()
+                .zip(positions)
+                .map(|(s, p)| InputPosition { stream: s.name().to_string(), offset: *p })
+                .collect(),
+            outputs: outputs
+                .into_iter()
+                .map(|(s, end)| OutputEnd { stream: s.name().to_string(), end })
+                .collect(),
+            watermarks,
+            state,
+            taken_ms: crate::recovery::now_ms(),
+        }
+    }
+}
+
 /// The checkpoints of one job.
 #[derive(Debug, Clone)]
 pub(crate) struct Checkpoints {

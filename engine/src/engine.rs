@@ -98,6 +98,15 @@ impl Inner {
         self.catalog.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Record a job's state in the catalog.
+    pub fn set_job_state(&self, name: &str, state: JobState) -> Result<()> {
+        let mut c = self.catalog();
+        if let Some(j) = c.jobs.get_mut(name) {
+            j.state = state;
+        }
+        c.save(&self.store)
+    }
+
     pub fn jobs(&self) -> MutexGuard<'_, HashMap<String, JobHandle>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -469,13 +478,7 @@ impl Engine {
             };
             let targets: Vec<u64> = inputs
                 .iter()
-                .map(|s| {
-                    self.inner
-                        .store
-                        .stream(s)
-                        .map(|s| crate::recovery::readable_end(&s))
-                        .unwrap_or(0)
-                })
+                .map(|s| self.inner.store.stream(s).map(|s| s.readable_end()).unwrap_or(0))
                 .collect();
             // A job whose inputs are all sealed runs to its end (and seals its output).
             let sealed = inputs
@@ -664,25 +667,16 @@ impl Engine {
         }
         self.stop_job(name).await;
         let previous = entry.state.clone();
-        self.set_job_state(name, JobState::Running)?;
+        self.inner.set_job_state(name, JobState::Running)?;
         self.inner.restart_errors().remove(name);
         let entry = JobEntry { state: JobState::Running, ..entry };
         if let Err(e) = self.restart_job(name, &entry).await {
             // As it was (a job that could not restart on open is tried again at the next).
-            self.set_job_state(name, previous)?;
+            self.inner.set_job_state(name, previous)?;
             self.inner.restart_errors().insert(name.to_string(), format!("could not resume: {e}"));
             return Err(e.or_at(at));
         }
         Ok(Output::Done { tag: "RESUME JOB".into(), rows: None })
-    }
-
-    /// Record a job's state in the catalog.
-    fn set_job_state(&self, name: &str, state: JobState) -> Result<()> {
-        let mut c = self.inner.catalog();
-        if let Some(j) = c.jobs.get_mut(name) {
-            j.state = state;
-        }
-        c.save(&self.inner.store)
     }
 
     /// Start a job from its catalog entry (on open).
@@ -748,11 +742,7 @@ impl Engine {
                 Status::Failed(m) => JobState::Failed(m.clone()),
                 Status::Running | Status::Stopped => return,
             };
-            let mut c = inner.catalog();
-            if let Some(j) = c.jobs.get_mut(&job_name) {
-                j.state = state;
-            }
-            let _ = c.save(&inner.store);
+            let _ = inner.set_job_state(&job_name, state);
         });
         let handle = match plan {
             JobPlan::Stateless(plan) => job::start(JobSpec {

@@ -171,12 +171,7 @@ fn resume(spec: &JobSpec) -> Result<Resume> {
             // What is left past the recorded end was written by this job after it: an
             // `INSERT INTO` output is never truncated (others write it too), and a derived
             // stream keeps what was committed past an older checkpoint.
-            let tags = output.producer_positions(end)?;
-            for (i, p) in positions.iter_mut().enumerate() {
-                if let Some(seq) = tags.get(&producer(spec.id, i)) {
-                    *p = (*p).max(*seq);
-                }
-            }
+            skip_written(spec, output, end, &mut positions)?;
         }
         recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
         let last = Taken { positions: positions.clone(), ..Taken::of(&m) };
@@ -216,17 +211,23 @@ fn resume_positions(spec: &JobSpec) -> Result<Vec<u64>> {
         }
         None => (spec.inputs.iter().map(|s| s.info().start).collect(), 0),
     };
-    let tags = match &spec.output {
-        Some(output) => output.producer_positions(from)?,
-        None => Default::default(),
-    };
+    if let Some(output) = &spec.output {
+        skip_written(spec, output, from, &mut positions)?;
+    }
+    recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
+    Ok(positions)
+}
+
+/// Move each input's position past what the job's tags in `output` beyond offset `from` show
+/// it wrote.
+fn skip_written(spec: &JobSpec, output: &Stream, from: u64, positions: &mut [u64]) -> Result<()> {
+    let tags = output.producer_positions(from)?;
     for (i, p) in positions.iter_mut().enumerate() {
         if let Some(seq) = tags.get(&producer(spec.id, i)) {
             *p = (*p).max(*seq);
         }
     }
-    recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
-    Ok(positions)
+    Ok(())
 }
 
 /// An input to read: the stream, the columns to read, the offset to start at.

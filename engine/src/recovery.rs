@@ -208,13 +208,6 @@ pub(crate) fn recommit(stream: &Stream, end: u64) -> Result<()> {
     Ok(())
 }
 
-/// The offset readers of `stream` can read up to: its end, or for a derived stream its
-/// committed offset.
-pub(crate) fn readable_end(stream: &Stream) -> u64 {
-    let info = stream.info();
-    info.committed.map_or(info.end, |c| c.min(info.end))
-}
-
 /// Check that a job can resume its inputs at `positions`: a relaxed input that lost its
 /// unsynced tail to a power loss resumes at its end; a position before the retained rows is
 /// an error.
@@ -259,7 +252,7 @@ pub(crate) fn sync_inputs(inputs: &[Arc<Stream>]) -> Result<()> {
 
 /// Whether every input is read to what it lets readers read.
 pub(crate) fn caught_up(inputs: &[Arc<Stream>], positions: &[u64]) -> bool {
-    inputs.iter().zip(positions).all(|(s, p)| *p >= readable_end(s))
+    inputs.iter().zip(positions).all(|(s, p)| *p >= s.readable_end())
 }
 
 /// Since when a job is behind its inputs, given whether it is caught up now and since when it

@@ -39,7 +39,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 let info = stream.info();
                 names.push(Some(name));
                 // (A derived stream: the rows its readers see, up to its last checkpoint.)
-                counts.push(crate::recovery::readable_end(&stream).saturating_sub(info.start));
+                counts.push(stream.readable_end().saturating_sub(info.start));
                 bytes.push(info.bytes);
                 sealed.push(info.sealed.is_some());
                 times.push(e.watermark.as_ref().map(|w| w.column.clone()));
@@ -173,7 +173,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                     inner
                         .store
                         .stream(s)
-                        .map(|s| crate::recovery::readable_end(&s).saturating_sub(*pos))
+                        .map(|s| s.readable_end().saturating_sub(*pos))
                         .unwrap_or(0)
                 })
                 .sum(),
@@ -269,7 +269,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                 .inputs
                 .iter()
                 .zip(&e.positions)
-                .map(|(s, p)| crate::recovery::readable_end(s).saturating_sub(p.load(Relaxed)))
+                .map(|(s, p)| s.readable_end().saturating_sub(p.load(Relaxed)))
                 .sum(),
             late: e.late_rows.load(Relaxed),
             watermark: Some(e.watermark.load(Relaxed)).filter(|w| *w != i64::MIN),

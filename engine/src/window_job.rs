@@ -31,7 +31,7 @@ use kappa_storage::{PendingAppend, Store, Stream, Tag};
 use tokio::sync::{Notify, watch};
 
 use crate::catalog::JobKind;
-use crate::checkpoint::{Checkpoints, InputPosition, Manifest, OutputEnd};
+use crate::checkpoint::{Checkpoints, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{InputMsg, JobHandle, Progress, Status, spawn_inputs};
 use crate::recovery::{self, Cadence, Taken};
@@ -55,6 +55,16 @@ pub(crate) struct WindowJobSpec {
     pub interval: recovery::Interval,
     /// Called once when the job finishes or fails.
     pub on_end: Box<dyn FnOnce(&Status) + Send + Sync>,
+}
+
+impl WindowJobSpec {
+    /// Whether the job owns `stream` (its late streams; its output, for a derived stream):
+    /// checkpoints commit it, a restart truncates it.
+    fn owns(&self, stream: &Arc<Stream>) -> bool {
+        let output = self.output.as_ref().is_some_and(|o| Arc::ptr_eq(o, stream));
+        (output && self.kind == JobKind::DerivedStream)
+            || self.late.iter().any(|l| Arc::ptr_eq(l, stream))
+    }
 }
 
 /// A window end as an increasing tag position (order kept for ends before 1970 too).
@@ -98,7 +108,6 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
         checkpoints,
         epoch,
         cadence: Cadence::new(spec.interval.clone(), Arc::clone(&request)),
-        owned: spec.kind == JobKind::DerivedStream,
         last,
         dirty: false,
     };
@@ -135,9 +144,7 @@ fn restore(
     let mut windows = None;
     let mut late = vec![None; spec.late.len()];
     for_outputs(spec, m, |stream, end| {
-        let owned =
-            spec.late.iter().any(|l| Arc::ptr_eq(l, stream)) || spec.kind == JobKind::DerivedStream;
-        if owned {
+        if spec.owns(stream) {
             recovery::roll_back(stream, end)?;
         }
         let tags = stream.producer_positions(end)?;
@@ -178,14 +185,10 @@ fn for_outputs(
 /// made before checkpoints) the run skips what the stream's tags show was written.
 fn replay(spec: &WindowJobSpec) -> Result<(WindowedRun, Vec<u64>, Written)> {
     let producer = spec.id << 8;
-    let owned = |s: &Arc<Stream>| {
-        let mine =
-            spec.kind == JobKind::DerivedStream || spec.late.iter().any(|l| Arc::ptr_eq(l, s));
-        mine && s.info().committed.is_some()
-    };
     let written_by = |s: &Arc<Stream>, tag: u32| -> Result<Option<u64>> {
-        if owned(s) {
-            let committed = s.info().committed.unwrap_or(0);
+        if spec.owns(s)
+            && let Some(committed) = s.info().committed
+        {
             recovery::roll_back(s, committed)?;
             return Ok(None);
         }
@@ -217,8 +220,6 @@ struct Checkpointer {
     /// The last epoch used.
     epoch: u64,
     cadence: Cadence,
-    /// Whether the job owns its output (a derived stream); it always owns its late streams.
-    owned: bool,
     last: Option<Taken>,
     /// Whether anything happened since the last checkpoint.
     dirty: bool,
@@ -252,34 +253,17 @@ impl Checkpointer {
         for o in spec.output.iter().chain(&spec.late) {
             // Every append was waited for; a relaxed stream is synced here.
             o.sync()?;
-            outputs.push(OutputEnd { stream: o.name().to_string(), end: o.end_offset() });
+            outputs.push((o.as_ref(), o.end_offset()));
         }
         recovery::sync_inputs(&spec.inputs)?;
-        let manifest = Manifest {
-            format: crate::checkpoint::FORMAT,
-            job: spec.id,
-            epoch,
-            inputs: spec
-                .inputs
-                .iter()
-                .zip(positions)
-                .map(|(s, p)| InputPosition { stream: s.name().to_string(), offset: *p })
-                .collect(),
-            outputs,
-            watermarks: run
-                .input_watermarks()
-                .into_iter()
-                .map(|w| (w != i64::MIN).then_some(w))
-                .collect(),
-            state,
-            taken_ms: recovery::now_ms(),
-        };
+        let watermarks =
+            run.input_watermarks().into_iter().map(|w| (w != i64::MIN).then_some(w)).collect();
+        let manifest =
+            Manifest::new(spec.id, epoch, &spec.inputs, positions, outputs, watermarks, state);
         self.checkpoints.commit(&manifest)?;
         self.epoch = epoch;
-        let owned = self.owned;
         for_outputs(spec, &manifest, |stream, end| {
-            let is_output = spec.output.as_ref().is_some_and(|o| Arc::ptr_eq(o, stream));
-            if owned || !is_output {
+            if spec.owns(stream) {
                 stream.commit(end)?;
             }
             Ok(())

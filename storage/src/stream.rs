@@ -202,9 +202,15 @@ impl Stream {
         }
     }
 
-    /// Offset after the last readable row.
+    /// Offset after the last row written (durable, or written in relaxed mode).
     pub fn end_offset(&self) -> u64 {
         self.p0().watch.get().end
+    }
+
+    /// Offset readers may read up to: [`Stream::end_offset`], or for a derived log its
+    /// committed offset (see [`Stream::commit`]).
+    pub fn readable_end(&self) -> u64 {
+        self.p0().watch.get().limit()
     }
 
     /// Block until rows at or beyond `offset` are readable, the stream ends, or `timeout` passes.
