@@ -48,6 +48,17 @@ pub(crate) enum JobKind {
     DerivedStream,
     /// `INSERT INTO s SELECT`: appends to an existing stream.
     InsertInto,
+    /// `CREATE MATERIALIZED VIEW v AS SELECT`: owns the view's changelog, as a derived stream
+    /// owns its log.
+    MaterializedView,
+}
+
+impl JobKind {
+    /// Whether the job owns its output log (truncates it on restart, commits it at
+    /// checkpoints, seals it when done).
+    pub fn owns_output(self) -> bool {
+        matches!(self, JobKind::DerivedStream | JobKind::MaterializedView)
+    }
 }
 
 /// A job's state as persisted.
@@ -132,6 +143,11 @@ impl Catalog {
         })?;
         store.write_meta(CATALOG_FILE, &bytes)?;
         Ok(())
+    }
+
+    /// Whether `name` is a materialized view (its log is the view's changelog).
+    pub fn is_view(&self, name: &str) -> bool {
+        self.jobs.get(name).is_some_and(|j| j.kind == JobKind::MaterializedView && j.output == name)
     }
 
     /// The jobs that read `stream`.

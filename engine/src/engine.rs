@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
@@ -85,6 +86,8 @@ pub(crate) struct Inner {
     pub push_queries: Arc<crate::subscribe::Registry>,
     /// Running connector sources (nexmark), by stream.
     pub sources: Mutex<HashMap<String, crate::nexmark::source::SourceHandle>>,
+    /// Materialized views' published rows, by view.
+    pub views: Mutex<HashMap<String, Arc<crate::view::ViewState>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -153,12 +156,34 @@ impl Inner {
     }
 
     /// Make `stream` queryable by SQL.
+    /// Register view `name`'s table (its published rows) and keep its state for its job.
+    pub fn register_view(&self, name: &str, state: Arc<crate::view::ViewState>) -> Result<()> {
+        let _ = self.ctx.deregister_table(name)?;
+        let table = crate::view::ViewTable { state: Arc::clone(&state) };
+        self.ctx.register_table(name, Arc::new(table))?;
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), state);
+        Ok(())
+    }
+
+    /// View `name`'s state, if it is a view.
+    pub fn view(&self, name: &str) -> Option<Arc<crate::view::ViewState>> {
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
     pub fn register_table(&self, stream: Arc<Stream>) -> Result<()> {
         let name = stream.name().to_string();
         let _ = self.ctx.deregister_table(name.as_str())?;
         self.ctx.register_table(name.as_str(), Arc::new(StreamTable::new(stream)))?;
         Ok(())
     }
+}
+
+/// A view's columns: its changelog's without `__op`.
+pub(crate) fn view_columns(changelog: &SchemaRef) -> SchemaRef {
+    let fields = changelog.fields();
+    Arc::new(datafusion::arrow::datatypes::Schema::new(
+        fields.iter().take(fields.len().saturating_sub(1)).cloned().collect::<Vec<_>>(),
+    ))
 }
 
 /// Kappa runs in a multi-thread tokio runtime (its jobs and COPY write with `block_in_place`).
@@ -232,11 +257,17 @@ impl Engine {
             ddl: tokio::sync::Mutex::new(()),
             push_queries: Arc::default(),
             sources: Mutex::new(HashMap::new()),
+            views: Mutex::new(HashMap::new()),
         });
         let streams: Vec<String> = inner.catalog().streams.keys().cloned().collect();
         for name in streams {
             let s = inner.store.stream(&name)?;
-            inner.register_table(s)?;
+            if inner.catalog().is_view(&name) {
+                inner
+                    .register_view(&name, crate::view::ViewState::new(view_columns(s.schema())))?;
+            } else {
+                inner.register_table(s)?;
+            }
         }
         for name in kappa_sql::window::WINDOW_FUNCTIONS {
             let f = crate::window_table::WindowFunction { name, inner: Arc::downgrade(&inner) };
@@ -258,6 +289,7 @@ impl Engine {
                 engine.inner.restart_errors().insert(name, format!("could not restart: {e}"));
             }
         }
+        engine.publish_idle_views().await;
         Ok(engine)
     }
 
@@ -533,6 +565,7 @@ impl Engine {
         emit: Option<&kappa_sql::ast::Emit>,
         at: Option<kappa_sql::Location>,
     ) -> Result<JobPlan> {
+        let emit_clause = emit;
         let emit = self.emit_mode(emit, at)?;
         // Without the rewrite of a DISTINCT aggregate into an aggregation over an aggregation:
         // a windowed aggregation keeps COUNT(DISTINCT x) as one distinct accumulator per group.
@@ -556,12 +589,35 @@ impl Engine {
         {
             return Ok(JobPlan::Windowed(Box::new(w)));
         }
+        // Without windows: a changelog of the groups (EMIT CHANGES, also when not written).
+        let updating_emit = match emit_clause {
+            None => kappa_sql::windowed_plan::EmitMode::Changes { every_ms: None },
+            Some(_) => emit,
+        };
+        let changelog = |stream: &str| crate::view::changelog_columns(&self.inner, stream);
+        if let Some(u) = kappa_sql::updating_plan::compile_updating(
+            &optimized,
+            &state,
+            at,
+            &changelog,
+            updating_emit,
+        )? {
+            return Ok(JobPlan::Windowed(Box::new(u)));
+        }
         // Continuous queries read streams only (not information_schema).
         for name in crate::statements::scanned_tables(&optimized) {
             let function = name.table().strip_suffix("()");
             if function.is_some_and(|f| kappa_sql::window::WINDOW_FUNCTIONS.contains(&f)) {
                 return Err(Error::not_supported(
                     "a window function in a continuous query without a windowed aggregation (GROUP BY window_start, window_end, ...)",
+                    at,
+                ));
+            }
+            if self.inner.catalog().is_view(name.table()) {
+                return Err(Error::not_supported(
+                    format!(
+                        "reading materialized view {name} in a continuous query without aggregation (aggregate it, or SUBSCRIBE to it)"
+                    ),
                     at,
                 ));
             }
@@ -693,10 +749,13 @@ impl Engine {
             kappa_sql::Statement::Insert { statement, .. } => {
                 (self.plan_insert(*statement, None).await?, None)
             }
+            kappa_sql::Statement::CreateMaterializedView { query, emit, .. } => {
+                (self.plan_query(query, None).await?, emit)
+            }
             _ => return Err(Error::plan("a job's query is not a query", None)),
         };
         let compiled = self.compile_job(&plan, emit.as_ref(), None)?;
-        if entry.kind == JobKind::DerivedStream {
+        if matches!(entry.kind, JobKind::DerivedStream | JobKind::MaterializedView) {
             // Planned again, the query must still give the stream's columns (a setting or a
             // function that changed since could change a type).
             let stream = self.inner.store.stream(&entry.output)?;
@@ -760,7 +819,10 @@ impl Engine {
                 let mut late = Vec::with_capacity(inputs.len());
                 let mut idle = Vec::with_capacity(inputs.len());
                 for (i, input) in inputs.iter().enumerate() {
-                    late.push(self.late_stream(name, i, input.name())?);
+                    // (An aggregation without windows has no late rows.)
+                    if plan.windows().is_some() {
+                        late.push(self.late_stream(name, i, input.name())?);
+                    }
                     idle.push(self.idle_timeout(input.name())?);
                 }
                 crate::window_job::start(crate::window_job::WindowJobSpec {
@@ -772,6 +834,7 @@ impl Engine {
                     idle,
                     output,
                     late,
+                    view: self.inner.view(name),
                     store: Arc::clone(&self.inner.store),
                     interval: self.inner.checkpoint_interval.clone(),
                     on_end,

@@ -130,6 +130,11 @@ impl Engine {
                 let what = format!("job deriving stream {}", c.name);
                 self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), at)?;
             }
+            Statement::CreateMaterializedView { name, query, emit, .. } => {
+                let plan = self.plan_query(query, at).await?;
+                let what = format!("job of materialized view {name}");
+                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), at)?;
+            }
             Statement::Insert { stream, statement, .. } => {
                 let plan = self.plan_insert(*statement, at).await?;
                 if crate::statements::scanned_streams(&plan).is_empty() {
@@ -141,7 +146,7 @@ impl Engine {
             }
             _ => {
                 return Err(Error::not_supported(
-                    "EXPLAIN of statements other than queries, CREATE STREAM ... AS and INSERT",
+                    "EXPLAIN of statements other than queries, CREATE STREAM ... AS, CREATE MATERIALIZED VIEW and INSERT",
                     at,
                 ));
             }
@@ -170,13 +175,17 @@ impl Engine {
                 }
                 lines.push("  state: none".into());
             }
+            JobPlan::Windowed(p) if p.windows().is_none() => {
+                updating(self, lines, what, &p);
+            }
             JobPlan::Windowed(p) => {
+                let Some(w) = p.windows() else { return Ok(()) };
                 lines.push(format!("{what}: windowed aggregation, {}", emit_text(p.emit)));
                 let from = lines.len();
                 for i in &p.inputs {
                     input(self, lines, &i.pipeline);
                 }
-                if let (Some(session), Some(first)) = (&p.session, p.inputs.first()) {
+                if let (Some(session), Some(first)) = (&w.session, p.inputs.first()) {
                     let first = &first.pipeline;
                     let names: Vec<String> =
                         match (self.inner.store.stream(&first.stream), &first.projection) {
@@ -201,7 +210,7 @@ impl Engine {
                         ),
                     );
                 }
-                if p.aggregate.panes.is_some() {
+                if w.aggregate.panes.is_some() {
                     for l in &mut lines[from..] {
                         *l = l
                             .replace("assign windows: TUMBLE", "assign panes (of the HOP): TUMBLE");
@@ -239,7 +248,7 @@ impl Engine {
                         )
                     });
                 }
-                let a = &p.aggregate;
+                let a = &w.aggregate;
                 let keys: Vec<String> = a
                     .schema
                     .fields()
@@ -254,7 +263,7 @@ impl Engine {
                     keys.join(", "),
                     aggs.join(", ")
                 ));
-                match (&a.panes, &p.session) {
+                match (&a.panes, &w.session) {
                     (_, Some(session)) => {
                         lines.push(format!(
                             "    by sessions with a gap of {}: rows less than the gap apart chain, a row between two sessions merges them",
@@ -276,7 +285,7 @@ impl Engine {
                     )),
                     (None, None) => lines.push("    each row updates each window that holds it".into()),
                 }
-                if p.session.is_none() {
+                if w.session.is_none() {
                     lines.push(format!(
                         "    state: the groups of open windows, freed when the watermark closes each window (bounded by the watermark; at most {} groups)",
                         kappa_sql::window_agg::MAX_OPEN_GROUPS
@@ -300,5 +309,41 @@ impl Engine {
             output.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
         lines.push(format!("  output: {}", columns.join(", ")));
         Ok(())
+    }
+}
+
+/// EXPLAIN of an aggregation without windows.
+fn updating(
+    engine: &Engine,
+    lines: &mut Vec<String>,
+    what: &str,
+    p: &kappa_sql::windowed_plan::WindowedPlan,
+) {
+    let kappa_sql::windowed_plan::Grouping::Updating(a) = &p.grouping else { return };
+    lines.push(format!("{what}: updating aggregation (no windows), a changelog of its groups"));
+    for i in &p.inputs {
+        input(engine, lines, &i.pipeline);
+        if a.retracting {
+            lines.push(format!(
+                "    {} is a changelog: its -U and -D rows take rows back",
+                i.pipeline.stream
+            ));
+        }
+    }
+    let keys: Vec<String> =
+        a.schema.fields().iter().take(a.group.len()).map(|f| f.name().clone()).collect();
+    let aggs: Vec<String> = a.aggregates.iter().map(|x| x.function.name().to_string()).collect();
+    let by = if keys.is_empty() { "(one group)".to_string() } else { keys.join(", ") };
+    lines.push(format!("  aggregate: group by {by}; {}", aggs.join(", ")));
+    lines.push(format!(
+        "    state: UNBOUNDED: every group ever seen stays (at most {} groups), with per aggregate a count or sum, or for MIN and MAX over a changelog, COUNT(DISTINCT) and other functions the values of the group",
+        kappa_sql::updating_agg::MAX_GROUPS
+    ));
+    lines.push(
+        "    after every batch: -U/+U for the groups whose values changed, +I for new groups, -D for groups whose rows were all taken back".into(),
+    );
+    if !p.after.is_empty() {
+        lines.push("  on each batch of changes (__op kept):".into());
+        ops(lines, "    ", &p.after);
     }
 }

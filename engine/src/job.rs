@@ -165,7 +165,7 @@ fn resume(spec: &JobSpec) -> Result<Resume> {
     if let Some(m) = recovery::last(&checkpoints, &spec.name, &spec.inputs, &outputs)? {
         let mut positions: Vec<u64> = m.inputs.iter().map(|i| i.offset).collect();
         if let (Some(output), Some(end)) = (&spec.output, m.outputs.first().map(|o| o.end)) {
-            if spec.kind == JobKind::DerivedStream {
+            if spec.kind.owns_output() {
                 recovery::roll_back(output, end)?;
             }
             // What is left past the recorded end was written by this job after it: an
@@ -348,7 +348,7 @@ async fn run(
     let acker = Acker {
         id: spec.id,
         output: spec.output.clone(),
-        owned: spec.kind == JobKind::DerivedStream,
+        owned: spec.kind.owns_output(),
         store: Arc::clone(&spec.store),
         checkpoints: Checkpoints::new(Arc::clone(&spec.store), spec.id),
         inputs: spec.inputs.clone(),
@@ -465,7 +465,7 @@ async fn run(
         (Ok(_), Err(e)) | (Err(e), _) => Status::Failed(e.to_string()),
     };
     let status = if status == Status::Finished
-        && spec.kind == JobKind::DerivedStream
+        && spec.kind.owns_output()
         && let Some(output) = &spec.output
     {
         match tokio::task::block_in_place(|| output.seal()) {

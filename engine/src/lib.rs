@@ -57,6 +57,7 @@ mod sink;
 mod statements;
 mod subscribe;
 mod table;
+mod view;
 mod window_job;
 mod window_table;
 

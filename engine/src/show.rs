@@ -30,8 +30,15 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
     let inner = &engine.inner;
     match what {
         ShowObject::Streams => {
-            let entries: Vec<(String, crate::catalog::StreamEntry)> =
-                inner.catalog().streams.iter().map(|(n, e)| (n.clone(), e.clone())).collect();
+            // (A view's changelog is listed by SHOW VIEWS.)
+            let entries: Vec<(String, crate::catalog::StreamEntry)> = {
+                let c = inner.catalog();
+                c.streams
+                    .iter()
+                    .filter(|(n, _)| !c.is_view(n))
+                    .map(|(n, e)| (n.clone(), e.clone()))
+                    .collect()
+            };
             let (mut names, mut counts, mut bytes, mut sealed, mut times, mut wms, mut jobs) =
                 (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
             for (name, e) in entries {
@@ -85,9 +92,33 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 vec![text(names), text(connectors)],
             )
         }
-        // No materialized views exist yet: an empty list.
         ShowObject::Views => {
-            rows(vec![Field::new("name", DataType::Utf8, false)], vec![text(vec![])])
+            let names: Vec<String> = {
+                let c = inner.catalog();
+                c.jobs.keys().filter(|n| c.is_view(n)).cloned().collect()
+            };
+            let (mut rows_now, mut as_of, mut changes) = (vec![], vec![], vec![]);
+            for name in &names {
+                let published = inner.view(name).and_then(|v| v.current());
+                rows_now.push(published.as_ref().map(|p| p.rows.num_rows() as u64));
+                as_of.push(published.as_ref().map(|p| p.end));
+                let stream = inner.store.stream(name)?;
+                changes.push(stream.readable_end().saturating_sub(stream.info().start));
+            }
+            rows(
+                vec![
+                    Field::new("name", DataType::Utf8, false),
+                    Field::new("rows", DataType::UInt64, true),
+                    Field::new("as_of_change", DataType::UInt64, true),
+                    Field::new("changes", DataType::UInt64, false),
+                ],
+                vec![
+                    text(names.into_iter().map(Some).collect()),
+                    Arc::new(UInt64Array::from(rows_now)),
+                    Arc::new(UInt64Array::from(as_of)),
+                    Arc::new(UInt64Array::from(changes)),
+                ],
+            )
         }
         ShowObject::Dataflow => Err(Error::not_supported("SHOW DATAFLOW", at)),
     }
@@ -95,9 +126,10 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
 
 pub(crate) fn describe(engine: &Engine, name: &str, at: Option<Location>) -> Result<Output> {
     let sink = engine.inner.catalog().sinks.get(name).cloned();
-    let schema = match sink {
-        Some(entry) => crate::sink::schema_of_entry(name, &entry)?,
-        None => std::sync::Arc::clone(engine.inner.stream(name, at)?.schema()),
+    let schema = match (sink, engine.inner.view(name)) {
+        (Some(entry), _) => crate::sink::schema_of_entry(name, &entry)?,
+        (None, Some(view)) => Arc::clone(view.schema()),
+        (None, None) => std::sync::Arc::clone(engine.inner.stream(name, at)?.schema()),
     };
     let wm = engine.inner.catalog().streams.get(name).and_then(|e| e.watermark.clone());
     let mut names = vec![];
@@ -196,6 +228,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             name,
             kind: match e.kind {
                 JobKind::DerivedStream => "derived stream",
+                JobKind::MaterializedView => "materialized view",
                 JobKind::InsertInto => "insert into",
             },
             output: e.output.clone(),

@@ -64,8 +64,10 @@ impl Engine {
                 let _guard = self.inner.ddl.lock().await;
                 self.create_table(c, &s.text, at).await
             }
-            Statement::CreateMaterializedView { .. } => {
-                Err(Error::not_supported("CREATE MATERIALIZED VIEW", at))
+            Statement::CreateMaterializedView { name, or_replace, if_not_exists, query, emit } => {
+                let _guard = self.inner.ddl.lock().await;
+                let view = crate::view::NewView { name, or_replace, if_not_exists, query, emit };
+                self.create_view(view, &s.text, at).await
             }
             Statement::Rebuild { kind, .. } => {
                 Err(Error::not_supported(format!("ALTER {} ... REBUILD", kind.sql()), at))
@@ -402,6 +404,12 @@ impl Engine {
                     }
                     return Err(Error::plan(format!("stream '{name}' does not exist"), at));
                 }
+                if self.inner.catalog().is_view(name) {
+                    return Err(Error::plan(
+                        format!("'{name}' is a materialized view: DROP MATERIALIZED VIEW {name}"),
+                        at,
+                    ));
+                }
                 let owner = self.inner.catalog().streams.get(name).and_then(|e| e.job.clone());
                 if let Some(job) = owner.filter(|j| j != name) {
                     return Err(Error::plan(
@@ -438,23 +446,32 @@ impl Engine {
                         at,
                     ));
                 }
-                self.check_late_unread(name, at)?;
-                self.stop_job(name).await;
-                let job_id = {
-                    let mut c = self.inner.catalog();
-                    let id = c.jobs.remove(name).map(|j| j.id);
-                    c.streams.remove(name);
-                    c.save(&self.inner.store)?;
-                    id
-                };
-                self.stop_sources(Some(name)).await;
-                let _ = self.inner.ctx.deregister_table(name);
-                self.inner.store.drop_stream(name)?;
-                if let Some(id) = job_id {
-                    crate::job::forget(&self.inner.store, id)?;
-                    self.drop_late_stream(name)?;
-                }
+                self.drop_log_and_job(name, at).await?;
                 Ok(done("DROP STREAM"))
+            }
+            ObjectKind::MaterializedView | ObjectKind::View => {
+                if !self.inner.catalog().is_view(name) {
+                    if if_exists {
+                        return Ok(done("DROP MATERIALIZED VIEW"));
+                    }
+                    return Err(Error::plan(
+                        format!("materialized view '{name}' does not exist"),
+                        at,
+                    ));
+                }
+                let readers = self.inner.catalog().readers_of(name);
+                if !readers.is_empty() {
+                    return Err(Error::plan(
+                        format!(
+                            "view '{name}' is read by job {}: drop that first",
+                            readers.join(", ")
+                        ),
+                        at,
+                    ));
+                }
+                self.drop_log_and_job(name, at).await?;
+                self.inner.views.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+                Ok(done("DROP MATERIALIZED VIEW"))
             }
             ObjectKind::Job => {
                 let entry = self.inner.catalog().jobs.get(name).cloned();
@@ -464,14 +481,26 @@ impl Engine {
                     }
                     return Err(Error::plan(format!("job '{name}' does not exist"), at));
                 };
-                if entry.kind == JobKind::DerivedStream {
-                    return Err(Error::plan(
-                        format!(
-                            "job {name} derives stream {}: DROP STREAM {} instead",
-                            entry.output, entry.output
-                        ),
-                        at,
-                    ));
+                match entry.kind {
+                    JobKind::DerivedStream => {
+                        return Err(Error::plan(
+                            format!(
+                                "job {name} derives stream {}: DROP STREAM {} instead",
+                                entry.output, entry.output
+                            ),
+                            at,
+                        ));
+                    }
+                    JobKind::MaterializedView => {
+                        return Err(Error::plan(
+                            format!(
+                                "job {name} maintains materialized view {}: DROP MATERIALIZED VIEW {} instead",
+                                entry.output, entry.output
+                            ),
+                            at,
+                        ));
+                    }
+                    JobKind::InsertInto => {}
                 }
                 self.check_late_unread(name, at)?;
                 self.stop_job(name).await;
@@ -485,8 +514,29 @@ impl Engine {
                 Ok(done("DROP JOB"))
             }
             ObjectKind::Table => self.drop_sink(name, if_exists, at),
-            other => Err(Error::not_supported(format!("DROP {}", other.sql()), at)),
         }
+    }
+
+    /// Drop `name`'s log with the job that owns it (its catalog entries, checkpoints and late
+    /// streams).
+    async fn drop_log_and_job(&self, name: &str, at: At) -> Result<()> {
+        self.check_late_unread(name, at)?;
+        self.stop_job(name).await;
+        let job_id = {
+            let mut c = self.inner.catalog();
+            let id = c.jobs.remove(name).map(|j| j.id);
+            c.streams.remove(name);
+            c.save(&self.inner.store)?;
+            id
+        };
+        self.stop_sources(Some(name)).await;
+        let _ = self.inner.ctx.deregister_table(name);
+        self.inner.store.drop_stream(name)?;
+        if let Some(id) = job_id {
+            crate::job::forget(&self.inner.store, id)?;
+            self.drop_late_stream(name)?;
+        }
+        Ok(())
     }
 
     fn set(&self, name: &str, value: &str, at: At) -> Result<Output> {
@@ -526,7 +576,7 @@ impl Engine {
     }
 }
 
-fn check_unique_names(schema: &SchemaRef, at: At) -> Result<()> {
+pub(crate) fn check_unique_names(schema: &SchemaRef, at: At) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for f in schema.fields() {
         if !seen.insert(f.name().as_str()) {

@@ -50,6 +50,8 @@ pub(crate) struct WindowJobSpec {
     pub output: Option<Arc<Stream>>,
     /// Per input, the late-data stream: the input rows the job left out as late.
     pub late: Vec<Arc<Stream>>,
+    /// A materialized view's table: its rows are published at every checkpoint.
+    pub view: Option<Arc<crate::view::ViewState>>,
     pub store: Arc<Store>,
     /// The engine's `checkpoint_interval`.
     pub interval: recovery::Interval,
@@ -62,8 +64,7 @@ impl WindowJobSpec {
     /// checkpoints commit it, a restart truncates it.
     fn owns(&self, stream: &Arc<Stream>) -> bool {
         let output = self.output.as_ref().is_some_and(|o| Arc::ptr_eq(o, stream));
-        (output && self.kind == JobKind::DerivedStream)
-            || self.late.iter().any(|l| Arc::ptr_eq(l, stream))
+        (output && self.kind.owns_output()) || self.late.iter().any(|l| Arc::ptr_eq(l, stream))
     }
 }
 
@@ -98,6 +99,12 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
         Some(m) if !m.state.is_empty() => restore(&spec, &checkpoints, m)?,
         _ => replay(&spec)?,
     };
+    if let (Some(view), Some(m)) = (&spec.view, &manifest)
+        && let Some(rows) = run.current_rows()?
+    {
+        // The rows as of the checkpoint restored, until the next.
+        view.publish(rows, m.outputs.first().map_or(0, |o| o.end));
+    }
     let last = manifest.map(|m| Taken { positions: positions.clone(), ..Taken::of(&m) });
     let mut start = Progress::start(positions.clone());
     start.checkpoint = last.clone();
@@ -268,6 +275,11 @@ impl Checkpointer {
             }
             Ok(())
         })?;
+        if let Some(view) = &spec.view
+            && let Some(rows) = run.current_rows()?
+        {
+            view.publish(rows, manifest.outputs.first().map_or(0, |o| o.end));
+        }
         let taken = Taken::of(&manifest);
         self.last = Some(taken.clone());
         self.dirty = false;
@@ -527,7 +539,12 @@ async fn run_job(
                     let pos = b.offset + n;
                     positions[i] = pos;
                     // (Only those past what an earlier run wrote, which may end inside the batch.)
-                    let from = written.late[i].map_or(0, |w| w.saturating_sub(b.offset));
+                    let from = written
+                        .late
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map_or(0, |w| w.saturating_sub(b.offset));
                     let late: Vec<u32> = run
                         .late_positions()
                         .iter()
@@ -640,7 +657,7 @@ fn seal_all(spec: &WindowJobSpec) -> kappa_storage::Result<()> {
             late.seal()?;
         }
         if let Some(o) = &spec.output
-            && spec.kind == JobKind::DerivedStream
+            && spec.kind.owns_output()
         {
             o.seal()?;
         }

@@ -30,8 +30,12 @@ pub enum Statement {
         name: String,
         /// `OR REPLACE`.
         or_replace: bool,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
         /// The query.
         query: Box<Query>,
+        /// Its `EMIT` clause, if any.
+        emit: Option<Emit>,
     },
     /// `ALTER STREAM|MATERIALIZED VIEW x REBUILD [FROM OFFSET n | FROM TIMESTAMP t]`.
     Rebuild {

@@ -19,6 +19,8 @@ pub mod session;
 pub mod session_agg;
 pub mod stream_plan;
 pub mod types;
+pub mod updating_agg;
+pub mod updating_plan;
 pub mod window;
 pub mod window_agg;
 pub mod windowed_plan;

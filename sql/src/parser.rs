@@ -652,12 +652,18 @@ fn parse_create(mut s: P<'_>, emit: EmitClause) -> Result<Statement> {
     }
     if s.eat_word("MATERIALIZED") {
         s.expect_word("VIEW")?;
-        let _ = s.p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let if_not_exists = s.p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
         let name = s.name()?;
         s.p.expect_keyword(Keyword::AS).map_err(Error::from_parser)?;
         let query = s.parse_query()?;
         s.expect_end()?;
-        return Ok(Statement::CreateMaterializedView { name, or_replace, query });
+        return Ok(Statement::CreateMaterializedView {
+            name,
+            or_replace,
+            if_not_exists,
+            query,
+            emit: emit.map(|(e, _)| e),
+        });
     }
     if s.peek_word("VIEW") {
         return Err(Error::not_supported(

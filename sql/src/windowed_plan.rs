@@ -27,6 +27,7 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use crate::error::{Error, Location, Result};
 use crate::session_agg::{Bound, SessionPlan};
 use crate::stream_plan::{InputPipeline, Op, physical};
+use crate::updating_agg::UpdatingAggregateSpec;
 use crate::window::{WindowRead, WindowSpec, windowed_schema};
 use crate::window_agg::{Aggregate, Panes, WindowAggregateSpec};
 pub use crate::windowed_run::{AggregationSnapshot, RunSnapshot, StatePart, WindowedRun};
@@ -51,25 +52,61 @@ pub struct WindowSource {
     pub watermark_column: Option<String>,
 }
 
-/// A windowed aggregation over one stream.
+/// An aggregation over streams: by windows the watermark closes, or without windows
+/// (updating every group as rows come).
 #[derive(Debug, Clone)]
 pub struct WindowedPlan {
     /// The inputs (several under UNION ALL): read the stream, assign windows, filter and
     /// project up to the aggregation.
     pub inputs: Vec<WindowedInput>,
-    /// The windows of the query (the pipeline may assign panes instead).
-    pub window: WindowSpec,
     /// The aggregation.
-    pub aggregate: WindowAggregateSpec,
+    pub grouping: Grouping,
     /// Filters and projections over each emitted window (HAVING, the SELECT list).
     pub after: Vec<Op>,
-    /// Session windows: how rows get their sessions before `input.ops` (which then has no
-    /// window assignment), and how the aggregation keys them.
-    pub session: Option<SessionPlan>,
     /// The output schema.
     pub schema: SchemaRef,
     /// When results are emitted (with `EMIT CHANGES`, `schema` ends with `__op`).
     pub emit: EmitMode,
+}
+
+/// How a [`WindowedPlan`] aggregates.
+#[derive(Debug, Clone)]
+pub enum Grouping {
+    /// By windows (or sessions).
+    Windows(Box<Windows>),
+    /// Without windows: every group updated as rows come, a changelog out
+    /// ([`crate::updating_agg`]).
+    Updating(UpdatingAggregateSpec),
+}
+
+/// A windowed aggregation.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    /// The windows of the query (the pipeline may assign panes instead).
+    pub window: WindowSpec,
+    /// The aggregation.
+    pub aggregate: WindowAggregateSpec,
+    /// Session windows: how rows get their sessions before `input.ops` (which then has no
+    /// window assignment), and how the aggregation keys them.
+    pub session: Option<SessionPlan>,
+}
+
+impl WindowedPlan {
+    /// The windows, for a windowed aggregation.
+    pub fn windows(&self) -> Option<&Windows> {
+        match &self.grouping {
+            Grouping::Windows(w) => Some(w),
+            Grouping::Updating(_) => None,
+        }
+    }
+
+    /// The aggregation's output schema (group keys then aggregates).
+    pub fn aggregate_schema(&self) -> &SchemaRef {
+        match &self.grouping {
+            Grouping::Windows(w) => &w.aggregate.schema,
+            Grouping::Updating(u) => &u.schema,
+        }
+    }
 }
 
 /// One input of a windowed aggregation.
@@ -193,23 +230,7 @@ pub fn compile_windowed(
             at,
         ));
     };
-    let mut aggregates = Vec::new();
-    for e in &aggregate.aggr_expr {
-        #[expect(deprecated, reason = "see the import")]
-        let (function, filter, order) = create_aggregate_expr_and_maybe_filter(
-            e,
-            input_schema,
-            input_schema.as_arrow(),
-            state.execution_props(),
-        )
-        .map_err(|e| Error::plan(e.message().to_string(), at))?;
-        if !order.is_empty() {
-            return not_supported(
-                "ORDER BY inside an aggregate function in a windowed aggregation",
-            );
-        }
-        aggregates.push(Aggregate { function, filter });
-    }
+    let aggregates = aggregates_of(aggregate, state, at)?;
     // Whether the window columns are only passed along below the aggregation and only
     // grouped by: then the pipeline may carry something else in them (a pane's bounds, a
     // session's id).
@@ -326,13 +347,47 @@ pub fn compile_windowed(
     };
     Ok(Some(WindowedPlan {
         inputs,
-        window: source.spec,
-        aggregate: spec,
+        grouping: Grouping::Windows(Box::new(Windows {
+            window: source.spec,
+            aggregate: spec,
+            session,
+        })),
         after,
         schema,
-        session,
         emit,
     }))
+}
+
+/// The aggregate functions of `aggregate`, with their `FILTER` clauses, over its input.
+///
+/// # Errors
+/// [`Error::NotSupported`] for `ORDER BY` inside an aggregate; [`Error::Plan`] when one
+/// cannot be built.
+pub(crate) fn aggregates_of(
+    aggregate: &datafusion::logical_expr::Aggregate,
+    state: &SessionState,
+    at: Option<Location>,
+) -> Result<Vec<Aggregate>> {
+    let input_schema = aggregate.input.schema();
+    let mut aggregates = Vec::new();
+    for e in &aggregate.aggr_expr {
+        #[expect(deprecated, reason = "see the import")]
+        let (function, filter, order) = create_aggregate_expr_and_maybe_filter(
+            e,
+            input_schema,
+            input_schema.as_arrow(),
+            state.execution_props(),
+        )
+        .map_err(|e| Error::plan(e.message().to_string(), at))?;
+        if !order.is_empty() {
+            return Err(Error::not_supported(
+                "ORDER BY inside an aggregate function of a continuous query",
+                at,
+            ));
+        }
+        aggregates.push(Aggregate { function, filter });
+    }
+    Ok(aggregates)
 }
 
 /// A stream's watermark, computed on every batch read: the largest value so far is the
@@ -397,7 +452,7 @@ fn delay_of(expr: &Expr, schema: &DFSchema) -> Option<(usize, i64)> {
 
 /// From `node` down through filters, projections and aliases: the filters and projections met
 /// (top first), and the first other node.
-fn descend(mut node: &LogicalPlan) -> (Vec<&LogicalPlan>, &LogicalPlan) {
+pub(crate) fn descend(mut node: &LogicalPlan) -> (Vec<&LogicalPlan>, &LogicalPlan) {
     let mut passed = Vec::new();
     loop {
         match node {
@@ -421,7 +476,7 @@ fn ops_window(ops: &mut [Op]) -> Option<&mut Op> {
 }
 
 /// A filter or projection node as an op.
-fn op_of(node: &LogicalPlan, state: &SessionState, at: Option<Location>) -> Result<Op> {
+pub(crate) fn op_of(node: &LogicalPlan, state: &SessionState, at: Option<Location>) -> Result<Op> {
     match node {
         LogicalPlan::Filter(f) => {
             Ok(Op::Filter(physical(state, &f.predicate, f.input.schema(), at)?))

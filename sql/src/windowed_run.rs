@@ -8,15 +8,16 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 
 use crate::error::{Error, Result};
 use crate::session_agg::SessionAggregate;
 use crate::stream_plan::{Op, run_ops};
+use crate::updating_agg::UpdatingAggregate;
 use crate::window::split_late;
 use crate::window_agg::WindowAggregate;
 use crate::window_agg::changes::{DELETE, INSERT, UPDATE_AFTER, UPDATE_BEFORE};
-use crate::windowed_plan::{EmitMode, WindowedPlan};
+use crate::windowed_plan::{EmitMode, Grouping, WindowedPlan};
 
 mod snapshot;
 pub use snapshot::{AggregationSnapshot, RunSnapshot, StatePart};
@@ -26,6 +27,7 @@ pub use snapshot::{AggregationSnapshot, RunSnapshot, StatePart};
 enum State {
     Windows(Box<WindowAggregate>),
     Sessions(Box<SessionAggregate>),
+    Updating(Box<UpdatingAggregate>),
 }
 
 /// Where one input stands.
@@ -59,11 +61,15 @@ impl WindowedRun {
     /// # Errors
     /// When the aggregation cannot be set up.
     pub fn new(plan: WindowedPlan) -> Result<WindowedRun> {
-        let state = match &plan.session {
-            Some(s) => {
-                State::Sessions(Box::new(SessionAggregate::new(plan.aggregate.clone(), s.clone())?))
-            }
-            None => State::Windows(Box::new(WindowAggregate::new(plan.aggregate.clone())?)),
+        let state = match &plan.grouping {
+            Grouping::Windows(w) => match &w.session {
+                Some(s) => State::Sessions(Box::new(SessionAggregate::new(
+                    w.aggregate.clone(),
+                    s.clone(),
+                )?)),
+                None => State::Windows(Box::new(WindowAggregate::new(w.aggregate.clone())?)),
+            },
+            Grouping::Updating(u) => State::Updating(Box::new(UpdatingAggregate::new(u.clone())?)),
         };
         let inputs =
             vec![InputState { watermark: i64::MIN, idle: false, ended: false }; plan.inputs.len()];
@@ -133,16 +139,52 @@ impl WindowedRun {
         }
         self.inputs[input] = InputState { watermark: wm, idle: false, ended: false };
         let pipeline = &spec.pipeline;
-        let (rows, late) = match &mut self.state {
-            State::Windows(_) => match pipeline.ops.first() {
+        let (rows, late) = match (&mut self.state, &self.plan.grouping) {
+            (State::Windows(_), Grouping::Windows(w)) => match pipeline.ops.first() {
                 // Rows late for every window they fall in, as read (the aggregation also
                 // leaves out the copies of a row for its windows already closed).
                 Some(Op::Window { time, .. }) => {
-                    split_late(&self.plan.window, batch, *time, self.state_watermark)?
+                    split_late(&w.window, batch, *time, self.state_watermark)?
                 }
                 _ => (Some(batch), Vec::new()),
             },
-            State::Sessions(state) => state.assign(&batch)?,
+            (State::Sessions(state), _) => state.assign(&batch)?,
+            (State::Updating(state), _) => {
+                if state.spec().retracting {
+                    // The changelog's `__op`, read last: rows -U and -D take rows back.
+                    let mut columns = batch.columns().to_vec();
+                    let op = columns.pop().ok_or_else(|| Error::plan("no __op column", None))?;
+                    let op = op
+                        .as_primitive_opt::<datafusion::arrow::datatypes::Int8Type>()
+                        .ok_or_else(|| Error::plan("the __op column is not TINYINT", None))?
+                        .clone();
+                    let fields: Vec<_> =
+                        batch.schema().fields().iter().take(columns.len()).cloned().collect();
+                    let options = datafusion::arrow::array::RecordBatchOptions::new()
+                        .with_row_count(Some(batch.num_rows()));
+                    let data = RecordBatch::try_new_with_options(
+                        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+                        columns,
+                        &options,
+                    )
+                    .map_err(|e| Error::plan(e.to_string(), None))?;
+                    if let Some((rows, kept)) =
+                        run_ops_tracked(&pipeline.ops, &pipeline.stream, data)?
+                    {
+                        let retract: Vec<bool> = kept
+                            .iter()
+                            .map(|i| matches!(op.value(*i as usize), UPDATE_BEFORE | DELETE))
+                            .collect();
+                        state.update(&rows, Some(&retract))?;
+                    }
+                    (None, Vec::new())
+                } else {
+                    (Some(batch), Vec::new())
+                }
+            }
+            (State::Windows(_), Grouping::Updating(_)) => {
+                return Err(Error::plan("a windowed run without windows", None));
+            }
         };
         if let Some(rows) = rows
             && let Some(rows) = run_ops(&pipeline.ops, &pipeline.stream, rows)?
@@ -152,6 +194,7 @@ impl WindowedRun {
                     state.update(&rows)?;
                 }
                 State::Sessions(state) => state.update(&rows)?,
+                State::Updating(state) => state.update(&rows, None)?,
             }
         }
         self.late_rows += late.len() as u64;
@@ -201,6 +244,26 @@ impl WindowedRun {
         self.advance(false)
     }
 
+    /// The current rows of an aggregation without windows: each group's row, through the
+    /// filters and projections above the aggregation, in the plan's columns without `__op`
+    /// (`None` for a windowed aggregation, whose rows are its windows as they close).
+    ///
+    /// # Errors
+    /// When a value or an expression above the aggregation fails.
+    pub fn current_rows(&self) -> Result<Option<RecordBatch>> {
+        let State::Updating(state) = &self.state else { return Ok(None) };
+        let fields = self.plan.schema.fields();
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            fields.iter().take(fields.len().saturating_sub(1)).cloned().collect::<Vec<_>>(),
+        ));
+        let stream = self.plan.inputs.first().map_or("", |i| i.pipeline.stream.as_str());
+        let rows = match run_ops(&self.plan.after, stream, state.current()?)? {
+            Some(rows) => rows.columns().to_vec(),
+            None => return Ok(Some(RecordBatch::new_empty(schema))),
+        };
+        RecordBatch::try_new(schema, rows).map(Some).map_err(|e| Error::plan(e.to_string(), None))
+    }
+
     /// `EMIT CHANGES EVERY ...`: the changes of the open windows since their last emission
     /// (for the caller to call at that interval).
     ///
@@ -211,6 +274,7 @@ impl WindowedRun {
             _ if self.plan.emit == EmitMode::Final => Vec::new(),
             State::Windows(state) => state.changes()?,
             State::Sessions(state) => state.changes()?,
+            State::Updating(state) => state.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
         };
         self.emit(changes)
     }
@@ -222,12 +286,16 @@ impl WindowedRun {
         let mut closed = match &mut self.state {
             State::Windows(s) => s.advance(self.watermark)?,
             State::Sessions(s) => s.advance(self.watermark)?,
+            // (Without windows, changes go out after every batch, and at the end; also the
+            // first row of an aggregation without GROUP BY.)
+            State::Updating(s) => s.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
         };
         self.state_watermark = self.watermark;
         if batch && self.plan.emit == (EmitMode::Changes { every_ms: None }) {
             closed.extend(match &mut self.state {
                 State::Windows(state) => state.changes()?,
                 State::Sessions(state) => state.changes()?,
+                State::Updating(_) => Vec::new(),
             });
         }
         self.emit(closed)
@@ -271,8 +339,8 @@ impl WindowedRun {
         let mut columns = window.columns().to_vec();
         let Some(op) = columns.pop() else { return Ok(None) };
         let op = op.as_primitive::<Int8Type>().clone();
-        let data =
-            RecordBatch::try_new(Arc::clone(&self.plan.aggregate.schema), columns).map_err(fail)?;
+        let data = RecordBatch::try_new(Arc::clone(self.plan.aggregate_schema()), columns)
+            .map_err(fail)?;
         let Some((rows, kept)) = run_ops_tracked(&self.plan.after, stream, data)? else {
             return Ok(None);
         };

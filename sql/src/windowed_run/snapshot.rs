@@ -14,9 +14,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef
 use super::{InputState, State, WindowedRun};
 use crate::error::{Error, Result};
 use crate::session_agg::{SessionAggregate, SessionSnapshot};
+use crate::updating_agg::UpdatingAggregate;
 use crate::window_agg::WindowAggregate;
 use crate::window_agg::snapshot::Snapshot;
-use crate::windowed_plan::WindowedPlan;
+use crate::windowed_plan::{Grouping, WindowedPlan};
 
 /// The aggregation's part of a [`RunSnapshot`].
 #[derive(Debug, Clone)]
@@ -25,6 +26,9 @@ pub enum AggregationSnapshot {
     Windows(Snapshot),
     /// Sessions.
     Sessions(SessionSnapshot),
+    /// An updating aggregation's groups, then one batch per aggregate
+    /// ([`UpdatingAggregate::snapshot`]).
+    Updating(Vec<RecordBatch>),
 }
 
 /// A run's state for a checkpoint: the aggregation's, and where each input stood.
@@ -119,6 +123,12 @@ impl RunSnapshot {
                 ])?;
                 parts.push(part("session_ids", meta));
             }
+            AggregationSnapshot::Updating(batches) => {
+                for (i, b) in batches.iter().enumerate() {
+                    let name = if i == 0 { "groups".to_string() } else { format!("agg{}", i - 1) };
+                    parts.push(part(&name, b.clone()));
+                }
+            }
         }
         Ok(parts)
     }
@@ -160,7 +170,16 @@ impl RunSnapshot {
             .and_then(|c| c.as_primitive_opt::<UInt64Type>())
             .ok_or_else(|| bad("late_rows is not UInt64"))?
             .value(0);
-        let aggregation = if parts.iter().any(|p| p.name == "sessions") {
+        let aggregation = if parts.iter().any(|p| p.name == "groups") {
+            let mut batches = vec![rows(part("groups")?)?];
+            for i in 0.. {
+                match parts.iter().find(|p| p.name == format!("agg{i}")) {
+                    Some(p) => batches.push(rows(p)?),
+                    None => break,
+                }
+            }
+            AggregationSnapshot::Updating(batches)
+        } else if parts.iter().any(|p| p.name == "sessions") {
             let meta = rows(part("session_ids")?)?;
             let next = meta
                 .columns()
@@ -221,6 +240,7 @@ impl WindowedRun {
         let aggregation = match &mut self.state {
             State::Windows(w) => AggregationSnapshot::Windows(w.snapshot()?),
             State::Sessions(s) => AggregationSnapshot::Sessions(s.snapshot()?),
+            State::Updating(u) => AggregationSnapshot::Updating(u.snapshot()?),
         };
         Ok(RunSnapshot {
             aggregation,
@@ -240,14 +260,22 @@ impl WindowedRun {
     /// # Errors
     /// When the snapshot is not of this plan (another number of inputs, other windows).
     pub fn restore(plan: WindowedPlan, snapshot: &RunSnapshot) -> Result<WindowedRun> {
-        let state = match (&plan.session, &snapshot.aggregation) {
+        let state = match (&plan.grouping, &snapshot.aggregation) {
             _ if snapshot.inputs.len() != plan.inputs.len() => None,
-            (None, AggregationSnapshot::Windows(w)) => {
-                Some(State::Windows(Box::new(WindowAggregate::restore(plan.aggregate.clone(), w)?)))
+            (Grouping::Windows(w), AggregationSnapshot::Windows(s)) if w.session.is_none() => {
+                Some(State::Windows(Box::new(WindowAggregate::restore(w.aggregate.clone(), s)?)))
             }
-            (Some(session), AggregationSnapshot::Sessions(s)) => Some(State::Sessions(Box::new(
-                SessionAggregate::restore(plan.aggregate.clone(), session.clone(), s)?,
-            ))),
+            (Grouping::Windows(w), AggregationSnapshot::Sessions(s)) => match &w.session {
+                Some(session) => Some(State::Sessions(Box::new(SessionAggregate::restore(
+                    w.aggregate.clone(),
+                    session.clone(),
+                    s,
+                )?))),
+                None => None,
+            },
+            (Grouping::Updating(spec), AggregationSnapshot::Updating(batches)) => {
+                Some(State::Updating(Box::new(UpdatingAggregate::restore(spec.clone(), batches)?)))
+            }
             _ => None,
         };
         let Some(state) = state else {
