@@ -495,13 +495,20 @@ async fn run_job(
     let changes = plan.emit != EmitMode::Final;
     let mut timers = Timers::new(plan.emit, spec.idle.clone());
     let mut wakes = 0u64;
+    // A first turn emits what the run holds before any input: the one row of an aggregation
+    // without GROUP BY.
+    let mut first = true;
     let outcome: Result<Status> = async {
         loop {
             // (Not biased: with a backlog always ready, the timers must still get their turn.)
-            let step = tokio::select! {
-                _ = stop.changed() => Step::Stop,
-                _ = ckpt.cadence.due() => Step::Checkpoint,
-                w = timers.next(&mut rx) => Step::Wake(w),
+            let step = if std::mem::take(&mut first) {
+                Step::Wake(Wake::Emit)
+            } else {
+                tokio::select! {
+                    _ = stop.changed() => Step::Stop,
+                    _ = ckpt.cadence.due() => Step::Checkpoint,
+                    w = timers.next(&mut rx) => Step::Wake(w),
+                }
             };
             let wake = match step {
                 Step::Wake(Wake::Msg(None)) | Step::Stop => {
