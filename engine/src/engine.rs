@@ -567,19 +567,7 @@ impl Engine {
     ) -> Result<JobPlan> {
         let emit_clause = emit;
         let emit = self.emit_mode(emit, at)?;
-        // Without the rewrite of a DISTINCT aggregate into an aggregation over an aggregation:
-        // a windowed aggregation keeps COUNT(DISTINCT x) as one distinct accumulator per group.
-        let state = self.inner.ctx.state();
-        let rules = state
-            .optimizers()
-            .iter()
-            .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
-            .cloned()
-            .collect();
-        let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
-            .with_optimizer_rules(rules)
-            .build();
-        let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
+        let (optimized, state) = self.optimize_continuous(plan, at)?;
         let inner = Arc::clone(&self.inner);
         let resolve = move |scan: &datafusion::logical_expr::TableScan| {
             crate::window_table::window_source(&inner, scan)
@@ -629,6 +617,29 @@ impl Engine {
             }
         }
         Ok(JobPlan::Stateless(kappa_sql::stream_plan::compile(&optimized, &state, at)?))
+    }
+
+    /// A continuous query's plan after DataFusion's optimizer, and the session state that
+    /// compiles it.
+    pub(crate) fn optimize_continuous(
+        &self,
+        plan: &LogicalPlan,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<(LogicalPlan, datafusion::execution::SessionState)> {
+        // Without the rewrite of a DISTINCT aggregate into an aggregation over an aggregation:
+        // an aggregation keeps COUNT(DISTINCT x) as one distinct state per group.
+        let state = self.inner.ctx.state();
+        let rules = state
+            .optimizers()
+            .iter()
+            .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+            .cloned()
+            .collect();
+        let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_optimizer_rules(rules)
+            .build();
+        let optimized = state.optimize(plan).map_err(|e| crate::error::planning(e, at))?;
+        Ok((optimized, state))
     }
 
     /// The emit policy of a windowed aggregation from its `EMIT` clause (`EVERY` must be a

@@ -123,9 +123,18 @@ pub(crate) async fn start(
 ) -> Result<Subscription> {
     let plan = engine.plan_query(query, at).await?;
     let (plan, limit) = strip_limit(plan, at)?;
-    let compiled = match engine.compile_job(&plan, emit.as_ref(), at)? {
-        JobPlan::Windowed(windowed) => return start_windowed(engine, *windowed, limit),
-        JobPlan::Stateless(compiled) => compiled,
+    let compiled = match engine.compile_job(&plan, emit.as_ref(), at) {
+        Ok(JobPlan::Windowed(windowed)) => return start_windowed(engine, *windowed, limit),
+        Ok(JobPlan::Stateless(compiled)) => compiled,
+        Err(e) => {
+            // A query of a view's rows (not an aggregation of them): its rows now, then
+            // its changes.
+            let tables = crate::statements::scanned_tables(&plan);
+            if tables.iter().any(|t| engine.inner.catalog().is_view(t.table())) {
+                return start_view(engine, &plan, limit, at).await;
+            }
+            return Err(e);
+        }
     };
     let mut inputs: Vec<InputSpec> = Vec::new();
     let mut sealed = true;
@@ -216,6 +225,13 @@ fn start_windowed(
                 return Ok(());
             }
             let mut timers = Timers::new(run.plan().emit, timeouts);
+            // What the run holds before any input (the one row of an aggregation without
+            // GROUP BY).
+            for (_, out) in run.tick()? {
+                if !entry.deliver(out, &mut left, &tx).await {
+                    return Ok(());
+                }
+            }
             loop {
                 let wake = timers.next(&mut input_rx).await;
                 let mut done = false;
@@ -259,6 +275,120 @@ fn start_windowed(
             });
         if let Err(e) = outcome {
             let _ = tx.send(Err(e)).await;
+        }
+    });
+    Ok(Subscription { schema, rx, task, ends, _listed: listed })
+}
+
+/// A push query over a materialized view (`SELECT ... FROM v EMIT CHANGES`, filters and
+/// projections only): the view's rows as of its last checkpoint, as `+I`, then its changelog
+/// from the offset they reflect, through the same filters and projections, `__op` last.
+async fn start_view(
+    engine: &Engine,
+    plan: &LogicalPlan,
+    limit: Option<usize>,
+    at: Option<Location>,
+) -> Result<Subscription> {
+    use datafusion::arrow::array::{AsArray, Int8Array, RecordBatch};
+    use kappa_sql::stream_plan::run_ops_keeping;
+    let (optimized, state) = engine.optimize_continuous(plan, at)?;
+    let compiled = kappa_sql::stream_plan::compile(&optimized, &state, at)?;
+    let [pipeline] = compiled.inputs.as_slice() else {
+        return Err(Error::not_supported(
+            "a push query over a materialized view and other streams (UNION ALL)",
+            at,
+        ));
+    };
+    let view_name = pipeline.stream.clone();
+    let Some(view) = engine.inner.view(&view_name) else {
+        return Err(Error::not_supported(
+            format!("a push query over materialized view {view_name} and other streams"),
+            at,
+        ));
+    };
+    // Read-your-writes: the rows as of what the view's inputs hold now.
+    engine.catch_up(std::slice::from_ref(&view_name)).await?;
+    let published = view.current();
+    let start = published.as_ref().map_or(0, |p| p.end);
+    let width = view.schema().fields().len();
+    let columns: Vec<usize> = pipeline.projection.clone().unwrap_or_else(|| (0..width).collect());
+    let mut read = columns.clone();
+    read.push(width);
+    let stream = engine.inner.store.stream(&view_name)?;
+    let sealed = stream.info().sealed.is_some();
+    let inputs: Vec<InputSpec> = vec![(stream, Some(read), start)];
+    let ends = limit.is_some() || sealed;
+    let (entry, listed) = list(engine, &inputs);
+    let schema = kappa_sql::window_agg::changes::changelog_schema(&compiled.schema);
+    let out_schema = Arc::clone(&schema);
+    let ops = pipeline.ops.clone();
+    // Rows of the view's columns `columns` with their `__op`: through the query's ops.
+    let apply = move |data: RecordBatch, op: &[i8]| -> Result<Option<RecordBatch>> {
+        let Some((rows, kept)) = run_ops_keeping(&ops, &view_name, data)? else {
+            return Ok(None);
+        };
+        let mut cols = rows.columns().to_vec();
+        cols.push(Arc::new(Int8Array::from_iter_values(kept.iter().map(|i| op[*i as usize]))));
+        Ok(Some(RecordBatch::try_new(Arc::clone(&out_schema), cols)?))
+    };
+    let initial = match &published {
+        Some(p) if p.rows.num_rows() > 0 => {
+            let rows = p.rows.project(&columns)?;
+            let ops = vec![kappa_sql::window_agg::changes::INSERT; rows.num_rows()];
+            apply(rows, &ops)?
+        }
+        _ => None,
+    };
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let _stop = stop_tx;
+        let mut left = limit.unwrap_or(usize::MAX);
+        if left == 0 {
+            return;
+        }
+        if let Some(rows) = initial
+            && !entry.deliver(rows, &mut left, &tx).await
+        {
+            return;
+        }
+        let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
+        while let Some(msg) = input_rx.recv().await {
+            let result = match msg {
+                InputMsg::Batch(i, b) => {
+                    entry.read(i, &b);
+                    let mut cols = b.batch.columns().to_vec();
+                    let op = cols.pop().and_then(|c| {
+                        c.as_primitive_opt::<datafusion::arrow::datatypes::Int8Type>()
+                            .map(|a| a.values().to_vec())
+                    });
+                    let fields: Vec<_> =
+                        b.batch.schema().fields().iter().take(cols.len()).cloned().collect();
+                    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+                    match (RecordBatch::try_new(schema, cols), op) {
+                        (Ok(data), Some(op)) => apply(data, &op),
+                        (Err(e), _) => Err(e.into()),
+                        (_, None) => Err(Error::Job(format!(
+                            "the changelog of view {} has no __op column",
+                            entry.inputs.first().map_or("?", |s| s.name())
+                        ))),
+                    }
+                }
+                InputMsg::End(_) => return,
+                InputMsg::Failed(e) => Err(e.into()),
+            };
+            match result {
+                Ok(Some(out)) => {
+                    if !entry.deliver(out, &mut left, &tx).await {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
         }
     });
     Ok(Subscription { schema, rx, task, ends, _listed: listed })

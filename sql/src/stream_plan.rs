@@ -88,6 +88,42 @@ pub fn run_ops(ops: &[Op], stream: &str, batch: RecordBatch) -> Result<Option<Re
     Ok((b.num_rows() > 0).then_some(b))
 }
 
+/// Run `ops` (filters and projections, in order) over `batch`: the rows out, and the position
+/// in `batch` of each (`None`: none passed).
+///
+/// # Errors
+/// As [`run_ops`].
+pub fn run_ops_keeping(
+    ops: &[Op],
+    stream: &str,
+    batch: RecordBatch,
+) -> Result<Option<(RecordBatch, Vec<u32>)>> {
+    use datafusion::arrow::array::{AsArray, UInt32Array};
+    let mut kept: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    let mut b = batch;
+    for op in ops {
+        if let Op::Filter(p) = op {
+            let mask = p.evaluate(&b).and_then(|v| v.into_array(b.num_rows())).map_err(|e| {
+                Error::plan(format!("on a row of stream {stream}: {}", e.message()), None)
+            })?;
+            let Some(mask) = mask.as_boolean_opt() else {
+                return Err(Error::plan("a filter is not a boolean", None));
+            };
+            let positions = datafusion::arrow::compute::filter(&UInt32Array::from(kept), mask)
+                .map_err(|e| Error::plan(e.to_string(), None))?;
+            kept = positions
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
+                .values()
+                .to_vec();
+        }
+        match run_ops(std::slice::from_ref(op), stream, b)? {
+            Some(next) => b = next,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((b, kept)))
+}
+
 /// What one input stream goes through.
 #[derive(Debug, Clone)]
 pub struct InputPipeline {

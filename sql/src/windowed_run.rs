@@ -12,7 +12,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 
 use crate::error::{Error, Result};
 use crate::session_agg::SessionAggregate;
-use crate::stream_plan::{Op, run_ops};
+use crate::stream_plan::{Op, run_ops, run_ops_keeping};
 use crate::updating_agg::UpdatingAggregate;
 use crate::window::split_late;
 use crate::window_agg::WindowAggregate;
@@ -169,7 +169,7 @@ impl WindowedRun {
                     )
                     .map_err(|e| Error::plan(e.to_string(), None))?;
                     if let Some((rows, kept)) =
-                        run_ops_tracked(&pipeline.ops, &pipeline.stream, data)?
+                        run_ops_keeping(&pipeline.ops, &pipeline.stream, data)?
                     {
                         let retract: Vec<bool> = kept
                             .iter()
@@ -341,7 +341,7 @@ impl WindowedRun {
         let op = op.as_primitive::<Int8Type>().clone();
         let data = RecordBatch::try_new(Arc::clone(self.plan.aggregate_schema()), columns)
             .map_err(fail)?;
-        let Some((rows, kept)) = run_ops_tracked(&self.plan.after, stream, data)? else {
+        let Some((rows, kept)) = run_ops_keeping(&self.plan.after, stream, data)? else {
             return Ok(None);
         };
         // Where each input row went (if it passed).
@@ -385,37 +385,4 @@ impl WindowedRun {
         columns.push(Arc::new(Int8Array::from(before.iter().map(|(_, o)| *o).collect::<Vec<_>>())));
         Ok(Some(RecordBatch::try_new(Arc::clone(&self.plan.schema), columns).map_err(fail)?))
     }
-}
-
-/// Run `ops` (filters and projections, in order) over `batch`: the rows out, and the position
-/// in `batch` of each (`None`: none passed).
-fn run_ops_tracked(
-    ops: &[Op],
-    stream: &str,
-    batch: RecordBatch,
-) -> Result<Option<(RecordBatch, Vec<u32>)>> {
-    use datafusion::arrow::array::{AsArray, UInt32Array};
-    let mut kept: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    let mut b = batch;
-    for op in ops {
-        if let Op::Filter(p) = op {
-            let mask = p.evaluate(&b).and_then(|v| v.into_array(b.num_rows())).map_err(|e| {
-                Error::plan(format!("on a row of stream {stream}: {}", e.message()), None)
-            })?;
-            let Some(mask) = mask.as_boolean_opt() else {
-                return Err(Error::plan("a filter is not a boolean", None));
-            };
-            let positions = datafusion::arrow::compute::filter(&UInt32Array::from(kept), mask)
-                .map_err(|e| Error::plan(e.to_string(), None))?;
-            kept = positions
-                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
-                .values()
-                .to_vec();
-        }
-        match run_ops(std::slice::from_ref(op), stream, b)? {
-            Some(next) => b = next,
-            None => return Ok(None),
-        }
-    }
-    Ok(Some((b, kept)))
 }

@@ -147,3 +147,49 @@ proptest! {
         kappa_tests::block_on(check(rows, cut, every));
     }
 }
+
+/// A push query over a view: the view's rows first (as `+I`), then its changes as they come;
+/// applied in order they give the view's rows.
+#[test]
+fn a_push_query_over_a_view_gives_its_rows_then_its_changes() {
+    kappa_tests::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).await.unwrap();
+        engine
+            .execute(
+                "CREATE STREAM ev (k BIGINT NOT NULL, v BIGINT, p DECIMAL(10, 2) NOT NULL,
+                   w VARCHAR NOT NULL)",
+            )
+            .await
+            .unwrap();
+        engine
+            .execute("CREATE MATERIALIZED VIEW t AS SELECT k, count(*) AS n, max(w) AS hw FROM ev GROUP BY k")
+            .await
+            .unwrap();
+        engine.append("ev", batch(&[(1, Some(1), 100, 0), (2, None, 200, 1)])).await.unwrap();
+        let mut sub =
+            engine.subscribe("SELECT k, n, hw FROM t WHERE k < 3 EMIT CHANGES").await.unwrap();
+        let first = sub.next().await.unwrap().unwrap();
+        let mut first_rows = format_rows(&[first]).unwrap();
+        first_rows.sort();
+        assert_eq!(first_rows, vec!["1 1 ash 0", "2 1 birch 0"]);
+        let mut log = first_rows;
+        engine
+            .append("ev", batch(&[(1, Some(5), 100, 3), (3, None, 1, 2), (2, None, 1, 0)]))
+            .await
+            .unwrap();
+        let want = sorted(&engine, "SELECT k, n, hw FROM t WHERE k < 3").await;
+        assert_eq!(want, vec!["1 2 dogwood", "2 2 birch"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let next = tokio::time::timeout_at(deadline.into(), sub.next()).await;
+            let b = next.expect("the changes came in time").unwrap().unwrap();
+            log.extend(format_rows(&[b]).unwrap());
+            if kappa_tests::apply_changelog(log.clone()).unwrap() == want {
+                break;
+            }
+        }
+        drop(sub);
+        engine.close().await.unwrap();
+    });
+}
