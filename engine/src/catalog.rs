@@ -151,6 +151,15 @@ impl Catalog {
     }
 
     /// The jobs that read `stream`.
+    /// The jobs that read `stream`, in any state.
+    pub fn all_readers_of(&self, stream: &str) -> Vec<String> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.inputs.iter().any(|i| i == stream))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     pub fn readers_of(&self, stream: &str) -> Vec<String> {
         self.jobs
             .iter()

@@ -384,7 +384,11 @@ impl Engine {
 
     /// The streams of the catalog and their schemas, by name (for a shell's completion).
     pub fn streams(&self) -> Vec<(String, datafusion::arrow::datatypes::SchemaRef)> {
-        let names: Vec<String> = self.inner.catalog().streams.keys().cloned().collect();
+        // (A materialized view's log is its changelog, not a stream of its own.)
+        let names: Vec<String> = {
+            let c = self.inner.catalog();
+            c.streams.keys().filter(|n| !c.is_view(n)).cloned().collect()
+        };
         let mut out: Vec<_> = names
             .into_iter()
             .filter_map(|n| {

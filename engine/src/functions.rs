@@ -1,6 +1,7 @@
 //! Built-in scalar functions that Flink SQL has and DataFusion does not, so that Flink queries
-//! (the Nexmark suite among them) run as written: `HOUR`, `MOD`, `REGEXP_EXTRACT`,
-//! `SPLIT_INDEX`, and Nexmark's user function `COUNT_CHAR`. Each follows Flink's semantics,
+//! (the Nexmark suite among them) run as written: `HOUR`, `DATE_FORMAT` (Java's date
+//! patterns, as Flink takes them), `MOD`, `REGEXP_EXTRACT`, `SPLIT_INDEX`, and Nexmark's user
+//! function `COUNT_CHAR`. Each follows Flink's semantics,
 //! NULLs included (an index out of range or a failed match is NULL, not an error).
 //!
 //! Each is a [`Builtin`]: a name, a signature, a result type and a function over whole
@@ -30,6 +31,14 @@ pub(crate) fn register(ctx: &SessionContext) {
             coerce: Some(coerce_hour),
             check: None,
             invoke: hour,
+        },
+        Builtin {
+            name: "date_format",
+            signature: Signature::user_defined(Volatility::Immutable),
+            returns: DataType::Utf8,
+            coerce: Some(coerce_date_format),
+            check: Some(check_date_format),
+            invoke: date_format,
         },
         Builtin {
             name: "mod",
@@ -168,6 +177,160 @@ fn hour(a: &[ArrayRef]) -> DfResult<ArrayRef> {
     })?;
     let out: Int64Array = ts.unary(|ms| ms.div_euclid(3_600_000).rem_euclid(24));
     Ok(Arc::new(out))
+}
+
+/// `DATE_FORMAT` takes a timestamp (as milliseconds without a zone) and a pattern.
+fn coerce_date_format(arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+    match arg_types {
+        [DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Null, p]
+            if matches!(
+                p,
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null
+            ) =>
+        {
+            Ok(vec![DataType::Timestamp(TimeUnit::Millisecond, None), DataType::Utf8])
+        }
+        _ => plan_err!(
+            "DATE_FORMAT takes a timestamp and a pattern like 'yyyy-MM-dd', got {arg_types:?}"
+        ),
+    }
+}
+
+/// A constant `DATE_FORMAT` pattern must be one it can follow.
+fn check_date_format(args: &ReturnFieldArgs) -> DfResult<()> {
+    if let Some(Some(pattern)) = args.scalar_arguments.get(1)
+        && let Some(Some(p)) = pattern.try_as_str()
+    {
+        date_pattern(p)?;
+    }
+    Ok(())
+}
+
+/// One piece of a date pattern.
+#[derive(Debug, Clone, PartialEq)]
+enum DatePart {
+    Text(String),
+    Year4,
+    Year2,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+    Millis,
+}
+
+/// A Java (`SimpleDateFormat`) pattern as Flink's `DATE_FORMAT` takes it: `yyyy`, `yy`, `MM`,
+/// `dd`, `HH`, `mm`, `ss`, `SSS`, text in single quotes (`''` for a quote), and any character
+/// that is not a letter. Other letters (names of days and months, time zones, ...) are refused.
+fn date_pattern(p: &str) -> DfResult<Vec<DatePart>> {
+    let chars: Vec<char> = p.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let text = |out: &mut Vec<DatePart>, c: char| match out.last_mut() {
+        Some(DatePart::Text(t)) => t.push(c),
+        _ => out.push(DatePart::Text(c.to_string())),
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            let mut j = i + 1;
+            if chars.get(j) == Some(&'\'') {
+                text(&mut out, '\'');
+                i += 2;
+                continue;
+            }
+            while j < chars.len() && chars[j] != '\'' {
+                text(&mut out, chars[j]);
+                j += 1;
+            }
+            i = j + 1;
+            continue;
+        }
+        if !c.is_ascii_alphabetic() {
+            text(&mut out, c);
+            i += 1;
+            continue;
+        }
+        let run = chars[i..].iter().take_while(|d| **d == c).count();
+        let part = match (c, run) {
+            ('y', 4) => DatePart::Year4,
+            ('y', 2) => DatePart::Year2,
+            ('M', 2) => DatePart::Month,
+            ('d', 2) => DatePart::Day,
+            ('H', 2) => DatePart::Hour,
+            ('m', 2) => DatePart::Minute,
+            ('s', 2) => DatePart::Second,
+            ('S', 3) => DatePart::Millis,
+            _ => {
+                let letters: String = std::iter::repeat_n(c, run).collect();
+                return plan_err!(
+                    "DATE_FORMAT: '{letters}' in the pattern '{p}' is not supported yet (yyyy, yy, MM, dd, HH, mm, ss, SSS and quoted text are)"
+                );
+            }
+        };
+        out.push(part);
+        i += run;
+    }
+    Ok(out)
+}
+
+/// The civil date (year, month, day) of a day number since 1970-01-01.
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `DATE_FORMAT(timestamp, pattern)`: the timestamp (UTC) as text by a Java date pattern.
+fn date_format(a: &[ArrayRef]) -> DfResult<ArrayRef> {
+    use std::fmt::Write;
+    let ts = a[0].as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| {
+        DataFusionError::Execution(format!(
+            "DATE_FORMAT: expected a timestamp, got {}",
+            a[0].data_type()
+        ))
+    })?;
+    let pattern = strings(&a[1])?;
+    let mut out = StringBuilder::with_capacity(ts.len(), ts.len() * 10);
+    let mut parsed: Option<(&str, Vec<DatePart>)> = None;
+    let mut text = String::new();
+    for i in 0..ts.len() {
+        if ts.is_null(i) || pattern.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let p = pattern.value(i);
+        if parsed.as_ref().is_none_or(|(q, _)| *q != p) {
+            parsed = Some((p, date_pattern(p)?));
+        }
+        let Some((_, parts)) = &parsed else { continue };
+        let ms = ts.value(i);
+        let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+        let (y, m, d) = civil(days);
+        text.clear();
+        for part in parts {
+            let _ = match part {
+                DatePart::Text(t) => write!(text, "{t}"),
+                DatePart::Year4 => write!(text, "{y:04}"),
+                DatePart::Year2 => write!(text, "{:02}", y.rem_euclid(100)),
+                DatePart::Month => write!(text, "{m:02}"),
+                DatePart::Day => write!(text, "{d:02}"),
+                DatePart::Hour => write!(text, "{:02}", in_day / 3_600_000),
+                DatePart::Minute => write!(text, "{:02}", in_day / 60_000 % 60),
+                DatePart::Second => write!(text, "{:02}", in_day / 1000 % 60),
+                DatePart::Millis => write!(text, "{:03}", in_day % 1000),
+            };
+        }
+        out.append_value(&text);
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// `MOD(a, b)`: the remainder of integer division, with the sign of `a` (Flink's `MOD`).
@@ -318,6 +481,32 @@ mod tests {
         assert!(one("SELECT regexp_extract('abc', 'x(y)', 1) IS NULL").await.contains("true"));
         assert!(one("SELECT regexp_extract('abc', 'b')").await.contains("| b "));
         assert!(one("SELECT regexp_extract('abc', 'b', 3) IS NULL").await.contains("true"));
+        assert!(
+            one(
+                "SELECT date_format(TIMESTAMP '2015-07-15 13:04:05.678', 'yyyy-MM-dd HH:mm:ss.SSS')"
+            )
+            .await
+            .contains("| 2015-07-15 13:04:05.678 ")
+        );
+        assert!(
+            one("SELECT date_format(TIMESTAMP '1969-12-31 23:59:59', 'yy''x''MM/dd ''at'' HH')")
+                .await
+                .contains("| 69x12/31 at 23 ")
+        );
+        assert!(
+            one("SELECT date_format(TIMESTAMP '2000-02-29 00:00:00', 'dd.MM.yyyy')")
+                .await
+                .contains("| 29.02.2000 ")
+        );
+        assert!(
+            one("SELECT date_format(CAST(NULL AS TIMESTAMP), 'yyyy') IS NULL")
+                .await
+                .contains("true")
+        );
+        let ctx = SessionContext::new();
+        super::register(&ctx);
+        let e = ctx.sql("SELECT date_format(TIMESTAMP '2020-01-01 00:00:00', 'EEE')").await;
+        assert!(e.is_err_and(|e| e.to_string().contains("'EEE'")));
         assert!(one(&format!("SELECT split_index({url}, '/', 3)")).await.contains("| abc "));
         assert!(one(&format!("SELECT split_index({url}, '/', 9) IS NULL")).await.contains("true"));
         assert!(one("SELECT split_index('a/b', '/', -1) IS NULL").await.contains("true"));

@@ -103,14 +103,14 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 rows_now.push(published.as_ref().map(|p| p.rows.num_rows() as u64));
                 as_of.push(published.as_ref().map(|p| p.end));
                 let stream = inner.store.stream(name)?;
-                changes.push(stream.readable_end().saturating_sub(stream.info().start));
+                changes.push(stream.readable_end());
             }
             rows(
                 vec![
                     Field::new("name", DataType::Utf8, false),
                     Field::new("rows", DataType::UInt64, true),
                     Field::new("as_of_change", DataType::UInt64, true),
-                    Field::new("changes", DataType::UInt64, false),
+                    Field::new("changelog_end", DataType::UInt64, false),
                 ],
                 vec![
                     text(names.into_iter().map(Some).collect()),

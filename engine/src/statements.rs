@@ -200,7 +200,10 @@ impl Engine {
                 if let Err(e) =
                     self.create_job(&c.name, JobKind::DerivedStream, &c.name, &text, compiled)
                 {
-                    self.inner.catalog().streams.remove(&c.name);
+                    let mut cat = self.inner.catalog();
+                    cat.streams.remove(&c.name);
+                    let _ = cat.save(&self.inner.store);
+                    drop(cat);
                     let _ = self.inner.store.drop_stream(&c.name);
                     return Err(e);
                 }
@@ -349,6 +352,16 @@ impl Engine {
             ));
         }
         let compiled = self.compile_job(&plan, None, at)?;
+        if let (crate::engine::JobPlan::Windowed(p), Some(_)) = (&compiled, &target)
+            && p.windows().is_none()
+        {
+            return Err(Error::not_supported(
+                format!(
+                    "INSERT INTO stream {stream} of an aggregation without windows (its result is a changelog of updates: CREATE MATERIALIZED VIEW, or CREATE STREAM ... AS for the changelog as a stream)"
+                ),
+                at,
+            ));
+        }
         let name = {
             let c = self.inner.catalog();
             let mut n = 1;
@@ -459,7 +472,7 @@ impl Engine {
                         at,
                     ));
                 }
-                let readers = self.inner.catalog().readers_of(name);
+                let readers = self.inner.catalog().all_readers_of(name);
                 if !readers.is_empty() {
                     return Err(Error::plan(
                         format!(

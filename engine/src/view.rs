@@ -213,7 +213,11 @@ impl crate::engine::Engine {
             )
         });
         if let Err(e) = created {
-            self.inner.catalog().streams.remove(&v.name);
+            {
+                let mut c = self.inner.catalog();
+                c.streams.remove(&v.name);
+                let _ = c.save(&self.inner.store);
+            }
             self.inner.views.lock().unwrap_or_else(|p| p.into_inner()).remove(&v.name);
             let _ = self.inner.ctx.deregister_table(v.name.as_str());
             let _ = self.inner.store.drop_stream(&v.name);

@@ -100,6 +100,7 @@ pub(crate) fn start(spec: WindowJobSpec) -> Result<JobHandle> {
         _ => replay(&spec)?,
     };
     if let (Some(view), Some(m)) = (&spec.view, &manifest)
+        && !m.state.is_empty()
         && let Some(rows) = run.current_rows()?
     {
         // The rows as of the checkpoint restored, until the next.

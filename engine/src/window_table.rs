@@ -61,6 +61,18 @@ impl TableFunctionImpl for WindowFunction {
         let Some(inner) = self.inner.upgrade() else {
             return plan_err!("the engine is closed");
         };
+        if inner.catalog().is_view(&table.name) {
+            return plan_err!(
+                "{upper} over materialized view {} (a changelog, whose rows update) is not supported yet",
+                table.name
+            );
+        }
+        if inner.catalog().is_view(&table.name) {
+            return plan_err!(
+                "{upper} over materialized view {} (a changelog, whose rows update) is not supported yet",
+                table.name
+            );
+        }
         let stream = inner.stream(&table.name, None).map_err(plan_error)?;
         let partition = exprs[sizes..]
             .iter()

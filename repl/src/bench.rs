@@ -2,7 +2,8 @@
 //!
 //! It fills the streams `person`, `auction` and `bid` with the generator (in a fresh data
 //! directory, or in `-d DIR`, where streams of the same size are reused), then runs each query
-//! file of `queries/nexmark/` as its continuous job into its blackhole sink, to the end of the
+//! file of `queries/nexmark/` as its continuous job into its blackhole sink (or its
+//! materialized view, whose rows are then counted), to the end of the
 //! sealed input, one at a time. Per query it prints the events, the seconds from the `INSERT`
 //! (the sink is declared before) until the job has finished, events per second, the rows the
 //! job produced, and the peak memory of the process during the run: its anonymous resident
@@ -143,6 +144,8 @@ struct QueryFile {
     statements: Vec<String>,
     sink: String,
     select: String,
+    /// The job is a materialized view's (`sink` is the view): its rows are the view's.
+    view: bool,
 }
 
 fn query_files(o: &Options) -> Result<Vec<QueryFile>> {
@@ -169,15 +172,24 @@ fn query_files(o: &Options) -> Result<Vec<QueryFile>> {
                 kappa::sql::parse(&text).with_context(|| format!("in {}", path.display()))?;
             let mut sink_select = None;
             for s in &parsed {
-                if let Statement::Insert { stream, source, .. } = &s.statement {
-                    sink_select = Some((stream.clone(), source.to_string()));
+                match &s.statement {
+                    Statement::Insert { stream, source, .. } => {
+                        sink_select = Some((stream.clone(), source.to_string(), false));
+                    }
+                    Statement::CreateMaterializedView { name, query, .. } => {
+                        sink_select = Some((name.clone(), query.to_string(), true));
+                    }
+                    _ => {}
                 }
             }
-            let Some((sink, select)) = sink_select else {
-                bail!("{}: no INSERT INTO a sink to measure", path.display());
+            let Some((sink, select, view)) = sink_select else {
+                bail!(
+                    "{}: no INSERT INTO a sink or CREATE MATERIALIZED VIEW to measure",
+                    path.display()
+                );
             };
             let statements = parsed.into_iter().map(|s| s.text).collect();
-            Ok(QueryFile { name, statements, sink, select })
+            Ok(QueryFile { name, statements, sink, select, view })
         })
         .collect()
 }
@@ -244,7 +256,11 @@ async fn has_streams(engine: &Engine, events: u64, rate: u64) -> Result<bool> {
 }
 
 /// Drop the jobs that write `sink`, and `sink`, if they exist (left by an interrupted run).
-async fn clean_up(engine: &Engine, sink: &str) -> Result<()> {
+async fn clean_up(engine: &Engine, sink: &str, view: bool) -> Result<()> {
+    if view {
+        engine.execute(&format!("DROP MATERIALIZED VIEW IF EXISTS {sink}")).await?;
+        return Ok(());
+    }
     for out in engine.execute("SHOW JOBS").await? {
         let Output::Rows { schema, batches } = out else { continue };
         let (names, outputs) = (schema.index_of("name")?, schema.index_of("output")?);
@@ -313,9 +329,9 @@ async fn measure_all(engine: &Engine, o: &Options, files: &[QueryFile]) -> Resul
     }
     println!("{header}");
     for f in files {
-        clean_up(engine, &f.sink).await?;
+        clean_up(engine, &f.sink, f.view).await?;
         let job = measure_job(engine, f).await;
-        clean_up(engine, &f.sink).await?;
+        clean_up(engine, &f.sink, f.view).await?;
         let job = job.with_context(|| format!("query {}", f.name))?;
         let rate = o.events as f64 / job.seconds;
         let mut line = format!(
@@ -356,7 +372,8 @@ async fn measure_job(engine: &Engine, f: &QueryFile) -> Result<Measured> {
     let (mut started, mut memory) = (Instant::now(), None);
     let mut job = None;
     for s in &f.statements {
-        if s.trim_start().to_ascii_uppercase().starts_with("INSERT") {
+        let head = s.trim_start().to_ascii_uppercase();
+        if head.starts_with("INSERT") || head.starts_with("CREATE MATERIALIZED VIEW") {
             started = Instant::now();
             memory = Some(PeakMemory::start());
         }
@@ -368,11 +385,23 @@ async fn measure_job(engine: &Engine, f: &QueryFile) -> Result<Measured> {
             }
         }
     }
+    if f.view {
+        job = Some(f.sink.clone());
+    }
     let Some(job) = job else { bail!("the INSERT did not start a job") };
     engine.wait_for_jobs().await?;
     let seconds = started.elapsed().as_secs_f64();
     let peak_mib = memory.and_then(PeakMemory::finish);
-    let rows = rows_out(engine, &job).await?;
+    let rows = if f.view {
+        // The view's rows (its changelog is longer), to compare with the batch answer.
+        let counted = engine.query(&format!("SELECT count(*) FROM {}", f.sink)).await?;
+        counted
+            .first()
+            .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>().filter(|a| !a.is_empty()))
+            .map_or(0, |a| a.value(0) as u64)
+    } else {
+        rows_out(engine, &job).await?
+    };
     Ok(Measured { seconds, rows, peak_mib })
 }
 

@@ -20,6 +20,11 @@ use crate::windowed_plan::{
     EmitMode, Grouping, WindowedInput, WindowedPlan, aggregates_of, descend, op_of,
 };
 
+/// Aggregate functions whose result depends on the order of the rows: an updating aggregation
+/// keeps a group's rows as a multiset, without their order.
+const ORDER_SENSITIVE: &[&str] =
+    &["first_value", "last_value", "nth_value", "array_agg", "string_agg"];
+
 /// Where a changelog stream keeps `__op`, as [`compile_updating`] needs to know.
 #[derive(Debug, Clone, Copy)]
 pub struct ChangelogColumns {
@@ -95,9 +100,22 @@ pub fn compile_updating(
         }
         group.push(physical(state, e, input_schema, at)?);
     }
+    let aggregates = aggregates_of(aggregate, state, at)?;
+    for a in &aggregates {
+        let name = a.function.fun().name().to_ascii_lowercase();
+        if ORDER_SENSITIVE.contains(&name.as_str()) {
+            return Err(Error::not_supported(
+                format!(
+                    "{} in an aggregation without windows (its result depends on the order of the rows, which updates do not keep)",
+                    name.to_ascii_uppercase()
+                ),
+                at,
+            ));
+        }
+    }
     let spec = UpdatingAggregateSpec {
         group,
-        aggregates: aggregates_of(aggregate, state, at)?,
+        aggregates,
         schema: Arc::clone(aggregate.schema.inner()),
         input: Arc::clone(input_schema.inner()),
         retracting,

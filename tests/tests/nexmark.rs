@@ -6,8 +6,9 @@
 //! The file's blackhole sink is declared as a stream of the same columns instead, so that the
 //! job's output can be read; the batch answer is cast to those columns, as the `INSERT` casts
 //! the job's rows. Rows are compared as sorted lists (a batch plan may reorder them). A file
-//! without an `INSERT INTO` a blackhole sink fails the test: a query without its check is not
-//! done.
+//! without an `INSERT INTO` a blackhole sink or a materialized view fails the test: a query
+//! without its check is not done. A materialized view's rows (its table) must equal the batch
+//! answer of its query.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,11 @@ async fn check(file: &Path) -> Result<usize> {
                 engine.execute(&as_stream(c)).await?;
                 sinks.push(c.name.clone());
             }
+            Statement::CreateMaterializedView { name, query, .. } => {
+                // A view: its rows must equal the batch answer of its query.
+                engine.execute(&s.text).await?;
+                checks.push((name.clone(), query.to_string()));
+            }
             Statement::Insert { stream, columns, source, .. } if sinks.contains(stream) => {
                 if !columns.is_empty() {
                     bail!(
@@ -82,19 +88,18 @@ async fn check(file: &Path) -> Result<usize> {
         }
     }
     if checks.is_empty() {
-        bail!("no INSERT INTO a blackhole sink: nothing to check");
+        bail!("no INSERT INTO a blackhole sink and no view: nothing to check");
     }
     engine.wait_for_jobs().await?;
     let mut compared = 0;
     for (sink, select) in checks {
         let streamed = engine.query(&format!("SELECT * FROM {sink}")).await?;
-        let schema = engine
-            .streams()
-            .into_iter()
-            .find(|(n, _)| *n == sink)
-            .map(|(_, s)| s)
-            .context("the sink's stream")?;
-        let batch = cast_to(&engine.query(&select).await?, &schema)?;
+        let answer = engine.query(&select).await?;
+        let batch = match engine.streams().into_iter().find(|(n, _)| *n == sink) {
+            Some((_, schema)) => cast_to(&answer, &schema)?,
+            // (A view has the query's columns.)
+            None => answer,
+        };
         let (mut got, mut want) = (format_rows(&streamed)?, format_rows(&batch)?);
         got.sort();
         want.sort();

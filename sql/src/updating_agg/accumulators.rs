@@ -179,6 +179,10 @@ impl<T: ArrowPrimitiveType> Sums<T> {
             if retracts(retract, i) {
                 *s = s.sub_wrapping(v);
                 *c -= 1;
+                if *c == 0 {
+                    // (No value left: no rounding residue of floats either.)
+                    *s = T::Native::default();
+                }
             } else {
                 *s = s.add_wrapping(v);
                 *c += 1;
