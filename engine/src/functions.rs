@@ -182,14 +182,10 @@ fn hour(a: &[ArrayRef]) -> DfResult<ArrayRef> {
 /// `DATE_FORMAT` takes a timestamp (as milliseconds without a zone) and a pattern.
 fn coerce_date_format(arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
     match arg_types {
-        [DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Null, p]
-            if matches!(
-                p,
-                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null
-            ) =>
-        {
-            Ok(vec![DataType::Timestamp(TimeUnit::Millisecond, None), DataType::Utf8])
-        }
+        [
+            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Null,
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Null,
+        ] => Ok(vec![DataType::Timestamp(TimeUnit::Millisecond, None), DataType::Utf8]),
         _ => plan_err!(
             "DATE_FORMAT takes a timestamp and a pattern like 'yyyy-MM-dd', got {arg_types:?}"
         ),
