@@ -596,6 +596,16 @@ impl Engine {
         )? {
             return Ok(JobPlan::Windowed(Box::new(u)));
         }
+        let is_changelog = |stream: &str| changelog(stream).is_some();
+        if let Some(t) = kappa_sql::topn_plan::compile_topn(
+            &optimized,
+            &state,
+            at,
+            &is_changelog,
+            updating_emit,
+        )? {
+            return Ok(JobPlan::Windowed(Box::new(t)));
+        }
         // Continuous queries read streams only (not information_schema).
         for name in crate::statements::scanned_tables(&optimized) {
             let function = name.table().strip_suffix("()");

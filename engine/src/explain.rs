@@ -319,6 +319,29 @@ fn updating(
     what: &str,
     p: &kappa_sql::windowed_plan::WindowedPlan,
 ) {
+    if let kappa_sql::windowed_plan::Grouping::TopN(t) = &p.grouping {
+        let kind = if t.limit == 1 { "deduplication" } else { "TopN" };
+        lines
+            .push(format!("{what}: {kind} (ROW_NUMBER() <= {}), a changelog of its rows", t.limit));
+        for i in &p.inputs {
+            input(engine, lines, &i.pipeline);
+        }
+        lines.push(format!(
+            "  keep: the best {} of each partition by the ORDER BY keys (equal keys: first come first); {}",
+            t.limit,
+            if t.rank_used { "a row whose rank moves gives -U/+U" } else { "the rank is not read: only +I and -D" }
+        ));
+        lines.push(format!(
+            "    state: UNBOUNDED in partitions (every partition ever seen stays), at most {} per partition (at most {} rows in all)",
+            t.limit,
+            kappa_sql::topn::MAX_TOPN_ROWS
+        ));
+        if !p.after.is_empty() {
+            lines.push("  on each batch of changes (__op kept):".into());
+            ops(lines, "    ", &p.after);
+        }
+        return;
+    }
     let kappa_sql::windowed_plan::Grouping::Updating(a) = &p.grouping else { return };
     lines.push(format!("{what}: updating aggregation (no windows), a changelog of its groups"));
     for i in &p.inputs {

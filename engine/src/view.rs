@@ -1,6 +1,8 @@
-//! Materialized views: `CREATE MATERIALIZED VIEW v AS SELECT ... GROUP BY ...`.
+//! Materialized views: `CREATE MATERIALIZED VIEW v AS SELECT ... GROUP BY ...` (or a TopN,
+//! a deduplication: `ROW_NUMBER() OVER (...)` bounded by a filter).
 //!
-//! A view is a job of an updating aggregation ([`kappa_sql::updating_agg`]) whose output log,
+//! A view is a job of an updating aggregation ([`kappa_sql::updating_agg`]) or a TopN
+//! ([`kappa_sql::topn`]) whose output log,
 //! named as the view, is its changelog (the view's columns, then `__op`; a derived log,
 //! committed at the job's checkpoints). The view's current rows are not kept twice: the
 //! aggregation's state holds them, and at every checkpoint the job **publishes** them
@@ -179,17 +181,14 @@ impl crate::engine::Engine {
         }
         let plan = self.plan_query(v.query, at).await?;
         let compiled = self.compile_job(&plan, v.emit.as_ref(), at)?;
-        let updating = matches!(
-            &compiled,
-            JobPlan::Windowed(p) if matches!(p.grouping, kappa_sql::windowed_plan::Grouping::Updating(_))
-        );
+        let updating = matches!(&compiled, JobPlan::Windowed(p) if p.windows().is_none());
         if !updating {
             let what = match compiled {
                 JobPlan::Windowed(_) => {
                     "a materialized view of a windowed aggregation (CREATE STREAM ... AS gives its windows as a stream)"
                 }
                 JobPlan::Stateless(_) => {
-                    "a materialized view of a query without GROUP BY (CREATE STREAM ... AS gives its rows as a stream)"
+                    "a materialized view of a query without GROUP BY or TopN (CREATE STREAM ... AS gives its rows as a stream)"
                 }
             };
             return Err(Error::not_supported(what, at));

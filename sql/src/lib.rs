@@ -18,6 +18,8 @@ mod parser;
 pub mod session;
 pub mod session_agg;
 pub mod stream_plan;
+pub mod topn;
+pub mod topn_plan;
 pub mod types;
 pub mod updating_agg;
 pub mod updating_plan;

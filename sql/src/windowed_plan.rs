@@ -77,6 +77,8 @@ pub enum Grouping {
     /// Without windows: every group updated as rows come, a changelog out
     /// ([`crate::updating_agg`]).
     Updating(UpdatingAggregateSpec),
+    /// Not an aggregation: the best `N` rows of each partition ([`crate::topn`]).
+    TopN(crate::topn::TopNSpec),
 }
 
 /// A windowed aggregation.
@@ -96,7 +98,7 @@ impl WindowedPlan {
     pub fn windows(&self) -> Option<&Windows> {
         match &self.grouping {
             Grouping::Windows(w) => Some(w),
-            Grouping::Updating(_) => None,
+            Grouping::Updating(_) | Grouping::TopN(_) => None,
         }
     }
 
@@ -105,6 +107,7 @@ impl WindowedPlan {
         match &self.grouping {
             Grouping::Windows(w) => &w.aggregate.schema,
             Grouping::Updating(u) => &u.schema,
+            Grouping::TopN(t) => &t.schema,
         }
     }
 }

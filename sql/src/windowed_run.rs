@@ -13,6 +13,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use crate::error::{Error, Result};
 use crate::session_agg::SessionAggregate;
 use crate::stream_plan::{Op, run_ops, run_ops_keeping};
+use crate::topn::TopN;
 use crate::updating_agg::UpdatingAggregate;
 use crate::window::split_late;
 use crate::window_agg::WindowAggregate;
@@ -28,6 +29,7 @@ enum State {
     Windows(Box<WindowAggregate>),
     Sessions(Box<SessionAggregate>),
     Updating(Box<UpdatingAggregate>),
+    TopN(Box<TopN>),
 }
 
 /// Where one input stands.
@@ -70,6 +72,7 @@ impl WindowedRun {
                 None => State::Windows(Box::new(WindowAggregate::new(w.aggregate.clone())?)),
             },
             Grouping::Updating(u) => State::Updating(Box::new(UpdatingAggregate::new(u.clone())?)),
+            Grouping::TopN(t) => State::TopN(Box::new(TopN::new(t.clone())?)),
         };
         let inputs =
             vec![InputState { watermark: i64::MIN, idle: false, ended: false }; plan.inputs.len()];
@@ -182,7 +185,8 @@ impl WindowedRun {
                     (Some(batch), Vec::new())
                 }
             }
-            (State::Windows(_), Grouping::Updating(_)) => {
+            (State::TopN(_), _) => (Some(batch), Vec::new()),
+            (State::Windows(_), _) => {
                 return Err(Error::plan("a windowed run without windows", None));
             }
         };
@@ -195,6 +199,7 @@ impl WindowedRun {
                 }
                 State::Sessions(state) => state.update(&rows)?,
                 State::Updating(state) => state.update(&rows, None)?,
+                State::TopN(state) => state.update(&rows)?,
             }
         }
         self.late_rows += late.len() as u64;
@@ -251,13 +256,17 @@ impl WindowedRun {
     /// # Errors
     /// When a value or an expression above the aggregation fails.
     pub fn current_rows(&self) -> Result<Option<RecordBatch>> {
-        let State::Updating(state) = &self.state else { return Ok(None) };
+        let current = match &self.state {
+            State::Updating(state) => state.current()?,
+            State::TopN(state) => state.current()?,
+            State::Windows(_) | State::Sessions(_) => return Ok(None),
+        };
         let fields = self.plan.schema.fields();
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
             fields.iter().take(fields.len().saturating_sub(1)).cloned().collect::<Vec<_>>(),
         ));
         let stream = self.plan.inputs.first().map_or("", |i| i.pipeline.stream.as_str());
-        let rows = match run_ops(&self.plan.after, stream, state.current()?)? {
+        let rows = match run_ops(&self.plan.after, stream, current)? {
             Some(rows) => rows.columns().to_vec(),
             None => return Ok(Some(RecordBatch::new_empty(schema))),
         };
@@ -275,6 +284,7 @@ impl WindowedRun {
             State::Windows(state) => state.changes()?,
             State::Sessions(state) => state.changes()?,
             State::Updating(state) => state.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
+            State::TopN(state) => state.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
         };
         self.emit(changes)
     }
@@ -289,13 +299,14 @@ impl WindowedRun {
             // (Without windows, changes go out after every batch, and at the end; also the
             // first row of an aggregation without GROUP BY.)
             State::Updating(s) => s.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
+            State::TopN(s) => s.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
         };
         self.state_watermark = self.watermark;
         if batch && self.plan.emit == (EmitMode::Changes { every_ms: None }) {
             closed.extend(match &mut self.state {
                 State::Windows(state) => state.changes()?,
                 State::Sessions(state) => state.changes()?,
-                State::Updating(_) => Vec::new(),
+                State::Updating(_) | State::TopN(_) => Vec::new(),
             });
         }
         self.emit(closed)

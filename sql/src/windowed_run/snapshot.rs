@@ -29,6 +29,8 @@ pub enum AggregationSnapshot {
     /// An updating aggregation's groups, then one batch per aggregate
     /// ([`UpdatingAggregate::snapshot`]).
     Updating(Vec<RecordBatch>),
+    /// A TopN's rows ([`crate::topn::TopN::snapshot`]).
+    TopN(RecordBatch),
 }
 
 /// A run's state for a checkpoint: the aggregation's, and where each input stood.
@@ -123,6 +125,7 @@ impl RunSnapshot {
                 ])?;
                 parts.push(part("session_ids", meta));
             }
+            AggregationSnapshot::TopN(rows) => parts.push(part("topn", rows.clone())),
             AggregationSnapshot::Updating(batches) => {
                 for (i, b) in batches.iter().enumerate() {
                     let name = if i == 0 { "groups".to_string() } else { format!("agg{}", i - 1) };
@@ -170,7 +173,9 @@ impl RunSnapshot {
             .and_then(|c| c.as_primitive_opt::<UInt64Type>())
             .ok_or_else(|| bad("late_rows is not UInt64"))?
             .value(0);
-        let aggregation = if parts.iter().any(|p| p.name == "groups") {
+        let aggregation = if parts.iter().any(|p| p.name == "topn") {
+            AggregationSnapshot::TopN(rows(part("topn")?)?)
+        } else if parts.iter().any(|p| p.name == "groups") {
             let mut batches = vec![rows(part("groups")?)?];
             for i in 0.. {
                 match parts.iter().find(|p| p.name == format!("agg{i}")) {
@@ -241,6 +246,7 @@ impl WindowedRun {
             State::Windows(w) => AggregationSnapshot::Windows(w.snapshot()?),
             State::Sessions(s) => AggregationSnapshot::Sessions(s.snapshot()?),
             State::Updating(u) => AggregationSnapshot::Updating(u.snapshot()?),
+            State::TopN(t) => AggregationSnapshot::TopN(t.snapshot()?),
         };
         Ok(RunSnapshot {
             aggregation,
@@ -275,6 +281,9 @@ impl WindowedRun {
             },
             (Grouping::Updating(spec), AggregationSnapshot::Updating(batches)) => {
                 Some(State::Updating(Box::new(UpdatingAggregate::restore(spec.clone(), batches)?)))
+            }
+            (Grouping::TopN(spec), AggregationSnapshot::TopN(rows)) => {
+                Some(State::TopN(Box::new(crate::topn::TopN::restore(spec.clone(), rows)?)))
             }
             _ => None,
         };
