@@ -86,6 +86,9 @@ pub(crate) struct Inner {
     pub push_queries: Arc<crate::subscribe::Registry>,
     /// Running connector sources (nexmark), by stream.
     pub sources: Mutex<HashMap<String, crate::nexmark::source::SourceHandle>>,
+    /// `SET state_ttl`: the default for jobs created from now on (not persisted; each job
+    /// keeps the value it was created with).
+    pub state_ttl: Mutex<Option<std::time::Duration>>,
     /// Materialized views' published rows, by view.
     pub views: Mutex<HashMap<String, Arc<crate::view::ViewState>>>,
 }
@@ -163,6 +166,22 @@ impl Inner {
         self.ctx.register_table(name, Arc::new(table))?;
         self.views.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), state);
         Ok(())
+    }
+
+    /// `SET state_ttl`'s value now.
+    pub fn state_ttl(&self) -> Option<std::time::Duration> {
+        *self.state_ttl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The `state_ttl` job `output`'s entry keeps (its stream's or view's options).
+    pub fn job_ttl(&self, output: &str) -> Result<Option<std::time::Duration>> {
+        let c = self.catalog();
+        let Some(v) = c.streams.get(output).and_then(|e| e.options.get("state_ttl")) else {
+            return Ok(None);
+        };
+        crate::options::duration(v).map(Some).ok_or_else(|| {
+            Error::plan(format!("{output}: state_ttl = '{v}' is not a duration"), None)
+        })
     }
 
     /// View `name`'s state, if it is a view.
@@ -258,6 +277,7 @@ impl Engine {
             push_queries: Arc::default(),
             sources: Mutex::new(HashMap::new()),
             views: Mutex::new(HashMap::new()),
+            state_ttl: Mutex::new(None),
         });
         let streams: Vec<String> = inner.catalog().streams.keys().cloned().collect();
         for name in streams {
@@ -860,6 +880,7 @@ impl Engine {
                     output,
                     late,
                     view: self.inner.view(name),
+                    ttl: self.inner.job_ttl(&entry.output)?,
                     store: Arc::clone(&self.inner.store),
                     interval: self.inner.checkpoint_interval.clone(),
                     on_end,

@@ -106,6 +106,8 @@ impl Engine {
         at: Option<Location>,
     ) -> Result<Output> {
         let mut lines = Vec::new();
+        // (`SET state_ttl`, for jobs created now.)
+        let ttl = self.inner.state_ttl();
         match target.statement {
             Statement::Query { query, emit: None } => {
                 let plan = self.plan_query(query, at).await?;
@@ -120,7 +122,7 @@ impl Engine {
             }
             Statement::Query { query, emit: Some(emit) } => {
                 let plan = self.plan_query(query, at).await?;
-                self.explain_continuous(&mut lines, "push query", &plan, Some(&emit), at)?;
+                self.explain_continuous(&mut lines, "push query", &plan, Some(&emit), ttl, at)?;
             }
             Statement::CreateStream(c) if c.query.is_some() => {
                 let Some((query, emit)) = c.query else {
@@ -128,12 +130,18 @@ impl Engine {
                 };
                 let plan = self.plan_query(query, at).await?;
                 let what = format!("job deriving stream {}", c.name);
-                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), at)?;
+                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at)?;
             }
-            Statement::CreateMaterializedView { name, query, emit, .. } => {
+            Statement::CreateMaterializedView { name, query, emit, options, .. } => {
                 let plan = self.plan_query(query, at).await?;
+                let mut ttl = ttl;
+                for (k, v) in &options {
+                    if k == "state_ttl" {
+                        ttl = crate::view::parse_ttl(v, at)?;
+                    }
+                }
                 let what = format!("job of materialized view {name}");
-                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), at)?;
+                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at)?;
             }
             Statement::Insert { stream, statement, .. } => {
                 let plan = self.plan_insert(*statement, at).await?;
@@ -141,7 +149,7 @@ impl Engine {
                     lines.push(format!("one-time append of the rows into {stream}"));
                 } else {
                     let what = format!("job appending into {stream}");
-                    self.explain_continuous(&mut lines, &what, &plan, None, at)?;
+                    self.explain_continuous(&mut lines, &what, &plan, None, ttl, at)?;
                 }
             }
             _ => {
@@ -163,6 +171,7 @@ impl Engine {
         what: &str,
         plan: &datafusion::logical_expr::LogicalPlan,
         emit: Option<&kappa_sql::ast::Emit>,
+        ttl: Option<std::time::Duration>,
         at: Option<Location>,
     ) -> Result<()> {
         let compiled = self.compile_job(plan, emit, at)?;
@@ -176,7 +185,7 @@ impl Engine {
                 lines.push("  state: none".into());
             }
             JobPlan::Windowed(p) if p.windows().is_none() => {
-                updating(self, lines, what, &p);
+                updating(self, lines, what, &p, ttl);
             }
             JobPlan::Windowed(p) => {
                 let Some(w) = p.windows() else { return Ok(()) };
@@ -318,7 +327,17 @@ fn updating(
     lines: &mut Vec<String>,
     what: &str,
     p: &kappa_sql::windowed_plan::WindowedPlan,
+    ttl: Option<std::time::Duration>,
 ) {
+    let bound = |what: &str| match ttl {
+        Some(t) => format!(
+            "bounded by state_ttl: {what} without rows for {} s expire (their rows leave the output, -D; a later row starts anew)",
+            t.as_secs_f64()
+        ),
+        None => format!(
+            "UNBOUNDED: every {what} ever seen stays (SET state_ttl, or WITH (state_ttl = ...), bounds it)"
+        ),
+    };
     if let kappa_sql::windowed_plan::Grouping::TopN(t) = &p.grouping {
         let kind = if t.limit == 1 { "deduplication" } else { "TopN" };
         lines
@@ -332,7 +351,8 @@ fn updating(
             if t.rank_used { "a row whose rank moves gives -U/+U" } else { "the rank is not read: only +I and -D" }
         ));
         lines.push(format!(
-            "    state: UNBOUNDED in partitions (every partition ever seen stays), at most {} per partition (at most {} rows in all)",
+            "    state: {}; at most {} rows per partition (at most {} rows in all)",
+            bound("partitions"),
             t.limit,
             kappa_sql::topn::MAX_TOPN_ROWS
         ));
@@ -359,7 +379,8 @@ fn updating(
     let by = if keys.is_empty() { "(one group)".to_string() } else { keys.join(", ") };
     lines.push(format!("  aggregate: group by {by}; {}", aggs.join(", ")));
     lines.push(format!(
-        "    state: UNBOUNDED: every group ever seen stays (at most {} groups), with per aggregate a count or sum, or for MIN and MAX over a changelog, COUNT(DISTINCT) and other functions the values of the group",
+        "    state: {} (at most {} groups); per aggregate a count or sum, or for MIN and MAX over a changelog, COUNT(DISTINCT) and other functions the values of the group",
+        bound("groups"),
         kappa_sql::updating_agg::MAX_GROUPS
     ));
     lines.push(

@@ -64,9 +64,17 @@ impl Engine {
                 let _guard = self.inner.ddl.lock().await;
                 self.create_table(c, &s.text, at).await
             }
-            Statement::CreateMaterializedView { name, or_replace, if_not_exists, query, emit } => {
+            Statement::CreateMaterializedView {
+                name,
+                or_replace,
+                if_not_exists,
+                options,
+                query,
+                emit,
+            } => {
                 let _guard = self.inner.ddl.lock().await;
-                let view = crate::view::NewView { name, or_replace, if_not_exists, query, emit };
+                let view =
+                    crate::view::NewView { name, or_replace, if_not_exists, options, query, emit };
                 self.create_view(view, &s.text, at).await
             }
             Statement::Rebuild { kind, .. } => {
@@ -194,6 +202,13 @@ impl Engine {
                 }
                 // Readers see its rows once a checkpoint of the job commits them.
                 options.derived = true;
+                // A changelog's state (without windows) expires after `SET state_ttl`, kept.
+                if let (crate::engine::JobPlan::Windowed(p), Some(ttl)) =
+                    (&compiled, self.inner.state_ttl())
+                    && p.windows().is_none()
+                {
+                    entry.options.insert("state_ttl".into(), format!("{}ms", ttl.as_millis()));
+                }
                 self.inner.store.create_stream(&c.name, Arc::clone(&schema), options)?;
                 let stream = self.inner.store.stream(&c.name)?;
                 self.inner.catalog().streams.insert(c.name.clone(), entry);
@@ -580,7 +595,11 @@ impl Engine {
                 self.inner.checkpoint_interval.set((!every.is_zero()).then_some(every));
                 Ok(done("SET"))
             }
-            "state_ttl" => Err(Error::not_supported(format!("SET {name}"), at)),
+            "state_ttl" => {
+                let ttl = crate::view::parse_ttl(value, at)?;
+                *self.inner.state_ttl.lock().unwrap_or_else(|p| p.into_inner()) = ttl;
+                Ok(done("SET"))
+            }
             _ => Err(Error::plan(
                 format!("unknown setting '{name}' (DataFusion settings start with datafusion.)"),
                 at,

@@ -212,6 +212,7 @@ fn start_windowed(
     }
     let ends = limit.is_some() || sealed;
     let schema = Arc::clone(&plan.schema);
+    let ttl = engine.inner.state_ttl();
     let mut run = kappa_sql::windowed_plan::WindowedRun::new(plan)?;
     let (entry, listed) = list(engine, &inputs);
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -224,7 +225,7 @@ fn start_windowed(
             if left == 0 {
                 return Ok(());
             }
-            let mut timers = Timers::new(run.plan().emit, timeouts);
+            let mut timers = Timers::new(run.plan().emit, timeouts, ttl);
             // What the run holds before any input (the one row of an aggregation without
             // GROUP BY).
             for (_, out) in run.tick()? {
@@ -238,6 +239,7 @@ fn start_windowed(
                 let closed = match wake {
                     Wake::Emit => timers.fire(true, &mut run)?,
                     Wake::Idle => timers.fire(false, &mut run)?,
+                    Wake::Expire => timers.expire(&mut run)?,
                     Wake::Msg(Some(InputMsg::Batch(i, b))) => {
                         entry.read(i, &b);
                         timers.data(i);

@@ -130,6 +130,7 @@ pub(crate) struct NewView {
     pub name: String,
     pub or_replace: bool,
     pub if_not_exists: bool,
+    pub options: Vec<(String, String)>,
     pub query: Box<kappa_sql::sqlparser::ast::Query>,
     pub emit: Option<kappa_sql::ast::Emit>,
 }
@@ -179,6 +180,20 @@ impl crate::engine::Engine {
                 at,
             ));
         }
+        let mut ttl = self.inner.state_ttl();
+        for (k, value) in &v.options {
+            match k.as_str() {
+                "state_ttl" => ttl = parse_ttl(value, at)?,
+                other => {
+                    return Err(Error::plan(
+                        format!(
+                            "unknown option '{other}' of a materialized view (it takes state_ttl)"
+                        ),
+                        at,
+                    ));
+                }
+            }
+        }
         let plan = self.plan_query(v.query, at).await?;
         let compiled = self.compile_job(&plan, v.emit.as_ref(), at)?;
         let updating = matches!(&compiled, JobPlan::Windowed(p) if p.windows().is_none());
@@ -199,7 +214,11 @@ impl crate::engine::Engine {
         // Readers see its changes once a checkpoint of the job commits them.
         options.derived = true;
         self.inner.store.create_stream(&v.name, Arc::clone(&schema), options)?;
-        let entry = crate::catalog::StreamEntry { job: Some(v.name.clone()), ..Default::default() };
+        let mut entry =
+            crate::catalog::StreamEntry { job: Some(v.name.clone()), ..Default::default() };
+        if let Some(ttl) = ttl {
+            entry.options.insert("state_ttl".into(), format!("{}ms", ttl.as_millis()));
+        }
         self.inner.catalog().streams.insert(v.name.clone(), entry);
         let state = ViewState::new(crate::engine::view_columns(&schema));
         let created = self.inner.register_view(&v.name, state).and_then(|()| {
@@ -276,5 +295,28 @@ impl crate::engine::Engine {
             view.publish(rows, end);
         }
         Ok(())
+    }
+}
+
+/// A `state_ttl` value: a duration, or `'off'` (or `0`) for none.
+///
+/// # Errors
+/// When it is neither.
+pub(crate) fn parse_ttl(
+    value: &str,
+    at: Option<kappa_sql::Location>,
+) -> Result<Option<std::time::Duration>> {
+    let v = value.trim();
+    if v == "0" || v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match crate::options::duration(v) {
+        Some(d) if !d.is_zero() => Ok(Some(d)),
+        _ => Err(Error::plan(
+            format!(
+                "state_ttl = '{value}' is not a duration (e.g. '1 h', '30 min', 'off' for none)"
+            ),
+            at,
+        )),
     }
 }

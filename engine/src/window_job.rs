@@ -55,6 +55,8 @@ pub(crate) struct WindowJobSpec {
     pub store: Arc<Store>,
     /// The engine's `checkpoint_interval`.
     pub interval: recovery::Interval,
+    /// `state_ttl`: how long state without rows is kept.
+    pub ttl: Option<Duration>,
     /// Called once when the job finishes or fails.
     pub on_end: Box<dyn FnOnce(&Status) + Send + Sync>,
 }
@@ -346,6 +348,8 @@ pub(crate) enum Wake {
     Emit,
     /// Time to look for idle inputs.
     Idle,
+    /// Time to forget state past `state_ttl`.
+    Expire,
 }
 
 /// The processing-time timers of a windowed run: `EMIT CHANGES EVERY` and idle inputs.
@@ -356,11 +360,19 @@ pub(crate) struct Timers {
     check: tokio::time::Interval,
     /// The inputs that ended (sealed and read).
     ended: Vec<bool>,
+    /// `state_ttl`.
+    ttl: Option<Duration>,
+    expire: tokio::time::Interval,
 }
 
 impl Timers {
-    /// The timers of a plan emitting `emit` over inputs with these idle timeouts.
-    pub(crate) fn new(emit: EmitMode, timeouts: Vec<Option<Duration>>) -> Timers {
+    /// The timers of a plan emitting `emit` over inputs with these idle timeouts, whose state
+    /// expires after `ttl` without rows (`state_ttl`).
+    pub(crate) fn new(
+        emit: EmitMode,
+        timeouts: Vec<Option<Duration>>,
+        ttl: Option<Duration>,
+    ) -> Timers {
         let every = match emit {
             EmitMode::Changes { every_ms: Some(ms) } => {
                 Some(Duration::from_millis(ms.max(1) as u64))
@@ -370,7 +382,10 @@ impl Timers {
         let ended = vec![false; timeouts.len()];
         let idle = IdleInputs::new(timeouts);
         let check = timer(idle.check);
-        Timers { every, emit: timer(every), idle, check, ended }
+        // (State is looked at for expiry four times per TTL, at most every 100 ms, at least
+        // every minute.)
+        let sweep = ttl.map(|t| (t / 4).clamp(Duration::from_millis(100), Duration::from_secs(60)));
+        Timers { every, emit: timer(every), idle, check, ended, ttl, expire: timer(sweep) }
     }
 
     /// Input `i` ended: whether all have now.
@@ -390,12 +405,27 @@ impl Timers {
             m = rx.recv() => Wake::Msg(m),
             _ = self.emit.tick(), if self.every.is_some() => Wake::Emit,
             _ = self.check.tick(), if self.idle.check.is_some() => Wake::Idle,
+            _ = self.expire.tick(), if self.ttl.is_some() => Wake::Expire,
         }
     }
 
     /// Input `i` gave data.
     pub(crate) fn data(&mut self, i: usize) {
         self.idle.data(i);
+    }
+
+    /// `state_ttl`'s turn: the rows of the state that expired leave the output.
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub(crate) fn expire(
+        &self,
+        run: &mut WindowedRun,
+    ) -> Result<Vec<(i64, datafusion::arrow::array::RecordBatch)>> {
+        match self.ttl {
+            Some(ttl) => Ok(run.expire(kappa_sql::updating_agg::now_ms(), ttl.as_millis() as i64)?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// A timer's turn: the open windows' changes (`EMIT CHANGES EVERY`), or the windows that
@@ -494,7 +524,7 @@ async fn run_job(
     // EMIT CHANGES: output tagged with the rows read so far (a restart writes only the
     // changes after the highest); EVERY: the open windows' changes at that interval.
     let changes = plan.emit != EmitMode::Final;
-    let mut timers = Timers::new(plan.emit, spec.idle.clone());
+    let mut timers = Timers::new(plan.emit, spec.idle.clone(), spec.ttl);
     let mut wakes = 0u64;
     // A first turn emits what the run holds before any input: the one row of an aggregation
     // without GROUP BY.
@@ -538,6 +568,7 @@ async fn run_job(
             let closed = match wake {
                 Wake::Emit => timers.fire(true, &mut run)?,
                 Wake::Idle => timers.fire(false, &mut run)?,
+                Wake::Expire => timers.expire(&mut run)?,
                 Wake::Msg(Some(InputMsg::Batch(i, b))) => {
                     let n = b.batch.num_rows() as u64;
                     rows_in += n;

@@ -24,7 +24,7 @@ pub enum Statement {
     CreateStream(CreateStream),
     /// Flink's `CREATE TABLE t (...) WITH ('connector' = ...)`: a source or sink declaration.
     CreateTable(CreateStream),
-    /// `CREATE [OR REPLACE] MATERIALIZED VIEW v AS SELECT ...`.
+    /// `CREATE [OR REPLACE] MATERIALIZED VIEW [IF NOT EXISTS] v [WITH (...)] AS SELECT ...`.
     CreateMaterializedView {
         /// The view's name.
         name: String,
@@ -32,6 +32,8 @@ pub enum Statement {
         or_replace: bool,
         /// `IF NOT EXISTS`.
         if_not_exists: bool,
+        /// `WITH (key = 'value', ...)`, as written.
+        options: Vec<(String, String)>,
         /// The query.
         query: Box<Query>,
         /// Its `EMIT` clause, if any.

@@ -654,6 +654,7 @@ fn parse_create(mut s: P<'_>, emit: EmitClause) -> Result<Statement> {
         s.expect_word("VIEW")?;
         let if_not_exists = s.p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
         let name = s.name()?;
+        let options = if s.p.parse_keyword(Keyword::WITH) { s.options()? } else { Vec::new() };
         s.p.expect_keyword(Keyword::AS).map_err(Error::from_parser)?;
         let query = s.parse_query()?;
         s.expect_end()?;
@@ -661,6 +662,7 @@ fn parse_create(mut s: P<'_>, emit: EmitClause) -> Result<Statement> {
             name,
             or_replace,
             if_not_exists,
+            options,
             query,
             emit: emit.map(|(e, _)| e),
         });

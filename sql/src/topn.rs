@@ -65,6 +65,8 @@ pub struct TopN {
     sort_rows: RowConverter,
     input_rows: RowConverter,
     partitions: HashMap<Box<[u8]>, Vec<Entry>>,
+    /// When each partition last had a row, in milliseconds since the epoch (`state_ttl`).
+    touched_at: HashMap<Box<[u8]>, i64>,
     /// The next arrival number.
     seq: u64,
     /// Rows held.
@@ -113,6 +115,7 @@ impl TopN {
             sort_rows,
             input_rows,
             partitions: HashMap::new(),
+            touched_at: HashMap::new(),
             seq: 0,
             held: 0,
             touched: Vec::new(),
@@ -148,10 +151,17 @@ impl TopN {
         let sort = self.sort_rows.convert_columns(&self.eval(&order, batch)?).map_err(arrow)?;
         let rows = self.input_rows.convert_columns(batch.columns()).map_err(arrow)?;
         let limit = self.spec.limit;
+        let now = crate::updating_agg::now_ms();
         for i in 0..n {
             let seq = self.seq;
             self.seq += 1;
             let pkey: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
+            match self.touched_at.get_mut(pkey) {
+                Some(t) => *t = now,
+                None => {
+                    self.touched_at.insert(pkey.into(), now);
+                }
+            }
             let key = sort.row(i);
             let part = self.partitions.get(pkey).map_or(&[][..], |p| p.as_slice());
             // After every row with a key not greater: equal keys rank by arrival.
@@ -182,6 +192,29 @@ impl TopN {
             }
         }
         Ok(())
+    }
+
+    /// `state_ttl`: forget the partitions without a row for `ttl_ms` (at `now`, in
+    /// milliseconds since the epoch): their rows leave the output (`-D` at the next
+    /// [`TopN::changes`]), and a later row starts the partition anew. Returns how many
+    /// partitions expired.
+    pub fn expire(&mut self, now: i64, ttl_ms: i64) -> usize {
+        let old: Vec<Box<[u8]>> = self
+            .touched_at
+            .iter()
+            .filter(|(_, t)| t.saturating_add(ttl_ms) <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &old {
+            self.touched_at.remove(key);
+            let rows = self.partitions.remove(key).unwrap_or_default();
+            self.held -= rows.len();
+            if !self.touched_keys.contains(key) {
+                self.touched_keys.insert(key.clone());
+                self.touched.push((key.clone(), rows));
+            }
+        }
+        old.len()
     }
 
     /// The changes since the last call, in the spec's schema then `__op`: `-U` rows (a row at
@@ -276,15 +309,26 @@ impl TopN {
     /// # Errors
     /// When rows cannot be converted back to Arrow.
     pub fn snapshot(&self) -> Result<RecordBatch> {
-        let mut entries: Vec<&Entry> = self.partitions.values().flatten().collect();
-        entries.sort_by_key(|e| e.seq);
-        let held = self.batch(entries.iter().map(|e| (e.row.as_ref(), 0)))?;
+        let mut entries: Vec<(&Entry, i64)> = self
+            .partitions
+            .iter()
+            .flat_map(|(k, rows)| {
+                let t = self.touched_at.get(k).copied().unwrap_or(0);
+                rows.iter().map(move |e| (e, t))
+            })
+            .collect();
+        entries.sort_by_key(|(e, _)| e.seq);
+        let held = self.batch(entries.iter().map(|(e, _)| (e.row.as_ref(), 0)))?;
         let mut columns = held.columns().to_vec();
         columns.pop();
-        columns.push(Arc::new(UInt64Array::from_iter_values(entries.iter().map(|e| e.seq))));
+        columns.push(Arc::new(UInt64Array::from_iter_values(entries.iter().map(|(e, _)| e.seq))));
+        columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
+            entries.iter().map(|(_, t)| *t),
+        )));
         let mut fields: Vec<Field> =
             self.spec.input.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new("__seq", DataType::UInt64, false));
+        fields.push(Field::new("__touched", DataType::Int64, false));
         let options = RecordBatchOptions::new().with_row_count(Some(entries.len()));
         RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
             .map_err(arrow)
@@ -298,7 +342,7 @@ impl TopN {
         let damaged =
             |what: &str| Error::plan(format!("the snapshot of a TopN is damaged: {what}"), None);
         let width = spec.input.fields().len();
-        if state.num_columns() != width + 1 {
+        if state.num_columns() != width + 2 {
             return Err(damaged("the rows have the wrong columns"));
         }
         let seqs = state
@@ -314,15 +358,126 @@ impl TopN {
         let _ = topn.changes()?;
         // Their arrival numbers as they were.
         let by_seq: Vec<u64> = seqs.values().to_vec();
-        for part in topn.partitions.values_mut() {
+        let touched = state
+            .column(width + 1)
+            .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
+            .ok_or_else(|| damaged("times"))?
+            .values()
+            .to_vec();
+        for (key, part) in &mut topn.partitions {
+            let mut last = 0;
             for e in part.iter_mut() {
+                last = last.max(touched.get(e.seq as usize).copied().unwrap_or(0));
                 e.seq = by_seq.get(e.seq as usize).copied().ok_or_else(|| damaged("arrival"))?;
             }
+            topn.touched_at.insert(key.clone(), last);
         }
         topn.seq = by_seq.iter().max().map_or(0, |m| m + 1);
         if seqs.null_count() > 0 {
             return Err(damaged("a NULL arrival number"));
         }
         Ok(topn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::Int8Type;
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+
+    /// Rows `(k, v, id)`; the best 2 of each k by v descending.
+    fn spec(rank_used: bool) -> TopNSpec {
+        let input = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+            Field::new("id", DataType::Int64, false),
+        ]));
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("rn", DataType::UInt64, false));
+        TopNSpec {
+            partition: vec![Arc::new(Column::new("k", 0))],
+            order: vec![(
+                Arc::new(Column::new("v", 1)),
+                SortOptions { descending: true, nulls_first: true },
+            )],
+            limit: 2,
+            rank_used,
+            input,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    fn batch(t: &TopN, rows: &[(i64, i64, i64)]) -> RecordBatch {
+        let col = |f: fn(&(i64, i64, i64)) -> i64| {
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) as ArrayRef
+        };
+        RecordBatch::try_new(
+            Arc::clone(&t.spec.input),
+            vec![col(|r| r.0), col(|r| r.1), col(|r| r.2)],
+        )
+        .unwrap()
+    }
+
+    /// Changes as `op id rank`, in order.
+    fn lines(b: Option<RecordBatch>) -> Vec<String> {
+        let Some(b) = b else { return Vec::new() };
+        let (id, rank, op) = (
+            b.column(2).as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+            b.column(3).as_primitive::<UInt64Type>(),
+            b.column(4).as_primitive::<Int8Type>(),
+        );
+        (0..b.num_rows())
+            .map(|i| format!("{} {} {}", op.value(i), id.value(i), rank.value(i)))
+            .collect()
+    }
+
+    #[test]
+    fn ranks_move_ties_come_first_and_the_third_leaves() {
+        let mut t = TopN::new(spec(true)).unwrap();
+        let b = batch(&t, &[(1, 10, 100), (1, 30, 101), (2, 5, 200)]);
+        t.update(&b).unwrap();
+        let mut first = lines(t.changes().unwrap());
+        first.sort();
+        assert_eq!(first, ["0 100 2", "0 101 1", "0 200 1"]);
+        // An equal value ranks after the row that came first; it pushes 100 out.
+        let b = batch(&t, &[(1, 30, 102)]);
+        t.update(&b).unwrap();
+        assert_eq!(lines(t.changes().unwrap()), ["3 100 2", "0 102 2"]);
+        // A better one moves 101 down (-U/+U) and pushes 102 out.
+        let b = batch(&t, &[(1, 50, 103)]);
+        t.update(&b).unwrap();
+        assert_eq!(lines(t.changes().unwrap()), ["1 101 1", "2 101 2", "3 102 2", "0 103 1"]);
+        // Worse than the second: nothing.
+        let b = batch(&t, &[(1, 1, 104)]);
+        t.update(&b).unwrap();
+        assert!(t.changes().unwrap().is_none());
+        // A snapshot restores the same rows and ties.
+        let mut r = TopN::restore(spec(true), &t.snapshot().unwrap()).unwrap();
+        assert_eq!(t.snapshot().unwrap(), r.snapshot().unwrap());
+        for x in [&mut t, &mut r] {
+            let b = batch(x, &[(1, 30, 105), (2, 5, 201)]);
+            x.update(&b).unwrap();
+        }
+        assert_eq!(lines(t.changes().unwrap()), lines(r.changes().unwrap()));
+        // Expired partitions leave.
+        let gone = t.expire(crate::updating_agg::now_ms() + 10_000, 1000);
+        assert_eq!(gone, 2);
+        assert_eq!(lines(t.changes().unwrap()).iter().filter(|l| l.starts_with("3 ")).count(), 4);
+        assert_eq!(t.current().unwrap().num_rows(), 0);
+    }
+
+    #[test]
+    fn without_the_rank_moves_give_nothing() {
+        let mut t = TopN::new(spec(false)).unwrap();
+        let b = batch(&t, &[(1, 10, 100), (1, 30, 101)]);
+        t.update(&b).unwrap();
+        let _ = t.changes().unwrap();
+        let b = batch(&t, &[(1, 50, 102)]);
+        t.update(&b).unwrap();
+        assert_eq!(lines(t.changes().unwrap()), ["3 100 2", "0 102 1"]);
     }
 }

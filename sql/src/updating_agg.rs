@@ -29,8 +29,17 @@ use crate::window_agg::changes::{DELETE, INSERT, UPDATE_AFTER, UPDATE_BEFORE};
 
 mod accumulators;
 mod bags;
+#[cfg(test)]
+mod tests;
 
 use accumulators::GroupAccumulator;
+
+/// Milliseconds since the epoch, now (the clock of `state_ttl`).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Groups an updating aggregation may hold (a clear error past it).
 pub const MAX_GROUPS: usize = 10_000_000;
@@ -145,6 +154,8 @@ pub struct UpdatingAggregate {
     rows: Vec<i64>,
     /// Whether each group's row is in the output.
     present: Vec<bool>,
+    /// When each group last had a row, in milliseconds since the epoch (for `state_ttl`).
+    touched_at: Vec<i64>,
     accumulators: Vec<Box<dyn GroupAccumulator>>,
     pending: Pending,
 }
@@ -181,6 +192,7 @@ impl UpdatingAggregate {
             spec,
             keys,
             rows: vec![0; n],
+            touched_at: vec![now_ms(); n],
             present: vec![false; n],
             accumulators,
             pending,
@@ -245,7 +257,12 @@ impl UpdatingAggregate {
         let total = self.keys.len();
         self.rows.resize(total, 0);
         self.present.resize(total, false);
+        self.touched_at.resize(total, 0);
         self.touch(&groups)?;
+        let now = now_ms();
+        for g in &groups {
+            self.touched_at[*g as usize] = now;
+        }
         for (i, g) in groups.iter().enumerate() {
             let r = &mut self.rows[*g as usize];
             if retract.is_some_and(|r| r[i]) {
@@ -389,6 +406,94 @@ impl UpdatingAggregate {
             .map_err(arrow)
     }
 
+    /// `state_ttl`: forget the groups without a row for `ttl_ms` (at `now`, in milliseconds
+    /// since the epoch): their rows leave the output (`-D` at the next
+    /// [`UpdatingAggregate::changes`]), and a later row starts its group anew. The one group of
+    /// an aggregation without `GROUP BY` stays. Returns how many groups expired.
+    ///
+    /// # Errors
+    /// When a value cannot be computed, or the state cannot be compacted.
+    pub fn expire(&mut self, now: i64, ttl_ms: i64) -> Result<usize> {
+        if self.spec.group.is_empty() {
+            return Ok(0);
+        }
+        let live = |a: &UpdatingAggregate, g: usize| a.rows[g] > 0 || a.present[g];
+        // Expired groups free their values at once; their keys are dropped once they are the
+        // many (the state is rebuilt without them).
+        let n = self.keys.len();
+        let dead = (0..n).filter(|g| !live(self, *g)).count();
+        if self.pending.groups.is_empty() && dead > 1024 && dead > n - dead {
+            self.compact()?;
+        }
+        let old: Vec<u32> = (0..self.keys.len())
+            .filter(|g| live(self, *g) && self.touched_at[*g].saturating_add(ttl_ms) <= now)
+            .map(|g| g as u32)
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        self.touch(&old)?;
+        for acc in &mut self.accumulators {
+            acc.reset(&old);
+        }
+        for g in &old {
+            self.rows[*g as usize] = 0;
+        }
+        Ok(old.len())
+    }
+
+    /// Rebuild the state with only the groups that hold rows or are in the output.
+    fn compact(&mut self) -> Result<()> {
+        use datafusion::arrow::array::UInt32Array;
+        use datafusion::arrow::compute::{filter, filter_record_batch};
+        use datafusion::arrow::datatypes::UInt32Type;
+        let n = self.keys.len();
+        let live: Vec<bool> = (0..n).map(|g| self.rows[g] > 0 || self.present[g]).collect();
+        let mut index = vec![u32::MAX; n];
+        let mut next = 0u32;
+        for g in 0..n {
+            if live[g] {
+                index[g] = next;
+                next += 1;
+            }
+        }
+        let mask = BooleanArray::from(live);
+        let parts = self.snapshot()?;
+        let mut kept = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let flattened =
+                i > 0 && part.schema().fields().first().is_some_and(|f| f.name() == "group");
+            if !flattened {
+                kept.push(filter_record_batch(part, &mask).map_err(arrow)?);
+                continue;
+            }
+            // Rows (group, values..., count): those of live groups, renumbered.
+            let groups = part
+                .column(0)
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| Error::plan("aggregation: a state's groups are not UInt32", None))?;
+            let rows = BooleanArray::from_iter(
+                groups
+                    .values()
+                    .iter()
+                    .map(|g| Some(index.get(*g as usize).is_some_and(|i| *i != u32::MAX))),
+            );
+            let mut columns = Vec::with_capacity(part.num_columns());
+            let renumbered: UInt32Array = groups
+                .values()
+                .iter()
+                .filter_map(|g| index.get(*g as usize).copied().filter(|i| *i != u32::MAX))
+                .collect();
+            columns.push(Arc::new(renumbered) as ArrayRef);
+            for c in &part.columns()[1..] {
+                columns.push(filter(c, &rows).map_err(arrow)?);
+            }
+            kept.push(RecordBatch::try_new(part.schema(), columns).map_err(arrow)?);
+        }
+        *self = UpdatingAggregate::restore(self.spec.clone(), &kept)?;
+        Ok(())
+    }
+
     /// The state for a checkpoint: one batch of the groups (key columns, net rows, whether
     /// in the output) and one per aggregate. Changes not emitted yet are not kept: take it
     /// right after [`UpdatingAggregate::changes`].
@@ -408,8 +513,10 @@ impl UpdatingAggregate {
             .collect();
         fields.push(Field::new("__rows", DataType::Int64, false));
         fields.push(Field::new("__present", DataType::Boolean, false));
+        fields.push(Field::new("__touched", DataType::Int64, false));
         columns.push(Arc::new(Int64Array::from(self.rows.clone())));
         columns.push(Arc::new(BooleanArray::from(self.present.clone())));
+        columns.push(Arc::new(Int64Array::from(self.touched_at.clone())));
         let options = RecordBatchOptions::new().with_row_count(Some(all.len()));
         let groups =
             RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
@@ -440,7 +547,8 @@ impl UpdatingAggregate {
             return Err(damaged("not one state per aggregate"));
         }
         let k = agg.spec.group.len();
-        if groups.num_columns() != k + 2 {
+        // (`__touched` is missing from checkpoints of builds before `state_ttl`.)
+        if groups.num_columns() != k + 2 && groups.num_columns() != k + 3 {
             return Err(damaged("the groups have the wrong columns"));
         }
         let n = groups.num_rows();
@@ -457,6 +565,14 @@ impl UpdatingAggregate {
         }
         agg.rows = rows.values().to_vec();
         agg.present = (0..n).map(|i| present.value(i)).collect();
+        agg.touched_at = match groups.columns().get(k + 2) {
+            Some(t) => t
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| damaged("touched"))?
+                .values()
+                .to_vec(),
+            None => vec![now_ms(); n],
+        };
         for (acc, part) in agg.accumulators.iter_mut().zip(aggs) {
             acc.load(part, n)?;
         }

@@ -273,6 +273,27 @@ impl WindowedRun {
         RecordBatch::try_new(schema, rows).map(Some).map_err(|e| Error::plan(e.to_string(), None))
     }
 
+    /// `state_ttl`: forget the groups (of an aggregation without windows) or partitions (of a
+    /// TopN) without a row for `ttl_ms`; their rows leave the output. The changes come back
+    /// (for the caller to call now and then; windows have their own bound, the watermark).
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<Vec<(i64, RecordBatch)>> {
+        let changes = match &mut self.state {
+            State::Updating(state) => {
+                state.expire(now_ms, ttl_ms)?;
+                state.changes()?
+            }
+            State::TopN(state) => {
+                state.expire(now_ms, ttl_ms);
+                state.changes()?
+            }
+            State::Windows(_) | State::Sessions(_) => None,
+        };
+        self.emit(changes.map(|c| (i64::MAX, c)).into_iter().collect())
+    }
+
     /// `EMIT CHANGES EVERY ...`: the changes of the open windows since their last emission
     /// (for the caller to call at that interval).
     ///

@@ -73,6 +73,9 @@ pub(crate) trait GroupAccumulator: Send + Sync + Debug {
     /// When the value cannot be computed (an overflow, a function's error).
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef>;
 
+    /// Empty `groups` (their state expired).
+    fn reset(&mut self, groups: &[u32]);
+
     /// The state of every group, as one batch (for a checkpoint).
     ///
     /// # Errors
@@ -122,6 +125,14 @@ impl GroupAccumulator for Count {
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
         let at = |g: &u32| self.counts.get(*g as usize).copied().unwrap_or(0);
         Ok(Arc::new(Int64Array::from_iter_values(groups.iter().map(at))))
+    }
+
+    fn reset(&mut self, groups: &[u32]) {
+        for g in groups {
+            if let Some(c) = self.counts.get_mut(*g as usize) {
+                *c = 0;
+            }
+        }
     }
 
     fn save(&self) -> Result<RecordBatch> {
@@ -189,6 +200,16 @@ impl<T: ArrowPrimitiveType> Sums<T> {
             }
         }
         Ok(())
+    }
+
+    fn reset(&mut self, groups: &[u32]) {
+        for g in groups {
+            let g = *g as usize;
+            if g < self.sums.len() {
+                self.sums[g] = T::Native::default();
+                self.counts[g] = 0;
+            }
+        }
     }
 
     /// `(sum, count)` of group `g`.
@@ -266,6 +287,10 @@ impl<T: ArrowPrimitiveType> GroupAccumulator for Sum<T> {
         ))
     }
 
+    fn reset(&mut self, groups: &[u32]) {
+        self.sums.reset(groups);
+    }
+
     fn save(&self) -> Result<RecordBatch> {
         self.sums.save()
     }
@@ -298,6 +323,10 @@ impl GroupAccumulator for FloatAvg {
             (c > 0).then(|| s / c as f64)
         });
         Ok(Arc::new(PrimitiveArray::<Float64Type>::from_iter(values)))
+    }
+
+    fn reset(&mut self, groups: &[u32]) {
+        self.sums.reset(groups);
     }
 
     fn save(&self) -> Result<RecordBatch> {
@@ -351,6 +380,10 @@ impl GroupAccumulator for DecimalAvg {
             PrimitiveArray::<Decimal128Type>::from(out)
                 .with_data_type(DataType::Decimal128(self.precision, self.scale)),
         ))
+    }
+
+    fn reset(&mut self, groups: &[u32]) {
+        self.sums.reset(groups);
     }
 
     fn save(&self) -> Result<RecordBatch> {

@@ -224,6 +224,24 @@ impl GroupAccumulator for MinMax {
         columns.pop().ok_or_else(|| Error::plan("MIN/MAX: no column", None))
     }
 
+    fn reset(&mut self, groups: &[u32]) {
+        for g in groups {
+            let g = *g as usize;
+            match &mut self.bags {
+                Some(bags) => {
+                    if let Some(b) = bags.get_mut(g) {
+                        *b = Bag::new();
+                    }
+                }
+                None => {
+                    if let Some(e) = self.extreme.get_mut(g) {
+                        *e = None;
+                    }
+                }
+            }
+        }
+    }
+
     fn save(&self) -> Result<RecordBatch> {
         match &self.bags {
             Some(bags) => {
@@ -300,6 +318,14 @@ impl GroupAccumulator for CountDistinct {
         Ok(Arc::new(Int64Array::from_iter_values(groups.iter().map(at))))
     }
 
+    fn reset(&mut self, groups: &[u32]) {
+        for g in groups {
+            if let Some(b) = self.bags.get_mut(*g as usize) {
+                *b = Bag::new();
+            }
+        }
+    }
+
     fn save(&self) -> Result<RecordBatch> {
         save_bags(&self.codec, self.bags.iter().enumerate().map(|(g, b)| (g as u32, b)))
     }
@@ -368,6 +394,14 @@ impl GroupAccumulator for Recompute {
         }
         let array = ScalarValue::iter_to_array(values).map_err(exec)?;
         cast(&array, &data_type).map_err(arrow)
+    }
+
+    fn reset(&mut self, groups: &[u32]) {
+        for g in groups {
+            if let Some(b) = self.bags.get_mut(*g as usize) {
+                *b = Bag::new();
+            }
+        }
     }
 
     fn save(&self) -> Result<RecordBatch> {
