@@ -1,6 +1,7 @@
 //! Child process of the pipeline crash test: opens an engine on a directory and, on first use,
-//! creates a Nexmark `bid` stream filled in real time, a stateless derived stream over it and
-//! a windowed aggregation over it; then lets them run until it is killed. Checkpoints are
+//! creates a Nexmark `bid` stream filled in real time, a stateless derived stream over it,
+//! windowed aggregations over it, materialized views (an aggregation, a view of it, a TopN);
+//! then lets them run until it is killed. Checkpoints are
 //! taken every `KAPPA_CHECKPOINT_INTERVAL` (default 50 ms), so that kills land before, during
 //! and after them.
 //!
@@ -38,7 +39,17 @@ async fn main() -> Result<()> {
              CREATE STREAM IF NOT EXISTS running AS
                SELECT channel, window_start, window_end, count(*) AS n, max(price) AS hi
                FROM TUMBLE(bid, dateTime, INTERVAL '2' SECOND)
-               GROUP BY channel, window_start, window_end EMIT CHANGES"
+               GROUP BY channel, window_start, window_end EMIT CHANGES;
+             CREATE MATERIALIZED VIEW IF NOT EXISTS per_auction AS
+               SELECT auction, count(*) AS n, max(price) AS hi, sum(price) AS total,
+                      count(DISTINCT bidder) AS bidders
+               FROM bid GROUP BY auction;
+             CREATE MATERIALIZED VIEW IF NOT EXISTS by_count AS
+               SELECT n, count(*) AS auctions, max(hi) AS hi FROM per_auction GROUP BY n;
+             CREATE MATERIALIZED VIEW IF NOT EXISTS top3 AS
+               SELECT * FROM (SELECT auction, bidder, price,
+                                ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn
+                              FROM bid) WHERE rn <= 3"
         ))
         .await?;
     println!("ready");
