@@ -357,6 +357,7 @@ impl Engine {
             kappa_sql::Statement::Query { query, emit: None } => {
                 let plan = self.plan_query(query, at).await.map_err(|e| e.or_at(at))?;
                 self.catch_up(&crate::statements::scanned_streams(&plan)).await?;
+                let plan = crate::view::pin_views(plan)?;
                 Ok(self.inner.ctx.execute_logical_plan(plan).await?.execute_stream().await?)
             }
             _ => Err(Error::plan("query_stream() takes a query (SELECT ... without EMIT)", at)),

@@ -396,6 +396,7 @@ impl Engine {
     async fn snapshot(&self, query: Box<Query>, at: At) -> Result<Output> {
         let plan = self.plan_query(query, at).await?;
         self.catch_up(&scanned_streams(&plan)).await?;
+        let plan = crate::view::pin_views(plan)?;
         let schema: SchemaRef = Arc::clone(plan.schema().inner());
         let batches = self.inner.ctx.execute_logical_plan(plan).await?.collect().await?;
         Ok(Output::Rows { schema, batches })

@@ -240,6 +240,7 @@ fn start_windowed(
                     Wake::Emit => timers.fire(true, &mut run)?,
                     Wake::Idle => timers.fire(false, &mut run)?,
                     Wake::Expire => timers.expire(&mut run)?,
+                    Wake::Flush => run.flush()?,
                     Wake::Msg(Some(InputMsg::Batch(i, b))) => {
                         entry.read(i, &b);
                         timers.data(i);

@@ -320,3 +320,41 @@ pub(crate) fn parse_ttl(
         )),
     }
 }
+
+/// Pin every view a snapshot query reads to the rows published now, once per view: two scans
+/// of one view (a self-join) then see the same epoch, whatever checkpoints come while the
+/// query is planned.
+///
+/// # Errors
+/// When the plan cannot be rewritten.
+pub(crate) fn pin_views(
+    plan: datafusion::logical_expr::LogicalPlan,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::datasource::{MemTable, provider_as_source, source_as_provider};
+    use datafusion::logical_expr::{LogicalPlan, TableScan};
+    let mut pinned: std::collections::HashMap<String, Arc<dyn TableProvider>> =
+        std::collections::HashMap::new();
+    let rewritten = plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
+        let provider = source_as_provider(&scan.source)?;
+        let any: &dyn std::any::Any = provider.as_ref();
+        let Some(view) = any.downcast_ref::<ViewTable>() else {
+            return Ok(Transformed::no(node));
+        };
+        let name = scan.table_name.table().to_string();
+        let table = match pinned.get(&name) {
+            Some(t) => Arc::clone(t),
+            None => {
+                let rows = view.state.current().map(|p| vec![p.rows.clone()]).unwrap_or_default();
+                let t: Arc<dyn TableProvider> =
+                    Arc::new(MemTable::try_new(view.schema(), vec![rows])?);
+                pinned.insert(name, Arc::clone(&t));
+                t
+            }
+        };
+        let scan = TableScan { source: provider_as_source(table), ..scan.clone() };
+        Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+    })?;
+    Ok(rewritten.data)
+}

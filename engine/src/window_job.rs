@@ -350,6 +350,15 @@ pub(crate) enum Wake {
     Idle,
     /// Time to forget state past `state_ttl`.
     Expire,
+    /// Write the changes the run deferred (before a checkpoint; not a timer's).
+    Flush,
+}
+
+/// What the loop of a windowed job does after a wake.
+enum Then {
+    Go,
+    Checkpoint,
+    Stop,
 }
 
 /// The processing-time timers of a windowed run: `EMIT CHANGES EVERY` and idle inputs.
@@ -525,6 +534,11 @@ async fn run_job(
     // changes after the highest); EVERY: the open windows' changes at that interval.
     let changes = plan.emit != EmitMode::Final;
     let mut timers = Timers::new(plan.emit, spec.idle.clone(), spec.ttl);
+    // Without windows, a job's changes go out at its checkpoints (readers see its log only
+    // then anyway): a group updated by many batches in between gives one -U/+U.
+    if plan.windows().is_none() {
+        run.defer_changes();
+    }
     let mut wakes = 0u64;
     // A first turn emits what the run holds before any input: the one row of an aggregation
     // without GROUP BY.
@@ -541,20 +555,11 @@ async fn run_job(
                     w = timers.next(&mut rx) => Step::Wake(w),
                 }
             };
-            let wake = match step {
-                Step::Wake(Wake::Msg(None)) | Step::Stop => {
-                    tokio::task::block_in_place(|| {
-                        ckpt.take(&spec, &mut run, &positions, &progress)
-                    })?;
-                    return Ok(Status::Stopped);
-                }
-                Step::Checkpoint => {
-                    tokio::task::block_in_place(|| {
-                        ckpt.take(&spec, &mut run, &positions, &progress)
-                    })?;
-                    continue;
-                }
-                Step::Wake(w) => w,
+            // A checkpoint (or a stop) first writes the changes the run deferred.
+            let (wake, then) = match step {
+                Step::Wake(Wake::Msg(None)) | Step::Stop => (Wake::Flush, Then::Stop),
+                Step::Checkpoint => (Wake::Flush, Then::Checkpoint),
+                Step::Wake(w) => (w, Then::Go),
             };
             // (A timer's wake that changes nothing leaves the checkpoint as it was.)
             if matches!(wake, Wake::Msg(_)) {
@@ -565,7 +570,8 @@ async fn run_job(
                 Wake::Msg(Some(InputMsg::Batch(..))) => WakeKind::Batch,
                 _ => WakeKind::Other,
             };
-            let closed = match wake {
+            let mut closed = match wake {
+                Wake::Flush => run.flush()?,
                 Wake::Emit => timers.fire(true, &mut run)?,
                 Wake::Idle => timers.fire(false, &mut run)?,
                 Wake::Expire => timers.expire(&mut run)?,
@@ -608,6 +614,9 @@ async fn run_job(
                 Wake::Msg(Some(InputMsg::Failed(e))) => return Err(e.into()),
                 Wake::Msg(None) => return Ok(Status::Stopped),
             };
+            if done {
+                closed.extend(run.flush()?);
+            }
             let read: u64 = positions.iter().sum();
             // EMIT CHANGES: one frame per wake (so that it is written whole or not at all),
             // tagged with the rows read and the wakes since the last batch.
@@ -657,6 +666,21 @@ async fn run_job(
                 p.watermark = (run.watermark() != i64::MIN).then_some(run.watermark());
                 p.behind_since = recovery::behind_since(caught_up, p.behind_since);
             });
+            match then {
+                Then::Stop => {
+                    tokio::task::block_in_place(|| {
+                        ckpt.take(&spec, &mut run, &positions, &progress)
+                    })?;
+                    return Ok(Status::Stopped);
+                }
+                Then::Checkpoint => {
+                    tokio::task::block_in_place(|| {
+                        ckpt.take(&spec, &mut run, &positions, &progress)
+                    })?;
+                    continue;
+                }
+                Then::Go => {}
+            }
             if done {
                 // Every input ended: the positions are their ends.
                 positions = spec.inputs.iter().map(|s| s.end_offset()).collect();

@@ -57,6 +57,30 @@ struct Entry {
     row: Arc<[u8]>,
 }
 
+/// Where each row of a partition is, by arrival number (few rows: a scan; many: a map).
+enum Ranks<'a> {
+    Scan(&'a [Entry]),
+    Map(HashMap<u64, usize>),
+}
+
+impl Ranks<'_> {
+    fn of(rows: &[Entry]) -> Ranks<'_> {
+        if rows.len() <= 16 {
+            Ranks::Scan(rows)
+        } else {
+            Ranks::Map(rows.iter().enumerate().map(|(r, e)| (e.seq, r + 1)).collect())
+        }
+    }
+
+    /// The rank (from 1) of the row that arrived `seq`-th, if held.
+    fn get(&self, seq: u64) -> Option<usize> {
+        match self {
+            Ranks::Scan(rows) => rows.iter().position(|e| e.seq == seq).map(|r| r + 1),
+            Ranks::Map(m) => m.get(&seq).copied(),
+        }
+    }
+}
+
 /// The state of a TopN.
 #[derive(Debug)]
 pub struct TopN {
@@ -64,16 +88,23 @@ pub struct TopN {
     partition_rows: Option<RowConverter>,
     sort_rows: RowConverter,
     input_rows: RowConverter,
-    partitions: HashMap<Box<[u8]>, Vec<Entry>>,
-    /// When each partition last had a row, in milliseconds since the epoch (`state_ttl`).
-    touched_at: HashMap<Box<[u8]>, i64>,
+    partitions: datafusion::common::HashMap<Box<[u8]>, Partition>,
     /// The next arrival number.
     seq: u64,
     /// Rows held.
     held: usize,
     /// The partitions touched since the last [`TopN::changes`], in order, as they were.
     touched: Vec<(Box<[u8]>, Vec<Entry>)>,
-    touched_keys: std::collections::HashSet<Box<[u8]>>,
+}
+
+/// One partition: its best rows, in rank order.
+#[derive(Debug, Default)]
+struct Partition {
+    rows: Vec<Entry>,
+    /// When it last had a row, in milliseconds since the epoch (`state_ttl`).
+    touched_at: i64,
+    /// Whether it is among the touched since the last [`TopN::changes`].
+    marked: bool,
 }
 
 fn converter(fields: Vec<SortField>) -> Result<RowConverter> {
@@ -114,12 +145,10 @@ impl TopN {
             partition_rows,
             sort_rows,
             input_rows,
-            partitions: HashMap::new(),
-            touched_at: HashMap::new(),
+            partitions: datafusion::common::HashMap::default(),
             seq: 0,
             held: 0,
             touched: Vec::new(),
-            touched_keys: std::collections::HashSet::new(),
         })
     }
 
@@ -156,22 +185,20 @@ impl TopN {
             let seq = self.seq;
             self.seq += 1;
             let pkey: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
-            match self.touched_at.get_mut(pkey) {
-                Some(t) => *t = now,
-                None => {
-                    self.touched_at.insert(pkey.into(), now);
-                }
-            }
+            let part = match self.partitions.get_mut(pkey) {
+                Some(p) => p,
+                None => self.partitions.entry(pkey.into()).or_default(),
+            };
+            part.touched_at = now;
             let key = sort.row(i);
-            let part = self.partitions.get(pkey).map_or(&[][..], |p| p.as_slice());
             // After every row with a key not greater: equal keys rank by arrival.
-            let pos = part.partition_point(|e| e.key.as_ref() <= key.as_ref());
+            let pos = part.rows.partition_point(|e| e.key.as_ref() <= key.as_ref());
             if pos >= limit {
                 continue;
             }
-            if !self.touched_keys.contains(pkey) {
-                self.touched_keys.insert(pkey.into());
-                self.touched.push((pkey.into(), part.to_vec()));
+            if !part.marked {
+                part.marked = true;
+                self.touched.push((pkey.into(), part.rows.clone()));
             }
             if self.held >= MAX_TOPN_ROWS {
                 return Err(Error::plan(
@@ -183,11 +210,10 @@ impl TopN {
             }
             let entry =
                 Entry { key: key.as_ref().into(), seq, row: Arc::from(rows.row(i).as_ref()) };
-            let part = self.partitions.entry(pkey.into()).or_default();
-            part.insert(pos, entry);
+            part.rows.insert(pos, entry);
             self.held += 1;
-            if part.len() > limit {
-                part.truncate(limit);
+            if part.rows.len() > limit {
+                part.rows.truncate(limit);
                 self.held -= 1;
             }
         }
@@ -200,18 +226,16 @@ impl TopN {
     /// partitions expired.
     pub fn expire(&mut self, now: i64, ttl_ms: i64) -> usize {
         let old: Vec<Box<[u8]>> = self
-            .touched_at
+            .partitions
             .iter()
-            .filter(|(_, t)| t.saturating_add(ttl_ms) <= now)
+            .filter(|(_, p)| p.touched_at.saturating_add(ttl_ms) <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for key in &old {
-            self.touched_at.remove(key);
-            let rows = self.partitions.remove(key).unwrap_or_default();
-            self.held -= rows.len();
-            if !self.touched_keys.contains(key) {
-                self.touched_keys.insert(key.clone());
-                self.touched.push((key.clone(), rows));
+            let Some(part) = self.partitions.remove(key) else { continue };
+            self.held -= part.rows.len();
+            if !part.marked {
+                self.touched.push((key.clone(), part.rows));
             }
         }
         old.len()
@@ -225,26 +249,28 @@ impl TopN {
     /// When rows cannot be converted back to Arrow.
     pub fn changes(&mut self) -> Result<Option<RecordBatch>> {
         let touched = std::mem::take(&mut self.touched);
-        self.touched_keys.clear();
         let (mut before, mut after, mut tail) = (Vec::new(), Vec::new(), Vec::new());
         for (pkey, was) in touched {
-            let now = self.partitions.get(&pkey).map_or(&[][..], |p| p.as_slice());
-            let rank_now: HashMap<u64, usize> =
-                now.iter().enumerate().map(|(r, e)| (e.seq, r + 1)).collect();
-            let rank_was: HashMap<u64, usize> =
-                was.iter().enumerate().map(|(r, e)| (e.seq, r + 1)).collect();
+            let now = match self.partitions.get_mut(&pkey) {
+                Some(p) => {
+                    p.marked = false;
+                    p.rows.as_slice()
+                }
+                None => &[][..],
+            };
+            let (rank_now, rank_was) = (Ranks::of(now), Ranks::of(&was));
             for (r, e) in was.iter().enumerate() {
-                match rank_now.get(&e.seq) {
+                match rank_now.get(e.seq) {
                     None => tail.push((Arc::clone(&e.row), r + 1, DELETE)),
-                    Some(n) if *n != r + 1 && self.spec.rank_used => {
+                    Some(n) if n != r + 1 && self.spec.rank_used => {
                         before.push((Arc::clone(&e.row), r + 1));
-                        after.push((Arc::clone(&e.row), *n));
+                        after.push((Arc::clone(&e.row), n));
                     }
                     Some(_) => {}
                 }
             }
             for (r, e) in now.iter().enumerate() {
-                if !rank_was.contains_key(&e.seq) {
+                if rank_was.get(e.seq).is_none() {
                     tail.push((Arc::clone(&e.row), r + 1, INSERT));
                 }
             }
@@ -299,7 +325,7 @@ impl TopN {
         self.batch(
             self.partitions
                 .values()
-                .flat_map(|p| p.iter().enumerate().map(|(r, e)| (e.row.as_ref(), r + 1))),
+                .flat_map(|p| p.rows.iter().enumerate().map(|(r, e)| (e.row.as_ref(), r + 1))),
         )
     }
 
@@ -311,11 +337,8 @@ impl TopN {
     pub fn snapshot(&self) -> Result<RecordBatch> {
         let mut entries: Vec<(&Entry, i64)> = self
             .partitions
-            .iter()
-            .flat_map(|(k, rows)| {
-                let t = self.touched_at.get(k).copied().unwrap_or(0);
-                rows.iter().map(move |e| (e, t))
-            })
+            .values()
+            .flat_map(|p| p.rows.iter().map(move |e| (e, p.touched_at)))
             .collect();
         entries.sort_by_key(|(e, _)| e.seq);
         let held = self.batch(entries.iter().map(|(e, _)| (e.row.as_ref(), 0)))?;
@@ -364,13 +387,13 @@ impl TopN {
             .ok_or_else(|| damaged("times"))?
             .values()
             .to_vec();
-        for (key, part) in &mut topn.partitions {
+        for part in topn.partitions.values_mut() {
             let mut last = 0;
-            for e in part.iter_mut() {
+            for e in part.rows.iter_mut() {
                 last = last.max(touched.get(e.seq as usize).copied().unwrap_or(0));
                 e.seq = by_seq.get(e.seq as usize).copied().ok_or_else(|| damaged("arrival"))?;
             }
-            topn.touched_at.insert(key.clone(), last);
+            part.touched_at = last;
         }
         topn.seq = by_seq.iter().max().map_or(0, |m| m + 1);
         if seqs.null_count() > 0 {

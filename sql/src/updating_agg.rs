@@ -12,7 +12,6 @@
 //! did not change give nothing. State grows with the number of groups (at most
 //! [`MAX_GROUPS`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -29,6 +28,7 @@ use crate::window_agg::changes::{DELETE, INSERT, UPDATE_AFTER, UPDATE_BEFORE};
 
 mod accumulators;
 mod bags;
+mod distinct;
 #[cfg(test)]
 mod tests;
 
@@ -72,7 +72,7 @@ fn exec(e: datafusion::error::DataFusionError) -> Error {
 struct Keys {
     /// `None`: no group keys (one group).
     converter: Option<RowConverter>,
-    index: HashMap<Arc<[u8]>, u32>,
+    index: datafusion::common::HashMap<Arc<[u8]>, u32>,
     list: Vec<Arc<[u8]>>,
 }
 
@@ -84,7 +84,8 @@ impl Keys {
             let fields = types.iter().map(|t| SortField::new(t.clone())).collect();
             Some(RowConverter::new(fields).map_err(arrow)?)
         };
-        let mut keys = Keys { converter, index: HashMap::new(), list: Vec::new() };
+        let mut keys =
+            Keys { converter, index: datafusion::common::HashMap::default(), list: Vec::new() };
         if keys.converter.is_none() {
             keys.list.push(Arc::from(&[][..]));
         }

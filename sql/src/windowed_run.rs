@@ -55,6 +55,9 @@ pub struct WindowedRun {
     skip_through: i64,
     /// The positions of the late rows in the batch pushed last.
     late: Vec<u32>,
+    /// Without windows: keep the changes until [`WindowedRun::flush`] instead of giving
+    /// them after every batch.
+    deferred: bool,
 }
 
 impl WindowedRun {
@@ -85,7 +88,28 @@ impl WindowedRun {
             late_rows: 0,
             skip_through: i64::MIN,
             late: Vec::new(),
+            deferred: false,
         })
+    }
+
+    /// Without windows (an updating aggregation, a TopN): keep the changes of the batches
+    /// until [`WindowedRun::flush`] (a group or partition changed by several batches in
+    /// between then gives one change).
+    pub fn defer_changes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// The changes kept since the last flush (without windows; nothing otherwise).
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub fn flush(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
+        let changes = match &mut self.state {
+            State::Updating(state) => state.changes()?,
+            State::TopN(state) => state.changes()?,
+            State::Windows(_) | State::Sessions(_) => None,
+        };
+        self.emit(changes.map(|c| (i64::MAX, c)).into_iter().collect())
     }
 
     /// Emit only windows ending after `end` (an earlier run wrote the others).
@@ -319,6 +343,7 @@ impl WindowedRun {
             State::Sessions(s) => s.advance(self.watermark)?,
             // (Without windows, changes go out after every batch, and at the end; also the
             // first row of an aggregation without GROUP BY.)
+            State::Updating(_) | State::TopN(_) if self.deferred => Vec::new(),
             State::Updating(s) => s.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
             State::TopN(s) => s.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
         };

@@ -113,7 +113,6 @@ mod schema;
 mod segment;
 mod store;
 mod stream;
-pub mod table;
 
 pub use error::{Error, Result};
 pub use frame::{MAX_FRAME_BODY, Tag};

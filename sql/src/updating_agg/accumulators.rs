@@ -411,6 +411,9 @@ pub(crate) fn for_function(
     let one = types.len() == 1;
     Ok(match (name.as_str(), distinct) {
         ("count", false) => Box::new(Count::default()),
+        ("count", true) if one && super::distinct::integer(&types[0]) => {
+            Box::new(super::distinct::CountDistinctInt::default())
+        }
         ("count", true) => Box::new(CountDistinct::new(types)?),
         ("sum", false) if one => match (&types[0], &out) {
             (DataType::Int64, DataType::Int64) => {

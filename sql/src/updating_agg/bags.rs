@@ -15,27 +15,66 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use super::accumulators::{GroupAccumulator, arrow, damaged, exec, not_held, retracts, valid};
 use crate::error::{Error, Result};
 
-/// A multiset of values in row format.
+/// A multiset of values in row format, ordered (MIN and MAX read its ends).
 type Bag = BTreeMap<Box<[u8]>, u32>;
 
-fn bag_add(bag: &mut Bag, value: &[u8]) {
+/// A multiset of values in row format, hashed (COUNT(DISTINCT) counts its keys).
+type Set = datafusion::common::HashMap<Box<[u8]>, u32>;
+
+/// What [`save_bags`] and [`load_bags`] need of a multiset.
+trait Multiset: Default + Clone {
+    fn get_mut(&mut self, value: &[u8]) -> Option<&mut u32>;
+    fn put(&mut self, value: Box<[u8]>, n: u32);
+    fn drop_value(&mut self, value: &[u8]);
+    fn entries(&self) -> Vec<(&[u8], u32)>;
+}
+
+impl Multiset for Bag {
+    fn get_mut(&mut self, value: &[u8]) -> Option<&mut u32> {
+        BTreeMap::get_mut(self, value)
+    }
+    fn put(&mut self, value: Box<[u8]>, n: u32) {
+        self.insert(value, n);
+    }
+    fn drop_value(&mut self, value: &[u8]) {
+        self.remove(value);
+    }
+    fn entries(&self) -> Vec<(&[u8], u32)> {
+        self.iter().map(|(k, n)| (k.as_ref(), *n)).collect()
+    }
+}
+
+impl Multiset for Set {
+    fn get_mut(&mut self, value: &[u8]) -> Option<&mut u32> {
+        datafusion::common::HashMap::get_mut(self, value)
+    }
+    fn put(&mut self, value: Box<[u8]>, n: u32) {
+        self.insert(value, n);
+    }
+    fn drop_value(&mut self, value: &[u8]) {
+        self.remove(value);
+    }
+    fn entries(&self) -> Vec<(&[u8], u32)> {
+        self.iter().map(|(k, n)| (k.as_ref(), *n)).collect()
+    }
+}
+
+fn bag_add<M: Multiset>(bag: &mut M, value: &[u8]) {
     match bag.get_mut(value) {
         Some(n) => *n += 1,
-        None => {
-            bag.insert(value.into(), 1);
-        }
+        None => bag.put(value.into(), 1),
     }
 }
 
 /// Take one `value` out of `bag`: false when it holds none.
-fn bag_remove(bag: &mut Bag, value: &[u8]) -> bool {
+fn bag_remove<M: Multiset>(bag: &mut M, value: &[u8]) -> bool {
     match bag.get_mut(value) {
         Some(n) if *n > 1 => {
             *n -= 1;
             true
         }
         Some(_) => {
-            bag.remove(value);
+            bag.drop_value(value);
             true
         }
         None => false,
@@ -72,16 +111,16 @@ impl RowCodec {
 }
 
 /// Save per-group multisets as rows `(group, values..., count)`.
-fn save_bags<'a>(
+fn save_bags<'a, M: Multiset + 'a>(
     codec: &RowCodec,
-    bags: impl Iterator<Item = (u32, &'a Bag)>,
+    bags: impl Iterator<Item = (u32, &'a M)>,
 ) -> Result<RecordBatch> {
     let (mut groups, mut counts, mut rows): (Vec<u32>, Vec<u32>, Vec<&[u8]>) = Default::default();
     for (g, bag) in bags {
-        for (row, n) in bag {
+        for (row, n) in bag.entries() {
             groups.push(g);
             rows.push(row);
-            counts.push(*n);
+            counts.push(n);
         }
     }
     let mut fields = vec![Field::new("group", DataType::UInt32, false)];
@@ -100,7 +139,7 @@ fn save_bags<'a>(
 }
 
 /// Restore what [`save_bags`] gave into `total` multisets.
-fn load_bags(codec: &RowCodec, batch: &RecordBatch, total: usize) -> Result<Vec<Bag>> {
+fn load_bags<M: Multiset>(codec: &RowCodec, batch: &RecordBatch, total: usize) -> Result<Vec<M>> {
     let n = batch.num_columns();
     if n != codec.fields.len() + 2 {
         return Err(damaged("a multiset's state has the wrong columns"));
@@ -114,12 +153,12 @@ fn load_bags(codec: &RowCodec, batch: &RecordBatch, total: usize) -> Result<Vec<
         .as_primitive_opt::<UInt32Type>()
         .ok_or_else(|| damaged("counts are not UInt32"))?;
     let rows = codec.encode(&batch.columns()[1..n - 1])?;
-    let mut bags = vec![Bag::new(); total];
+    let mut bags = vec![M::default(); total];
     for i in 0..batch.num_rows() {
         let bag = bags
             .get_mut(groups.value(i) as usize)
             .ok_or_else(|| damaged("a group out of range"))?;
-        bag.insert(rows.row(i).as_ref().into(), counts.value(i));
+        bag.put(rows.row(i).as_ref().into(), counts.value(i));
     }
     Ok(bags)
 }
@@ -277,7 +316,7 @@ impl GroupAccumulator for MinMax {
 #[derive(Debug)]
 pub(crate) struct CountDistinct {
     codec: RowCodec,
-    bags: Vec<Bag>,
+    bags: Vec<Set>,
 }
 
 impl CountDistinct {
@@ -294,7 +333,7 @@ impl GroupAccumulator for CountDistinct {
         retract: Option<&[bool]>,
         total: usize,
     ) -> Result<()> {
-        self.bags.resize(total, Bag::new());
+        self.bags.resize(total, Set::default());
         let rows = self.codec.encode(args)?;
         for (i, g) in groups.iter().enumerate() {
             if !valid(args, i) {
@@ -321,7 +360,7 @@ impl GroupAccumulator for CountDistinct {
     fn reset(&mut self, groups: &[u32]) {
         for g in groups {
             if let Some(b) = self.bags.get_mut(*g as usize) {
-                *b = Bag::new();
+                *b = Set::default();
             }
         }
     }

@@ -308,6 +308,7 @@ impl WindowedRun {
             late_rows: snapshot.late_rows,
             skip_through: i64::MIN,
             late: Vec::new(),
+            deferred: false,
         })
     }
 }
