@@ -69,12 +69,15 @@ pub(crate) struct Cadence {
     interval: Interval,
     last: Instant,
     request: Arc<Notify>,
+    /// The least time between two checkpoints on the interval: nine times the last one's
+    /// length, so that checkpoints of a large state take at most a tenth of the job's time.
+    pause: Duration,
 }
 
 impl Cadence {
     /// A cadence on `interval`, also woken by `request`.
     pub(crate) fn new(interval: Interval, request: Arc<Notify>) -> Cadence {
-        Cadence { interval, last: Instant::now(), request }
+        Cadence { interval, last: Instant::now(), request, pause: Duration::ZERO }
     }
 
     /// Wait until a checkpoint is due: the interval passed since the last one, or a reader
@@ -84,7 +87,7 @@ impl Cadence {
     /// Cancel safe: a request not returned stays pending (Tokio's `Notify` keeps the permit).
     pub(crate) async fn due(&self) {
         loop {
-            let every = self.interval.get();
+            let every = self.interval.get().map(|e| e.max(self.pause));
             // (With no interval, the setting is looked at again every second.)
             let wait =
                 every.map_or(Duration::from_secs(1), |e| e.saturating_sub(self.last.elapsed()));
@@ -102,6 +105,13 @@ impl Cadence {
     /// A checkpoint was taken (or found not needed) now.
     pub(crate) fn taken(&mut self) {
         self.last = Instant::now();
+    }
+
+    /// A checkpoint just ended that took `length`: the next one on the interval comes at
+    /// least nine times that later (a reader's request still gets one at once).
+    pub(crate) fn took(&mut self, length: Duration) {
+        self.last = Instant::now();
+        self.pause = length.saturating_mul(9);
     }
 }
 

@@ -252,6 +252,7 @@ impl Checkpointer {
         if !self.dirty && self.last.is_some() {
             return Ok(());
         }
+        let started = Instant::now();
         let epoch = self.epoch + 1;
         let mut state = Vec::new();
         for part in run.snapshot()?.to_parts()? {
@@ -286,6 +287,7 @@ impl Checkpointer {
         let taken = Taken::of(&manifest);
         self.last = Some(taken.clone());
         self.dirty = false;
+        self.cadence.took(started.elapsed());
         progress.send_modify(|p| p.checkpoint = Some(taken));
         Ok(())
     }
