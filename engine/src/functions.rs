@@ -236,9 +236,19 @@ fn date_pattern(p: &str) -> DfResult<Vec<DatePart>> {
                 i += 2;
                 continue;
             }
-            while j < chars.len() && chars[j] != '\'' {
-                text(&mut out, chars[j]);
-                j += 1;
+            // Quoted text ends at a lone quote; two quotes inside are one.
+            loop {
+                match (chars.get(j), chars.get(j + 1)) {
+                    (Some('\''), Some('\'')) => {
+                        text(&mut out, '\'');
+                        j += 2;
+                    }
+                    (Some('\''), _) | (None, _) => break,
+                    (Some(c), _) => {
+                        text(&mut out, *c);
+                        j += 1;
+                    }
+                }
             }
             i = j + 1;
             continue;
@@ -488,6 +498,11 @@ mod tests {
             one("SELECT date_format(TIMESTAMP '1969-12-31 23:59:59', 'yy''x''MM/dd ''at'' HH')")
                 .await
                 .contains("| 69x12/31 at 23 ")
+        );
+        assert!(
+            one("SELECT date_format(TIMESTAMP '2000-02-29 13:00:00', 'HH ''o''''clock''')")
+                .await
+                .contains("| 13 o'clock ")
         );
         assert!(
             one("SELECT date_format(TIMESTAMP '2000-02-29 00:00:00', 'dd.MM.yyyy')")

@@ -73,6 +73,10 @@ pub(crate) struct Progress {
     /// Since when the job is behind its inputs (`None`: it had read all they held when it
     /// last published).
     pub behind_since: Option<Instant>,
+    /// Whether it wrote output since its last checkpoint (a window an idle input let close,
+    /// an expiry): a reader waiting for it asks for a checkpoint even when the last one
+    /// covers its inputs.
+    pub uncommitted: bool,
     pub status: Status,
 }
 
@@ -87,6 +91,7 @@ impl Progress {
             watermark: None,
             checkpoint: None,
             behind_since: None,
+            uncommitted: false,
             status: Status::Running,
         }
     }
@@ -494,7 +499,8 @@ pub(crate) async fn wait_for(
     loop {
         {
             let p = progress.borrow_and_update();
-            let committed = p.checkpoint.as_ref().is_some_and(|c| covers(&c.positions));
+            let committed =
+                p.checkpoint.as_ref().is_some_and(|c| covers(&c.positions)) && !p.uncommitted;
             if (committed && !to_end) || p.status != Status::Running {
                 return;
             }

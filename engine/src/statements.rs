@@ -203,6 +203,7 @@ impl Engine {
                 // Readers see its rows once a checkpoint of the job commits them.
                 options.derived = true;
                 // A changelog's state (without windows) expires after `SET state_ttl`, kept.
+                crate::view::check_ttl(&compiled, self.inner.state_ttl(), at)?;
                 if let (crate::engine::JobPlan::Windowed(p), Some(ttl)) =
                     (&compiled, self.inner.state_ttl())
                     && p.windows().is_none()

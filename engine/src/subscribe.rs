@@ -212,7 +212,13 @@ fn start_windowed(
     }
     let ends = limit.is_some() || sealed;
     let schema = Arc::clone(&plan.schema);
-    let ttl = engine.inner.state_ttl();
+    // (`SET state_ttl` bounds a push query's state too, but not over a changelog input,
+    // whose retractions a forgotten group would not hold: there it keeps everything.)
+    let retracting = matches!(
+        &plan.grouping,
+        kappa_sql::windowed_plan::Grouping::Updating(u) if u.retracting
+    );
+    let ttl = if retracting { None } else { engine.inner.state_ttl() };
     let mut run = kappa_sql::windowed_plan::WindowedRun::new(plan)?;
     let (entry, listed) = list(engine, &inputs);
     let (tx, rx) = mpsc::channel(QUEUE);

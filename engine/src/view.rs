@@ -196,6 +196,7 @@ impl crate::engine::Engine {
         }
         let plan = self.plan_query(v.query, at).await?;
         let compiled = self.compile_job(&plan, v.emit.as_ref(), at)?;
+        check_ttl(&compiled, ttl, at)?;
         let updating = matches!(&compiled, JobPlan::Windowed(p) if p.windows().is_none());
         if !updating {
             let what = match compiled {
@@ -298,6 +299,28 @@ impl crate::engine::Engine {
     }
 }
 
+/// `state_ttl` is refused over a changelog input: a group forgotten would meet retractions of
+/// rows it no longer holds.
+///
+/// # Errors
+/// When `ttl` is set and `plan` reads a changelog.
+pub(crate) fn check_ttl(
+    plan: &JobPlan,
+    ttl: Option<std::time::Duration>,
+    at: Option<kappa_sql::Location>,
+) -> Result<()> {
+    if let (JobPlan::Windowed(p), Some(_)) = (plan, ttl)
+        && let kappa_sql::windowed_plan::Grouping::Updating(u) = &p.grouping
+        && u.retracting
+    {
+        return Err(Error::not_supported(
+            "state_ttl for an aggregation over a changelog (a view, or a stream of EMIT CHANGES)",
+            at,
+        ));
+    }
+    Ok(())
+}
+
 /// A `state_ttl` value: a duration, or `'off'` (or `0`) for none.
 ///
 /// # Errors
@@ -311,7 +334,7 @@ pub(crate) fn parse_ttl(
         return Ok(None);
     }
     match crate::options::duration(v) {
-        Some(d) if !d.is_zero() => Ok(Some(d)),
+        Some(d) if d.as_millis() >= 1 && d.as_millis() < i64::MAX as u128 => Ok(Some(d)),
         _ => Err(Error::plan(
             format!(
                 "state_ttl = '{value}' is not a duration (e.g. '1 h', '30 min', 'off' for none)"

@@ -288,7 +288,10 @@ impl Checkpointer {
         self.last = Some(taken.clone());
         self.dirty = false;
         self.cadence.took(started.elapsed());
-        progress.send_modify(|p| p.checkpoint = Some(taken));
+        progress.send_modify(|p| {
+            p.checkpoint = Some(taken);
+            p.uncommitted = false;
+        });
         Ok(())
     }
 }
@@ -434,7 +437,10 @@ impl Timers {
         run: &mut WindowedRun,
     ) -> Result<Vec<(i64, datafusion::arrow::array::RecordBatch)>> {
         match self.ttl {
-            Some(ttl) => Ok(run.expire(kappa_sql::updating_agg::now_ms(), ttl.as_millis() as i64)?),
+            Some(ttl) => {
+                let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+                Ok(run.expire(kappa_sql::updating_agg::now_ms(), ms)?)
+            }
             None => Ok(Vec::new()),
         }
     }
@@ -635,6 +641,7 @@ async fn run_job(
                 wakes = if matches!(wake_kind, WakeKind::Batch) { 0 } else { wakes + 1 };
             }
             ckpt.dirty |= !closed.is_empty();
+            let written_before = rows_out;
             let mut last: Option<PendingAppend> = None;
             for (end, out) in closed {
                 let seq = match (changes, done) {
@@ -667,6 +674,7 @@ async fn run_job(
                 p.late_rows = run.late_rows();
                 p.watermark = (run.watermark() != i64::MIN).then_some(run.watermark());
                 p.behind_since = recovery::behind_since(caught_up, p.behind_since);
+                p.uncommitted |= rows_out > written_before;
             });
             match then {
                 Then::Stop => {

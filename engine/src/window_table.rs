@@ -67,12 +67,6 @@ impl TableFunctionImpl for WindowFunction {
                 table.name
             );
         }
-        if inner.catalog().is_view(&table.name) {
-            return plan_err!(
-                "{upper} over materialized view {} (a changelog, whose rows update) is not supported yet",
-                table.name
-            );
-        }
         let stream = inner.stream(&table.name, None).map_err(plan_error)?;
         let partition = exprs[sizes..]
             .iter()

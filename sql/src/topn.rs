@@ -200,14 +200,6 @@ impl TopN {
                 part.marked = true;
                 self.touched.push((pkey.into(), part.rows.clone()));
             }
-            if self.held >= MAX_TOPN_ROWS {
-                return Err(Error::plan(
-                    format!(
-                        "the TopN holds {MAX_TOPN_ROWS} rows, its limit: fewer partitions or a smaller N"
-                    ),
-                    None,
-                ));
-            }
             let entry =
                 Entry { key: key.as_ref().into(), seq, row: Arc::from(rows.row(i).as_ref()) };
             part.rows.insert(pos, entry);
@@ -215,6 +207,14 @@ impl TopN {
             if part.rows.len() > limit {
                 part.rows.truncate(limit);
                 self.held -= 1;
+            }
+            if self.held > MAX_TOPN_ROWS {
+                return Err(Error::plan(
+                    format!(
+                        "the TopN holds {MAX_TOPN_ROWS} rows, its limit: fewer partitions or a smaller N"
+                    ),
+                    None,
+                ));
             }
         }
         Ok(())

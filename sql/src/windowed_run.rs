@@ -304,18 +304,22 @@ impl WindowedRun {
     /// # Errors
     /// As [`WindowedRun::push`].
     pub fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<Vec<(i64, RecordBatch)>> {
+        // (The changes kept so far go first: an aggregation drops the keys of expired groups
+        // only with none pending.)
         let changes = match &mut self.state {
             State::Updating(state) => {
+                let kept = state.changes()?;
                 state.expire(now_ms, ttl_ms)?;
-                state.changes()?
+                [kept, state.changes()?]
             }
             State::TopN(state) => {
+                let kept = state.changes()?;
                 state.expire(now_ms, ttl_ms);
-                state.changes()?
+                [kept, state.changes()?]
             }
-            State::Windows(_) | State::Sessions(_) => None,
+            State::Windows(_) | State::Sessions(_) => [None, None],
         };
-        self.emit(changes.map(|c| (i64::MAX, c)).into_iter().collect())
+        self.emit(changes.into_iter().flatten().map(|c| (i64::MAX, c)).collect())
     }
 
     /// `EMIT CHANGES EVERY ...`: the changes of the open windows since their last emission

@@ -106,8 +106,8 @@ impl GroupAccumulator for CountDistinctInt {
         }
         let groups =
             batch.column(0).as_primitive_opt::<UInt32Type>().ok_or_else(|| damaged("groups"))?;
-        let values =
-            batch.column(1).as_primitive_opt::<Int64Type>().ok_or_else(|| damaged("values"))?;
+        let values = cast(batch.column(1), &DataType::Int64).map_err(arrow)?;
+        let values = values.as_primitive_opt::<Int64Type>().ok_or_else(|| damaged("values"))?;
         let counts =
             batch.column(2).as_primitive_opt::<UInt32Type>().ok_or_else(|| damaged("counts"))?;
         self.sets = vec![Counts::default(); total];
