@@ -94,6 +94,16 @@ pub(super) fn valid(args: &[ArrayRef], i: usize) -> bool {
     args.iter().all(|a| a.is_valid(i))
 }
 
+/// Make the items of `groups` empty again (their state expired).
+pub(super) fn empty_groups<T: Default>(items: &mut [T], groups: &[u32]) {
+    for g in groups {
+        if let Some(item) = items.get_mut(*g as usize) {
+            *item = T::default();
+        }
+    }
+}
+
+/// Whether row `i` takes a row back.
 pub(super) fn retracts(retract: Option<&[bool]>, i: usize) -> bool {
     retract.is_some_and(|r| r[i])
 }
@@ -128,11 +138,7 @@ impl GroupAccumulator for Count {
     }
 
     fn reset(&mut self, groups: &[u32]) {
-        for g in groups {
-            if let Some(c) = self.counts.get_mut(*g as usize) {
-                *c = 0;
-            }
-        }
+        empty_groups(&mut self.counts, groups);
     }
 
     fn save(&self) -> Result<RecordBatch> {
@@ -203,13 +209,8 @@ impl<T: ArrowPrimitiveType> Sums<T> {
     }
 
     fn reset(&mut self, groups: &[u32]) {
-        for g in groups {
-            let g = *g as usize;
-            if g < self.sums.len() {
-                self.sums[g] = T::Native::default();
-                self.counts[g] = 0;
-            }
-        }
+        empty_groups(&mut self.sums, groups);
+        empty_groups(&mut self.counts, groups);
     }
 
     /// `(sum, count)` of group `g`.
@@ -249,6 +250,33 @@ impl<T: ArrowPrimitiveType> Sums<T> {
     }
 }
 
+/// The methods of an aggregate whose state is a [`Sums`] in `self.sums` (all but `evaluate`).
+macro_rules! delegate_to_sums {
+    () => {
+        fn update(
+            &mut self,
+            args: &[ArrayRef],
+            groups: &[u32],
+            retract: Option<&[bool]>,
+            total: usize,
+        ) -> Result<()> {
+            self.sums.update(&args[0], groups, retract, total)
+        }
+
+        fn reset(&mut self, groups: &[u32]) {
+            self.sums.reset(groups);
+        }
+
+        fn save(&self) -> Result<RecordBatch> {
+            self.sums.save()
+        }
+
+        fn load(&mut self, batch: &RecordBatch, total: usize) -> Result<()> {
+            self.sums.load(batch, total)
+        }
+    };
+}
+
 /// `SUM(x)`: NULL for a group without values.
 pub(crate) struct Sum<T: ArrowPrimitiveType> {
     sums: Sums<T>,
@@ -267,15 +295,7 @@ impl<T: ArrowPrimitiveType> Debug for Sum<T> {
 }
 
 impl<T: ArrowPrimitiveType> GroupAccumulator for Sum<T> {
-    fn update(
-        &mut self,
-        args: &[ArrayRef],
-        groups: &[u32],
-        retract: Option<&[bool]>,
-        total: usize,
-    ) -> Result<()> {
-        self.sums.update(&args[0], groups, retract, total)
-    }
+    delegate_to_sums!();
 
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
         let values = groups.iter().map(|g| {
@@ -286,18 +306,6 @@ impl<T: ArrowPrimitiveType> GroupAccumulator for Sum<T> {
             PrimitiveArray::<T>::from_iter(values).with_data_type(self.sums.data_type.clone()),
         ))
     }
-
-    fn reset(&mut self, groups: &[u32]) {
-        self.sums.reset(groups);
-    }
-
-    fn save(&self) -> Result<RecordBatch> {
-        self.sums.save()
-    }
-
-    fn load(&mut self, batch: &RecordBatch, total: usize) -> Result<()> {
-        self.sums.load(batch, total)
-    }
 }
 
 /// `AVG(x)` of floats (DataFusion casts integers to `Float64` first).
@@ -307,15 +315,7 @@ pub(crate) struct FloatAvg {
 }
 
 impl GroupAccumulator for FloatAvg {
-    fn update(
-        &mut self,
-        args: &[ArrayRef],
-        groups: &[u32],
-        retract: Option<&[bool]>,
-        total: usize,
-    ) -> Result<()> {
-        self.sums.update(&args[0], groups, retract, total)
-    }
+    delegate_to_sums!();
 
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
         let values = groups.iter().map(|g| {
@@ -323,18 +323,6 @@ impl GroupAccumulator for FloatAvg {
             (c > 0).then(|| s / c as f64)
         });
         Ok(Arc::new(PrimitiveArray::<Float64Type>::from_iter(values)))
-    }
-
-    fn reset(&mut self, groups: &[u32]) {
-        self.sums.reset(groups);
-    }
-
-    fn save(&self) -> Result<RecordBatch> {
-        self.sums.save()
-    }
-
-    fn load(&mut self, batch: &RecordBatch, total: usize) -> Result<()> {
-        self.sums.load(batch, total)
     }
 }
 
@@ -351,15 +339,7 @@ pub(crate) struct DecimalAvg {
 }
 
 impl GroupAccumulator for DecimalAvg {
-    fn update(
-        &mut self,
-        args: &[ArrayRef],
-        groups: &[u32],
-        retract: Option<&[bool]>,
-        total: usize,
-    ) -> Result<()> {
-        self.sums.update(&args[0], groups, retract, total)
-    }
+    delegate_to_sums!();
 
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
         use datafusion::arrow::datatypes::DecimalType;
@@ -380,18 +360,6 @@ impl GroupAccumulator for DecimalAvg {
             PrimitiveArray::<Decimal128Type>::from(out)
                 .with_data_type(DataType::Decimal128(self.precision, self.scale)),
         ))
-    }
-
-    fn reset(&mut self, groups: &[u32]) {
-        self.sums.reset(groups);
-    }
-
-    fn save(&self) -> Result<RecordBatch> {
-        self.sums.save()
-    }
-
-    fn load(&mut self, batch: &RecordBatch, total: usize) -> Result<()> {
-        self.sums.load(batch, total)
     }
 }
 

@@ -12,7 +12,9 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use super::accumulators::{GroupAccumulator, arrow, damaged, exec, not_held, retracts, valid};
+use super::accumulators::{
+    GroupAccumulator, arrow, damaged, empty_groups, exec, not_held, retracts, valid,
+};
 use crate::error::{Error, Result};
 
 /// A multiset of values in row format, ordered (MIN and MAX read its ends).
@@ -66,6 +68,38 @@ fn bag_add<M: Multiset>(bag: &mut M, value: &[u8]) {
     }
 }
 
+/// Add (or take back) row `i` of `rows` to the multiset of group `groups[i]`, for the rows
+/// `counted` keeps; there are `total` groups now.
+///
+/// # Errors
+/// A retraction of a value the group does not hold (`function` names the aggregate).
+fn update_multisets<M: Multiset>(
+    bags: &mut Vec<M>,
+    rows: &datafusion::arrow::row::Rows,
+    groups: &[u32],
+    retract: Option<&[bool]>,
+    counted: impl Fn(usize) -> bool,
+    function: &str,
+    total: usize,
+) -> Result<()> {
+    bags.resize(total, M::default());
+    for (i, g) in groups.iter().enumerate() {
+        if !counted(i) {
+            continue;
+        }
+        let bag = &mut bags[*g as usize];
+        let row = rows.row(i);
+        if retracts(retract, i) {
+            if !bag_remove(bag, row.as_ref()) {
+                return Err(not_held(function));
+            }
+        } else {
+            bag_add(bag, row.as_ref());
+        }
+    }
+    Ok(())
+}
+
 /// Take one `value` out of `bag`: false when it holds none.
 fn bag_remove<M: Multiset>(bag: &mut M, value: &[u8]) -> bool {
     match bag.get_mut(value) {
@@ -111,14 +145,11 @@ impl RowCodec {
 }
 
 /// Save per-group multisets as rows `(group, values..., count)`.
-fn save_bags<'a, M: Multiset + 'a>(
-    codec: &RowCodec,
-    bags: impl Iterator<Item = (u32, &'a M)>,
-) -> Result<RecordBatch> {
+fn save_bags<M: Multiset>(codec: &RowCodec, bags: &[M]) -> Result<RecordBatch> {
     let (mut groups, mut counts, mut rows): (Vec<u32>, Vec<u32>, Vec<&[u8]>) = Default::default();
-    for (g, bag) in bags {
+    for (g, bag) in bags.iter().enumerate() {
         for (row, n) in bag.entries() {
-            groups.push(g);
+            groups.push(g as u32);
             rows.push(row);
             counts.push(n);
         }
@@ -219,21 +250,9 @@ impl GroupAccumulator for MinMax {
         let rows = self.codec.encode(&[Arc::clone(&values)])?;
         match &mut self.bags {
             Some(bags) => {
-                bags.resize(total, Bag::new());
-                for (i, g) in groups.iter().enumerate() {
-                    if values.is_null(i) {
-                        continue;
-                    }
-                    let bag = &mut bags[*g as usize];
-                    let row = rows.row(i);
-                    if retracts(retract, i) {
-                        if !bag_remove(bag, row.as_ref()) {
-                            return Err(not_held(if self.max { "MAX" } else { "MIN" }));
-                        }
-                    } else {
-                        bag_add(bag, row.as_ref());
-                    }
-                }
+                let function = if self.max { "MAX" } else { "MIN" };
+                let counted = |i: usize| values.is_valid(i);
+                update_multisets(bags, &rows, groups, retract, counted, function, total)?;
             }
             None => {
                 self.extreme.resize(total, None);
@@ -283,9 +302,7 @@ impl GroupAccumulator for MinMax {
 
     fn save(&self) -> Result<RecordBatch> {
         match &self.bags {
-            Some(bags) => {
-                save_bags(&self.codec, bags.iter().enumerate().map(|(g, b)| (g as u32, b)))
-            }
+            Some(bags) => save_bags(&self.codec, bags),
             None => {
                 let all: Vec<u32> = (0..self.extreme.len() as u32).collect();
                 let values = self.evaluate(&all)?;
@@ -333,23 +350,10 @@ impl GroupAccumulator for CountDistinct {
         retract: Option<&[bool]>,
         total: usize,
     ) -> Result<()> {
-        self.bags.resize(total, Set::default());
         let rows = self.codec.encode(args)?;
-        for (i, g) in groups.iter().enumerate() {
-            if !valid(args, i) {
-                continue;
-            }
-            let bag = &mut self.bags[*g as usize];
-            let row = rows.row(i);
-            if retracts(retract, i) {
-                if !bag_remove(bag, row.as_ref()) {
-                    return Err(not_held("COUNT(DISTINCT ...)"));
-                }
-            } else {
-                bag_add(bag, row.as_ref());
-            }
-        }
-        Ok(())
+        let counted = |i: usize| valid(args, i);
+        let function = "COUNT(DISTINCT ...)";
+        update_multisets(&mut self.bags, &rows, groups, retract, counted, function, total)
     }
 
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
@@ -358,15 +362,11 @@ impl GroupAccumulator for CountDistinct {
     }
 
     fn reset(&mut self, groups: &[u32]) {
-        for g in groups {
-            if let Some(b) = self.bags.get_mut(*g as usize) {
-                *b = Set::default();
-            }
-        }
+        empty_groups(&mut self.bags, groups);
     }
 
     fn save(&self) -> Result<RecordBatch> {
-        save_bags(&self.codec, self.bags.iter().enumerate().map(|(g, b)| (g as u32, b)))
+        save_bags(&self.codec, &self.bags)
     }
 
     fn load(&mut self, batch: &RecordBatch, total: usize) -> Result<()> {
@@ -398,19 +398,9 @@ impl GroupAccumulator for Recompute {
         retract: Option<&[bool]>,
         total: usize,
     ) -> Result<()> {
-        self.bags.resize(total, Bag::new());
         let rows = self.codec.encode(args)?;
-        for (i, g) in groups.iter().enumerate() {
-            let bag = &mut self.bags[*g as usize];
-            if retracts(retract, i) {
-                if !bag_remove(bag, rows.row(i).as_ref()) {
-                    return Err(not_held(self.function.name()));
-                }
-            } else {
-                bag_add(bag, rows.row(i).as_ref());
-            }
-        }
-        Ok(())
+        let function = self.function.name();
+        update_multisets(&mut self.bags, &rows, groups, retract, |_| true, function, total)
     }
 
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
@@ -436,15 +426,11 @@ impl GroupAccumulator for Recompute {
     }
 
     fn reset(&mut self, groups: &[u32]) {
-        for g in groups {
-            if let Some(b) = self.bags.get_mut(*g as usize) {
-                *b = Bag::new();
-            }
-        }
+        empty_groups(&mut self.bags, groups);
     }
 
     fn save(&self) -> Result<RecordBatch> {
-        save_bags(&self.codec, self.bags.iter().enumerate().map(|(g, b)| (g as u32, b)))
+        save_bags(&self.codec, &self.bags)
     }
 
     fn load(&mut self, batch: &RecordBatch, total: usize) -> Result<()> {

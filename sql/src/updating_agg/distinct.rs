@@ -8,7 +8,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt32Type};
 
-use super::accumulators::{GroupAccumulator, arrow, damaged, not_held, retracts};
+use super::accumulators::{GroupAccumulator, arrow, damaged, empty_groups, not_held, retracts};
 use crate::error::Result;
 
 type Counts = datafusion::common::HashMap<i64, u32>;
@@ -71,11 +71,7 @@ impl GroupAccumulator for CountDistinctInt {
     }
 
     fn reset(&mut self, groups: &[u32]) {
-        for g in groups {
-            if let Some(s) = self.sets.get_mut(*g as usize) {
-                *s = Counts::default();
-            }
-        }
+        empty_groups(&mut self.sets, groups);
     }
 
     fn save(&self) -> Result<RecordBatch> {
