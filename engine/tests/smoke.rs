@@ -187,9 +187,13 @@ async fn the_example_pipeline_runs() {
     let dir = tempfile::tempdir().unwrap();
     let e = Engine::open(dir.path()).await.unwrap();
     let outs = e.execute(&sql).await.unwrap();
-    assert_eq!(outs.len(), 11);
-    let Output::Rows { batches, .. } = &outs[6] else { panic!("{:?}", outs[6]) };
+    assert_eq!(outs.len(), 14);
+    let Output::Rows { batches, .. } = &outs[8] else { panic!("{:?}", outs[8]) };
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+    // The view: one row per auction, the inserted bid's auction 1004 among them.
+    let Output::Rows { batches, .. } = &outs[9] else { panic!("{:?}", outs[9]) };
+    let rows = kappa::datafusion::arrow::util::pretty::pretty_format_batches(batches).unwrap();
+    assert!(rows.to_string().contains("| 1004    | "), "{rows}");
     e.close().await.unwrap();
 }
 

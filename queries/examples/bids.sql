@@ -1,8 +1,9 @@
 -- A first pipeline: load bids from a CSV file, derive a stream of large bids with a
--- continuous query, and look at both. Run: cargo run -p kappa-cli -- -f queries/examples/bids.sql
+-- continuous query, keep a materialized view of each auction's bids, and look at them. Run: cargo run -p kappa-cli -- -f queries/examples/bids.sql
 -- (or on the embedded engine: cargo run -p kappa --example pipeline).
 
 -- Start afresh, so that the file can run again on the same data directory.
+DROP MATERIALIZED VIEW IF EXISTS per_auction;
 DROP STREAM IF EXISTS large_bids;
 DROP STREAM IF EXISTS bids;
 
@@ -23,15 +24,21 @@ CREATE STREAM large_bids AS
   FROM bids
   WHERE price >= 150;
 
+-- A materialized view: every auction's count and top price, kept up to date as bids come.
+CREATE MATERIALIZED VIEW per_auction AS
+  SELECT auction, count(*) AS bids, max(price) AS top FROM bids GROUP BY auction;
+
 INSERT INTO bids VALUES (1004, 7, 9000, 'app', TIMESTAMP '2026-01-01 00:00:09');
 
 -- Snapshot queries see every row appended before they start, through the job.
 SELECT * FROM large_bids;
 
-SELECT auction, count(*) AS bids, max(price) AS top FROM bids GROUP BY auction ORDER BY auction;
+-- The view is a table: it holds the new bid too.
+SELECT * FROM per_auction ORDER BY auction;
 
 -- A push query: the rows so far, then new ones as they arrive (here: the first 3).
 SELECT auction, price FROM large_bids EMIT CHANGES LIMIT 3;
 
 SHOW STREAMS;
+SHOW VIEWS;
 SHOW JOBS;
