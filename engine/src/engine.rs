@@ -421,6 +421,15 @@ impl Engine {
         out
     }
 
+    /// The materialized views and their columns, by name (for a shell's completion).
+    pub fn views(&self) -> Vec<(String, datafusion::arrow::datatypes::SchemaRef)> {
+        let views = self.inner.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> =
+            views.iter().map(|(n, v)| (n.clone(), Arc::clone(v.schema()))).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// The rows stream `name` holds now (retained and readable), if it exists (for a shell's
     /// progress display).
     pub fn stream_rows(&self, name: &str) -> Option<u64> {

@@ -130,12 +130,13 @@ fn history_entries(input: &str) -> Vec<String> {
     }
 }
 
-/// Refresh the names for completion from the catalog.
+/// Refresh the names for completion from the catalog (streams and views).
 fn refresh(session: &Session, names: &Names) {
     let fresh: Vec<(String, Vec<String>)> = session
         .engine
         .streams()
         .into_iter()
+        .chain(session.engine.views())
         .map(|(n, s)| (n, s.fields().iter().map(|f| f.name().clone()).collect()))
         .collect();
     if let Ok(mut n) = names.lock() {

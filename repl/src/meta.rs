@@ -1,6 +1,6 @@
 //! Meta commands: backslash commands of psql, with the dot commands of DuckDB and sqlite3 as
-//! aliases. Each that shows something has an SQL equivalent (`SHOW STREAMS`, `DESCRIBE`,
-//! `SHOW JOBS`), so scripts need none.
+//! aliases. Each that shows something has an SQL equivalent (`SHOW STREAMS`, `SHOW VIEWS`,
+//! `DESCRIBE`, `SHOW JOBS`), so scripts need none.
 
 use std::io::Write;
 
@@ -11,7 +11,8 @@ use crate::session::{Flow, Session};
 pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("\\?", ".help", "this help"),
     ("\\q", ".quit", "quit (also Ctrl-D)"),
-    ("\\d", ".tables", "list streams (SHOW STREAMS)"),
+    ("\\d", ".tables", "list streams and views (SHOW STREAMS; SHOW VIEWS)"),
+    ("\\dv", ".views", "list materialized views (SHOW VIEWS)"),
     ("\\d NAME", ".schema NAME", "describe a stream (DESCRIBE NAME)"),
     ("\\jobs", ".jobs", "running jobs (SHOW JOBS)"),
     ("\\i FILE", ".read FILE", "run the statements of FILE"),
@@ -73,9 +74,11 @@ pub fn run(session: &mut Session, line: &str) -> Result<Flow, String> {
             Ok(Flow::Continue)
         }
         "\\q" | "\\quit" | ".quit" | ".exit" | ".q" => Ok(Flow::Quit),
-        "\\d" | "\\dt" | ".tables" | ".schema" if arg.is_none() => {
-            Ok(sql(session, "SHOW STREAMS".into()))
+        "\\d" | ".tables" | ".schema" if arg.is_none() => {
+            Ok(sql(session, "SHOW STREAMS; SHOW VIEWS".into()))
         }
+        "\\dt" => Ok(sql(session, "SHOW STREAMS".into())),
+        "\\dv" | ".views" => Ok(sql(session, "SHOW VIEWS".into())),
         "\\d" | ".schema" | ".describe" => Ok(sql(session, format!("DESCRIBE {rest}"))),
         "\\jobs" | ".jobs" => Ok(sql(session, "SHOW JOBS".into())),
         "\\i" | "\\include" | ".read" => {
