@@ -790,8 +790,11 @@ impl Engine {
         Ok(Output::Done { tag: "RESUME JOB".into(), rows: None })
     }
 
-    /// Start a job from its catalog entry (on open).
-    async fn restart_job(&self, name: &str, entry: &JobEntry) -> Result<()> {
+    /// A job's plan, planned and compiled again from the statement its catalog entry keeps.
+    ///
+    /// # Errors
+    /// When the statement no longer parses, plans or compiles.
+    pub(crate) async fn compile_entry(&self, entry: &JobEntry) -> Result<JobPlan> {
         let parsed = kappa_sql::parse_one(&entry.query)?;
         let (plan, emit) = match parsed.statement {
             kappa_sql::Statement::Query { query, emit } => {
@@ -809,8 +812,13 @@ impl Engine {
             }
             _ => return Err(Error::plan("a job's query is not a query", None)),
         };
-        let compiled = self.compile_job(&plan, emit.as_ref(), None)?;
-        if matches!(entry.kind, JobKind::DerivedStream | JobKind::MaterializedView) {
+        self.compile_job(&plan, emit.as_ref(), None)
+    }
+
+    /// Start a job from its catalog entry (on open).
+    async fn restart_job(&self, name: &str, entry: &JobEntry) -> Result<()> {
+        let compiled = self.compile_entry(entry).await?;
+        if entry.kind.owns_output() {
             // Planned again, the query must still give the stream's columns (a setting or a
             // function that changed since could change a type).
             let stream = self.inner.store.stream(&entry.output)?;

@@ -298,7 +298,7 @@ async fn start_view(
     limit: Option<usize>,
     at: Option<Location>,
 ) -> Result<Subscription> {
-    use datafusion::arrow::array::{AsArray, Int8Array, RecordBatch};
+    use datafusion::arrow::array::{Int8Array, RecordBatch};
     use kappa_sql::stream_plan::run_ops_keeping;
     let (optimized, state) = engine.optimize_continuous(plan, at)?;
     let compiled = kappa_sql::stream_plan::compile(&optimized, &state, at)?;
@@ -366,21 +366,9 @@ async fn start_view(
             let result = match msg {
                 InputMsg::Batch(i, b) => {
                     entry.read(i, &b);
-                    let mut cols = b.batch.columns().to_vec();
-                    let op = cols.pop().and_then(|c| {
-                        c.as_primitive_opt::<datafusion::arrow::datatypes::Int8Type>()
-                            .map(|a| a.values().to_vec())
-                    });
-                    let fields: Vec<_> =
-                        b.batch.schema().fields().iter().take(cols.len()).cloned().collect();
-                    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-                    match (RecordBatch::try_new(schema, cols), op) {
-                        (Ok(data), Some(op)) => apply(data, &op),
-                        (Err(e), _) => Err(e.into()),
-                        (_, None) => Err(Error::Job(format!(
-                            "the changelog of view {} has no __op column",
-                            entry.inputs.first().map_or("?", |s| s.name())
-                        ))),
+                    match kappa_sql::stream_plan::split_op(&b.batch) {
+                        Ok((data, op)) => apply(data, &op),
+                        Err(e) => Err(e.into()),
                     }
                 }
                 InputMsg::End(_) => return,

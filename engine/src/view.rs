@@ -275,22 +275,10 @@ impl crate::engine::Engine {
         let checkpoints =
             crate::checkpoint::Checkpoints::new(Arc::clone(&self.inner.store), entry.id);
         let Some(manifest) = checkpoints.latest()? else { return Ok(()) };
-        let parsed = kappa_sql::parse_one(&entry.query)?;
-        let kappa_sql::Statement::CreateMaterializedView { query, emit, .. } = parsed.statement
-        else {
-            return Err(Error::plan("a view's statement is not CREATE MATERIALIZED VIEW", None));
-        };
-        let plan = self.plan_query(query, None).await?;
-        let JobPlan::Windowed(plan) = self.compile_job(&plan, emit.as_ref(), None)? else {
+        let JobPlan::Windowed(plan) = self.compile_entry(entry).await? else {
             return Err(Error::plan("a view's query is no longer an aggregation", None));
         };
-        let mut parts = Vec::with_capacity(manifest.state.len());
-        for (part, file) in &manifest.state {
-            let (schema, batches) = checkpoints.read_state(file)?;
-            parts.push(kappa_sql::windowed_plan::StatePart { name: part.clone(), schema, batches });
-        }
-        let snapshot = kappa_sql::windowed_plan::RunSnapshot::from_parts(&parts)?;
-        let run = kappa_sql::windowed_plan::WindowedRun::restore(*plan, &snapshot)?;
+        let run = crate::window_job::restore_run(*plan, &checkpoints, &manifest)?;
         let end = manifest.outputs.first().map_or(0, |o| o.end);
         if let Some(rows) = run.current_rows()? {
             view.publish(rows, end);

@@ -141,12 +141,7 @@ fn restore(
     checkpoints: &Checkpoints,
     m: &Manifest,
 ) -> Result<(WindowedRun, Vec<u64>, Written)> {
-    let mut parts = Vec::with_capacity(m.state.len());
-    for (name, file) in &m.state {
-        let (schema, batches) = checkpoints.read_state(file)?;
-        parts.push(StatePart { name: name.clone(), schema, batches });
-    }
-    let run = WindowedRun::restore(spec.plan.clone(), &RunSnapshot::from_parts(&parts)?)?;
+    let run = restore_run(spec.plan.clone(), checkpoints, m)?;
     // The owned streams back to the recorded ends; what is left past them was written by this
     // job after the checkpoint (into an `INSERT INTO` output, or committed past an older
     // checkpoint): skipped by its tags.
@@ -167,6 +162,23 @@ fn restore(
     let mut positions: Vec<u64> = m.inputs.iter().map(|i| i.offset).collect();
     recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
     Ok((run, positions, Written { windows, late }))
+}
+
+/// A run of `plan` with the state checkpoint `m` saved.
+///
+/// # Errors
+/// When a state file cannot be read, or the state is not of this plan.
+pub(crate) fn restore_run(
+    plan: WindowedPlan,
+    checkpoints: &Checkpoints,
+    m: &Manifest,
+) -> Result<WindowedRun> {
+    let mut parts = Vec::with_capacity(m.state.len());
+    for (name, file) in &m.state {
+        let (schema, batches) = checkpoints.read_state(file)?;
+        parts.push(StatePart { name: name.clone(), schema, batches });
+    }
+    Ok(WindowedRun::restore(plan, &RunSnapshot::from_parts(&parts)?)?)
 }
 
 /// Call `f` with each output stream of the job (its output, if not a sink, then its late

@@ -124,6 +124,26 @@ pub fn run_ops_keeping(
     Ok(Some((b, kept)))
 }
 
+/// A changelog batch read with its `__op` last: the rows without it, and the row kinds.
+///
+/// # Errors
+/// When the last column is missing or not `TINYINT`.
+pub fn split_op(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i8>)> {
+    let mut columns = batch.columns().to_vec();
+    let op = columns.pop().ok_or_else(|| Error::plan("a changelog without __op", None))?;
+    let op = op
+        .as_primitive_opt::<datafusion::arrow::datatypes::Int8Type>()
+        .ok_or_else(|| Error::plan("a changelog's __op is not TINYINT", None))?
+        .values()
+        .to_vec();
+    let fields: Vec<_> = batch.schema().fields().iter().take(columns.len()).cloned().collect();
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    let data = RecordBatch::try_new_with_options(schema, columns, &options)
+        .map_err(|e| Error::plan(e.to_string(), None))?;
+    Ok((data, op))
+}
+
 /// What one input stream goes through.
 #[derive(Debug, Clone)]
 pub struct InputPipeline {

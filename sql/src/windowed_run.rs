@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::session_agg::SessionAggregate;
@@ -104,12 +104,19 @@ impl WindowedRun {
     /// # Errors
     /// As [`WindowedRun::push`].
     pub fn flush(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
+        let changes = self.kept_changes()?;
+        self.emit(changes)
+    }
+
+    /// The changes an aggregation without windows or a TopN kept since it last gave them
+    /// (one batch, with no window end: `i64::MAX`); nothing for windows.
+    fn kept_changes(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
         let changes = match &mut self.state {
             State::Updating(state) => state.changes()?,
             State::TopN(state) => state.changes()?,
             State::Windows(_) | State::Sessions(_) => None,
         };
-        self.emit(changes.map(|c| (i64::MAX, c)).into_iter().collect())
+        Ok(changes.map(|c| (i64::MAX, c)).into_iter().collect())
     }
 
     /// Emit only windows ending after `end` (an earlier run wrote the others).
@@ -179,28 +186,13 @@ impl WindowedRun {
             (State::Updating(state), _) => {
                 if state.spec().retracting {
                     // The changelog's `__op`, read last: rows -U and -D take rows back.
-                    let mut columns = batch.columns().to_vec();
-                    let op = columns.pop().ok_or_else(|| Error::plan("no __op column", None))?;
-                    let op = op
-                        .as_primitive_opt::<datafusion::arrow::datatypes::Int8Type>()
-                        .ok_or_else(|| Error::plan("the __op column is not TINYINT", None))?
-                        .clone();
-                    let fields: Vec<_> =
-                        batch.schema().fields().iter().take(columns.len()).cloned().collect();
-                    let options = datafusion::arrow::array::RecordBatchOptions::new()
-                        .with_row_count(Some(batch.num_rows()));
-                    let data = RecordBatch::try_new_with_options(
-                        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
-                        columns,
-                        &options,
-                    )
-                    .map_err(|e| Error::plan(e.to_string(), None))?;
+                    let (data, op) = crate::stream_plan::split_op(&batch)?;
                     if let Some((rows, kept)) =
                         run_ops_keeping(&pipeline.ops, &pipeline.stream, data)?
                     {
                         let retract: Vec<bool> = kept
                             .iter()
-                            .map(|i| matches!(op.value(*i as usize), UPDATE_BEFORE | DELETE))
+                            .map(|i| matches!(op[*i as usize], UPDATE_BEFORE | DELETE))
                             .collect();
                         state.update(&rows, Some(&retract))?;
                     }
@@ -306,20 +298,18 @@ impl WindowedRun {
     pub fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<Vec<(i64, RecordBatch)>> {
         // (The changes kept so far go first: an aggregation drops the keys of expired groups
         // only with none pending.)
-        let changes = match &mut self.state {
+        let mut changes = self.kept_changes()?;
+        match &mut self.state {
             State::Updating(state) => {
-                let kept = state.changes()?;
                 state.expire(now_ms, ttl_ms)?;
-                [kept, state.changes()?]
             }
             State::TopN(state) => {
-                let kept = state.changes()?;
                 state.expire(now_ms, ttl_ms);
-                [kept, state.changes()?]
             }
-            State::Windows(_) | State::Sessions(_) => [None, None],
-        };
-        self.emit(changes.into_iter().flatten().map(|c| (i64::MAX, c)).collect())
+            State::Windows(_) | State::Sessions(_) => {}
+        }
+        changes.extend(self.kept_changes()?);
+        self.emit(changes)
     }
 
     /// `EMIT CHANGES EVERY ...`: the changes of the open windows since their last emission
@@ -332,8 +322,7 @@ impl WindowedRun {
             _ if self.plan.emit == EmitMode::Final => Vec::new(),
             State::Windows(state) => state.changes()?,
             State::Sessions(state) => state.changes()?,
-            State::Updating(state) => state.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
-            State::TopN(state) => state.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
+            State::Updating(_) | State::TopN(_) => self.kept_changes()?,
         };
         self.emit(changes)
     }
@@ -346,10 +335,9 @@ impl WindowedRun {
             State::Windows(s) => s.advance(self.watermark)?,
             State::Sessions(s) => s.advance(self.watermark)?,
             // (Without windows, changes go out after every batch, and at the end; also the
-            // first row of an aggregation without GROUP BY.)
+            // first row of an aggregation without GROUP BY; unless kept for a flush.)
             State::Updating(_) | State::TopN(_) if self.deferred => Vec::new(),
-            State::Updating(s) => s.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
-            State::TopN(s) => s.changes()?.map(|c| (i64::MAX, c)).into_iter().collect(),
+            State::Updating(_) | State::TopN(_) => self.kept_changes()?,
         };
         self.state_watermark = self.watermark;
         if batch && self.plan.emit == (EmitMode::Changes { every_ms: None }) {
