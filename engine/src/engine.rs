@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
@@ -197,14 +196,6 @@ impl Inner {
     }
 }
 
-/// A view's columns: its changelog's without `__op`.
-pub(crate) fn view_columns(changelog: &SchemaRef) -> SchemaRef {
-    let fields = changelog.fields();
-    Arc::new(datafusion::arrow::datatypes::Schema::new(
-        fields.iter().take(fields.len().saturating_sub(1)).cloned().collect::<Vec<_>>(),
-    ))
-}
-
 /// Kappa runs in a multi-thread tokio runtime (its jobs and COPY write with `block_in_place`).
 fn multi_thread_runtime() -> Result<()> {
     let ok = tokio::runtime::Handle::try_current()
@@ -283,8 +274,12 @@ impl Engine {
         for name in streams {
             let s = inner.store.stream(&name)?;
             if inner.catalog().is_view(&name) {
-                inner
-                    .register_view(&name, crate::view::ViewState::new(view_columns(s.schema())))?;
+                inner.register_view(
+                    &name,
+                    crate::view::ViewState::new(kappa_sql::window_agg::changes::rows_schema(
+                        s.schema(),
+                    )),
+                )?;
             } else {
                 inner.register_table(s)?;
             }

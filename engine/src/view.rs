@@ -221,7 +221,7 @@ impl crate::engine::Engine {
             entry.options.insert("state_ttl".into(), format!("{}ms", ttl.as_millis()));
         }
         self.inner.catalog().streams.insert(v.name.clone(), entry);
-        let state = ViewState::new(crate::engine::view_columns(&schema));
+        let state = ViewState::new(kappa_sql::window_agg::changes::rows_schema(&schema));
         let created = self.inner.register_view(&v.name, state).and_then(|()| {
             self.create_job(
                 &v.name,

@@ -277,10 +277,7 @@ impl WindowedRun {
             State::TopN(state) => state.current()?,
             State::Windows(_) | State::Sessions(_) => return Ok(None),
         };
-        let fields = self.plan.schema.fields();
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            fields.iter().take(fields.len().saturating_sub(1)).cloned().collect::<Vec<_>>(),
-        ));
+        let schema = crate::window_agg::changes::rows_schema(&self.plan.schema);
         let stream = self.plan.inputs.first().map_or("", |i| i.pipeline.stream.as_str());
         let rows = match run_ops(&self.plan.after, stream, current)? {
             Some(rows) => rows.columns().to_vec(),

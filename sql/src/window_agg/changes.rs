@@ -44,6 +44,14 @@ pub fn changelog_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
+/// A changelog's schema without its `__op` (the last column): the rows' columns.
+pub fn rows_schema(changelog: &Schema) -> SchemaRef {
+    let fields = changelog.fields();
+    Arc::new(Schema::new(
+        fields.iter().take(fields.len().saturating_sub(1)).cloned().collect::<Vec<_>>(),
+    ))
+}
+
 /// What `EMIT CHANGES` has emitted of an open window.
 #[derive(Default)]
 pub(super) struct Emitted {
