@@ -601,6 +601,13 @@ impl Engine {
         let resolve = move |scan: &datafusion::logical_expr::TableScan| {
             crate::window_table::window_source(&inner, scan)
         };
+        // Joins, and the aggregations and TopNs over or under them: a graph of operators.
+        let streams = |name: &str| crate::view::stream_info(&self.inner, name);
+        if let Some(g) =
+            kappa_sql::graph::compile_graph(&optimized, &state, at, &resolve, &streams, emit)?
+        {
+            return Ok(JobPlan::Windowed(Box::new(g)));
+        }
         if let Some(w) =
             kappa_sql::windowed_plan::compile_windowed(&optimized, &state, at, &resolve, emit)?
         {

@@ -239,7 +239,8 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             lag,
             lag_ms,
             late: live.as_ref().map_or(0, |p| p.late_rows),
-            watermark: live.as_ref().and_then(|p| p.watermark),
+            // (+inf once every input ended: no timestamp to show.)
+            watermark: live.as_ref().and_then(|p| p.watermark).filter(|w| *w != i64::MAX),
             checkpoint,
             error,
         });
@@ -305,7 +306,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                 .map(|(s, p)| s.readable_end().saturating_sub(p.load(Relaxed)))
                 .sum(),
             late: e.late_rows.load(Relaxed),
-            watermark: Some(e.watermark.load(Relaxed)).filter(|w| *w != i64::MIN),
+            watermark: Some(e.watermark.load(Relaxed)).filter(|w| *w != i64::MIN && *w != i64::MAX),
             ..JobRow::default()
         });
     }

@@ -371,12 +371,21 @@ impl Engine {
         if let (crate::engine::JobPlan::Windowed(p), Some(_)) = (&compiled, &target)
             && p.windows().is_none()
         {
-            return Err(Error::not_supported(
-                format!(
-                    "INSERT INTO stream {stream} of an aggregation without windows (its result is a changelog of updates: CREATE MATERIALIZED VIEW, or CREATE STREAM ... AS for the changelog as a stream)"
+            let what = match &p.grouping {
+                kappa_sql::windowed_plan::Grouping::Graph(g) if !g.changelog => None,
+                kappa_sql::windowed_plan::Grouping::Graph(_) => Some(
+                    "a join whose result is a changelog (an outer join without time bounds, an aggregation or a TopN over a join, or a changelog input)",
                 ),
-                at,
-            ));
+                _ => Some("an aggregation without windows"),
+            };
+            if let Some(what) = what {
+                return Err(Error::not_supported(
+                    format!(
+                        "INSERT INTO stream {stream} of {what} (its result is a changelog of updates: CREATE MATERIALIZED VIEW, or CREATE STREAM ... AS for the changelog as a stream)"
+                    ),
+                    at,
+                ));
+            }
         }
         let name = {
             let c = self.inner.catalog();

@@ -125,6 +125,21 @@ pub(crate) fn changelog_columns(
     Some(kappa_sql::updating_plan::ChangelogColumns { op: n - 1, visible })
 }
 
+/// What a join's plan needs to know of a stream read: its columns, its watermark, where a
+/// changelog keeps `__op`.
+pub(crate) fn stream_info(
+    inner: &crate::engine::Inner,
+    stream: &str,
+) -> Option<kappa_sql::graph::StreamInfo> {
+    let s = inner.store.stream(stream).ok()?;
+    let watermark = inner.catalog().streams.get(stream)?.watermark.clone();
+    Some(kappa_sql::graph::StreamInfo {
+        schema: Arc::clone(s.schema()),
+        watermark: watermark.map(|w| (w.expr, w.column)),
+        changelog: changelog_columns(inner, stream),
+    })
+}
+
 /// A `CREATE MATERIALIZED VIEW` statement.
 pub(crate) struct NewView {
     pub name: String,
@@ -197,9 +212,12 @@ impl crate::engine::Engine {
         let plan = self.plan_query(v.query, at).await?;
         let compiled = self.compile_job(&plan, v.emit.as_ref(), at)?;
         check_ttl(&compiled, ttl, at)?;
-        let updating = matches!(&compiled, JobPlan::Windowed(p) if p.windows().is_none());
+        let updating = matches!(&compiled, JobPlan::Windowed(p) if p.keeps_rows());
         if !updating {
             let what = match compiled {
+                JobPlan::Windowed(p) if p.windows().is_none() => {
+                    "a materialized view of a join without an aggregation or a TopN over it (CREATE STREAM ... AS gives its rows as a stream)"
+                }
                 JobPlan::Windowed(_) => {
                     "a materialized view of a windowed aggregation (CREATE STREAM ... AS gives its windows as a stream)"
                 }
@@ -297,6 +315,14 @@ pub(crate) fn check_ttl(
     ttl: Option<std::time::Duration>,
     at: Option<kappa_sql::Location>,
 ) -> Result<()> {
+    if let (JobPlan::Windowed(p), Some(_)) = (plan, ttl)
+        && let kappa_sql::windowed_plan::Grouping::Graph(_) = &p.grouping
+    {
+        return Err(Error::not_supported(
+            "state_ttl for a query with a join (a join's state is bounded by time conditions on the two sides' event times, or unbounded)",
+            at,
+        ));
+    }
     if let (JobPlan::Windowed(p), Some(_)) = (plan, ttl)
         && let kappa_sql::windowed_plan::Grouping::Updating(u) = &p.grouping
         && u.retracting

@@ -13,7 +13,9 @@
 
 pub mod ast;
 mod error;
+pub mod graph;
 mod group_window;
+pub mod join;
 mod parser;
 pub mod session;
 pub mod session_agg;

@@ -67,6 +67,20 @@ pub fn compile_topn(
     is_changelog: &dyn Fn(&str) -> bool,
     emit: EmitMode,
 ) -> Result<Option<WindowedPlan>> {
+    let below = |p: &LogicalPlan| crate::stream_plan::compile(p, state, at);
+    compile_topn_over(plan, state, at, is_changelog, emit, &below)
+}
+
+/// [`compile_topn`] with the window node's input compiled by `below` (a stateless plan; in a
+/// plan of several operators, an operator's output as an input of its own name).
+pub(crate) fn compile_topn_over(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    at: Option<Location>,
+    is_changelog: &dyn Fn(&str) -> bool,
+    emit: EmitMode,
+    below: &dyn Fn(&LogicalPlan) -> Result<crate::stream_plan::StatelessPlan>,
+) -> Result<Option<WindowedPlan>> {
     let (above, node) = descend(plan);
     let LogicalPlan::Window(window) = node else { return Ok(None) };
     let not_supported = |what: &str| Err(Error::not_supported(what.to_string(), at));
@@ -120,7 +134,7 @@ pub fn compile_topn(
         );
     };
     let rank_used = reads(&after, rank_index);
-    let below = crate::stream_plan::compile(&window.input, state, at)?;
+    let below = below(&window.input)?;
     if below.inputs.iter().any(|p| is_changelog(&p.stream)) {
         return not_supported("a TopN over a changelog (a view, or a stream of EMIT CHANGES)");
     }

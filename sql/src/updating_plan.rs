@@ -50,6 +50,20 @@ pub fn compile_updating(
     changelog: &dyn Fn(&str) -> Option<ChangelogColumns>,
     emit: EmitMode,
 ) -> Result<Option<WindowedPlan>> {
+    let below = |p: &LogicalPlan| crate::stream_plan::compile(p, state, at);
+    compile_updating_over(plan, state, at, changelog, emit, &below)
+}
+
+/// [`compile_updating`] with the aggregation's input compiled by `below` (a stateless plan; in
+/// a plan of several operators, an operator's output as an input of its own name).
+pub(crate) fn compile_updating_over(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    at: Option<Location>,
+    changelog: &dyn Fn(&str) -> Option<ChangelogColumns>,
+    emit: EmitMode,
+    below: &dyn Fn(&LogicalPlan) -> Result<crate::stream_plan::StatelessPlan>,
+) -> Result<Option<WindowedPlan>> {
     let (above, node) = descend(plan);
     let LogicalPlan::Aggregate(aggregate) = node else { return Ok(None) };
     match emit {
@@ -67,7 +81,7 @@ pub fn compile_updating(
             ));
         }
     }
-    let below = crate::stream_plan::compile(&aggregate.input, state, at)?;
+    let below = below(&aggregate.input)?;
     let mut retracting = false;
     let mut inputs = Vec::with_capacity(below.inputs.len());
     for mut pipeline in below.inputs {

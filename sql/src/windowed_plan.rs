@@ -79,6 +79,9 @@ pub enum Grouping {
     Updating(UpdatingAggregateSpec),
     /// Not an aggregation: the best `N` rows of each partition ([`crate::topn`]).
     TopN(crate::topn::TopNSpec),
+    /// Several operators: joins, and aggregations or TopNs over or under them
+    /// ([`crate::graph`]); the plan's `after` is empty (each node has its own).
+    Graph(Box<crate::graph::Graph>),
 }
 
 /// A windowed aggregation.
@@ -98,7 +101,21 @@ impl WindowedPlan {
     pub fn windows(&self) -> Option<&Windows> {
         match &self.grouping {
             Grouping::Windows(w) => Some(w),
-            Grouping::Updating(_) | Grouping::TopN(_) => None,
+            Grouping::Updating(_) | Grouping::TopN(_) | Grouping::Graph(_) => None,
+        }
+    }
+
+    /// Whether the output is a changelog of rows the plan keeps (an aggregation without
+    /// windows, a TopN, or a graph whose last operator is one): what a materialized view
+    /// publishes.
+    pub fn keeps_rows(&self) -> bool {
+        match &self.grouping {
+            Grouping::Updating(_) | Grouping::TopN(_) => true,
+            Grouping::Windows(_) => false,
+            Grouping::Graph(g) => matches!(
+                g.nodes.last().map(|n| &n.op),
+                Some(crate::graph::NodeOp::Run(p)) if p.keeps_rows()
+            ),
         }
     }
 
@@ -108,6 +125,7 @@ impl WindowedPlan {
             Grouping::Windows(w) => &w.aggregate.schema,
             Grouping::Updating(u) => &u.schema,
             Grouping::TopN(t) => &t.schema,
+            Grouping::Graph(g) => &g.schema,
         }
     }
 }

@@ -30,6 +30,7 @@ enum State {
     Sessions(Box<SessionAggregate>),
     Updating(Box<UpdatingAggregate>),
     TopN(Box<TopN>),
+    Graph(Box<crate::graph::GraphRun>),
 }
 
 /// Where one input stands.
@@ -76,6 +77,9 @@ impl WindowedRun {
             },
             Grouping::Updating(u) => State::Updating(Box::new(UpdatingAggregate::new(u.clone())?)),
             Grouping::TopN(t) => State::TopN(Box::new(TopN::new(t.clone())?)),
+            Grouping::Graph(g) => {
+                State::Graph(Box::new(crate::graph::GraphRun::new(g.as_ref().clone())?))
+            }
         };
         let inputs =
             vec![InputState { watermark: i64::MIN, idle: false, ended: false }; plan.inputs.len()];
@@ -97,6 +101,9 @@ impl WindowedRun {
     /// between then gives one change).
     pub fn defer_changes(&mut self) {
         self.deferred = true;
+        if let State::Graph(g) = &mut self.state {
+            g.defer_changes();
+        }
     }
 
     /// The changes kept since the last flush (without windows; nothing otherwise).
@@ -104,6 +111,10 @@ impl WindowedRun {
     /// # Errors
     /// As [`WindowedRun::push`].
     pub fn flush(&mut self) -> Result<Vec<(i64, RecordBatch)>> {
+        if let State::Graph(g) = &mut self.state {
+            let out = g.flush()?;
+            return self.graph_out(out);
+        }
         let changes = self.kept_changes()?;
         self.emit(changes)
     }
@@ -114,7 +125,7 @@ impl WindowedRun {
         let changes = match &mut self.state {
             State::Updating(state) => state.changes()?,
             State::TopN(state) => state.changes()?,
-            State::Windows(_) | State::Sessions(_) => None,
+            State::Windows(_) | State::Sessions(_) | State::Graph(_) => None,
         };
         Ok(changes.map(|c| (i64::MAX, c)).into_iter().collect())
     }
@@ -134,7 +145,10 @@ impl WindowedRun {
 
     /// The plan's watermark (`i64::MIN`: none yet).
     pub fn watermark(&self) -> i64 {
-        self.watermark
+        match &self.state {
+            State::Graph(g) => g.watermark(),
+            _ => self.watermark,
+        }
     }
 
     /// Rows left out so far because their windows had closed (or they had no time).
@@ -172,6 +186,12 @@ impl WindowedRun {
             wm = wm.max(w.of(&batch)?);
         }
         self.inputs[input] = InputState { watermark: wm, idle: false, ended: false };
+        if let State::Graph(g) = &mut self.state {
+            let out = g.push(input, batch)?;
+            self.late = g.late_positions().to_vec();
+            self.late_rows = g.late_rows();
+            return self.graph_out(out);
+        }
         let pipeline = &spec.pipeline;
         let (rows, late) = match (&mut self.state, &self.plan.grouping) {
             (State::Windows(_), Grouping::Windows(w)) => match pipeline.ops.first() {
@@ -202,7 +222,7 @@ impl WindowedRun {
                 }
             }
             (State::TopN(_), _) => (Some(batch), Vec::new()),
-            (State::Windows(_), _) => {
+            (State::Windows(_) | State::Graph(_), _) => {
                 return Err(Error::plan("a windowed run without windows", None));
             }
         };
@@ -216,6 +236,7 @@ impl WindowedRun {
                 State::Sessions(state) => state.update(&rows)?,
                 State::Updating(state) => state.update(&rows, None)?,
                 State::TopN(state) => state.update(&rows)?,
+                State::Graph(_) => {}
             }
         }
         self.late_rows += late.len() as u64;
@@ -240,6 +261,10 @@ impl WindowedRun {
         for i in &mut self.inputs {
             i.ended = true;
         }
+        if let State::Graph(g) = &mut self.state {
+            let out = g.finish()?;
+            return self.graph_out(out);
+        }
         self.late.clear();
         self.advance(false)
     }
@@ -262,6 +287,18 @@ impl WindowedRun {
             change(i);
         }
         self.late.clear();
+        if let State::Graph(g) = &mut self.state {
+            let (ended, idle) =
+                self.inputs.get(input).map_or((false, false), |i| (i.ended, i.idle));
+            let out = if ended {
+                g.end_input(input)?
+            } else if idle {
+                g.set_idle(input)?
+            } else {
+                Vec::new()
+            };
+            return self.graph_out(out);
+        }
         self.advance(false)
     }
 
@@ -275,6 +312,7 @@ impl WindowedRun {
         let current = match &self.state {
             State::Updating(state) => state.current()?,
             State::TopN(state) => state.current()?,
+            State::Graph(g) => return g.current_rows(),
             State::Windows(_) | State::Sessions(_) => return Ok(None),
         };
         let schema = crate::window_agg::changes::rows_schema(&self.plan.schema);
@@ -295,6 +333,10 @@ impl WindowedRun {
     pub fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<Vec<(i64, RecordBatch)>> {
         // (The changes kept so far go first: an aggregation drops the keys of expired groups
         // only with none pending.)
+        if let State::Graph(g) = &mut self.state {
+            let out = g.expire(now_ms, ttl_ms)?;
+            return self.graph_out(out);
+        }
         let mut changes = self.kept_changes()?;
         match &mut self.state {
             State::Updating(state) => {
@@ -303,7 +345,7 @@ impl WindowedRun {
             State::TopN(state) => {
                 state.expire(now_ms, ttl_ms);
             }
-            State::Windows(_) | State::Sessions(_) => {}
+            State::Windows(_) | State::Sessions(_) | State::Graph(_) => {}
         }
         changes.extend(self.kept_changes()?);
         self.emit(changes)
@@ -320,6 +362,7 @@ impl WindowedRun {
             State::Windows(state) => state.changes()?,
             State::Sessions(state) => state.changes()?,
             State::Updating(_) | State::TopN(_) => self.kept_changes()?,
+            State::Graph(_) => Vec::new(),
         };
         self.emit(changes)
     }
@@ -335,16 +378,51 @@ impl WindowedRun {
             // first row of an aggregation without GROUP BY; unless kept for a flush.)
             State::Updating(_) | State::TopN(_) if self.deferred => Vec::new(),
             State::Updating(_) | State::TopN(_) => self.kept_changes()?,
+            State::Graph(_) => Vec::new(),
         };
         self.state_watermark = self.watermark;
         if batch && self.plan.emit == (EmitMode::Changes { every_ms: None }) {
             closed.extend(match &mut self.state {
                 State::Windows(state) => state.changes()?,
                 State::Sessions(state) => state.changes()?,
-                State::Updating(_) | State::TopN(_) => Vec::new(),
+                State::Updating(_) | State::TopN(_) | State::Graph(_) => Vec::new(),
             });
         }
         self.emit(closed)
+    }
+
+    /// A graph's output in the plan's schema (with `__op` for a changelog).
+    fn graph_out(&self, out: Vec<crate::join::Delta>) -> Result<Vec<(i64, RecordBatch)>> {
+        let fail = |e: datafusion::arrow::error::ArrowError| Error::plan(e.to_string(), None);
+        let mut batches = Vec::with_capacity(out.len());
+        for d in out {
+            let mut columns = d.rows.columns().to_vec();
+            if let Some(ops) = d.ops {
+                columns.push(Arc::new(datafusion::arrow::array::Int8Array::from(ops)));
+            } else if self.plan.schema.fields().len() > columns.len() {
+                let n = d.rows.num_rows();
+                columns.push(Arc::new(datafusion::arrow::array::Int8Array::from(vec![INSERT; n])));
+            }
+            let batch =
+                RecordBatch::try_new(Arc::clone(&self.plan.schema), columns).map_err(fail)?;
+            batches.push((i64::MAX, batch));
+        }
+        Ok(batches)
+    }
+
+    /// A virtual input (another operator's output) has watermark `watermark` now.
+    ///
+    /// # Errors
+    /// As [`WindowedRun::push`].
+    pub fn advance_input(
+        &mut self,
+        input: usize,
+        watermark: i64,
+    ) -> Result<Vec<(i64, RecordBatch)>> {
+        self.input_changed(input, |i| {
+            i.watermark = i.watermark.max(watermark);
+            i.ended |= watermark == i64::MAX;
+        })
     }
 
     fn emit(&self, closed: Vec<(i64, RecordBatch)>) -> Result<Vec<(i64, RecordBatch)>> {

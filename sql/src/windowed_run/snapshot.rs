@@ -31,6 +31,8 @@ pub enum AggregationSnapshot {
     Updating(Vec<RecordBatch>),
     /// A TopN's rows ([`crate::topn::TopN::snapshot`]).
     TopN(RecordBatch),
+    /// A graph's parts ([`crate::graph::GraphRun::snapshot`]).
+    Graph(Vec<StatePart>),
 }
 
 /// A run's state for a checkpoint: the aggregation's, and where each input stood.
@@ -126,6 +128,7 @@ impl RunSnapshot {
                 parts.push(part("session_ids", meta));
             }
             AggregationSnapshot::TopN(rows) => parts.push(part("topn", rows.clone())),
+            AggregationSnapshot::Graph(own) => parts.extend(own.iter().cloned()),
             AggregationSnapshot::Updating(batches) => {
                 for (i, b) in batches.iter().enumerate() {
                     let name = if i == 0 { "groups".to_string() } else { format!("agg{}", i - 1) };
@@ -173,7 +176,15 @@ impl RunSnapshot {
             .and_then(|c| c.as_primitive_opt::<UInt64Type>())
             .ok_or_else(|| bad("late_rows is not UInt64"))?
             .value(0);
-        let aggregation = if parts.iter().any(|p| p.name == "topn") {
+        let aggregation = if parts.iter().any(|p| p.name == "graph") {
+            AggregationSnapshot::Graph(
+                parts
+                    .iter()
+                    .filter(|p| !matches!(p.name.as_str(), "inputs" | "run"))
+                    .cloned()
+                    .collect(),
+            )
+        } else if parts.iter().any(|p| p.name == "topn") {
             AggregationSnapshot::TopN(rows(part("topn")?)?)
         } else if parts.iter().any(|p| p.name == "groups") {
             let mut batches = vec![rows(part("groups")?)?];
@@ -247,6 +258,7 @@ impl WindowedRun {
             State::Sessions(s) => AggregationSnapshot::Sessions(s.snapshot()?),
             State::Updating(u) => AggregationSnapshot::Updating(u.snapshot()?),
             State::TopN(t) => AggregationSnapshot::TopN(t.snapshot()?),
+            State::Graph(g) => AggregationSnapshot::Graph(g.snapshot()?),
         };
         Ok(RunSnapshot {
             aggregation,
@@ -258,6 +270,9 @@ impl WindowedRun {
 
     /// Each input's watermark (`i64::MIN` before its first).
     pub fn input_watermarks(&self) -> Vec<i64> {
+        if let State::Graph(g) = &self.state {
+            return g.input_watermarks();
+        }
         self.inputs.iter().map(|i| i.watermark).collect()
     }
 
@@ -285,6 +300,9 @@ impl WindowedRun {
             (Grouping::TopN(spec), AggregationSnapshot::TopN(rows)) => {
                 Some(State::TopN(Box::new(crate::topn::TopN::restore(spec.clone(), rows)?)))
             }
+            (Grouping::Graph(g), AggregationSnapshot::Graph(parts)) => Some(State::Graph(
+                Box::new(crate::graph::GraphRun::restore(g.as_ref().clone(), parts)?),
+            )),
             _ => None,
         };
         let Some(state) = state else {
