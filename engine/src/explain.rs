@@ -23,7 +23,9 @@ use crate::engine::{Engine, JobPlan};
 use crate::error::{Error, Result};
 use crate::output::Output;
 
-fn ms(v: i64) -> String {
+mod graph;
+
+pub(crate) fn ms(v: i64) -> String {
     if v % 1000 == 0 { format!("{} s", v / 1000) } else { format!("{v} ms") }
 }
 
@@ -56,7 +58,7 @@ fn emit_text(emit: EmitMode) -> String {
     }
 }
 
-fn ops(lines: &mut Vec<String>, indent: &str, ops: &[Op]) {
+pub(crate) fn ops(lines: &mut Vec<String>, indent: &str, ops: &[Op]) {
     for op in ops {
         match op {
             Op::Filter(p) => lines.push(format!("{indent}filter: {p}")),
@@ -82,7 +84,12 @@ fn ops(lines: &mut Vec<String>, indent: &str, ops: &[Op]) {
     }
 }
 
-fn input(engine: &Engine, lines: &mut Vec<String>, p: &InputPipeline) {
+pub(crate) fn input(engine: &Engine, lines: &mut Vec<String>, p: &InputPipeline) {
+    if let Some(k) = p.stream.strip_prefix("__node") {
+        lines.push(format!("  input: the output of operator #{k}"));
+        ops(lines, "    ", &p.ops);
+        return;
+    }
     let columns = engine.inner.store.stream(&p.stream).ok().map(|s| {
         let schema = s.schema();
         match &p.projection {
@@ -184,145 +191,147 @@ impl Engine {
                 }
                 lines.push("  state: none".into());
             }
-            JobPlan::Windowed(p) if p.windows().is_none() => {
+            JobPlan::Windowed(p)
+                if p.windows().is_none()
+                    && !matches!(p.grouping, kappa_sql::windowed_plan::Grouping::Graph(_)) =>
+            {
                 updating(self, lines, what, &p, ttl);
             }
-            JobPlan::Windowed(p) => {
-                let Some(w) = p.windows() else { return Ok(()) };
-                lines.push(format!("{what}: windowed aggregation, {}", emit_text(p.emit)));
-                let from = lines.len();
-                for i in &p.inputs {
-                    input(self, lines, &i.pipeline);
-                }
-                if let (Some(session), Some(first)) = (&w.session, p.inputs.first()) {
-                    let first = &first.pipeline;
-                    let names: Vec<String> =
-                        match (self.inner.store.stream(&first.stream), &first.projection) {
-                            (Ok(stream), Some(read)) => session
-                                .partition
-                                .iter()
-                                .filter_map(|k| read.get(*k))
-                                .map(|c| stream.schema().field(*c).name().clone())
-                                .collect(),
-                            _ => Vec::new(),
-                        };
-                    let per = if names.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" per {}", names.join(", "))
-                    };
-                    lines.insert(
-                        from + 1,
-                        format!(
-                            "    assign sessions: SESSION gap {}{per} (each row gets its open session's id as its window)",
-                            ms(session.gap)
-                        ),
-                    );
-                }
-                if w.aggregate.panes.is_some() {
-                    for l in &mut lines[from..] {
-                        *l = l
-                            .replace("assign windows: TUMBLE", "assign panes (of the HOP): TUMBLE");
-                    }
-                }
-                let several = p.inputs.len() > 1;
-                if several {
-                    lines.push("  watermark: the minimum over the inputs' (an input without data for its stream's idle_timeout is left out until its next row; a sealed input counts as +inf):".into());
-                }
-                for i in &p.inputs {
-                    let stream = &i.pipeline.stream;
-                    let source = match &i.watermark {
-                        Some(Watermark::Delay { delay_ms, .. }) => format!(
-                            "the largest time read minus {} (the WATERMARK of stream {stream})",
-                            ms(*delay_ms)
-                        ),
-                        Some(Watermark::Expr(e)) => {
-                            format!("the largest {e} read (the WATERMARK of stream {stream})")
-                        }
-                        None => format!(
-                            "none: stream {stream} declares no WATERMARK, windows close when it is sealed"
-                        ),
-                    };
-                    let idle = match self.idle_timeout(stream)? {
-                        Some(d) => {
-                            format!(", idle after {} without data", ms(d.as_millis() as i64))
-                        }
-                        None => String::new(),
-                    };
-                    lines.push(if several {
-                        format!("    {stream}: {source}{idle}; +inf once sealed and read")
-                    } else {
-                        format!(
-                            "  watermark: {source}{idle}; +inf once the stream is sealed and read"
-                        )
-                    });
-                }
-                let a = &w.aggregate;
-                let keys: Vec<String> = a
-                    .schema
-                    .fields()
-                    .iter()
-                    .take(a.group.len())
-                    .map(|f| f.name().clone())
-                    .collect();
-                let aggs: Vec<String> =
-                    a.aggregates.iter().map(|x| x.function.name().to_string()).collect();
-                lines.push(format!(
-                    "  aggregate: group by {}; {}",
-                    keys.join(", "),
-                    aggs.join(", ")
-                ));
-                match (&a.panes, &w.session) {
-                    (_, Some(session)) => {
-                        lines.push(format!(
-                            "    by sessions with a gap of {}: rows less than the gap apart chain, a row between two sessions merges them",
-                            ms(session.gap)
-                        ));
-                        lines.push(format!(
-                            "    state: partial aggregates per open session and batch (compacted), merged and freed when the watermark closes the session (bounded by the watermark; at most {} sessions and {} partial groups)",
-                            kappa_sql::session::MAX_OPEN_SESSIONS,
-                            kappa_sql::window_agg::MAX_OPEN_GROUPS
-                        ));
-                        lines.push(
-                            "    late rows (at or behind the watermark, which could join a closed session): left out, counted in SHOW JOBS, a job appends them to its stream <job>__late".into(),
-                        );
-                    }
-                    (Some(panes), None) => lines.push(format!(
-                        "    by panes of {}: each row updates its pane; a closing window merges {} panes",
-                        ms(panes.slide),
-                        panes.size / panes.slide
-                    )),
-                    (None, None) => lines.push("    each row updates each window that holds it".into()),
-                }
-                if w.session.is_none() {
-                    lines.push(format!(
-                        "    state: the groups of open windows, freed when the watermark closes each window (bounded by the watermark; at most {} groups)",
-                        kappa_sql::window_agg::MAX_OPEN_GROUPS
-                    ));
-                    lines.push(
-                        "    late rows (every window closed; a row late for some windows only is left out of those): counted in SHOW JOBS, a job appends them to its stream <job>__late"
-                            .into(),
-                    );
-                }
-                if !p.after.is_empty() {
-                    lines.push(if p.emit == EmitMode::Final {
-                        "  on each closed window:".into()
-                    } else {
-                        "  on each batch of changes (__op kept):".into()
-                    });
-                    ops(lines, "    ", &p.after);
-                }
+            JobPlan::Windowed(p)
+                if matches!(p.grouping, kappa_sql::windowed_plan::Grouping::Graph(_)) =>
+            {
+                graph::explain(self, lines, what, &p, ttl)?;
             }
+            JobPlan::Windowed(p) => self.windowed(lines, what, &p)?,
         }
         let columns: Vec<String> =
             output.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
         lines.push(format!("  output: {}", columns.join(", ")));
         Ok(())
     }
+
+    /// EXPLAIN of a windowed aggregation.
+    pub(crate) fn windowed(
+        &self,
+        lines: &mut Vec<String>,
+        what: &str,
+        p: &kappa_sql::windowed_plan::WindowedPlan,
+    ) -> Result<()> {
+        let Some(w) = p.windows() else { return Ok(()) };
+        lines.push(format!("{what}: windowed aggregation, {}", emit_text(p.emit)));
+        let from = lines.len();
+        for i in &p.inputs {
+            input(self, lines, &i.pipeline);
+        }
+        if let (Some(session), Some(first)) = (&w.session, p.inputs.first()) {
+            let first = &first.pipeline;
+            let names: Vec<String> =
+                match (self.inner.store.stream(&first.stream), &first.projection) {
+                    (Ok(stream), Some(read)) => session
+                        .partition
+                        .iter()
+                        .filter_map(|k| read.get(*k))
+                        .map(|c| stream.schema().field(*c).name().clone())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+            let per =
+                if names.is_empty() { String::new() } else { format!(" per {}", names.join(", ")) };
+            lines.insert(
+                from + 1,
+                format!(
+                    "    assign sessions: SESSION gap {}{per} (each row gets its open session's id as its window)",
+                    ms(session.gap)
+                ),
+            );
+        }
+        if w.aggregate.panes.is_some() {
+            for l in &mut lines[from..] {
+                *l = l.replace("assign windows: TUMBLE", "assign panes (of the HOP): TUMBLE");
+            }
+        }
+        let several = p.inputs.len() > 1;
+        if several {
+            lines.push("  watermark: the minimum over the inputs' (an input without data for its stream's idle_timeout is left out until its next row; a sealed input counts as +inf):".into());
+        }
+        for i in &p.inputs {
+            let stream = &i.pipeline.stream;
+            let source = match &i.watermark {
+                Some(Watermark::Delay { delay_ms, .. }) => format!(
+                    "the largest time read minus {} (the WATERMARK of stream {stream})",
+                    ms(*delay_ms)
+                ),
+                Some(Watermark::Expr(e)) => {
+                    format!("the largest {e} read (the WATERMARK of stream {stream})")
+                }
+                None => format!(
+                    "none: stream {stream} declares no WATERMARK, windows close when it is sealed"
+                ),
+            };
+            let idle = match self.idle_timeout(stream)? {
+                Some(d) => {
+                    format!(", idle after {} without data", ms(d.as_millis() as i64))
+                }
+                None => String::new(),
+            };
+            lines.push(if several {
+                format!("    {stream}: {source}{idle}; +inf once sealed and read")
+            } else {
+                format!("  watermark: {source}{idle}; +inf once the stream is sealed and read")
+            });
+        }
+        let a = &w.aggregate;
+        let keys: Vec<String> =
+            a.schema.fields().iter().take(a.group.len()).map(|f| f.name().clone()).collect();
+        let aggs: Vec<String> =
+            a.aggregates.iter().map(|x| x.function.name().to_string()).collect();
+        lines.push(format!("  aggregate: group by {}; {}", keys.join(", "), aggs.join(", ")));
+        match (&a.panes, &w.session) {
+            (_, Some(session)) => {
+                lines.push(format!(
+                    "    by sessions with a gap of {}: rows less than the gap apart chain, a row between two sessions merges them",
+                    ms(session.gap)
+                ));
+                lines.push(format!(
+                    "    state: partial aggregates per open session and batch (compacted), merged and freed when the watermark closes the session (bounded by the watermark; at most {} sessions and {} partial groups)",
+                    kappa_sql::session::MAX_OPEN_SESSIONS,
+                    kappa_sql::window_agg::MAX_OPEN_GROUPS
+                ));
+                lines.push(
+                    "    late rows (at or behind the watermark, which could join a closed session): left out, counted in SHOW JOBS, a job appends them to its stream <job>__late".into(),
+                );
+            }
+            (Some(panes), None) => lines.push(format!(
+                "    by panes of {}: each row updates its pane; a closing window merges {} panes",
+                ms(panes.slide),
+                panes.size / panes.slide
+            )),
+            (None, None) => lines.push("    each row updates each window that holds it".into()),
+        }
+        if w.session.is_none() {
+            lines.push(format!(
+                "    state: the groups of open windows, freed when the watermark closes each window (bounded by the watermark; at most {} groups)",
+                kappa_sql::window_agg::MAX_OPEN_GROUPS
+            ));
+            lines.push(
+                "    late rows (every window closed; a row late for some windows only is left out of those): counted in SHOW JOBS, a job appends them to its stream <job>__late"
+                    .into(),
+            );
+        }
+        if !p.after.is_empty() {
+            lines.push(if p.emit == EmitMode::Final {
+                "  on each closed window:".into()
+            } else {
+                "  on each batch of changes (__op kept):".into()
+            });
+            ops(lines, "    ", &p.after);
+        }
+        Ok(())
+    }
 }
 
 /// EXPLAIN of an aggregation without windows.
-fn updating(
+pub(crate) fn updating(
     engine: &Engine,
     lines: &mut Vec<String>,
     what: &str,
@@ -335,7 +344,7 @@ fn updating(
             t.as_secs_f64()
         ),
         None => format!(
-            "UNBOUNDED: every {what} ever seen stays (SET state_ttl, or WITH (state_ttl = ...), bounds it)"
+            "UNBOUNDED: all {what} ever seen stay (SET state_ttl, or WITH (state_ttl = ...), bounds it)"
         ),
     };
     if let kappa_sql::windowed_plan::Grouping::TopN(t) = &p.grouping {

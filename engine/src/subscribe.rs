@@ -214,11 +214,10 @@ fn start_windowed(
     let schema = Arc::clone(&plan.schema);
     // (`SET state_ttl` bounds a push query's state too, but not over a changelog input,
     // whose retractions a forgotten group would not hold: there it keeps everything.)
-    // (Nor over a join, whose state is bounded by its time conditions or not at all.)
     let retracting = matches!(
         &plan.grouping,
         kappa_sql::windowed_plan::Grouping::Updating(u) if u.retracting
-    ) || matches!(&plan.grouping, kappa_sql::windowed_plan::Grouping::Graph(_));
+    ) || matches!(&plan.grouping, kappa_sql::windowed_plan::Grouping::Graph(g) if g.retracts());
     let ttl = if retracting { None } else { engine.inner.state_ttl() };
     let mut run = kappa_sql::windowed_plan::WindowedRun::new(plan)?;
     let (entry, listed) = list(engine, &inputs);

@@ -316,10 +316,11 @@ pub(crate) fn check_ttl(
     at: Option<kappa_sql::Location>,
 ) -> Result<()> {
     if let (JobPlan::Windowed(p), Some(_)) = (plan, ttl)
-        && let kappa_sql::windowed_plan::Grouping::Graph(_) = &p.grouping
+        && let kappa_sql::windowed_plan::Grouping::Graph(g) = &p.grouping
+        && g.retracts()
     {
         return Err(Error::not_supported(
-            "state_ttl for a query with a join (a join's state is bounded by time conditions on the two sides' event times, or unbounded)",
+            "state_ttl for a query whose join or aggregation reads a changelog (a view, a stream of EMIT CHANGES, the output of an outer join or of an aggregation)",
             at,
         ));
     }

@@ -100,6 +100,19 @@ pub enum NodeOp {
 }
 
 impl Graph {
+    /// Whether an operator reads a changelog (its state must keep every row a retraction may
+    /// take back: no `state_ttl`).
+    pub fn retracts(&self) -> bool {
+        self.nodes.iter().any(|n| match &n.op {
+            NodeOp::Join(j) => j.changelog[0] || j.changelog[1],
+            NodeOp::Run(p) => match &p.grouping {
+                crate::windowed_plan::Grouping::Updating(u) => u.retracting,
+                crate::windowed_plan::Grouping::Graph(g) => g.retracts(),
+                _ => false,
+            },
+        })
+    }
+
     /// What feeds each input of node `k`: sources (`Ok(i)`) or nodes (`Err(j)`).
     fn feeders(&self, port: Port) -> Vec<std::result::Result<usize, usize>> {
         let mut out: Vec<_> = self
@@ -364,16 +377,20 @@ impl GraphRun {
         Ok(root)
     }
 
-    /// `state_ttl` for the aggregations and TopNs.
+    /// `state_ttl`: the aggregations' and TopNs' groups and partitions without rows for
+    /// `ttl_ms` expire (their rows leave the output); the joins let go of rows held that long.
     ///
     /// # Errors
     /// As [`GraphRun::push`].
     pub fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<Vec<Delta>> {
         let mut root = Vec::new();
         for k in 0..self.nodes.len() {
-            if let NodeRun::Run(r) = &mut self.nodes[k] {
-                let outs = r.expire(now_ms, ttl_ms)?;
-                self.run_output(k, outs, &mut root)?;
+            match &mut self.nodes[k] {
+                NodeRun::Run(r) => {
+                    let outs = r.expire(now_ms, ttl_ms)?;
+                    self.run_output(k, outs, &mut root)?;
+                }
+                NodeRun::Join(j) => j.expire(now_ms, ttl_ms)?,
             }
         }
         Ok(root)

@@ -250,6 +250,7 @@ impl Join {
             None => None,
         };
         let b = self.sides[s].add_batch(rows.clone());
+        let now = crate::updating_agg::now_ms();
         let (eager_s, eager_o) = (self.spec.eager(s), self.spec.eager(o));
         let kind = self.spec.kind;
         let (pairs, semi) =
@@ -298,6 +299,7 @@ impl Join {
                     whole.as_ref().map(|w| w.as_ref()),
                     matched.len() as u32,
                     expire.as_ref().map(|e| e[r]),
+                    now,
                 )?;
             } else {
                 let found =
@@ -424,31 +426,53 @@ impl Join {
         Ok(delta)
     }
 
-    /// Side `s`'s held rows as one batch: its columns, then `__matches` and `__expire`.
+    /// `state_ttl`: let go of the rows held for `ttl_ms` or more (their pairs stay in the
+    /// output; a row of the other side that would have met them later meets nothing).
+    ///
+    /// # Errors
+    /// When a side cannot be compacted.
+    pub fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<()> {
+        for s in 0..2 {
+            for id in self.sides[s].older_than(now_ms.saturating_sub(ttl_ms)) {
+                self.sides[s].release(id);
+            }
+            if self.sides[s].wasteful() {
+                self.compact(s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Side `s`'s held rows as one batch: its columns, then `__matches`, `__expire` and
+    /// `__born`.
     fn side_rows(&self, s: usize) -> Result<RecordBatch> {
         let ids = self.sides[s].held_rows();
         let wrapped: Vec<Option<RowId>> = ids.iter().map(|q| Some(*q)).collect();
         let mut columns = self.sides[s].gather(&wrapped)?;
         let mut matches = UInt32Builder::with_capacity(ids.len());
         let mut expire = Vec::with_capacity(ids.len());
+        let mut born = Vec::with_capacity(ids.len());
         for q in &ids {
             let m = self.sides[s].meta(*q);
             matches.append_value(m.matches);
             expire.push(m.expire);
+            born.push(m.born);
         }
         columns.push(Arc::new(matches.finish()));
         columns.push(Arc::new(Int64Array::from(expire)));
+        columns.push(Arc::new(Int64Array::from(born)));
         let mut fields: Vec<Field> =
             self.spec.sides[s].fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new("__matches", DataType::UInt32, false));
         fields.push(Field::new("__expire", DataType::Int64, false));
+        fields.push(Field::new("__born", DataType::Int64, false));
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow)
     }
 
     /// Hold side `s`'s rows of a batch [`Join::side_rows`] made.
     fn load(&mut self, s: usize, batch: &RecordBatch) -> Result<()> {
         let k = self.spec.sides[s].fields().len();
-        if batch.num_columns() != k + 2 {
+        if batch.num_columns() != k + 3 {
             return Err(Error::plan("the join's snapshot is not of this join", None));
         }
         let rows =
@@ -461,6 +485,7 @@ impl Join {
             .ok_or_else(bad)?
             .clone();
         let expire = batch.column(k + 1).as_primitive_opt::<Int64Type>().ok_or_else(bad)?.clone();
+        let born = batch.column(k + 2).as_primitive_opt::<Int64Type>().ok_or_else(bad)?.clone();
         let (keys, _) = self.keys_of(s, &rows)?;
         let whole = match &self.whole[s] {
             Some(c) => Some(c.convert_columns(rows.columns()).map_err(arrow)?),
@@ -476,6 +501,7 @@ impl Join {
                 whole.as_ref().map(|w| w.as_ref()),
                 matches.value(r),
                 (e != i64::MAX).then_some(e),
+                born.value(r),
             )?;
         }
         self.sides[s].settle(b);

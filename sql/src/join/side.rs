@@ -38,6 +38,8 @@ pub(crate) struct Meta {
     pub key: u32,
     pub matches: u32,
     pub expire: i64,
+    /// When it was held (processing time, ms; for `state_ttl`).
+    pub born: i64,
     pub held: bool,
 }
 
@@ -62,6 +64,8 @@ pub(crate) struct Side {
     whole: Option<HashMap<Box<[u8]>, Vec<RowId>>>,
     /// Held rows by the time they may be freed (a side bounded by the other's watermark).
     expiry: BinaryHeap<Reverse<(i64, RowId)>>,
+    /// With `state_ttl`: the rows in the order they were held.
+    arrivals: Option<std::collections::VecDeque<RowId>>,
     held: usize,
     kept: usize,
 }
@@ -78,6 +82,7 @@ impl Side {
             free_keys: Vec::new(),
             whole: retracts.then(HashMap::default),
             expiry: BinaryHeap::new(),
+            arrivals: None,
             held: 0,
             kept: 0,
         }
@@ -93,7 +98,8 @@ impl Side {
         let n = batch.num_rows();
         self.kept += n;
         self.batches.push(Some(batch));
-        self.metas.push(vec![Meta { key: 0, matches: 0, expire: i64::MAX, held: false }; n]);
+        self.metas
+            .push(vec![Meta { key: 0, matches: 0, expire: i64::MAX, born: 0, held: false }; n]);
         self.held_in.push(0);
         self.batches.len() - 1
     }
@@ -107,6 +113,7 @@ impl Side {
         whole: Option<&[u8]>,
         matches: u32,
         expire: Option<i64>,
+        born: i64,
     ) -> Result<()> {
         if self.held >= MAX_JOIN_ROWS {
             return Err(Error::plan(
@@ -139,7 +146,11 @@ impl Side {
             e.held += 1;
         }
         let (b, r) = split_id(id);
-        self.metas[b][r] = Meta { key: k, matches, expire: expire.unwrap_or(i64::MAX), held: true };
+        self.metas[b][r] =
+            Meta { key: k, matches, expire: expire.unwrap_or(i64::MAX), born, held: true };
+        if let Some(a) = self.arrivals.as_mut() {
+            a.push_back(id);
+        }
         self.held_in[b] += 1;
         self.held += 1;
         if let (Some(map), Some(w)) = (self.whole.as_mut(), whole) {
@@ -155,23 +166,15 @@ impl Side {
     pub fn rows_of(&mut self, key: &[u8]) -> Vec<RowId> {
         let Some(k) = self.keys.get(key) else { return Vec::new() };
         let Some(entry) = self.entries[*k as usize].as_mut() else { return Vec::new() };
-        if entry.rows.len() > 2 * entry.held as usize + 8 {
-            let metas = &self.metas;
-            entry.rows.retain(|id| {
-                let (b, r) = split_id(*id);
-                metas.get(b).and_then(|m| m.get(r)).is_some_and(|m| m.held)
-            });
-        }
         let metas = &self.metas;
-        entry
-            .rows
-            .iter()
-            .copied()
-            .filter(|id| {
-                let (b, r) = split_id(*id);
-                metas[b][r].held
-            })
-            .collect()
+        let held = |id: &RowId| {
+            let (b, r) = split_id(*id);
+            metas.get(b).and_then(|m| m.get(r)).is_some_and(|m| m.held)
+        };
+        if entry.rows.len() > 2 * entry.held as usize + 8 {
+            entry.rows.retain(held);
+        }
+        entry.rows.iter().copied().filter(held).collect()
     }
 
     /// A held row with this whole value (a retracting side).
@@ -183,6 +186,12 @@ impl Side {
             map.remove(whole);
         }
         Some(id)
+    }
+
+    /// Whether row `id` is held (`false` also for a row of a batch dropped).
+    pub fn is_held(&self, id: RowId) -> bool {
+        let (b, r) = split_id(id);
+        self.metas.get(b).and_then(|m| m.get(r)).is_some_and(|m| m.held)
     }
 
     pub fn meta(&self, id: RowId) -> Meta {
@@ -231,7 +240,32 @@ impl Side {
                 break;
             }
             self.expiry.pop();
-            if self.meta(id).held {
+            if self.is_held(id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// `state_ttl`: the held rows held before `before` (processing time), oldest first; they
+    /// stay held until released.
+    pub fn older_than(&mut self, before: i64) -> Vec<RowId> {
+        if self.arrivals.is_none() {
+            // (From the first call on, rows are kept in the order they came.)
+            let mut all = self.held_rows();
+            all.sort_by_key(|id| self.meta(*id).born);
+            self.arrivals = Some(all.into());
+        }
+        let mut out = Vec::new();
+        while let Some(id) = self.arrivals.as_ref().and_then(|a| a.front().copied()) {
+            let held = self.is_held(id);
+            if held && self.meta(id).born >= before {
+                break;
+            }
+            if let Some(a) = self.arrivals.as_mut() {
+                a.pop_front();
+            }
+            if held {
                 out.push(id);
             }
         }
