@@ -333,8 +333,15 @@ impl Join {
             }
         }
         let delta = self.output(s, Some(&rows), &out)?;
+        // Rows already out of the other side's reach (its watermark is ahead) go at once.
+        let gone = if self.spec.bounded(s) {
+            let gone = self.sides[s].expired(self.watermarks[o]);
+            self.let_go(s, gone)?
+        } else {
+            None
+        };
         self.sides[s].settle(b);
-        Ok(delta)
+        concat(delta, gone)
     }
 
     /// Which candidate pairs (row `pr[j]` of `rows`, held row `pq[j]` of the other side) pass
@@ -408,6 +415,16 @@ impl Join {
             return Ok(None);
         }
         let gone = self.sides[o].expired(watermark);
+        let delta = self.let_go(o, gone)?;
+        if self.sides[o].wasteful() {
+            self.compact(o)?;
+        }
+        Ok(delta)
+    }
+
+    /// Let go of side `o`'s rows `gone` (out of the other side's reach): those of a kept side
+    /// that met no row come out padded.
+    fn let_go(&mut self, o: usize, gone: Vec<RowId>) -> Result<Option<Delta>> {
         let out: Vec<Out> = if self.spec.kind.keeps(o) {
             gone.iter()
                 .filter(|q| self.sides[o].meta(**q).matches == 0)
@@ -416,12 +433,9 @@ impl Join {
         } else {
             Vec::new()
         };
-        let delta = self.output(s, None, &out)?;
+        let delta = self.output(1 - o, None, &out)?;
         for q in gone {
             self.sides[o].release(q);
-        }
-        if self.sides[o].wasteful() {
-            self.compact(o)?;
         }
         Ok(delta)
     }
@@ -544,6 +558,27 @@ impl Join {
             .ok_or_else(|| Error::plan("the join's snapshot has no watermarks", None))?;
         join.watermarks = [w.value(0), w.value(1)];
         Ok(join)
+    }
+}
+
+/// Two deltas of the same schema as one.
+fn concat(a: Option<Delta>, b: Option<Delta>) -> Result<Option<Delta>> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let rows =
+                datafusion::arrow::compute::concat_batches(&a.rows.schema(), [&a.rows, &b.rows])
+                    .map_err(arrow)?;
+            let ops = match (a.ops, b.ops) {
+                (Some(mut x), Some(y)) => {
+                    x.extend(y);
+                    Some(x)
+                }
+                (None, None) => None,
+                _ => return Err(Error::plan("join: a changelog and inserts mixed", None)),
+            };
+            Ok(Some(Delta { rows, ops }))
+        }
+        (a, b) => Ok(a.or(b)),
     }
 }
 

@@ -167,3 +167,27 @@ fn a_restored_join_goes_on_as_the_original() {
     assert_eq!(text(x), text(y));
     assert_eq!(text(a.advance(1, 100).unwrap()), text(b.advance(1, 100).unwrap()));
 }
+
+#[test]
+fn a_row_already_out_of_the_other_side_s_reach_goes_at_once() {
+    let s = spec(JoinKind::Left, true, false);
+    let mut j = Join::new(s.clone()).unwrap();
+    // (The right side ended: its watermark is +inf.)
+    assert!(text(j.advance(1, i64::MAX).unwrap()).is_empty());
+    let left = rows(&s.sides[0], &[(Some(1), 10, "x")]);
+    assert_eq!(text(j.push(0, left, None).unwrap()), ["1,10,x,,,"]);
+    assert_eq!(j.held(), [0, 0]);
+}
+
+#[test]
+fn state_ttl_lets_go_of_rows_held_that_long() {
+    let s = spec(JoinKind::Inner, false, false);
+    let mut j = Join::new(s.clone()).unwrap();
+    j.push(0, rows(&s.sides[0], &[(Some(1), 1, "x")]), None).unwrap();
+    j.expire(crate::updating_agg::now_ms() + 10_000, 60_000).unwrap();
+    assert_eq!(j.held(), [1, 0]);
+    j.expire(crate::updating_agg::now_ms() + 120_000, 60_000).unwrap();
+    assert_eq!(j.held(), [0, 0]);
+    let right = rows(&s.sides[1], &[(Some(1), 5, "p")]);
+    assert!(text(j.push(1, right, None).unwrap()).is_empty());
+}
