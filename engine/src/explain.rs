@@ -264,6 +264,10 @@ impl Engine {
                 Some(Watermark::Expr(e)) => {
                     format!("the largest {e} read (the WATERMARK of stream {stream})")
                 }
+                None if stream.starts_with("__node") => format!(
+                    "operator #{}'s (it gives each window's rows at once, when its watermark passes the window's end)",
+                    stream.trim_start_matches("__node")
+                ),
                 None => format!(
                     "none: stream {stream} declares no WATERMARK, windows close when it is sealed"
                 ),
@@ -277,7 +281,11 @@ impl Engine {
             lines.push(if several {
                 format!("    {stream}: {source}{idle}; +inf once sealed and read")
             } else {
-                format!("  watermark: {source}{idle}; +inf once the stream is sealed and read")
+                if stream.starts_with("__node") {
+                    format!("  watermark: {source}")
+                } else {
+                    format!("  watermark: {source}{idle}; +inf once the stream is sealed and read")
+                }
             });
         }
         let a = &w.aggregate;

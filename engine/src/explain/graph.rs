@@ -24,9 +24,17 @@ pub(super) fn explain(
     let ops = if n == 1 { "operator" } else { "operators" };
     lines.push(format!("{what}: {n} {ops}, {output}"));
     if let Some(root) = g.nodes.len().checked_sub(1) {
-        node(engine, lines, p, g, root, 1, ttl)?;
+        node(&Cx { engine, p, g, ttl }, lines, root, 1)?;
     }
     Ok(())
+}
+
+/// What every operator's lines need.
+struct Cx<'a> {
+    engine: &'a Engine,
+    p: &'a WindowedPlan,
+    g: &'a Graph,
+    ttl: Option<std::time::Duration>,
 }
 
 /// Lines `from..` one operator deeper (a run's own lines start with its name, then two
@@ -38,15 +46,8 @@ fn indent(lines: &mut [String], from: usize, depth: usize) {
     }
 }
 
-fn node(
-    engine: &Engine,
-    lines: &mut Vec<String>,
-    p: &WindowedPlan,
-    g: &Graph,
-    k: usize,
-    depth: usize,
-    ttl: Option<std::time::Duration>,
-) -> Result<()> {
+fn node(cx: &Cx<'_>, lines: &mut Vec<String>, k: usize, depth: usize) -> Result<()> {
+    let (engine, g, ttl) = (cx.engine, cx.g, cx.ttl);
     let n = &g.nodes[k];
     let from = lines.len();
     match &n.op {
@@ -60,28 +61,20 @@ fn node(
             indent(lines, from, depth);
         }
         NodeOp::Join(spec) => {
-            join(engine, lines, p, g, k, spec, depth, ttl);
+            join(cx, lines, k, spec, depth);
         }
     }
     // The nodes feeding it.
     for (c, child) in g.nodes.iter().enumerate() {
         if child.parent.is_some_and(|port| port.node == k) {
-            node(engine, lines, p, g, c, depth + 1, ttl)?;
+            node(cx, lines, c, depth + 1)?;
         }
     }
     Ok(())
 }
 
-fn join(
-    engine: &Engine,
-    lines: &mut Vec<String>,
-    p: &WindowedPlan,
-    g: &Graph,
-    k: usize,
-    spec: &JoinSpec,
-    depth: usize,
-    ttl: Option<std::time::Duration>,
-) {
+fn join(cx: &Cx<'_>, lines: &mut Vec<String>, k: usize, spec: &JoinSpec, depth: usize) {
+    let (engine, p, g, ttl) = (cx.engine, cx.p, cx.g, cx.ttl);
     let pad = "  ".repeat(depth);
     let keys: Vec<String> =
         spec.keys[0].iter().zip(&spec.keys[1]).map(|(l, r)| format!("{l} = {r}")).collect();
@@ -112,12 +105,11 @@ fn join(
                 indent(lines, at, depth + 1);
             }
         }
-        if feeds.is_empty() {
-            if let Some(c) =
+        if feeds.is_empty()
+            && let Some(c) =
                 g.nodes.iter().position(|n| n.parent == Some(Port { node: k, input: s }))
-            {
-                lines.push(format!("{pad}    the output of operator #{c}"));
-            }
+        {
+            lines.push(format!("{pad}    the output of operator #{c}"));
         }
         let state = if spec.bounded(s) {
             format!(

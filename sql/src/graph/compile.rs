@@ -40,6 +40,16 @@ fn has_join(plan: &LogicalPlan) -> bool {
     matches!(plan, LogicalPlan::Join(_)) || plan.inputs().iter().any(|p| has_join(p))
 }
 
+/// Whether `plan`'s first stateful operator reads another (an aggregation over an
+/// aggregation).
+fn nested(plan: &LogicalPlan) -> bool {
+    match descend(plan).1 {
+        LogicalPlan::Aggregate(a) => stateful(&a.input),
+        LogicalPlan::Window(w) => stateful(&w.input),
+        _ => false,
+    }
+}
+
 /// Whether `plan` has a node that needs state.
 fn stateful(plan: &LogicalPlan) -> bool {
     matches!(
@@ -51,7 +61,8 @@ fn stateful(plan: &LogicalPlan) -> bool {
     ) || plan.inputs().iter().any(|p| stateful(p))
 }
 
-/// Compile `plan` as a graph of operators, if it has a join (`None` otherwise).
+/// Compile `plan` as a graph of operators, if it has a join or an operator over another
+/// (`None` otherwise: one operator, or none).
 ///
 /// # Errors
 /// [`Error::NotSupported`] for what is not built yet (a join without an equality, `IN`/`EXISTS`
@@ -65,7 +76,7 @@ pub fn compile_graph(
     streams: &dyn Fn(&str) -> Option<StreamInfo>,
     emit: EmitMode,
 ) -> Result<Option<WindowedPlan>> {
-    if !has_join(plan) {
+    if !has_join(plan) && !nested(plan) {
         return Ok(None);
     }
     if let EmitMode::Changes { every_ms: Some(_) } = emit {
@@ -266,7 +277,10 @@ impl Builder<'_> {
                 // A windowed aggregation's window_end, if passed unchanged.
                 NodeOp::Run(p) => {
                     let w = p.windows()?;
-                    let mut at = w.aggregate.schema.index_of("window_end").ok()?;
+                    if w.aggregate.end_offset != 0 || w.session.is_some() {
+                        return None;
+                    }
+                    let mut at = w.aggregate.end_key;
                     for op in &p.after {
                         match op {
                             Op::Filter(_) => {}
@@ -284,6 +298,63 @@ impl Builder<'_> {
                 NodeOp::Join(_) => None,
             },
         }
+    }
+
+    /// An aggregation over a windowed aggregation's output (node `c`) that groups by its
+    /// window's end: windowed too, each window closed when `c`'s watermark passes its end (as
+    /// `c` emits all of a window's rows at once). `None` when it is not one.
+    fn cascaded(
+        &self,
+        plan: &LogicalPlan,
+        a: &datafusion::logical_expr::Aggregate,
+        c: usize,
+    ) -> Result<Option<WindowedPlan>> {
+        let NodeOp::Run(child) = &self.nodes[c].op else { return Ok(None) };
+        let Some(w) = child.windows() else { return Ok(None) };
+        let Some(t) = self.feed_time(&Feed::Node(c)) else { return Ok(None) };
+        let input = a.input.schema();
+        let end = Column::from(input.qualified_field(t));
+        let Some(end_key) =
+            a.group_expr.iter().position(|e| matches!(e, Expr::Column(col) if *col == end))
+        else {
+            return Ok(None);
+        };
+        let (above, _) = descend(plan);
+        let mut group = Vec::with_capacity(a.group_expr.len());
+        for e in &a.group_expr {
+            if let Expr::GroupingSet(_) = e {
+                return self
+                    .not_supported("GROUPING SETS, ROLLUP and CUBE in a windowed aggregation");
+            }
+            group.push(physical(self.state, e, input, self.at)?);
+        }
+        let aggregate = crate::window_agg::WindowAggregateSpec {
+            group,
+            end_key,
+            end_offset: 0,
+            aggregates: crate::windowed_plan::aggregates_of(a, self.state, self.at)?,
+            schema: Arc::clone(a.schema.inner()),
+            panes: None,
+            changes: false,
+        };
+        let after = above
+            .iter()
+            .rev()
+            .map(|n| op_of(n, self.state, self.at))
+            .collect::<Result<Vec<_>>>()?;
+        let pipeline =
+            InputPipeline { stream: format!("__node{c}"), projection: None, ops: Vec::new() };
+        Ok(Some(WindowedPlan {
+            inputs: vec![WindowedInput { pipeline, watermark: None }],
+            grouping: Grouping::Windows(Box::new(crate::windowed_plan::Windows {
+                window: w.window,
+                aggregate,
+                session: None,
+            })),
+            after,
+            schema: Arc::clone(plan.schema().inner()),
+            emit: EmitMode::Final,
+        }))
     }
 
     /// What feeds a join side computing `plan`.
@@ -413,14 +484,21 @@ impl Builder<'_> {
         };
         let is_changelog = |stream: &str| changelog(stream).is_some();
         let changes = EmitMode::Changes { every_ms: None };
-        let compiled = if child.is_none()
+        let cascaded = match (child, node) {
+            (Some(c), LogicalPlan::Aggregate(a)) => self.cascaded(plan, a, c)?,
+            _ => None,
+        };
+        let compiled = if let Some(w) = cascaded {
+            w
+        } else if child.is_none()
             && let Some(w) = crate::windowed_plan::compile_windowed(
                 plan,
                 state,
                 at,
                 self.resolve,
                 EmitMode::Final,
-            )? {
+            )?
+        {
             w
         } else if let Some(u) = crate::updating_plan::compile_updating_over(
             plan, state, at, &changelog, changes, &below,
@@ -433,9 +511,7 @@ impl Builder<'_> {
         } else {
             return self.not_supported("this aggregation with a join");
         };
-        if child.is_some() && compiled.windows().is_some() {
-            return self.not_supported("a windowed aggregation over a join's output");
-        }
+
         let k = self.nodes.len();
         let changelog_out = compiled.emit != EmitMode::Final;
         let schema = crate::window_agg::changes::rows_schema(&compiled.schema);
