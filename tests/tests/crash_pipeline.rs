@@ -1,7 +1,8 @@
 //! Exactly-once under kill -9: a child process runs a pipeline over Nexmark bids filled in
 //! real time (a stateless derived stream, a tumbling and a session window aggregation, a
 //! changelog of EMIT CHANGES, and materialized views: an aggregation, a view of that view, a
-//! TopN; checkpoints every 50 ms)
+//! TopN; joins: an interval join with a windowed aggregation, a view over a join with a
+//! view's changelog; checkpoints every 50 ms)
 //! and is killed with SIGKILL at random moments, `KAPPA_CRASH_CYCLES` times (default 20).
 //! Then the engine is opened once more, the source finishes and seals the bids, the jobs drain,
 //! and every output must equal the batch answer over the bids: no row lost, none twice, and
@@ -53,7 +54,7 @@ async fn a_killed_pipeline_recovers_exactly_once() {
         child
             .args([dir.path().to_str().unwrap(), &events.to_string(), &rate.to_string()])
             .stderr(Stdio::inherit());
-        let printed = run_and_kill(&mut child, rng.random_range(200..1500))
+        let printed = run_and_kill(&mut child, rng.random_range(300..2500))
             .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
         if printed.iter().any(|l| l == "ready") {
             killed_ready += 1;
@@ -154,6 +155,38 @@ async fn a_killed_pipeline_recovers_exactly_once() {
                 .to_string(),
         ),
     ];
+    // The interval join of the bids with each window's highest price.
+    let mut got = rows(&engine.query("SELECT * FROM top_bids").await.unwrap());
+    let mut expected = rows(
+        &engine
+            .query(
+                "SELECT B.auction, B.price, B.bidder, B.dateTime FROM bid B
+                 JOIN (SELECT max(price) AS maxprice, window_end
+                       FROM TUMBLE(bid, dateTime, INTERVAL '100' MILLISECOND)
+                       GROUP BY window_start, window_end) M
+                 ON B.price = M.maxprice
+                    AND B.dateTime BETWEEN M.window_end - INTERVAL '100' MILLISECOND AND M.window_end",
+            )
+            .await
+            .unwrap(),
+    );
+    got.sort();
+    expected.sort();
+    assert!(!expected.is_empty());
+    same("the interval join", &got, &expected);
+    let top_bids = got.len();
+    let views = [
+        views[0].clone(),
+        views[1].clone(),
+        views[2].clone(),
+        (
+            "by_auction_size".to_string(),
+            format!(
+                "SELECT p.n, count(*) AS bids, max(b.price) AS hi
+                 FROM bid b JOIN ({per_auction}) p ON b.auction = p.auction GROUP BY p.n"
+            ),
+        ),
+    ];
     let mut view_rows = 0;
     for (view, query) in &views {
         let mut got = rows(&engine.query(&format!("SELECT * FROM {view}")).await.unwrap());
@@ -184,7 +217,7 @@ async fn a_killed_pipeline_recovers_exactly_once() {
         "views: {view_rows} rows equal their batch answers; the changelog replays to the view"
     );
     eprintln!(
-        "pipeline kill -9: {cycles} cycles ({killed_ready} after start-up), {} bids, {} cheap rows, {} window rows, {} sessions, {changes} changes",
+        "pipeline kill -9: {cycles} cycles ({killed_ready} after start-up), {} bids, {} cheap rows, {} window rows, {} sessions, {changes} changes, {top_bids} joined",
         bids[0],
         cheap.len(),
         got.len(),

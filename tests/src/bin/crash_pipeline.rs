@@ -1,6 +1,8 @@
 //! Child process of the pipeline crash test: opens an engine on a directory and, on first use,
 //! creates a Nexmark `bid` stream filled in real time, a stateless derived stream over it,
-//! windowed aggregations over it, materialized views (an aggregation, a view of it, a TopN);
+//! windowed aggregations over it, materialized views (an aggregation, a view of it, a TopN),
+//! joins (an interval join of the bids with a windowed aggregation of them; a view over a
+//! regular join of the bids with a view's changelog);
 //! then lets them run until it is killed. Checkpoints are
 //! taken every `KAPPA_CHECKPOINT_INTERVAL` (default 50 ms), so that kills land before, during
 //! and after them.
@@ -49,7 +51,17 @@ async fn main() -> Result<()> {
              CREATE MATERIALIZED VIEW IF NOT EXISTS top3 AS
                SELECT * FROM (SELECT auction, bidder, price,
                                 ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn
-                              FROM bid) WHERE rn <= 3"
+                              FROM bid) WHERE rn <= 3;
+             CREATE STREAM IF NOT EXISTS top_bids AS
+               SELECT B.auction, B.price, B.bidder, B.dateTime FROM bid B
+               JOIN (SELECT max(price) AS maxprice, window_end
+                     FROM TUMBLE(bid, dateTime, INTERVAL '100' MILLISECOND)
+                     GROUP BY window_start, window_end) M
+               ON B.price = M.maxprice
+                  AND B.dateTime BETWEEN M.window_end - INTERVAL '100' MILLISECOND AND M.window_end;
+             CREATE MATERIALIZED VIEW IF NOT EXISTS by_auction_size AS
+               SELECT p.n, count(*) AS bids, max(b.price) AS hi
+               FROM bid b JOIN per_auction p ON b.auction = p.auction GROUP BY p.n"
         ))
         .await?;
     println!("ready");
