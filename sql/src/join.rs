@@ -234,10 +234,10 @@ impl Join {
         let (mut pr, mut pq) = (Vec::new(), Vec::new());
         for (r, null) in null_key.iter().enumerate() {
             if !null {
-                for q in self.sides[o].rows_of(keys.row(r).as_ref()) {
+                self.sides[o].each_of(keys.row(r).as_ref(), |q| {
                     pr.push(r as u32);
                     pq.push(q);
-                }
+                });
             }
         }
         let pass = self.filter(s, &rows, &pr, &pq)?;
@@ -255,14 +255,16 @@ impl Join {
         let kind = self.spec.kind;
         let (pairs, semi) =
             (kind.pairs(), kind.only().filter(|_| matches!(kind, JoinKind::Semi(_))));
-        let mut out: Vec<Out> = Vec::new();
+        let mut out: Vec<Out> = Vec::with_capacity(pr.len());
+        let mut matched: Vec<RowId> = Vec::new();
         let mut i = 0;
         for r in 0..n {
             let start = i;
             while i < pr.len() && pr[i] as usize == r {
                 i += 1;
             }
-            let matched: Vec<RowId> = (start..i).filter(|j| pass[*j]).map(|j| pq[j]).collect();
+            matched.clear();
+            matched.extend((start..i).filter(|j| pass[*j]).map(|j| pq[j]));
             let retract = ops.is_some_and(|o| matches!(o[r], UPDATE_BEFORE | DELETE));
             let this = Some(r as u32);
             if null_key[r] {
@@ -582,8 +584,44 @@ fn concat(a: Option<Delta>, b: Option<Delta>) -> Result<Option<Delta>> {
     }
 }
 
+/// `column + constant` (or minus), the constant an interval of days and time: the column's
+/// index and the constant in milliseconds (arrow adds intervals row by row through calendar
+/// arithmetic; a fixed offset is a plain addition).
+fn fixed_offset(e: &dyn PhysicalExpr) -> Option<(usize, i64)> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+    if let Some(c) = e.downcast_ref::<Column>() {
+        return Some((c.index(), 0));
+    }
+    let b = e.downcast_ref::<BinaryExpr>()?;
+    let c = b.left().downcast_ref::<Column>()?;
+    let ScalarValue::IntervalMonthDayNano(Some(v)) = b.right().downcast_ref::<Literal>()?.value()
+    else {
+        return None;
+    };
+    if v.months != 0 || v.nanoseconds % 1_000_000 != 0 {
+        return None;
+    }
+    let ms = i64::from(v.days).checked_mul(86_400_000)?.checked_add(v.nanoseconds / 1_000_000)?;
+    match b.op() {
+        Operator::Plus => Some((c.index(), ms)),
+        Operator::Minus => Some((c.index(), -ms)),
+        _ => None,
+    }
+}
+
 /// An expression's values over `rows` as milliseconds (NULL: `i64::MIN`, out of reach at once).
 fn times(e: &dyn PhysicalExpr, rows: &RecordBatch) -> Result<Vec<i64>> {
+    if let Some((c, offset)) = fixed_offset(e)
+        && matches!(rows.column(c).data_type(), DataType::Timestamp(TimeUnit::Millisecond, _))
+    {
+        let ms =
+            rows.column(c).as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+        return Ok((0..ms.len())
+            .map(|i| if ms.is_valid(i) { ms.value(i).saturating_add(offset) } else { i64::MIN })
+            .collect());
+    }
     let v = e.evaluate(rows).and_then(|v| v.into_array(rows.num_rows())).map_err(exec)?;
     let ms = cast(&v, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(arrow)?;
     let ms = cast(&ms, &DataType::Int64).map_err(arrow)?;

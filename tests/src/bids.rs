@@ -91,3 +91,27 @@ pub async fn windowed_plan_partitioned(
     compile_windowed(&plan, &state, None, &resolve, emit)?
         .ok_or_else(|| anyhow::anyhow!("not a windowed aggregation: {select}"))
 }
+
+/// The plan of `select`, a join over two streams of bids `l` and `r` (each with the bids'
+/// columns and the watermark `datetime - 4 s`), as kappa compiles a query of several
+/// operators.
+///
+/// # Errors
+/// When the query does not plan as a graph of operators.
+pub async fn join_plan(select: &str) -> anyhow::Result<WindowedPlan> {
+    let ctx = SessionContext::new();
+    for name in ["l", "r"] {
+        ctx.register_table(name, Arc::new(MemTable::try_new(schema(), vec![vec![]])?))?;
+    }
+    let state = ctx.state();
+    let plan = state.optimize(&state.create_logical_plan(select).await?)?;
+    let streams = |_: &str| {
+        Some(kappa::sql::graph::StreamInfo {
+            schema: schema(),
+            watermark: Some(("datetime - INTERVAL '4' SECOND".into(), "datetime".into())),
+            changelog: None,
+        })
+    };
+    kappa::sql::graph::compile_graph(&plan, &state, None, &|_| None, &streams, EmitMode::Final)?
+        .ok_or_else(|| anyhow::anyhow!("not a join: {select}"))
+}

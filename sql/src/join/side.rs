@@ -9,6 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
@@ -43,10 +44,13 @@ pub(crate) struct Meta {
     pub held: bool,
 }
 
+/// A key and the rows held under it (the first inline: most keys have one).
 #[derive(Debug, Default)]
 struct KeyEntry {
+    hash: u64,
     bytes: Box<[u8]>,
-    rows: Vec<RowId>,
+    first: RowId,
+    more: Vec<RowId>,
     held: u32,
 }
 
@@ -57,7 +61,9 @@ pub(crate) struct Side {
     batches: Vec<Option<RecordBatch>>,
     metas: Vec<Vec<Meta>>,
     held_in: Vec<u32>,
-    keys: HashMap<Box<[u8]>, u32>,
+    /// Key entries by the hash of their bytes.
+    keys: hashbrown::HashTable<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
     entries: Vec<Option<KeyEntry>>,
     free_keys: Vec<u32>,
     /// By whole row (a side whose input retracts).
@@ -77,7 +83,8 @@ impl Side {
             batches: Vec::new(),
             metas: Vec::new(),
             held_in: Vec::new(),
-            keys: HashMap::default(),
+            keys: hashbrown::HashTable::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
             entries: Vec::new(),
             free_keys: Vec::new(),
             whole: retracts.then(HashMap::default),
@@ -123,10 +130,26 @@ impl Side {
                 None,
             ));
         }
-        let k = match self.keys.get(key) {
-            Some(k) => *k,
+        let hash = self.hasher.hash_one(key);
+        let entries = &self.entries;
+        let found = self
+            .keys
+            .find(hash, |k| entries[*k as usize].as_ref().is_some_and(|e| &*e.bytes == key));
+        match found.copied() {
+            Some(k) => {
+                if let Some(e) = self.entries[k as usize].as_mut() {
+                    if e.held == 0 && e.more.is_empty() {
+                        e.first = id;
+                    } else {
+                        e.more.push(id);
+                    }
+                    e.held += 1;
+                }
+                self.place(id, k, matches, expire, born);
+            }
             None => {
-                let entry = KeyEntry { bytes: key.into(), rows: Vec::new(), held: 0 };
+                let entry =
+                    KeyEntry { hash, bytes: key.into(), first: id, more: Vec::new(), held: 1 };
                 let k = match self.free_keys.pop() {
                     Some(k) => {
                         self.entries[k as usize] = Some(entry);
@@ -137,14 +160,21 @@ impl Side {
                         (self.entries.len() - 1) as u32
                     }
                 };
-                self.keys.insert(key.into(), k);
-                k
+                let entries = &self.entries;
+                self.keys.insert_unique(hash, k, |k| {
+                    entries[*k as usize].as_ref().map_or(0, |e| e.hash)
+                });
+                self.place(id, k, matches, expire, born);
             }
-        };
-        if let Some(e) = self.entries[k as usize].as_mut() {
-            e.rows.push(id);
-            e.held += 1;
         }
+        if let (Some(map), Some(w)) = (self.whole.as_mut(), whole) {
+            map.entry(w.into()).or_default().push(id);
+        }
+        Ok(())
+    }
+
+    /// Row `id` held under key entry `k`.
+    fn place(&mut self, id: RowId, k: u32, matches: u32, expire: Option<i64>, born: i64) {
         let (b, r) = split_id(id);
         self.metas[b][r] =
             Meta { key: k, matches, expire: expire.unwrap_or(i64::MAX), born, held: true };
@@ -153,28 +183,39 @@ impl Side {
         }
         self.held_in[b] += 1;
         self.held += 1;
-        if let (Some(map), Some(w)) = (self.whole.as_mut(), whole) {
-            map.entry(w.into()).or_default().push(id);
-        }
         if let Some(t) = expire {
             self.expiry.push(Reverse((t, id)));
         }
-        Ok(())
     }
 
-    /// The rows held under `key`.
-    pub fn rows_of(&mut self, key: &[u8]) -> Vec<RowId> {
-        let Some(k) = self.keys.get(key) else { return Vec::new() };
-        let Some(entry) = self.entries[*k as usize].as_mut() else { return Vec::new() };
+    /// Call `f` with each row held under `key`.
+    pub fn each_of(&mut self, key: &[u8], mut f: impl FnMut(RowId)) {
+        let hash = self.hasher.hash_one(key);
+        let entries = &self.entries;
+        let Some(k) = self
+            .keys
+            .find(hash, |k| entries[*k as usize].as_ref().is_some_and(|e| &*e.bytes == key))
+            .copied()
+        else {
+            return;
+        };
+        let Some(entry) = self.entries[k as usize].as_mut() else { return };
         let metas = &self.metas;
         let held = |id: &RowId| {
             let (b, r) = split_id(*id);
             metas.get(b).and_then(|m| m.get(r)).is_some_and(|m| m.held)
         };
-        if entry.rows.len() > 2 * entry.held as usize + 8 {
-            entry.rows.retain(held);
+        if held(&entry.first) {
+            f(entry.first);
         }
-        entry.rows.iter().copied().filter(held).collect()
+        if entry.more.len() > 2 * entry.held as usize + 8 {
+            entry.more.retain(held);
+        }
+        for id in &entry.more {
+            if held(id) {
+                f(*id);
+            }
+        }
     }
 
     /// A held row with this whole value (a retracting side).
@@ -218,7 +259,10 @@ impl Side {
         if let Some(entry) = self.entries[k].as_mut() {
             entry.held -= 1;
             if entry.held == 0 {
-                self.keys.remove(&entry.bytes);
+                let hash = entry.hash;
+                if let Ok(e) = self.keys.find_entry(hash, |x| *x as usize == k) {
+                    e.remove();
+                }
                 self.entries[k] = None;
                 self.free_keys.push(k as u32);
             }
