@@ -198,6 +198,7 @@ impl Engine {
             c.options.iter().find(|(k, _)| k == "connector").map(|(_, v)| v.to_ascii_lowercase());
         match connector.as_deref() {
             Some(s) if SINK_CONNECTORS.contains(&s) => self.create_sink(c, s, text, at),
+            Some("filesystem") => self.create_file_table(c, text, at).await,
             Some(_) => self.create_stream(c, text, at).await,
             None => Err(Error::plan(
                 format!(
@@ -207,6 +208,72 @@ impl Engine {
                 at,
             )),
         }
+    }
+
+    /// `CREATE TABLE t (...) WITH ('connector' = 'filesystem', 'path' = 'f.csv' [, 'format' =
+    /// 'csv' | 'json' | 'parquet'] [, 'header' = 'true'])`: a stream loaded from the file (as
+    /// `COPY` loads it: checked whole first, a bad row names its file and line) and sealed, a
+    /// table to look up (a lookup join) or to query. The file is read when the statement runs;
+    /// a bad file leaves nothing behind.
+    async fn create_file_table(&self, mut c: CreateStream, text: &str, at: At) -> Result<Output> {
+        let mut path = None;
+        let mut copy = kappa_sql::ast::CopyOptions { header: Some(false), ..Default::default() };
+        for (k, v) in &c.options {
+            match k.as_str() {
+                "connector" => {}
+                "path" => path = Some(v.strip_prefix("file://").unwrap_or(v).to_string()),
+                "format" => {
+                    copy.format = Some(match v.to_ascii_lowercase().as_str() {
+                        "csv" => kappa_sql::ast::FileFormat::Csv,
+                        "json" => kappa_sql::ast::FileFormat::Json,
+                        "parquet" => kappa_sql::ast::FileFormat::Parquet,
+                        other => {
+                            return Err(Error::plan(
+                                format!(
+                                    "format '{other}' of a filesystem table: csv, json or parquet"
+                                ),
+                                at,
+                            ));
+                        }
+                    })
+                }
+                "header" => copy.header = Some(v.eq_ignore_ascii_case("true")),
+                other => {
+                    return Err(Error::plan(
+                        format!(
+                            "the filesystem connector takes 'path', 'format' and 'header', not '{other}'"
+                        ),
+                        at,
+                    ));
+                }
+            }
+        }
+        let Some(path) = path else {
+            return Err(Error::plan("a filesystem table needs 'path' = 'file.csv'", at));
+        };
+        if c.query.is_some() || c.watermark.is_some() {
+            return Err(Error::plan(
+                "a filesystem table is its file's rows: no AS SELECT, no WATERMARK",
+                at,
+            ));
+        }
+        if c.if_not_exists && self.inner.catalog().streams.contains_key(&c.name) {
+            return Ok(Output::Done { tag: "CREATE TABLE".into(), rows: None });
+        }
+        let name = c.name.clone();
+        c.options.clear();
+        self.create_stream(c, text, at).await?;
+        let loaded = async {
+            crate::copy::copy_from(self, &name, &path, &copy, at).await?;
+            self.inner.stream(&name, at)?.seal()?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = loaded {
+            let _ = self.drop_log_and_job(&name, at).await;
+            return Err(e);
+        }
+        Ok(Output::Done { tag: "CREATE TABLE".into(), rows: None })
     }
 
     fn create_sink(&self, c: CreateStream, connector: &str, text: &str, at: At) -> Result<Output> {

@@ -288,6 +288,8 @@ impl Engine {
             let f = crate::window_table::WindowFunction { name, inner: Arc::downgrade(&inner) };
             inner.ctx.register_udtf(name, Arc::new(f));
         }
+        let as_of = crate::as_of::AsOfFunction { inner: Arc::downgrade(&inner) };
+        inner.ctx.register_udtf("__as_of", Arc::new(as_of));
         let engine = Engine { inner };
         engine.open_connectors();
         let to_start: Vec<(String, JobEntry)> = engine
@@ -603,9 +605,10 @@ impl Engine {
         };
         // Joins, and the aggregations and TopNs over or under them: a graph of operators.
         let streams = |name: &str| crate::view::stream_info(&self.inner, name);
-        if let Some(g) =
-            kappa_sql::graph::compile_graph(&optimized, &state, at, &resolve, &streams, emit)?
-        {
+        let as_of = crate::as_of::as_of;
+        if let Some(g) = kappa_sql::graph::compile_graph(
+            &optimized, &state, at, &resolve, &streams, &as_of, emit,
+        )? {
             return Ok(JobPlan::Windowed(Box::new(g)));
         }
         if let Some(w) =

@@ -37,6 +37,7 @@
 //! The engine must run inside a multi-thread tokio runtime.
 
 mod acker;
+mod as_of;
 mod catalog;
 mod checkpoint;
 mod compute;

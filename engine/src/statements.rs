@@ -558,7 +558,7 @@ impl Engine {
 
     /// Drop `name`'s log with the job that owns it (its catalog entries, checkpoints and late
     /// streams).
-    async fn drop_log_and_job(&self, name: &str, at: At) -> Result<()> {
+    pub(crate) async fn drop_log_and_job(&self, name: &str, at: At) -> Result<()> {
         self.check_late_unread(name, at)?;
         self.stop_job(name).await;
         let job_id = {

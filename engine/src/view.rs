@@ -137,6 +137,7 @@ pub(crate) fn stream_info(
         schema: Arc::clone(s.schema()),
         watermark: watermark.map(|w| (w.expr, w.column)),
         changelog: changelog_columns(inner, stream),
+        sealed: s.info().sealed.is_some(),
     })
 }
 

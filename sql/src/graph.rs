@@ -30,7 +30,7 @@ use crate::windowed_run::{RunSnapshot, StatePart, WindowedRun};
 
 mod compile;
 
-pub use compile::{StreamInfo, compile_graph};
+pub use compile::{AsOf, StreamInfo, compile_graph};
 
 /// Nodes and sources of a query of several operators.
 #[derive(Debug, Clone)]

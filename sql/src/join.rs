@@ -126,12 +126,26 @@ pub struct JoinSpec {
     pub bound: [Option<Arc<dyn PhysicalExpr>>; 2],
     /// Per side, whether its input is a changelog (rows may be taken back; no bounds then).
     pub changelog: [bool; 2],
+    /// A lookup join (`FOR SYSTEM_TIME AS OF PROCTIME()`): one side is a table the other's
+    /// rows look up as it is when they come.
+    pub lookup: Option<Lookup>,
+}
+
+/// A lookup join: side `table` is the table, the other side's rows probe it and are not
+/// held (a row of the table meets no row that came before it).
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup {
+    /// The table's side.
+    pub table: usize,
+    /// The table was sealed when the job was planned (a file-backed table): rows probing it
+    /// wait until it is read whole, so that they see all of it whatever the order of reads.
+    pub whole: bool,
 }
 
 impl JoinSpec {
     /// Whether side `s` lets go of rows by the other side's watermark.
     pub fn bounded(&self, s: usize) -> bool {
-        self.bound[s].is_some() && !self.changelog[0] && !self.changelog[1]
+        self.bound[s].is_some() && !self.changelog[0] && !self.changelog[1] && self.lookup.is_none()
     }
 
     /// Whether an unmatched row of side `s` comes out at once (and is taken back at its first
@@ -142,6 +156,9 @@ impl JoinSpec {
 
     /// Whether the output is a changelog (else inserts only).
     pub fn changelog_output(&self) -> bool {
+        if let Some(l) = self.lookup {
+            return self.changelog[1 - l.table];
+        }
         self.changelog[0] || self.changelog[1] || self.eager(0) || self.eager(1)
     }
 }
@@ -229,11 +246,21 @@ impl Join {
             return Ok(None);
         }
         let o = 1 - s;
+        // A lookup join: the table's rows probe nothing; the other side's probe and are not
+        // held (unless they wait for a sealed table to be read whole).
+        let (probe, hold) = match self.spec.lookup {
+            None => (true, true),
+            Some(l) if l.table == s => (false, true),
+            Some(l) => {
+                let wait = l.whole && self.watermarks[l.table] != i64::MAX;
+                (!wait, wait)
+            }
+        };
         let (keys, null_key) = self.keys_of(s, &rows)?;
         // The candidate pairs: each row with the other side's rows of its key.
         let (mut pr, mut pq) = (Vec::new(), Vec::new());
         for (r, null) in null_key.iter().enumerate() {
-            if !null {
+            if !null && probe {
                 self.sides[o].each_of(keys.row(r).as_ref(), |q| {
                     pr.push(r as u32);
                     pq.push(q);
@@ -269,7 +296,7 @@ impl Join {
             let this = Some(r as u32);
             if null_key[r] {
                 // (Never meets a row: out at once on a kept side.)
-                if self.spec.kind.keeps(s) {
+                if self.spec.kind.keeps(s) && probe {
                     out.push((this, None, if retract { DELETE } else { INSERT }));
                 }
                 continue;
@@ -288,11 +315,14 @@ impl Join {
                         out.push((this, Some(*q), INSERT));
                     }
                 }
-                if matched.is_empty() && eager_s {
+                if matched.is_empty() && eager_s && probe {
                     out.push((this, None, INSERT));
                 }
                 if !matched.is_empty() && semi == Some(s) {
                     out.push((this, None, INSERT));
+                }
+                if !hold {
+                    continue;
                 }
                 let whole = whole.as_ref().map(|w| w.row(r));
                 self.sides[s].hold(
@@ -413,6 +443,25 @@ impl Join {
         }
         self.watermarks[s] = watermark;
         let o = 1 - s;
+        if let Some(l) = self.spec.lookup {
+            // A sealed table read whole: the rows that waited for it look it up now.
+            if l.whole && l.table == s && watermark == i64::MAX {
+                let waiting = self.sides[o].held_rows();
+                if waiting.is_empty() {
+                    return Ok(None);
+                }
+                let ids: Vec<Option<RowId>> = waiting.iter().map(|q| Some(*q)).collect();
+                let columns = self.sides[o].gather(&ids)?;
+                let rows = RecordBatch::try_new(Arc::clone(&self.spec.sides[o]), columns)
+                    .map_err(arrow)?;
+                for q in waiting {
+                    self.sides[o].release(q);
+                }
+                self.sides[o] = Side::new(Arc::clone(&self.spec.sides[o]), self.spec.changelog[o]);
+                return self.push(o, rows, None);
+            }
+            return Ok(None);
+        }
         if !self.spec.bounded(o) {
             return Ok(None);
         }

@@ -506,8 +506,99 @@ fn short_window_functions(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWit
     Ok(tokens)
 }
 
+/// `t FOR SYSTEM_TIME AS OF e` (which sqlparser's generic dialect does not parse) as a call of
+/// the engine's table function `__as_of(t, 'e')`: `e` is a column (`o.ts`) or a call without
+/// arguments (`PROCTIME()`).
+fn as_of_tables(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+    let word = |t: &TokenWithSpan, w: &str| matches!(&t.token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    let solid = |tokens: &[TokenWithSpan], from: usize| {
+        (from..tokens.len()).find(|i| !matches!(tokens[*i].token, Token::Whitespace(_)))
+    };
+    let before = |tokens: &[TokenWithSpan], at: usize| {
+        (0..at).rev().find(|i| !matches!(tokens[*i].token, Token::Whitespace(_)))
+    };
+    let mut i = 0;
+    while i < tokens.len() {
+        if !word(&tokens[i], "FOR") {
+            i += 1;
+            continue;
+        }
+        let Some(st) = solid(&tokens, i + 1).filter(|j| word(&tokens[*j], "SYSTEM_TIME")) else {
+            i += 1;
+            continue;
+        };
+        let at = loc(&tokens[i]);
+        let Some(of) = solid(&tokens, st + 1)
+            .filter(|j| word(&tokens[*j], "AS"))
+            .and_then(|j| solid(&tokens, j + 1))
+            .filter(|j| word(&tokens[*j], "OF"))
+        else {
+            return Err(Error::syntax("FOR SYSTEM_TIME AS OF expects AS OF", at));
+        };
+        // The table's name before FOR: `t` or `s.t`.
+        let Some(mut start) =
+            before(&tokens, i).filter(|j| matches!(tokens[*j].token, Token::Word(_)))
+        else {
+            return Err(Error::syntax("FOR SYSTEM_TIME AS OF follows a table's name", at));
+        };
+        while let Some(dot) = before(&tokens, start).filter(|j| tokens[*j].token == Token::Period) {
+            match before(&tokens, dot).filter(|j| matches!(tokens[*j].token, Token::Word(_))) {
+                Some(j) => start = j,
+                None => break,
+            }
+        }
+        // The time: `a.b.c` or `f()`.
+        let Some(first) =
+            solid(&tokens, of + 1).filter(|j| matches!(tokens[*j].token, Token::Word(_)))
+        else {
+            return Err(Error::syntax(
+                "FOR SYSTEM_TIME AS OF takes a column (o.ts) or PROCTIME()",
+                at,
+            ));
+        };
+        let mut end = first;
+        loop {
+            let next = solid(&tokens, end + 1);
+            match next.map(|n| &tokens[n].token) {
+                Some(Token::Period) => match solid(&tokens, next.unwrap_or(end) + 1) {
+                    Some(w) if matches!(tokens[w].token, Token::Word(_)) => end = w,
+                    _ => break,
+                },
+                Some(Token::LParen) => {
+                    let close = next.and_then(|n| solid(&tokens, n + 1));
+                    match close {
+                        Some(c) if tokens[c].token == Token::RParen => {
+                            end = c;
+                            break;
+                        }
+                        _ => {
+                            return Err(Error::syntax(
+                                "FOR SYSTEM_TIME AS OF takes a column (o.ts) or a call without arguments (PROCTIME())",
+                                at,
+                            ));
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        let time: String = tokens[first..=end].iter().map(|t| t.token.to_string()).collect();
+        let span = tokens[i].span;
+        let token = |t: Token| TokenWithSpan { token: t, span };
+        let mut call = vec![token(Token::make_word("__as_of", None)), token(Token::LParen)];
+        call.extend(tokens[start..i].iter().cloned());
+        call.push(token(Token::Comma));
+        call.push(token(Token::SingleQuotedString(time)));
+        call.push(token(Token::RParen));
+        let n = call.len();
+        tokens.splice(start..=end, call);
+        i = start + n;
+    }
+    Ok(tokens)
+}
+
 fn parse_tokens(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Result<Statement> {
-    let tokens = short_window_functions(approximate_numbers(tokens))?;
+    let tokens = as_of_tables(short_window_functions(approximate_numbers(tokens))?)?;
     // EXPLAIN's statement keeps its EMIT clause: it is parsed again below.
     let explain = tokens.iter().find(|t| !matches!(t.token, Token::Whitespace(_))).is_some_and(
         |t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case("EXPLAIN")),

@@ -455,7 +455,7 @@ impl Watermark {
 
 /// `column - INTERVAL` with a fixed length (or the column alone): the column's index and the
 /// delay in milliseconds.
-fn delay_of(expr: &Expr, schema: &DFSchema) -> Option<(usize, i64)> {
+pub(crate) fn delay_of(expr: &Expr, schema: &DFSchema) -> Option<(usize, i64)> {
     use datafusion::logical_expr::{BinaryExpr, Operator};
     match expr {
         Expr::Column(c) => Some((schema.index_of_column(c).ok()?, 0)),

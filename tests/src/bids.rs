@@ -110,8 +110,17 @@ pub async fn join_plan(select: &str) -> anyhow::Result<WindowedPlan> {
             schema: schema(),
             watermark: Some(("datetime - INTERVAL '4' SECOND".into(), "datetime".into())),
             changelog: None,
+            sealed: false,
         })
     };
-    kappa::sql::graph::compile_graph(&plan, &state, None, &|_| None, &streams, EmitMode::Final)?
-        .ok_or_else(|| anyhow::anyhow!("not a join: {select}"))
+    kappa::sql::graph::compile_graph(
+        &plan,
+        &state,
+        None,
+        &|_| None,
+        &streams,
+        &|_| None,
+        EmitMode::Final,
+    )?
+    .ok_or_else(|| anyhow::anyhow!("not a join: {select}"))
 }

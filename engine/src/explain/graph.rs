@@ -82,7 +82,14 @@ fn join(cx: &Cx<'_>, lines: &mut Vec<String>, k: usize, spec: &JoinSpec, depth: 
         Some(f) => format!("{} AND {f}", keys.join(" AND ")),
         None => keys.join(" AND "),
     };
-    lines.push(format!("{pad}#{k}: {} ON {}", spec.kind.sql(), intervals(&on)));
+    let lookup = match spec.lookup {
+        Some(l) => format!(
+            " (a lookup join: the {} side is a table FOR SYSTEM_TIME AS OF PROCTIME())",
+            ["left", "right"][l.table]
+        ),
+        None => String::new(),
+    };
+    lines.push(format!("{pad}#{k}: {} ON {}{lookup}", spec.kind.sql(), intervals(&on)));
     let names = ["left", "right"];
     for s in 0..2 {
         let o = 1 - s;
@@ -111,7 +118,15 @@ fn join(cx: &Cx<'_>, lines: &mut Vec<String>, k: usize, spec: &JoinSpec, depth: 
         {
             lines.push(format!("{pad}    the output of operator #{c}"));
         }
-        let state = if spec.bounded(s) {
+        let state = if let Some(l) = spec.lookup {
+            if l.table == s {
+                "the table's rows, as they come (a row of the table meets only the rows that come after it)".to_string()
+            } else if l.whole {
+                "none: each row looks the table up when it comes, after the table (sealed) is read whole".into()
+            } else {
+                "none: each row looks the table up as it is when it comes".into()
+            }
+        } else if spec.bounded(s) {
             format!(
                 "bounded by the {} side's watermark: a row is let go once that watermark passes {}",
                 names[o],

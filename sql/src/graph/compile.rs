@@ -16,7 +16,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Ope
 
 use super::{Graph, GraphNode, NodeOp, Port, Source};
 use crate::error::{Error, Location, Result};
-use crate::join::{JoinKind, JoinSpec};
+use crate::join::{JoinKind, JoinSpec, Lookup};
 use crate::stream_plan::{InputPipeline, Op, StatelessPlan, physical};
 use crate::updating_plan::ChangelogColumns;
 use crate::windowed_plan::{
@@ -33,6 +33,26 @@ pub struct StreamInfo {
     pub watermark: Option<(String, String)>,
     /// Where its `__op` is, for a changelog.
     pub changelog: Option<ChangelogColumns>,
+    /// Whether it is sealed (no row will come after those stored).
+    pub sealed: bool,
+}
+
+/// A table read `FOR SYSTEM_TIME AS OF ...` (a scan the engine's `__as_of` table function
+/// makes of `t FOR SYSTEM_TIME AS OF e`).
+#[derive(Debug, Clone)]
+pub struct AsOf {
+    /// The table (a stream, or a materialized view).
+    pub stream: String,
+    /// The expression after `AS OF`, as written.
+    pub time: String,
+}
+
+impl AsOf {
+    /// Whether the time is the processing time (`PROCTIME()`): a lookup join.
+    pub fn processing_time(&self) -> bool {
+        let t = self.time.trim().to_ascii_lowercase().replace(' ', "");
+        matches!(t.as_str(), "proctime()" | "now()" | "current_timestamp")
+    }
 }
 
 /// Whether `plan` has a join.
@@ -74,6 +94,7 @@ pub fn compile_graph(
     at: Option<Location>,
     resolve: &dyn Fn(&TableScan) -> Option<WindowSource>,
     streams: &dyn Fn(&str) -> Option<StreamInfo>,
+    as_of: &dyn Fn(&TableScan) -> Option<AsOf>,
     emit: EmitMode,
 ) -> Result<Option<WindowedPlan>> {
     if !has_join(plan) && !nested(plan) {
@@ -82,7 +103,8 @@ pub fn compile_graph(
     if let EmitMode::Changes { every_ms: Some(_) } = emit {
         return Err(Error::not_supported("EMIT CHANGES EVERY over a join", at));
     }
-    let mut b = Builder { state, at, resolve, streams, nodes: Vec::new(), sources: Vec::new() };
+    let mut b =
+        Builder { state, at, resolve, streams, as_of, nodes: Vec::new(), sources: Vec::new() };
     let root = b.build(plan)?;
     let node = &b.nodes[root];
     let (schema, changelog) = (Arc::clone(&node.schema), node.changelog);
@@ -107,8 +129,9 @@ enum Feed {
     /// A node.
     Node(usize),
     /// Sources (several under `UNION ALL`), with the side's time column (the one their
-    /// watermarks are for), if the pipelines pass it.
-    Sources(Vec<usize>, Option<usize>),
+    /// watermarks are for), if the pipelines pass it, and the table it reads `FOR
+    /// SYSTEM_TIME AS OF`, if so.
+    Sources(Vec<usize>, Option<usize>, Option<AsOf>),
 }
 
 struct Builder<'a> {
@@ -116,6 +139,7 @@ struct Builder<'a> {
     at: Option<Location>,
     resolve: &'a dyn Fn(&TableScan) -> Option<WindowSource>,
     streams: &'a dyn Fn(&str) -> Option<StreamInfo>,
+    as_of: &'a dyn Fn(&TableScan) -> Option<AsOf>,
     nodes: Vec<GraphNode>,
     sources: Vec<(Source, WindowedInput)>,
 }
@@ -167,6 +191,7 @@ impl Builder<'_> {
             );
         }
         let feeds = [self.feed(&j.left)?, self.feed(&j.right)?];
+        let lookup = self.lookup(&feeds, kind)?;
         let (ls, rs) = (j.left.schema(), j.right.schema());
         let mut keys = [Vec::new(), Vec::new()];
         let mut key_types = Vec::new();
@@ -228,6 +253,7 @@ impl Builder<'_> {
             schema: Arc::clone(j.schema.inner()),
             bound,
             changelog,
+            lookup,
         };
         let after = above
             .iter()
@@ -248,7 +274,7 @@ impl Builder<'_> {
             let port = Port { node: k, input: s };
             match feed {
                 Feed::Node(c) => self.nodes[c].parent = Some(port),
-                Feed::Sources(list, _) => {
+                Feed::Sources(list, _, _) => {
                     for i in list {
                         let src = &mut self.sources[i].0;
                         src.to = port;
@@ -262,17 +288,57 @@ impl Builder<'_> {
         Ok(k)
     }
 
+    /// The lookup of a join whose side reads a table `FOR SYSTEM_TIME AS OF PROCTIME()`.
+    fn lookup(&self, feeds: &[Feed; 2], kind: JoinKind) -> Result<Option<Lookup>> {
+        let of = |f: &Feed| match f {
+            Feed::Sources(list, _, Some(a)) => Some((list.clone(), a.clone())),
+            _ => None,
+        };
+        let (table, (list, a)) = match (of(&feeds[0]), of(&feeds[1])) {
+            (None, None) => return Ok(None),
+            (Some(x), None) => (0, x),
+            (None, Some(x)) => (1, x),
+            (Some(_), Some(_)) => {
+                return self.not_supported("a join of two tables FOR SYSTEM_TIME AS OF");
+            }
+        };
+        if !a.processing_time() {
+            return self.not_supported(format!(
+                "a temporal join as of the event time (FOR SYSTEM_TIME AS OF {}; PROCTIME() looks the table up as it is)",
+                a.time
+            ));
+        }
+        let probe = 1 - table;
+        if !matches!(
+            (kind, probe),
+            (JoinKind::Inner, _) | (JoinKind::Left, 0) | (JoinKind::Right, 1)
+        ) {
+            return self.not_supported(format!(
+                "{} with a table FOR SYSTEM_TIME AS OF (a lookup join is a JOIN, or a LEFT JOIN keeping the rows that look up)",
+                kind.sql()
+            ));
+        }
+        if self.feed_changelog(&feeds[probe]) {
+            return self
+                .not_supported("a lookup join of a changelog (its rows look the table up once)");
+        }
+        let sealed = list
+            .iter()
+            .all(|i| (self.streams)(&self.sources[*i].1.pipeline.stream).is_some_and(|s| s.sealed));
+        Ok(Some(Lookup { table, whole: sealed }))
+    }
+
     fn feed_changelog(&self, feed: &Feed) -> bool {
         match feed {
             Feed::Node(c) => self.nodes[*c].changelog,
-            Feed::Sources(list, _) => list.iter().any(|i| self.sources[*i].0.changelog),
+            Feed::Sources(list, _, _) => list.iter().any(|i| self.sources[*i].0.changelog),
         }
     }
 
     /// A side's time column (its values are at least its watermark, late rows aside).
     fn feed_time(&self, feed: &Feed) -> Option<usize> {
         match feed {
-            Feed::Sources(_, t) => *t,
+            Feed::Sources(_, t, _) => *t,
             Feed::Node(c) => match &self.nodes[*c].op {
                 // A windowed aggregation's window_end, if passed unchanged.
                 NodeOp::Run(p) => {
@@ -362,7 +428,17 @@ impl Builder<'_> {
         if stateful(plan) {
             return Ok(Feed::Node(self.build(plan)?));
         }
-        let compiled = crate::stream_plan::compile(plan, self.state, self.at)?;
+        let mut compiled = crate::stream_plan::compile(plan, self.state, self.at)?;
+        // `t FOR SYSTEM_TIME AS OF ...`: the table function's scan reads stream `t`.
+        let as_of = match descend(plan).1 {
+            LogicalPlan::TableScan(scan) => (self.as_of)(scan),
+            _ => None,
+        };
+        if let Some(a) = &as_of {
+            for p in &mut compiled.inputs {
+                p.stream = a.stream.clone();
+            }
+        }
         let mut list = Vec::new();
         let mut time_names = Vec::new();
         for pipeline in compiled.inputs {
@@ -382,7 +458,7 @@ impl Builder<'_> {
                 self.sources[*i].0.late_by = None;
             }
         }
-        Ok(Feed::Sources(list, time))
+        Ok(Feed::Sources(list, time, as_of))
     }
 
     /// A source reading `pipeline`'s stream into `to`; also the name of its watermark's column.
@@ -424,7 +500,10 @@ impl Builder<'_> {
             let expr = self.state.create_logical_expr(sql, &df).map_err(|e| {
                 Error::plan(format!("the watermark {sql}: {}", e.message()), self.at)
             })?;
-            watermark = Some(Watermark::Expr(physical(self.state, &expr, &df, self.at)?));
+            watermark = Some(match crate::windowed_plan::delay_of(&expr, &df) {
+                Some((column, delay_ms)) => Watermark::Delay { column, delay_ms },
+                None => Watermark::Expr(physical(self.state, &expr, &df, self.at)?),
+            });
             late_by = Some(at);
             time_name = Some(column.clone());
         }

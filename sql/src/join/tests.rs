@@ -40,6 +40,7 @@ fn spec(kind: JoinKind, bounded: bool, changelog: bool) -> JoinSpec {
         schema,
         bound,
         changelog: [changelog, false],
+        lookup: None,
     }
 }
 
