@@ -678,10 +678,16 @@ impl Engine {
         // Without the rewrite of a DISTINCT aggregate into an aggregation over an aggregation:
         // an aggregation keeps COUNT(DISTINCT x) as one distinct state per group.
         let state = self.inner.ctx.state();
+        // A temporal join needs both sides' event times, which the query may not select: the
+        // columns are not pruned then.
+        let temporal = crate::statements::scanned_tables(plan)
+            .iter()
+            .any(|t| t.table().starts_with("__as_of"));
         let rules = state
             .optimizers()
             .iter()
             .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+            .filter(|r| !temporal || r.name() != "optimize_projections")
             .cloned()
             .collect();
         let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)

@@ -30,8 +30,10 @@ use crate::error::{Error, Result};
 use crate::window_agg::changes::{DELETE, INSERT, UPDATE_BEFORE};
 
 mod side;
+mod temporal;
 
 pub use side::MAX_JOIN_ROWS;
+pub use temporal::Temporal;
 
 use side::{RowId, Side, arrow, null_batch, row_id};
 
@@ -129,6 +131,9 @@ pub struct JoinSpec {
     /// A lookup join (`FOR SYSTEM_TIME AS OF PROCTIME()`): one side is a table the other's
     /// rows look up as it is when they come.
     pub lookup: Option<Lookup>,
+    /// A temporal join as of the event time (`FOR SYSTEM_TIME AS OF o.ts`); `bound` holds each
+    /// side's time then.
+    pub temporal: Option<Temporal>,
 }
 
 /// A lookup join: side `table` is the table, the other side's rows probe it and are not
@@ -145,7 +150,11 @@ pub struct Lookup {
 impl JoinSpec {
     /// Whether side `s` lets go of rows by the other side's watermark.
     pub fn bounded(&self, s: usize) -> bool {
-        self.bound[s].is_some() && !self.changelog[0] && !self.changelog[1] && self.lookup.is_none()
+        self.bound[s].is_some()
+            && !self.changelog[0]
+            && !self.changelog[1]
+            && self.lookup.is_none()
+            && self.temporal.is_none()
     }
 
     /// Whether an unmatched row of side `s` comes out at once (and is taken back at its first
@@ -158,6 +167,9 @@ impl JoinSpec {
     pub fn changelog_output(&self) -> bool {
         if let Some(l) = self.lookup {
             return self.changelog[1 - l.table];
+        }
+        if self.temporal.is_some() {
+            return false;
         }
         self.changelog[0] || self.changelog[1] || self.eager(0) || self.eager(1)
     }
@@ -244,6 +256,9 @@ impl Join {
         let n = rows.num_rows();
         if n == 0 {
             return Ok(None);
+        }
+        if self.spec.temporal.is_some() {
+            return self.temporal_push(s, rows);
         }
         let o = 1 - s;
         // A lookup join: the table's rows probe nothing; the other side's probe and are not
@@ -443,6 +458,9 @@ impl Join {
         }
         self.watermarks[s] = watermark;
         let o = 1 - s;
+        if let Some(t) = &self.spec.temporal {
+            return if t.table == s { self.temporal_ready() } else { Ok(None) };
+        }
         if let Some(l) = self.spec.lookup {
             // A sealed table read whole: the rows that waited for it look it up now.
             if l.whole && l.table == s && watermark == i64::MAX {

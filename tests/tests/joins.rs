@@ -3,7 +3,10 @@
 //! batches that interleave the two streams. Every kind of join runs as a job: regular inner,
 //! left, full, semi and anti joins (their changelogs replayed), interval joins inner, left and
 //! full (state bounded by the watermarks, append-only), a window join of two windowed
-//! aggregations, and a view of an aggregation over an interval join. Once both streams are
+//! aggregations, a view of an aggregation over an interval join, and temporal joins (inner
+//! and left) of `l` with a third stream of versions `v` as of `l`'s event time (`v`'s times
+//! are distinct, so that "the latest version" is one row; the batch answer finds it with `NOT
+//! EXISTS` a later one). Once the streams are
 //! sealed and the jobs finished, each output must equal DataFusion's batch answer of its query
 //! over the same rows. `PROPTEST_CASES` sets the number of cases (default 6).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -67,10 +70,37 @@ fn queries() -> Vec<(&'static str, String, bool)> {
     ]
 }
 
+/// The temporal joins, and their batch answers.
+const TEMPORAL: [(&str, &str, &str); 2] = [
+    (
+        "t_inner",
+        "SELECT l.v, x.w FROM l JOIN v FOR SYSTEM_TIME AS OF l.t AS x ON l.k = x.k",
+        "SELECT l.v, x.w FROM l JOIN v x ON l.k = x.k WHERE x.t <= l.t
+           AND NOT EXISTS (SELECT 1 FROM v y WHERE y.k = x.k AND y.t <= l.t AND y.t > x.t)",
+    ),
+    (
+        "t_left",
+        "SELECT l.v, x.w FROM l LEFT JOIN v FOR SYSTEM_TIME AS OF l.t x ON l.k = x.k",
+        "SELECT l.v, x.w FROM l JOIN v x ON l.k = x.k WHERE x.t <= l.t
+           AND NOT EXISTS (SELECT 1 FROM v y WHERE y.k = x.k AND y.t <= l.t AND y.t > x.t)
+         UNION ALL
+         SELECT l.v, NULL FROM l WHERE NOT EXISTS (SELECT 1 FROM v y WHERE y.k = l.k AND y.t <= l.t)",
+    ),
+];
+
 const VIEW: &str = "SELECT l.k, count(*) AS n, max(r.w) AS m, sum(l.v) AS s
   FROM l JOIN r ON l.k = r.k AND r.t BETWEEN l.t - INTERVAL '2' SECOND AND l.t GROUP BY l.k";
 
 fn batch(rows: &[(usize, Row)], right: bool) -> RecordBatch {
+    batch_at(rows, right, |i, jitter| i as i64 * 200 + jitter)
+}
+
+/// Versions: about every 200 ms, in order, each at its own time.
+fn versions(rows: &[(usize, Row)]) -> RecordBatch {
+    batch_at(rows, true, |i, jitter| i as i64 * 200 + jitter % 150)
+}
+
+fn batch_at(rows: &[(usize, Row)], right: bool, at: impl Fn(usize, i64) -> i64) -> RecordBatch {
     let third = if right {
         Field::new("w", DataType::Utf8, false)
     } else {
@@ -94,7 +124,7 @@ fn batch(rows: &[(usize, Row)], right: bool) -> RecordBatch {
             Arc::new(Int64Array::from_iter(rows.iter().map(|(_, r)| r.0))),
             // (Row i at about i * 200 ms, up to 4 s later: never behind the watermark, 5 s.)
             Arc::new(TimestampMillisecondArray::from_iter_values(
-                rows.iter().map(|(i, r)| base + *i as i64 * 200 + r.1),
+                rows.iter().map(|(i, r)| base + at(*i, r.1)),
             )),
             third,
         ],
@@ -111,7 +141,9 @@ async fn sorted(engine: &Engine, sql: &str) -> Vec<String> {
 async fn check(left: Vec<Row>, right: Vec<Row>, cut: usize) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).await.unwrap();
-    for (name, third) in [("l", "v BIGINT NOT NULL"), ("r", "w VARCHAR NOT NULL")] {
+    for (name, third) in
+        [("l", "v BIGINT NOT NULL"), ("r", "w VARCHAR NOT NULL"), ("v", "w VARCHAR NOT NULL")]
+    {
         engine
             .execute(&format!(
                 "CREATE STREAM {name} (k BIGINT, t TIMESTAMP(3) NOT NULL, {third},
@@ -123,7 +155,10 @@ async fn check(left: Vec<Row>, right: Vec<Row>, cut: usize) {
     for (name, query, _) in queries() {
         engine.execute(&format!("CREATE STREAM {name} AS {query}")).await.unwrap();
     }
-    engine.execute(&format!("CREATE MATERIALIZED VIEW v AS {VIEW}")).await.unwrap();
+    for (name, query, _) in TEMPORAL {
+        engine.execute(&format!("CREATE STREAM {name} AS {query}")).await.unwrap();
+    }
+    engine.execute(&format!("CREATE MATERIALIZED VIEW agg AS {VIEW}")).await.unwrap();
     let left: Vec<(usize, Row)> = left.into_iter().enumerate().collect();
     let right: Vec<(usize, Row)> = right.into_iter().enumerate().collect();
     let (mut a, mut b) = (left.chunks(cut), right.chunks(cut.div_ceil(2)));
@@ -137,10 +172,12 @@ async fn check(left: Vec<Row>, right: Vec<Row>, cut: usize) {
         }
         if let Some(y) = y {
             engine.append("r", batch(y, true)).await.unwrap();
+            engine.append("v", versions(y)).await.unwrap();
         }
     }
     engine.execute("SEAL STREAM l").await.unwrap();
     engine.execute("SEAL STREAM r").await.unwrap();
+    engine.execute("SEAL STREAM v").await.unwrap();
     engine.wait_for_jobs().await.unwrap();
     let what = format!("{} left and {} right rows in batches of {cut}", left.len(), right.len());
     for (name, query, changelog) in queries() {
@@ -153,8 +190,12 @@ async fn check(left: Vec<Row>, right: Vec<Row>, cut: usize) {
         let want = sorted(&engine, &query).await;
         assert_eq!(got, want, "{what}: {name}");
     }
-    let got = sorted(&engine, "SELECT * FROM v").await;
-    assert_eq!(got, sorted(&engine, VIEW).await, "{what}: view v");
+    let got = sorted(&engine, "SELECT * FROM agg").await;
+    assert_eq!(got, sorted(&engine, VIEW).await, "{what}: view agg");
+    for (name, _, answer) in TEMPORAL {
+        let got = sorted(&engine, &format!("SELECT * FROM {name}")).await;
+        assert_eq!(got, sorted(&engine, answer).await, "{what}: {name}");
+    }
     engine.close().await.unwrap();
 }
 

@@ -82,12 +82,17 @@ fn join(cx: &Cx<'_>, lines: &mut Vec<String>, k: usize, spec: &JoinSpec, depth: 
         Some(f) => format!("{} AND {f}", keys.join(" AND ")),
         None => keys.join(" AND "),
     };
-    let lookup = match spec.lookup {
-        Some(l) => format!(
+    let lookup = match (spec.lookup, &spec.temporal) {
+        (Some(l), _) => format!(
             " (a lookup join: the {} side is a table FOR SYSTEM_TIME AS OF PROCTIME())",
             ["left", "right"][l.table]
         ),
-        None => String::new(),
+        (None, Some(t)) => format!(
+            " (a temporal join: the {} side's versions as of the {} side's event time)",
+            ["left", "right"][t.table],
+            ["left", "right"][1 - t.table]
+        ),
+        (None, None) => String::new(),
     };
     lines.push(format!("{pad}#{k}: {} ON {}{lookup}", spec.kind.sql(), intervals(&on)));
     let names = ["left", "right"];
@@ -118,7 +123,13 @@ fn join(cx: &Cx<'_>, lines: &mut Vec<String>, k: usize, spec: &JoinSpec, depth: 
         {
             lines.push(format!("{pad}    the output of operator #{c}"));
         }
-        let state = if let Some(l) = spec.lookup {
+        let state = if let Some(t) = &spec.temporal {
+            if t.table == s {
+                "per key the versions after the oldest time a row may still ask for, and the last one before it (bounded by the watermarks)".to_string()
+            } else {
+                "the rows waiting for the table's watermark to reach their time (bounded by the watermark)".into()
+            }
+        } else if let Some(l) = spec.lookup {
             if l.table == s {
                 "the table's rows, as they come (a row of the table meets only the rows that come after it)".to_string()
             } else if l.whole {
@@ -150,7 +161,7 @@ fn join(cx: &Cx<'_>, lines: &mut Vec<String>, k: usize, spec: &JoinSpec, depth: 
             "{pad}    state: {state} (at most {} rows)",
             kappa_sql::join::MAX_JOIN_ROWS
         ));
-        if spec.bounded(o) && !feeds.is_empty() {
+        if (spec.bounded(o) || spec.temporal.is_some()) && !feeds.is_empty() {
             lines.push(format!(
                 "{pad}    late rows (behind this side's watermark, whose rows of the {} side may be gone): left out, counted in SHOW JOBS, a job appends them to its stream <job>__late",
                 names[o]
@@ -166,6 +177,8 @@ fn join(cx: &Cx<'_>, lines: &mut Vec<String>, k: usize, spec: &JoinSpec, depth: 
         } else {
             "a changelog: a kept row without a match comes out padded with NULLs at once, and is taken back (-D) at its first match"
         }
+    } else if spec.temporal.is_some() {
+        "append-only: each row once the table's watermark reaches its time, with its key's version then (a LEFT JOIN pads a row without one)"
     } else if spec.kind.keeps(0) || spec.kind.keeps(1) {
         "append-only: a kept row without a match comes out padded with NULLs when it is let go"
     } else {

@@ -16,7 +16,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Ope
 
 use super::{Graph, GraphNode, NodeOp, Port, Source};
 use crate::error::{Error, Location, Result};
-use crate::join::{JoinKind, JoinSpec, Lookup};
+use crate::join::{JoinKind, JoinSpec, Lookup, Temporal};
 use crate::stream_plan::{InputPipeline, Op, StatelessPlan, physical};
 use crate::updating_plan::ChangelogColumns;
 use crate::windowed_plan::{
@@ -191,7 +191,7 @@ impl Builder<'_> {
             );
         }
         let feeds = [self.feed(&j.left)?, self.feed(&j.right)?];
-        let lookup = self.lookup(&feeds, kind)?;
+        let (lookup, temporal) = self.lookup(&feeds, kind)?;
         let (ls, rs) = (j.left.schema(), j.right.schema());
         let mut keys = [Vec::new(), Vec::new()];
         let mut key_types = Vec::new();
@@ -214,7 +214,30 @@ impl Builder<'_> {
         let changelog = [self.feed_changelog(&feeds[0]), self.feed_changelog(&feeds[1])];
         let times = [self.feed_time(&feeds[0]), self.feed_time(&feeds[1])];
         let mut bound = [None, None];
-        if let Some(f) = &j.filter {
+        if let Some((t, time)) = &temporal {
+            // Each side's event time: the versions' and the time the rows ask for.
+            let p = 1 - t.table;
+            let (Some(tt), Some(pt)) = (times[t.table], times[p]) else {
+                return self.not_supported(
+                    "a temporal join whose sides have no event time (streams with a WATERMARK, their time column selected)",
+                );
+            };
+            let schemas = [ls, rs];
+            let probe_time = schemas[p].field(pt).name();
+            let asked = time.rsplit('.').next().unwrap_or(time).trim_matches('"');
+            if !asked.eq_ignore_ascii_case(probe_time) {
+                return Err(Error::plan(
+                    format!(
+                        "FOR SYSTEM_TIME AS OF {time}: a temporal join looks the table up as of the other side's event time, {probe_time}"
+                    ),
+                    self.at,
+                ));
+            }
+            for (s, c) in [(t.table, tt), (p, pt)] {
+                let col = Expr::Column(Column::from(schemas[s].qualified_field(c)));
+                bound[s] = Some(physical(self.state, &col, schemas[s], self.at)?);
+            }
+        } else if let Some(f) = &j.filter {
             for (s, b) in bound.iter_mut().enumerate() {
                 // Side s's rows meet rows of the other side o whose time is at most ...
                 let o = 1 - s;
@@ -254,6 +277,7 @@ impl Builder<'_> {
             bound,
             changelog,
             lookup,
+            temporal: temporal.map(|t| t.0),
         };
         let after = above
             .iter()
@@ -262,7 +286,8 @@ impl Builder<'_> {
             .collect::<Result<Vec<_>>>()?;
         let k = self.nodes.len();
         let out_changelog = spec.changelog_output();
-        let late = [spec.bounded(1), spec.bounded(0)];
+        let late =
+            if spec.temporal.is_some() { [true, true] } else { [spec.bounded(1), spec.bounded(0)] };
         self.nodes.push(GraphNode {
             op: NodeOp::Join(Box::new(spec)),
             parent: None,
@@ -289,26 +314,42 @@ impl Builder<'_> {
     }
 
     /// The lookup of a join whose side reads a table `FOR SYSTEM_TIME AS OF PROCTIME()`.
-    fn lookup(&self, feeds: &[Feed; 2], kind: JoinKind) -> Result<Option<Lookup>> {
+    #[allow(clippy::type_complexity)]
+    fn lookup(
+        &self,
+        feeds: &[Feed; 2],
+        kind: JoinKind,
+    ) -> Result<(Option<Lookup>, Option<(Temporal, String)>)> {
         let of = |f: &Feed| match f {
             Feed::Sources(list, _, Some(a)) => Some((list.clone(), a.clone())),
             _ => None,
         };
         let (table, (list, a)) = match (of(&feeds[0]), of(&feeds[1])) {
-            (None, None) => return Ok(None),
+            (None, None) => return Ok((None, None)),
             (Some(x), None) => (0, x),
             (None, Some(x)) => (1, x),
             (Some(_), Some(_)) => {
                 return self.not_supported("a join of two tables FOR SYSTEM_TIME AS OF");
             }
         };
-        if !a.processing_time() {
-            return self.not_supported(format!(
-                "a temporal join as of the event time (FOR SYSTEM_TIME AS OF {}; PROCTIME() looks the table up as it is)",
-                a.time
-            ));
-        }
         let probe = 1 - table;
+        if !a.processing_time() {
+            if !matches!(
+                (kind, probe),
+                (JoinKind::Inner, _) | (JoinKind::Left, 0) | (JoinKind::Right, 1)
+            ) {
+                return self.not_supported(format!(
+                    "{} with a table FOR SYSTEM_TIME AS OF (a temporal join is a JOIN, or a LEFT JOIN keeping the rows that look up)",
+                    kind.sql()
+                ));
+            }
+            if self.feed_changelog(&feeds[0]) || self.feed_changelog(&feeds[1]) {
+                return self.not_supported(
+                    "a temporal join as of the event time of a changelog (a view's versions)",
+                );
+            }
+            return Ok((None, Some((Temporal { table }, a.time.clone()))));
+        }
         if !matches!(
             (kind, probe),
             (JoinKind::Inner, _) | (JoinKind::Left, 0) | (JoinKind::Right, 1)
@@ -325,7 +366,7 @@ impl Builder<'_> {
         let sealed = list
             .iter()
             .all(|i| (self.streams)(&self.sources[*i].1.pipeline.stream).is_some_and(|s| s.sealed));
-        Ok(Some(Lookup { table, whole: sealed }))
+        Ok((Some(Lookup { table, whole: sealed }), None))
     }
 
     fn feed_changelog(&self, feed: &Feed) -> bool {

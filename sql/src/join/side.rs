@@ -291,6 +291,17 @@ impl Side {
         out
     }
 
+    /// The earliest time a held row may be freed (the oldest waiting row of a temporal join).
+    pub fn oldest(&mut self) -> Option<i64> {
+        while let Some(Reverse((t, id))) = self.expiry.peek().copied() {
+            if self.is_held(id) {
+                return Some(t);
+            }
+            self.expiry.pop();
+        }
+        None
+    }
+
     /// `state_ttl`: the held rows held before `before` (processing time), oldest first; they
     /// stay held until released.
     pub fn older_than(&mut self, before: i64) -> Vec<RowId> {

@@ -41,6 +41,7 @@ fn spec(kind: JoinKind, bounded: bool, changelog: bool) -> JoinSpec {
         bound,
         changelog: [changelog, false],
         lookup: None,
+        temporal: None,
     }
 }
 
