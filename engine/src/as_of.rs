@@ -37,20 +37,18 @@ impl TableFunctionImpl for AsOfFunction {
         let Some(inner) = self.inner.upgrade() else {
             return plan_err!("the engine is closed");
         };
-        if inner.catalog().is_view(&table.name) {
-            return plan_err!(
-                "FOR SYSTEM_TIME AS OF materialized view {} is not supported yet (a stream or a filesystem table is)",
-                table.name
-            );
-        }
-        let stream = inner
-            .stream(&table.name, None)
-            .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
-        Ok(Arc::new(AsOfTable {
-            stream: table.name.clone(),
-            time: time.clone(),
-            source: StreamTable::new(stream),
-        }))
+        // A view's rows as published (its changelog is what a job reads); a stream's rows.
+        let view = inner.views.lock().unwrap_or_else(|p| p.into_inner()).get(&table.name).cloned();
+        let source: Arc<dyn TableProvider> = match view {
+            Some(state) => Arc::new(crate::view::ViewTable { state }),
+            None => {
+                let stream = inner
+                    .stream(&table.name, None)
+                    .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+                Arc::new(StreamTable::new(stream))
+            }
+        };
+        Ok(Arc::new(AsOfTable { stream: table.name.clone(), time: time.clone(), source }))
     }
 }
 
@@ -59,7 +57,7 @@ impl TableFunctionImpl for AsOfFunction {
 pub(crate) struct AsOfTable {
     stream: String,
     time: String,
-    source: StreamTable,
+    source: Arc<dyn TableProvider>,
 }
 
 #[async_trait]
@@ -69,7 +67,7 @@ impl TableProvider for AsOfTable {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::Base
+        self.source.table_type()
     }
 
     fn supports_filters_pushdown(

@@ -67,6 +67,18 @@ fn queries() -> Vec<(&'static str, String, bool)> {
                 .into(),
             false,
         ),
+        (
+            "w_full",
+            "SELECT a.k, a.n, b.m, b.window_end FROM
+               (SELECT k, count(*) AS n, window_end FROM TUMBLE(l, t, INTERVAL '3' SECOND)
+                GROUP BY k, window_start, window_end) a
+             FULL JOIN
+               (SELECT k, max(w) AS m, window_end FROM TUMBLE(r, t, INTERVAL '3' SECOND)
+                GROUP BY k, window_start, window_end) b
+             ON a.k = b.k AND a.window_end = b.window_end"
+                .into(),
+            false,
+        ),
     ]
 }
 
