@@ -49,8 +49,14 @@ pub(crate) fn split_connector(
             ),
             at,
         )),
+        "filesystem" => Err(Error::plan(
+            format!(
+                "a filesystem table is a table: CREATE TABLE {name} (col type, ...) WITH ('connector' = 'filesystem', 'path' = 'file.csv')"
+            ),
+            at,
+        )),
         other => Err(Error::not_supported(
-            format!("the connector '{other}' (there are 'nexmark' and 'blackhole')"),
+            format!("the connector '{other}' (there are 'nexmark', 'filesystem' and 'blackhole')"),
             at,
         )),
     }
@@ -202,7 +208,7 @@ impl Engine {
             Some(_) => self.create_stream(c, text, at).await,
             None => Err(Error::plan(
                 format!(
-                    "CREATE TABLE declares a connector: add WITH ('connector' = 'blackhole' | 'nexmark'); a log of your own is CREATE STREAM {} (...)",
+                    "CREATE TABLE declares a connector: add WITH ('connector' = 'blackhole' | 'nexmark' | 'filesystem'); a log of your own is CREATE STREAM {} (...)",
                     c.name
                 ),
                 at,

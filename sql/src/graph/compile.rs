@@ -333,7 +333,15 @@ impl Builder<'_> {
             }
         };
         let probe = 1 - table;
-        if !a.processing_time() {
+        let sealed = list
+            .iter()
+            .all(|i| (self.streams)(&self.sources[*i].1.pipeline.stream).is_some_and(|s| s.sealed));
+        // A sealed table without event time (a filesystem table): its rows hold from the
+        // beginning of time, so as of any time it is all of them: a lookup of it read whole.
+        let timeless = sealed
+            && !self.feed_changelog(&feeds[table])
+            && self.feed_time(&feeds[table]).is_none();
+        if !a.processing_time() && !timeless {
             if !matches!(
                 (kind, probe),
                 (JoinKind::Inner, _) | (JoinKind::Left, 0) | (JoinKind::Right, 1)
@@ -363,9 +371,6 @@ impl Builder<'_> {
             return self
                 .not_supported("a lookup join of a changelog (its rows look the table up once)");
         }
-        let sealed = list
-            .iter()
-            .all(|i| (self.streams)(&self.sources[*i].1.pipeline.stream).is_some_and(|s| s.sealed));
         Ok((Some(Lookup { table, whole: sealed }), None))
     }
 
