@@ -270,13 +270,19 @@ impl GraphRun {
             return Ok(root);
         }
         let before = self.sources[i].watermark;
+        // (Late by the join input's watermark, which other sources may have moved past this
+        // one's while it was idle.)
+        let floor = match &self.nodes[src.to.node] {
+            NodeRun::Join(_) => before.max(self.port_wm[src.to.node][src.to.input.min(1)]),
+            NodeRun::Run(_) => before,
+        };
         let mut after = before;
         if let Some(w) = &src.watermark {
             after = after.max(w.of(&batch)?);
         }
         let mut batch = batch;
         if let Some(t) = src.late_by {
-            let late = late_rows(&batch, t, before)?;
+            let late = late_rows(&batch, t, floor)?;
             if !late.is_empty() {
                 let keep: Vec<u32> = (0..batch.num_rows() as u32)
                     .filter(|r| late.binary_search(r).is_err())

@@ -311,7 +311,7 @@ impl Join {
             let this = Some(r as u32);
             if null_key[r] {
                 // (Never meets a row: out at once on a kept side.)
-                if self.spec.kind.keeps(s) && probe {
+                if self.spec.kind.keeps(s) {
                     out.push((this, None, if retract { DELETE } else { INSERT }));
                 }
                 continue;

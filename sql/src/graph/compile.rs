@@ -185,6 +185,16 @@ impl Builder<'_> {
                 return self.not_supported(format!("a {other} join in a continuous query"));
             }
         };
+        if j.null_aware {
+            return self.not_supported(
+                "NOT IN over a subquery whose column may be NULL in a continuous query (NOT EXISTS is built)",
+            );
+        }
+        if j.null_equality == datafusion::common::NullEquality::NullEqualsNull {
+            return self.not_supported(
+                "a join on IS NOT DISTINCT FROM (NULL keys meeting) in a continuous query",
+            );
+        }
         if j.on.is_empty() {
             return self.not_supported(
                 "a join without an equality between its two sides in a continuous query (a cross join)",

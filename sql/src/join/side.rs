@@ -74,6 +74,8 @@ pub(crate) struct Side {
     arrivals: Option<std::collections::VecDeque<RowId>>,
     held: usize,
     kept: usize,
+    /// The batch being filled (kept even while none of its rows is held, until settled).
+    filling: Option<usize>,
 }
 
 impl Side {
@@ -92,6 +94,7 @@ impl Side {
             arrivals: None,
             held: 0,
             kept: 0,
+            filling: None,
         }
     }
 
@@ -108,6 +111,7 @@ impl Side {
         self.metas
             .push(vec![Meta { key: 0, matches: 0, expire: i64::MAX, born: 0, held: false }; n]);
         self.held_in.push(0);
+        self.filling = Some(self.batches.len() - 1);
         self.batches.len() - 1
     }
 
@@ -267,7 +271,7 @@ impl Side {
                 self.free_keys.push(k as u32);
             }
         }
-        if self.held_in[b] == 0 {
+        if self.held_in[b] == 0 && self.filling != Some(b) {
             if let Some(batch) = self.batches[b].take() {
                 self.kept -= batch.num_rows();
             }
@@ -370,6 +374,9 @@ impl Side {
 
     /// Drop batch `b` if none of its rows is held.
     pub fn settle(&mut self, b: usize) {
+        if self.filling == Some(b) {
+            self.filling = None;
+        }
         if self.held_in.get(b) == Some(&0) {
             if let Some(batch) = self.batches[b].take() {
                 self.kept -= batch.num_rows();

@@ -3,7 +3,7 @@
 //! The table side `r` is a stream of versions: a row of key `k` and time `t` is `k`'s value
 //! from `t` on, until a row of `k` with a later time. A row of `o` with time `t` meets the
 //! version of its key as of `t` (the row of the greatest time at or before `t`; among equal
-//! times the last to come), once `r`'s watermark has reached `t` (every version up to `t` has
+//! times the last to come), once `r`'s watermark has passed `t` (every version up to `t` has
 //! come, the later ones being late): until then it waits, held by its time. A key keeps its
 //! versions after the oldest time a row of `o` can still ask for (the lower of `o`'s
 //! watermark and the oldest waiting row's time), and the last one before it. The output is
@@ -93,7 +93,8 @@ impl Join {
         if w == i64::MIN {
             return Ok(None);
         }
-        let ready = self.sides[probe].expired(w.saturating_add(1));
+        // (Rows before the watermark: a version at the watermark itself may still come.)
+        let ready = self.sides[probe].expired(w);
         if ready.is_empty() {
             return Ok(None);
         }

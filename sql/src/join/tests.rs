@@ -193,3 +193,17 @@ fn state_ttl_lets_go_of_rows_held_that_long() {
     let right = rows(&s.sides[1], &[(Some(1), 5, "p")]);
     assert!(text(j.push(1, right, None).unwrap()).is_empty());
 }
+
+#[test]
+fn a_row_taken_back_in_the_batch_that_gave_it_leaves_the_batch_usable() {
+    let s = spec(JoinKind::Inner, false, true);
+    let mut j = Join::new(s.clone()).unwrap();
+    j.push(1, rows(&s.sides[1], &[(Some(1), 5, "p")]), None).unwrap();
+    let left = rows(&s.sides[0], &[(Some(1), 1, "x"), (Some(1), 1, "x"), (Some(1), 2, "y")]);
+    let got = text(
+        j.push(0, left, Some(&[INSERT, UPDATE_BEFORE, crate::window_agg::changes::UPDATE_AFTER]))
+            .unwrap(),
+    );
+    assert_eq!(got, ["1,1,x,1,5,p,+I", "1,1,x,1,5,p,-D", "1,2,y,1,5,p,+I"]);
+    assert_eq!(j.held(), [1, 1]);
+}
