@@ -187,13 +187,18 @@ async fn the_example_pipeline_runs() {
     let dir = tempfile::tempdir().unwrap();
     let e = Engine::open(dir.path()).await.unwrap();
     let outs = e.execute(&sql).await.unwrap();
-    assert_eq!(outs.len(), 14);
-    let Output::Rows { batches, .. } = &outs[8] else { panic!("{:?}", outs[8]) };
+    assert_eq!(outs.len(), 19);
+    let Output::Rows { batches, .. } = &outs[12] else { panic!("{:?}", outs[12]) };
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
     // The view: one row per auction, the inserted bid's auction 1004 among them.
-    let Output::Rows { batches, .. } = &outs[9] else { panic!("{:?}", outs[9]) };
+    let Output::Rows { batches, .. } = &outs[13] else { panic!("{:?}", outs[13]) };
     let rows = kappa::datafusion::arrow::util::pretty::pretty_format_batches(batches).unwrap();
     assert!(rows.to_string().contains("| 1004    | "), "{rows}");
+    // The lookup join: every bid (the file's 8 and the inserted one) with its item.
+    let Output::Rows { batches, .. } = &outs[14] else { panic!("{:?}", outs[14]) };
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 9);
+    let rows = kappa::datafusion::arrow::util::pretty::pretty_format_batches(batches).unwrap();
+    assert!(rows.to_string().contains("| 1004    | Bike  | 9000  |"), "{rows}");
     e.close().await.unwrap();
 }
 
