@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 
 use crate::error::{Error, Result};
@@ -287,7 +287,7 @@ impl GraphRun {
                 let keep: Vec<u32> = (0..batch.num_rows() as u32)
                     .filter(|r| late.binary_search(r).is_err())
                     .collect();
-                batch = take_rows(&batch, &keep)?;
+                batch = take_record_batch(&batch, &UInt32Array::from(keep)).map_err(arrow)?;
                 self.late_rows += late.len() as u64;
                 self.late = late;
             }
@@ -668,17 +668,6 @@ fn late_rows(batch: &RecordBatch, t: usize, watermark: i64) -> Result<Vec<u32>> 
     Ok((0..ms.len() as u32)
         .filter(|i| ms.is_valid(*i as usize) && ms.value(*i as usize) < watermark)
         .collect())
-}
-
-fn take_rows(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch> {
-    let idx = UInt32Array::from(rows.to_vec());
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|c| take(c, &idx, None))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(arrow)?;
-    RecordBatch::try_new(batch.schema(), columns).map_err(arrow)
 }
 
 fn arrow(e: datafusion::arrow::error::ArrowError) -> Error {

@@ -19,9 +19,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array, UInt32Builder,
+    Array, AsArray, Int64Array, RecordBatch, UInt32Array, UInt32Builder,
 };
-use datafusion::arrow::compute::{cast, interleave, take};
+use datafusion::arrow::compute::{cast, interleave, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
@@ -399,12 +399,7 @@ impl Join {
             return Ok(Vec::new());
         }
         let idx = UInt32Array::from(pr.to_vec());
-        let this: Vec<ArrayRef> = rows
-            .columns()
-            .iter()
-            .map(|c| take(c, &idx, None))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(arrow)?;
+        let this = take_record_batch(rows, &idx).map_err(arrow)?.columns().to_vec();
         let ids: Vec<Option<RowId>> = pq.iter().map(|q| Some(*q)).collect();
         let other = self.sides[1 - s].gather(&ids)?;
         let columns = if s == 0 { [this, other].concat() } else { [other, this].concat() };

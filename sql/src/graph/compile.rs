@@ -575,9 +575,9 @@ impl Builder<'_> {
         }
         let ops = if raw { Vec::new() } else { std::mem::take(&mut pipeline.ops) };
         pipeline.projection = Some(read);
-        let src = Source { to, raw, ops, changelog, watermark: None, late_by, width };
+        let src = Source { to, raw, ops, changelog, watermark, late_by, width };
         let input = WindowedInput { pipeline, watermark: None };
-        self.sources.push((Source { watermark, ..src }, input));
+        self.sources.push((src, input));
         Ok((self.sources.len() - 1, time_name))
     }
 
