@@ -10,12 +10,18 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
 use datafusion::datasource::TableProvider;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, Projection, SubqueryAlias, TableProviderFilterPushDown, TableScan, TableType,
+};
 use datafusion::physical_plan::ExecutionPlan;
+use kappa_sql::graph::Versioned;
+use std::collections::HashMap;
 
-use crate::engine::Inner;
+use crate::engine::{Engine, Inner};
+use crate::error::{Error, Result};
 use crate::table::StreamTable;
 
 /// The table function `__as_of`.
@@ -48,7 +54,12 @@ impl TableFunctionImpl for AsOfFunction {
                 Arc::new(StreamTable::new(stream))
             }
         };
-        Ok(Arc::new(AsOfTable { stream: table.name.clone(), time: time.clone(), source }))
+        Ok(Arc::new(AsOfTable {
+            stream: table.name.clone(),
+            time: time.clone(),
+            source,
+            versions: None,
+        }))
     }
 }
 
@@ -58,6 +69,8 @@ pub(crate) struct AsOfTable {
     stream: String,
     time: String,
     source: Arc<dyn TableProvider>,
+    /// When the stream stands for a deduplicating view ([`Engine::expand_versions`]).
+    versions: Option<Versioned>,
 }
 
 #[async_trait]
@@ -89,9 +102,133 @@ impl TableProvider for AsOfTable {
 }
 
 /// The table a scan reads `FOR SYSTEM_TIME AS OF`, if it is one.
-pub(crate) fn as_of(scan: &datafusion::logical_expr::TableScan) -> Option<kappa_sql::graph::AsOf> {
+pub(crate) fn as_of(scan: &TableScan) -> Option<kappa_sql::graph::AsOf> {
     let provider = datafusion::datasource::source_as_provider(&scan.source).ok()?;
     let any: &dyn Any = provider.as_ref();
     let t = any.downcast_ref::<AsOfTable>()?;
-    Some(kappa_sql::graph::AsOf { stream: t.stream.clone(), time: t.time.clone() })
+    Some(kappa_sql::graph::AsOf {
+        stream: t.stream.clone(),
+        time: t.time.clone(),
+        versions: t.versions.clone(),
+    })
+}
+
+/// Whether `plan` reads a table `FOR SYSTEM_TIME AS OF` (a temporal join needs the event
+/// times of both sides, which the query may not select).
+pub(crate) fn reads_as_of(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(s) = node
+            && as_of(s).is_some()
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+impl Engine {
+    /// Replace the scans of deduplicating materialized views read `FOR SYSTEM_TIME AS OF` an
+    /// event time by their versions ([`kappa_sql::versions`]): the views' input streams read
+    /// through their filters and projections, as tables of versions. `None` when `plan` reads
+    /// no view so.
+    ///
+    /// # Errors
+    /// When such a view is not a deduplication, or its query no longer plans.
+    pub(crate) async fn expand_versions(
+        &self,
+        plan: &LogicalPlan,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<Option<LogicalPlan>> {
+        let mut views: Vec<String> = Vec::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(s) = node
+                && let Some(a) = as_of(s)
+                && !a.processing_time()
+                && self.inner.catalog().is_view(&a.stream)
+            {
+                views.push(a.stream);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if views.is_empty() {
+            return Ok(None);
+        }
+        views.sort();
+        views.dedup();
+        let mut versions = HashMap::new();
+        for view in views {
+            let query = self.inner.catalog().jobs.get(&view).map(|j| j.query.clone());
+            let Some(query) = query else {
+                return Err(Error::plan(format!("view '{view}' has no job"), at));
+            };
+            let kappa_sql::Statement::CreateMaterializedView { query, .. } =
+                kappa_sql::parse_one(&query)?.statement
+            else {
+                return Err(Error::plan(format!("view '{view}' has no query"), at));
+            };
+            let planned = self.plan_query(query, at).await?;
+            let (optimized, state) = self.optimize_continuous(&planned, at)?;
+            let streams = |name: &str| crate::view::stream_info(&self.inner, name);
+            let v = kappa_sql::versions::dedup_versions(&view, &optimized, &state, at, &streams)?;
+            versions.insert(view, v);
+        }
+        let expanded = plan
+            .clone()
+            .transform_up_with_subqueries(|node| {
+                let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
+                let Some(a) = as_of(scan) else { return Ok(Transformed::no(node)) };
+                let Some(v) = versions.get(&a.stream) else { return Ok(Transformed::no(node)) };
+                let versioned = Versioned { view: a.stream.clone(), keys: v.keys.clone() };
+                let read = self.read_versions(&v.plan, &a.time, &versioned)?;
+                // The columns the scan reads, under its name.
+                let read = match &scan.projection {
+                    Some(columns) => {
+                        let all = read.schema().columns();
+                        let exprs = columns
+                            .iter()
+                            .filter_map(|i| all.get(*i).cloned().map(Expr::Column))
+                            .collect::<Vec<_>>();
+                        LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(read))?)
+                    }
+                    None => read,
+                };
+                let alias = SubqueryAlias::try_new(Arc::new(read), scan.table_name.clone())?;
+                Ok(Transformed::yes(LogicalPlan::SubqueryAlias(alias)))
+            })
+            .and_then(|t| {
+                t.data.transform_up_with_subqueries(|n| n.recompute_schema().map(Transformed::yes))
+            })
+            .map_err(|e| crate::error::planning(e, at))?;
+        Ok(Some(expanded.data))
+    }
+
+    /// A view's versions with each stream it reads read `FOR SYSTEM_TIME AS OF time`.
+    fn read_versions(
+        &self,
+        plan: &LogicalPlan,
+        time: &str,
+        versioned: &Versioned,
+    ) -> DfResult<LogicalPlan> {
+        let read = plan.clone().transform_up(|node| {
+            let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
+            let name = scan.table_name.table().to_string();
+            let stream = self
+                .inner
+                .stream(&name, None)
+                .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+            let table = AsOfTable {
+                stream: name,
+                time: time.to_string(),
+                source: Arc::new(StreamTable::new(stream)),
+                versions: Some(versioned.clone()),
+            };
+            let mut scan = scan.clone();
+            scan.source = datafusion::datasource::provider_as_source(Arc::new(table));
+            Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+        })?;
+        Ok(read.data)
+    }
 }

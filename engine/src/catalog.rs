@@ -85,6 +85,10 @@ pub(crate) struct JobEntry {
     pub query: String,
     /// The input streams, in the order of the plan's pipelines.
     pub inputs: Vec<String>,
+    /// The materialized views its query reads through their inputs (a temporal join with a
+    /// deduplicating view): they are not dropped while it exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uses: Vec<String>,
     /// Running, finished or failed.
     pub state: JobState,
 }
@@ -155,7 +159,7 @@ impl Catalog {
     pub fn all_readers_of(&self, stream: &str) -> Vec<String> {
         self.jobs
             .iter()
-            .filter(|(_, j)| j.inputs.iter().any(|i| i == stream))
+            .filter(|(_, j)| j.inputs.iter().chain(&j.uses).any(|i| i == stream))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -194,6 +198,7 @@ mod tests {
                 output: "d".into(),
                 query: "SELECT * FROM s".into(),
                 inputs: vec!["s".into()],
+                uses: Vec::new(),
                 state: JobState::Running,
             },
         );

@@ -42,6 +42,18 @@ impl JobPlan {
         }
     }
 
+    /// The materialized views it depends on without reading them (read as versions through
+    /// their inputs: a temporal join).
+    pub fn uses(&self) -> Vec<String> {
+        match self {
+            JobPlan::Windowed(p) => match &p.grouping {
+                kappa_sql::windowed_plan::Grouping::Graph(g) => g.uses.clone(),
+                _ => Vec::new(),
+            },
+            JobPlan::Stateless(_) => Vec::new(),
+        }
+    }
+
     /// For each output column, the input column it copies unchanged, if any.
     pub fn origins(&self) -> Vec<Option<String>> {
         match self {
@@ -590,7 +602,7 @@ impl Engine {
 
     /// Compile a continuous query after DataFusion's optimizer (run once): a windowed
     /// aggregation, or else a stateless query.
-    pub(crate) fn compile_job(
+    pub(crate) async fn compile_job(
         &self,
         plan: &LogicalPlan,
         emit: Option<&kappa_sql::ast::Emit>,
@@ -598,6 +610,9 @@ impl Engine {
     ) -> Result<JobPlan> {
         let emit_clause = emit;
         let emit = self.emit_mode(emit, at)?;
+        // Deduplicating views read as of an event time: their inputs, as versions.
+        let expanded = self.expand_versions(plan, at).await?;
+        let plan = expanded.as_ref().unwrap_or(plan);
         let (optimized, state) = self.optimize_continuous(plan, at)?;
         let inner = Arc::clone(&self.inner);
         let resolve = move |scan: &datafusion::logical_expr::TableScan| {
@@ -680,9 +695,7 @@ impl Engine {
         let state = self.inner.ctx.state();
         // A temporal join needs both sides' event times, which the query may not select: the
         // columns are not pruned then.
-        let temporal = crate::statements::scanned_tables(plan)
-            .iter()
-            .any(|t| t.table().starts_with("__as_of"));
+        let temporal = crate::as_of::reads_as_of(plan);
         let rules = state
             .optimizers()
             .iter()
@@ -823,7 +836,7 @@ impl Engine {
             }
             _ => return Err(Error::plan("a job's query is not a query", None)),
         };
-        self.compile_job(&plan, emit.as_ref(), None)
+        self.compile_job(&plan, emit.as_ref(), None).await
     }
 
     /// Start a job from its catalog entry (on open).
@@ -957,6 +970,7 @@ impl Engine {
                 output: output.to_string(),
                 query: query_text.to_string(),
                 inputs: plan.inputs(),
+                uses: plan.uses(),
                 state: JobState::Running,
             };
             c.jobs.insert(name.to_string(), entry.clone());

@@ -129,7 +129,8 @@ impl Engine {
             }
             Statement::Query { query, emit: Some(emit) } => {
                 let plan = self.plan_query(query, at).await?;
-                self.explain_continuous(&mut lines, "push query", &plan, Some(&emit), ttl, at)?;
+                self.explain_continuous(&mut lines, "push query", &plan, Some(&emit), ttl, at)
+                    .await?;
             }
             Statement::CreateStream(c) if c.query.is_some() => {
                 let Some((query, emit)) = c.query else {
@@ -137,7 +138,7 @@ impl Engine {
                 };
                 let plan = self.plan_query(query, at).await?;
                 let what = format!("job deriving stream {}", c.name);
-                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at)?;
+                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at).await?;
             }
             Statement::CreateMaterializedView { name, query, emit, options, .. } => {
                 let plan = self.plan_query(query, at).await?;
@@ -148,7 +149,7 @@ impl Engine {
                     }
                 }
                 let what = format!("job of materialized view {name}");
-                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at)?;
+                self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at).await?;
             }
             Statement::Insert { stream, statement, .. } => {
                 let plan = self.plan_insert(*statement, at).await?;
@@ -156,7 +157,7 @@ impl Engine {
                     lines.push(format!("one-time append of the rows into {stream}"));
                 } else {
                     let what = format!("job appending into {stream}");
-                    self.explain_continuous(&mut lines, &what, &plan, None, ttl, at)?;
+                    self.explain_continuous(&mut lines, &what, &plan, None, ttl, at).await?;
                 }
             }
             _ => {
@@ -172,7 +173,7 @@ impl Engine {
         Ok(Output::Rows { schema, batches: vec![batch] })
     }
 
-    fn explain_continuous(
+    async fn explain_continuous(
         &self,
         lines: &mut Vec<String>,
         what: &str,
@@ -181,7 +182,7 @@ impl Engine {
         ttl: Option<std::time::Duration>,
         at: Option<Location>,
     ) -> Result<()> {
-        let compiled = self.compile_job(plan, emit, at)?;
+        let compiled = self.compile_job(plan, emit, at).await?;
         let output = Arc::clone(compiled.schema());
         match compiled {
             JobPlan::Stateless(p) => {

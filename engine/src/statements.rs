@@ -177,7 +177,7 @@ impl Engine {
                 // The job keeps the statement as written; a restart parses it again.
                 let text = full_text.to_string();
                 let plan = self.plan_query(query, at).await?;
-                let compiled = self.compile_job(&plan, emit.as_ref(), at)?;
+                let compiled = self.compile_job(&plan, emit.as_ref(), at).await?;
                 let schema: SchemaRef = Arc::clone(compiled.schema());
                 check_unique_names(&schema, at)?;
                 // Keep the inputs' event time and watermark when the query passes the column.
@@ -367,7 +367,7 @@ impl Engine {
                 at,
             ));
         }
-        let compiled = self.compile_job(&plan, None, at)?;
+        let compiled = self.compile_job(&plan, None, at).await?;
         if let (crate::engine::JobPlan::Windowed(p), Some(_)) = (&compiled, &target)
             && p.windows().is_none()
         {

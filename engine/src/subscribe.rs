@@ -123,7 +123,7 @@ pub(crate) async fn start(
 ) -> Result<Subscription> {
     let plan = engine.plan_query(query, at).await?;
     let (plan, limit) = strip_limit(plan, at)?;
-    let compiled = match engine.compile_job(&plan, emit.as_ref(), at) {
+    let compiled = match engine.compile_job(&plan, emit.as_ref(), at).await {
         Ok(JobPlan::Windowed(windowed)) => return start_windowed(engine, *windowed, limit),
         Ok(JobPlan::Stateless(compiled)) => compiled,
         Err(e) => {

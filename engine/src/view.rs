@@ -211,7 +211,7 @@ impl crate::engine::Engine {
             }
         }
         let plan = self.plan_query(v.query, at).await?;
-        let compiled = self.compile_job(&plan, v.emit.as_ref(), at)?;
+        let compiled = self.compile_job(&plan, v.emit.as_ref(), at).await?;
         check_ttl(&compiled, ttl, at)?;
         let updating = matches!(&compiled, JobPlan::Windowed(p) if p.keeps_rows());
         if !updating {

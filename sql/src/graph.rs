@@ -30,7 +30,7 @@ use crate::windowed_run::{RunSnapshot, StatePart, WindowedRun};
 
 mod compile;
 
-pub use compile::{AsOf, StreamInfo, compile_graph};
+pub use compile::{AsOf, StreamInfo, Versioned, compile_graph};
 
 /// Nodes and sources of a query of several operators.
 #[derive(Debug, Clone)]
@@ -43,6 +43,9 @@ pub struct Graph {
     pub schema: SchemaRef,
     /// Whether the root's output is a changelog.
     pub changelog: bool,
+    /// The materialized views it reads as versions, through their inputs (it depends on
+    /// their definitions, not on their changelogs).
+    pub uses: Vec<String>,
 }
 
 /// An input of a node.

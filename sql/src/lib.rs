@@ -25,6 +25,7 @@ pub mod topn_plan;
 pub mod types;
 pub mod updating_agg;
 pub mod updating_plan;
+pub mod versions;
 pub mod window;
 pub mod window_agg;
 pub mod windowed_plan;

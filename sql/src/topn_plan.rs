@@ -26,7 +26,7 @@ use crate::windowed_plan::{EmitMode, Grouping, WindowedInput, WindowedPlan, desc
 
 /// The bound a conjunct puts on the row number `rank`: `Some(N)` for `rank <= N`, `rank < N+1`,
 /// `rank = 1` (and the same with the sides swapped).
-fn bound(e: &Expr, rank: &str) -> Option<usize> {
+pub(crate) fn bound(e: &Expr, rank: &str) -> Option<usize> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return None };
     let value = |e: &Expr| match e {
         Expr::Literal(v, _) => match v {

@@ -45,6 +45,18 @@ pub struct AsOf {
     pub stream: String,
     /// The expression after `AS OF`, as written.
     pub time: String,
+    /// When the stream stands for a deduplicating view (a temporal join reads the view's
+    /// input as its versions: [`crate::versions`]).
+    pub versions: Option<Versioned>,
+}
+
+/// The view a temporal join's versions come from.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The view.
+    pub view: String,
+    /// The stream's columns it keeps one row per: the join's keys on the table's side.
+    pub keys: Vec<String>,
 }
 
 impl AsOf {
@@ -103,8 +115,16 @@ pub fn compile_graph(
     if let EmitMode::Changes { every_ms: Some(_) } = emit {
         return Err(Error::not_supported("EMIT CHANGES EVERY over a join", at));
     }
-    let mut b =
-        Builder { state, at, resolve, streams, as_of, nodes: Vec::new(), sources: Vec::new() };
+    let mut b = Builder {
+        state,
+        at,
+        resolve,
+        streams,
+        as_of,
+        nodes: Vec::new(),
+        sources: Vec::new(),
+        uses: Vec::new(),
+    };
     let root = b.build(plan)?;
     let node = &b.nodes[root];
     let (schema, changelog) = (Arc::clone(&node.schema), node.changelog);
@@ -114,7 +134,10 @@ pub fn compile_graph(
         Arc::clone(&schema)
     };
     let (sources, inputs): (Vec<Source>, Vec<WindowedInput>) = b.sources.into_iter().unzip();
-    let graph = Graph { nodes: b.nodes, sources, schema, changelog };
+    let mut uses = b.uses;
+    uses.sort();
+    uses.dedup();
+    let graph = Graph { nodes: b.nodes, sources, schema, changelog, uses };
     Ok(Some(WindowedPlan {
         inputs,
         grouping: Grouping::Graph(Box::new(graph)),
@@ -131,7 +154,7 @@ enum Feed {
     /// Sources (several under `UNION ALL`), with the side's time column (the one their
     /// watermarks are for), if the pipelines pass it, and the table it reads `FOR
     /// SYSTEM_TIME AS OF`, if so.
-    Sources(Vec<usize>, Option<usize>, Option<AsOf>),
+    Sources(Vec<usize>, Option<usize>, Option<AsOf>, Vec<Option<String>>),
 }
 
 struct Builder<'a> {
@@ -142,6 +165,8 @@ struct Builder<'a> {
     as_of: &'a dyn Fn(&TableScan) -> Option<AsOf>,
     nodes: Vec<GraphNode>,
     sources: Vec<(Source, WindowedInput)>,
+    /// The views read as versions.
+    uses: Vec<String>,
 }
 
 impl Builder<'_> {
@@ -243,6 +268,12 @@ impl Builder<'_> {
                     self.at,
                 ));
             }
+            if let Feed::Sources(_, _, Some(a), origins) = &feeds[t.table]
+                && let Some(v) = &a.versions
+            {
+                self.versioned_keys(v, &j.on, t.table, schemas[t.table], origins)?;
+                self.uses.push(v.view.clone());
+            }
             for (s, c) in [(t.table, tt), (p, pt)] {
                 let col = Expr::Column(Column::from(schemas[s].qualified_field(c)));
                 bound[s] = Some(physical(self.state, &col, schemas[s], self.at)?);
@@ -309,7 +340,7 @@ impl Builder<'_> {
             let port = Port { node: k, input: s };
             match feed {
                 Feed::Node(c) => self.nodes[c].parent = Some(port),
-                Feed::Sources(list, _, _) => {
+                Feed::Sources(list, ..) => {
                     for i in list {
                         let src = &mut self.sources[i].0;
                         src.to = port;
@@ -331,7 +362,7 @@ impl Builder<'_> {
         kind: JoinKind,
     ) -> Result<(Option<Lookup>, Option<(Temporal, String)>)> {
         let of = |f: &Feed| match f {
-            Feed::Sources(list, _, Some(a)) => Some((list.clone(), a.clone())),
+            Feed::Sources(list, _, Some(a), _) => Some((list.clone(), a.clone())),
             _ => None,
         };
         let (table, (list, a)) = match (of(&feeds[0]), of(&feeds[1])) {
@@ -366,7 +397,8 @@ impl Builder<'_> {
                     "a temporal join as of the event time of a changelog (a view's versions)",
                 );
             }
-            return Ok((None, Some((Temporal { table }, a.time.clone()))));
+            let first = a.versions.is_some();
+            return Ok((None, Some((Temporal { table, first }, a.time.clone()))));
         }
         if !matches!(
             (kind, probe),
@@ -384,17 +416,56 @@ impl Builder<'_> {
         Ok((Some(Lookup { table, whole: sealed }), None))
     }
 
+    /// A temporal join with a deduplicating view joins on the view's key (it holds one row
+    /// per key as of any time).
+    fn versioned_keys(
+        &self,
+        v: &Versioned,
+        on: &[(Expr, Expr)],
+        table: usize,
+        schema: &DFSchema,
+        origins: &[Option<String>],
+    ) -> Result<()> {
+        let mut joined: Vec<String> = Vec::with_capacity(on.len());
+        for pair in on {
+            let e = if table == 0 { &pair.0 } else { &pair.1 };
+            let name = match e {
+                Expr::Column(c) => {
+                    schema.index_of_column(c).ok().and_then(|i| origins.get(i).cloned().flatten())
+                }
+                _ => None,
+            };
+            joined.push(name.unwrap_or_else(|| e.to_string()));
+        }
+        let (mut a, mut b) = (joined.clone(), v.keys.clone());
+        a.sort();
+        a.dedup();
+        b.sort();
+        if a != b || joined.len() != v.keys.len() {
+            return Err(Error::plan(
+                format!(
+                    "a temporal join with view {} as of the event time joins on the view's key ({}), as it holds one row per key; this one joins on {}",
+                    v.view,
+                    v.keys.join(", "),
+                    joined.join(", ")
+                ),
+                self.at,
+            ));
+        }
+        Ok(())
+    }
+
     fn feed_changelog(&self, feed: &Feed) -> bool {
         match feed {
             Feed::Node(c) => self.nodes[*c].changelog,
-            Feed::Sources(list, _, _) => list.iter().any(|i| self.sources[*i].0.changelog),
+            Feed::Sources(list, ..) => list.iter().any(|i| self.sources[*i].0.changelog),
         }
     }
 
     /// A side's time column (its values are at least its watermark, late rows aside).
     fn feed_time(&self, feed: &Feed) -> Option<usize> {
         match feed {
-            Feed::Sources(_, t, _) => *t,
+            Feed::Sources(_, t, ..) => *t,
             Feed::Node(c) => match &self.nodes[*c].op {
                 // A windowed aggregation's window_end, if passed unchanged.
                 NodeOp::Run(p) => {
@@ -514,7 +585,7 @@ impl Builder<'_> {
                 self.sources[*i].0.late_by = None;
             }
         }
-        Ok(Feed::Sources(list, time, as_of))
+        Ok(Feed::Sources(list, time, as_of, compiled.origins))
     }
 
     /// A source reading `pipeline`'s stream into `to`; also the name of its watermark's column.

@@ -4,7 +4,8 @@
 //! from `t` on, until a row of `k` with a later time. A row of `o` with time `t` meets the
 //! version of its key as of `t` (the row of the greatest time at or before `t`; among equal
 //! times the last to come), once `r`'s watermark has passed `t` (every version up to `t` has
-//! come, the later ones being late): until then it waits, held by its time. A key keeps its
+//! come, the later ones being late): until then it waits, held by its time. (A deduplicating
+//! view's versions, [`crate::versions`], keep the first of equal times instead.) A key keeps its
 //! versions after the oldest time a row of `o` can still ask for (the lower of `o`'s
 //! watermark and the oldest waiting row's time), and the last one before it. The output is
 //! append-only; a `LEFT JOIN` gives a row without a version padded with NULLs.
@@ -22,6 +23,19 @@ use crate::error::Result;
 pub struct Temporal {
     /// The table's (versions') side.
     pub table: usize,
+    /// Among versions of equal times, the first to come holds (a deduplicating view's, whose
+    /// TopN keeps it), not the last (a stream's).
+    pub first: bool,
+}
+
+impl Temporal {
+    /// Whether version `a` (time, row) is later than `b`.
+    fn later(&self, a: (i64, RowId), b: (i64, RowId)) -> bool {
+        if a.0 != b.0 {
+            return a.0 > b.0;
+        }
+        if self.first { a.1 < b.1 } else { a.1 > b.1 }
+    }
 }
 
 impl Join {
@@ -74,9 +88,13 @@ impl Join {
             v.0 = self.sides[t.table].meta(v.1).expire;
         }
         // The last version at or before the floor stays; those before it go.
-        let Some(keep) = versions.iter().filter(|v| v.0 <= floor).max().copied() else {
-            return Ok(());
-        };
+        let mut keep: Option<(i64, RowId)> = None;
+        for v in versions.iter().filter(|v| v.0 <= floor) {
+            if keep.is_none_or(|k| t.later(*v, k)) {
+                keep = Some(*v);
+            }
+        }
+        let Some(keep) = keep else { return Ok(()) };
         for v in versions {
             if v.0 <= floor && v != keep {
                 self.sides[t.table].release(v.1);
@@ -116,7 +134,7 @@ impl Join {
                 table.each_of(keys.row(r).as_ref(), |id| found.push(id));
                 for id in found {
                     let at = table.meta(id).expire;
-                    if at <= m.expire && best.is_none_or(|b| (at, id) > b) {
+                    if at <= m.expire && best.is_none_or(|b| t.later((at, id), b)) {
                         best = Some((at, id));
                     }
                 }
