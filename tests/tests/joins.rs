@@ -6,7 +6,9 @@
 //! aggregations, a view of an aggregation over an interval join, and temporal joins (inner
 //! and left) of `l` with a third stream of versions `v` as of `l`'s event time (`v`'s times
 //! are distinct, so that "the latest version" is one row; the batch answer finds it with `NOT
-//! EXISTS` a later one). Once the streams are
+//! EXISTS` a later one), and with a deduplicating view of a fourth stream `u` (the latest row
+//! per key by time, whose times tie and come out of order; the first of equal times holds, as
+//! the view keeps it). Once the streams are
 //! sealed and the jobs finished, each output must equal DataFusion's batch answer of its query
 //! over the same rows. `PROPTEST_CASES` sets the number of cases (default 6).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -100,6 +102,38 @@ const TEMPORAL: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// A deduplicating view of `u` (`r`'s rows again, with their arrival order `seq`, some
+/// filtered out before the deduplication): one row per key, the latest by time.
+const VERSIONED: &str = "CREATE MATERIALIZED VIEW u_now AS SELECT k, t, w, seq FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY t DESC) AS rn FROM u WHERE w <> 'elm')
+  WHERE rn = 1";
+
+/// Row `x` of `u` is what `u_now` held for `l.k` as of `l.t`: the latest at or before it, the
+/// first to come among equal times.
+const AS_OF_VIEW: &str = "x.w <> 'elm' AND x.t <= l.t AND NOT EXISTS (SELECT 1 FROM u y
+  WHERE y.k = x.k AND y.w <> 'elm' AND y.t <= l.t AND (y.t > x.t OR y.t = x.t AND y.seq < x.seq))";
+
+/// The temporal joins with `u_now`, and their batch answers.
+fn versioned() -> [(&'static str, &'static str, String); 2] {
+    [
+        (
+            "tv_inner",
+            "SELECT l.v, x.w, x.seq FROM l JOIN u_now FOR SYSTEM_TIME AS OF l.t AS x ON l.k = x.k",
+            format!("SELECT l.v, x.w, x.seq FROM l JOIN u x ON l.k = x.k WHERE {AS_OF_VIEW}"),
+        ),
+        (
+            "tv_left",
+            "SELECT l.v, x.w, x.seq FROM l LEFT JOIN u_now FOR SYSTEM_TIME AS OF l.t x ON l.k = x.k",
+            format!(
+                "SELECT l.v, x.w, x.seq FROM l JOIN u x ON l.k = x.k WHERE {AS_OF_VIEW}
+                 UNION ALL
+                 SELECT l.v, NULL, NULL FROM l WHERE NOT EXISTS (SELECT 1 FROM u y
+                   WHERE y.k = l.k AND y.w <> 'elm' AND y.t <= l.t)"
+            ),
+        ),
+    ]
+}
+
 const VIEW: &str = "SELECT l.k, count(*) AS n, max(r.w) AS m, sum(l.v) AS s
   FROM l JOIN r ON l.k = r.k AND r.t BETWEEN l.t - INTERVAL '2' SECOND AND l.t GROUP BY l.k";
 
@@ -144,6 +178,16 @@ fn batch_at(rows: &[(usize, Row)], right: bool, at: impl Fn(usize, i64) -> i64) 
     .unwrap()
 }
 
+/// `r`'s rows with their arrival order, their times rounded to 500 ms (so that they tie).
+fn with_seq(rows: &[(usize, Row)]) -> RecordBatch {
+    let b = batch_at(rows, true, |i, jitter| (i as i64 * 200 + jitter) / 500 * 500);
+    let mut fields = b.schema().fields().to_vec();
+    fields.push(Arc::new(Field::new("seq", DataType::Int64, false)));
+    let mut columns = b.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from_iter_values(rows.iter().map(|(i, _)| *i as i64))));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
 async fn sorted(engine: &Engine, sql: &str) -> Vec<String> {
     let mut rows = format_rows(&engine.query(sql).await.unwrap()).unwrap();
     rows.sort();
@@ -153,9 +197,12 @@ async fn sorted(engine: &Engine, sql: &str) -> Vec<String> {
 async fn check(left: Vec<Row>, right: Vec<Row>, cut: usize) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).await.unwrap();
-    for (name, third) in
-        [("l", "v BIGINT NOT NULL"), ("r", "w VARCHAR NOT NULL"), ("v", "w VARCHAR NOT NULL")]
-    {
+    for (name, third) in [
+        ("l", "v BIGINT NOT NULL"),
+        ("r", "w VARCHAR NOT NULL"),
+        ("v", "w VARCHAR NOT NULL"),
+        ("u", "w VARCHAR NOT NULL, seq BIGINT NOT NULL"),
+    ] {
         engine
             .execute(&format!(
                 "CREATE STREAM {name} (k BIGINT, t TIMESTAMP(3) NOT NULL, {third},
@@ -171,6 +218,10 @@ async fn check(left: Vec<Row>, right: Vec<Row>, cut: usize) {
         engine.execute(&format!("CREATE STREAM {name} AS {query}")).await.unwrap();
     }
     engine.execute(&format!("CREATE MATERIALIZED VIEW agg AS {VIEW}")).await.unwrap();
+    engine.execute(VERSIONED).await.unwrap();
+    for (name, query, _) in versioned() {
+        engine.execute(&format!("CREATE STREAM {name} AS {query}")).await.unwrap();
+    }
     let left: Vec<(usize, Row)> = left.into_iter().enumerate().collect();
     let right: Vec<(usize, Row)> = right.into_iter().enumerate().collect();
     let (mut a, mut b) = (left.chunks(cut), right.chunks(cut.div_ceil(2)));
@@ -185,11 +236,13 @@ async fn check(left: Vec<Row>, right: Vec<Row>, cut: usize) {
         if let Some(y) = y {
             engine.append("r", batch(y, true)).await.unwrap();
             engine.append("v", versions(y)).await.unwrap();
+            engine.append("u", with_seq(y)).await.unwrap();
         }
     }
     engine.execute("SEAL STREAM l").await.unwrap();
     engine.execute("SEAL STREAM r").await.unwrap();
     engine.execute("SEAL STREAM v").await.unwrap();
+    engine.execute("SEAL STREAM u").await.unwrap();
     engine.wait_for_jobs().await.unwrap();
     let what = format!("{} left and {} right rows in batches of {cut}", left.len(), right.len());
     for (name, query, changelog) in queries() {
@@ -207,6 +260,10 @@ async fn check(left: Vec<Row>, right: Vec<Row>, cut: usize) {
     for (name, _, answer) in TEMPORAL {
         let got = sorted(&engine, &format!("SELECT * FROM {name}")).await;
         assert_eq!(got, sorted(&engine, answer).await, "{what}: {name}");
+    }
+    for (name, _, answer) in versioned() {
+        let got = sorted(&engine, &format!("SELECT * FROM {name}")).await;
+        assert_eq!(got, sorted(&engine, &answer).await, "{what}: {name}");
     }
     engine.close().await.unwrap();
 }
