@@ -20,7 +20,7 @@
 //! key from its time on, which versions cannot say).
 
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::utils::split_conjunction;
@@ -124,24 +124,36 @@ pub fn dedup_versions(
             None => return refuse("partitions by an expression, not by its stream's columns"),
         }
     }
-    // The window node becomes its input with the row number 1.
-    let mut exprs: Vec<Expr> = input_schema.columns().into_iter().map(Expr::Column).collect();
-    exprs.push(Expr::Literal(ScalarValue::UInt64(Some(1)), None).alias(rank));
-    let numbered = LogicalPlan::Projection(
-        Projection::try_new(exprs, std::sync::Arc::clone(&window.input))
-            .map_err(|e| Error::plan(e.message().to_string(), at))?,
-    );
-    let mut numbered = Some(numbered);
-    let plan = plan
-        .clone()
-        .transform_down(|n| match n {
-            LogicalPlan::Window(_) => match numbered.take() {
-                Some(p) => Ok(Transformed::new(p, true, TreeNodeRecursion::Jump)),
-                None => Ok(Transformed::no(n)),
-            },
-            other => Ok(Transformed::no(other)),
-        })
+    // The window node becomes its input (with the row number 1, if the view selects it); the
+    // filter bounding the row number goes.
+    let selected = plan.schema().fields().iter().any(|f| f.name() == &rank)
+        || above.iter().any(|n| {
+            !matches!(n, LogicalPlan::Filter(_))
+                && n.expressions().iter().any(|e| e.column_refs().iter().any(|c| c.name == rank))
+        });
+    let numbered = if selected {
+        let mut exprs: Vec<Expr> = input_schema.columns().into_iter().map(Expr::Column).collect();
+        exprs.push(Expr::Literal(ScalarValue::UInt64(Some(1)), None).alias(rank));
+        LogicalPlan::Projection(
+            Projection::try_new(exprs, std::sync::Arc::clone(&window.input))
+                .map_err(|e| Error::plan(e.message().to_string(), at))?,
+        )
+    } else {
+        window.input.as_ref().clone()
+    };
+    let plan = strip(plan.clone(), &numbered)
+        .and_then(|p| p.transform_up(|n| n.recompute_schema().map(Transformed::yes)))
         .map_err(|e| Error::plan(e.message().to_string(), at))?
         .data;
     Ok(Versions { plan, keys })
+}
+
+/// `plan` with its window node (under projections, aliases and the filters bounding the row
+/// number, which go) replaced by `numbered`.
+fn strip(plan: LogicalPlan, numbered: &LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
+    match plan {
+        LogicalPlan::Filter(f) => strip(std::sync::Arc::unwrap_or_clone(f.input), numbered),
+        LogicalPlan::Window(_) => Ok(numbered.clone()),
+        other => Ok(other.map_children(|c| strip(c, numbered).map(Transformed::yes))?.data),
+    }
 }

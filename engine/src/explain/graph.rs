@@ -88,9 +88,15 @@ fn join(cx: &Cx<'_>, lines: &mut Vec<String>, k: usize, spec: &JoinSpec, depth: 
             ["left", "right"][l.table]
         ),
         (None, Some(t)) => format!(
-            " (a temporal join: the {} side's versions as of the {} side's event time)",
+            " (a temporal join: the {} side's versions as of the {} side's event time{})",
             ["left", "right"][t.table],
-            ["left", "right"][1 - t.table]
+            ["left", "right"][1 - t.table],
+            match &t.view {
+                Some(v) => format!(
+                    "; they are the input of view {v}, which keeps the latest per key by time"
+                ),
+                None => String::new(),
+            }
         ),
         (None, None) => String::new(),
     };

@@ -397,8 +397,8 @@ impl Builder<'_> {
                     "a temporal join as of the event time of a changelog (a view's versions)",
                 );
             }
-            let first = a.versions.is_some();
-            return Ok((None, Some((Temporal { table, first }, a.time.clone()))));
+            let view = a.versions.as_ref().map(|v| v.view.clone());
+            return Ok((None, Some((Temporal { table, view }, a.time.clone()))));
         }
         if !matches!(
             (kind, probe),

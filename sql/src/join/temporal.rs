@@ -23,9 +23,10 @@ use crate::error::Result;
 pub struct Temporal {
     /// The table's (versions') side.
     pub table: usize,
-    /// Among versions of equal times, the first to come holds (a deduplicating view's, whose
-    /// TopN keeps it), not the last (a stream's).
-    pub first: bool,
+    /// The deduplicating view whose input the versions are ([`crate::versions`]): among
+    /// versions of equal times, the first to come holds then (as the view's TopN keeps it),
+    /// not the last (a stream's).
+    pub view: Option<String>,
 }
 
 impl Temporal {
@@ -34,7 +35,7 @@ impl Temporal {
         if a.0 != b.0 {
             return a.0 > b.0;
         }
-        if self.first { a.1 < b.1 } else { a.1 > b.1 }
+        if self.view.is_some() { a.1 < b.1 } else { a.1 > b.1 }
     }
 }
 
