@@ -1,16 +1,16 @@
-//! Property test of joins: random rows of two streams (keys with NULLs and repeats, event
-//! times out of order within the watermark's delay, so no row is late), appended in random
-//! batches that interleave the two streams. Every kind of join runs as a job: regular inner,
-//! left, full, semi and anti joins (their changelogs replayed), interval joins inner, left and
-//! full (state bounded by the watermarks, append-only), a window join of two windowed
-//! aggregations, a view of an aggregation over an interval join, and temporal joins (inner
-//! and left) of `l` with a third stream of versions `v` as of `l`'s event time (`v`'s times
-//! are distinct, so that "the latest version" is one row; the batch answer finds it with `NOT
+//! Property test of joins: random rows of two streams (keys with NULLs and repeats, event times
+//! out of order within the watermark's delay, so no row is late), appended in random batches
+//! that interleave the two streams. Every kind of join runs as a job: regular inner, left,
+//! right, full, semi and anti joins (their changelogs replayed), interval joins inner, left,
+//! right and full (state bounded by the watermarks, append-only), a window join of two windowed
+//! aggregations, a view of an aggregation over an interval join, and temporal joins (inner and
+//! left) of `l` with a third stream of versions `v` as of `l`'s event time (`v`'s times are
+//! distinct, so that "the latest version" is one row; the batch answer finds it with `NOT
 //! EXISTS` a later one), and with a deduplicating view of a fourth stream `u` (the latest row
 //! per key by time, whose times tie and come out of order; the first of equal times holds, as
-//! the view keeps it). Once the streams are
-//! sealed and the jobs finished, each output must equal DataFusion's batch answer of its query
-//! over the same rows. `PROPTEST_CASES` sets the number of cases (default 6).
+//! the view keeps it). Once the streams are sealed and the jobs finished, each output must
+//! equal DataFusion's batch answer of its query over the same rows. `PROPTEST_CASES` sets the
+//! number of cases (default 6).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -35,6 +35,7 @@ fn queries() -> Vec<(&'static str, String, bool)> {
     vec![
         ("inner", "SELECT l.k, l.v, r.w FROM l JOIN r ON l.k = r.k".into(), false),
         ("left_j", "SELECT l.v, r.w, r.k FROM l LEFT JOIN r ON l.k = r.k".into(), true),
+        ("right_j", "SELECT l.v, r.w, r.t FROM l RIGHT JOIN r ON l.k = r.k".into(), true),
         ("full_j", "SELECT l.v, r.w FROM l FULL JOIN r ON l.k = r.k".into(), true),
         ("semi", "SELECT l.v, l.t FROM l WHERE l.k IN (SELECT k FROM r)".into(), false),
         (
@@ -50,6 +51,11 @@ fn queries() -> Vec<(&'static str, String, bool)> {
         (
             "i_left",
             format!("SELECT l.v, r.w FROM l LEFT JOIN r ON l.k = r.k AND {INTERVAL}"),
+            false,
+        ),
+        (
+            "i_right",
+            format!("SELECT l.v, r.w, r.t FROM l RIGHT JOIN r ON l.k = r.k AND {INTERVAL}"),
             false,
         ),
         (
