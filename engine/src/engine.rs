@@ -70,6 +70,8 @@ pub struct EngineOptions {
     pub udfs: Vec<ScalarUDF>,
     /// How the store is opened (its I/O: tests inject faults there).
     pub store: StoreOptions,
+    /// How often streams' `retention` is enforced in the background (default: a minute).
+    pub retention_check: Option<std::time::Duration>,
 }
 
 /// The kappa engine, embedded. Cheap to clone (a handle); every method takes `&self`.
@@ -102,6 +104,8 @@ pub(crate) struct Inner {
     pub state_ttl: Mutex<Option<std::time::Duration>>,
     /// Materialized views' published rows, by view.
     pub views: Mutex<HashMap<String, Arc<crate::view::ViewState>>>,
+    /// Retention in the background (set once open).
+    pub retention: std::sync::OnceLock<crate::retention::RetentionTask>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -281,7 +285,12 @@ impl Engine {
             sources: Mutex::new(HashMap::new()),
             views: Mutex::new(HashMap::new()),
             state_ttl: Mutex::new(None),
+            retention: std::sync::OnceLock::new(),
         });
+        let every = options.retention_check.unwrap_or(crate::retention::DEFAULT_CHECK);
+        let _ = inner
+            .retention
+            .set(crate::retention::RetentionTask::spawn(Arc::downgrade(&inner), every));
         let streams: Vec<String> = inner.catalog().streams.keys().cloned().collect();
         for name in streams {
             let s = inner.store.stream(&name)?;
@@ -477,6 +486,9 @@ impl Engine {
             return Ok(());
         }
         self.stop_sources(None).await;
+        if let Some(r) = self.inner.retention.get() {
+            r.stop().await;
+        }
         let jobs: Vec<JobHandle> = self.inner.jobs().drain().map(|(_, j)| j).collect();
         for j in &jobs {
             let _ = j.stop.send(true);

@@ -53,6 +53,7 @@ pub mod nexmark;
 mod options;
 mod output;
 mod recovery;
+mod retention;
 mod show;
 mod sink;
 mod statements;

@@ -8,7 +8,7 @@ use kappa_storage::{Durability, Retention, StreamOptions};
 use crate::error::{Error, Location, Result};
 
 /// Options a stream accepts.
-pub(crate) const KNOWN: &[&str] = &["retention", "durability", "idle_timeout"];
+pub(crate) const KNOWN: &[&str] = &["retention", "durability", "idle_timeout", "segment_size"];
 
 /// Storage options from declared `WITH` options (keys lower-cased).
 pub(crate) fn stream_options(
@@ -30,6 +30,22 @@ pub(crate) fn stream_options(
                         ));
                     }
                 }
+            }
+            "segment_size" => {
+                // The unit of retention: whole segments go.
+                o.segment_bytes = size(v)
+                    .filter(|b| {
+                        (kappa_storage::MIN_SEGMENT_BYTES..=kappa_storage::MAX_SEGMENT_BYTES)
+                            .contains(b)
+                    })
+                    .ok_or_else(|| {
+                        Error::plan(
+                            format!(
+                                "segment_size = '{v}': expected a size from 4 KiB to 4 GiB, like '64 MiB'"
+                            ),
+                            at,
+                        )
+                    })?;
             }
             "idle_timeout" => {
                 // Read by windowed jobs and push queries (the catalog keeps it).
