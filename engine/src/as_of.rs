@@ -141,7 +141,7 @@ impl Engine {
         &self,
         plan: &LogicalPlan,
         at: Option<kappa_sql::Location>,
-    ) -> Result<Option<LogicalPlan>> {
+    ) -> Result<Option<(LogicalPlan, Vec<String>)>> {
         let mut views: Vec<String> = Vec::new();
         let _ = plan.apply_with_subqueries(|node| {
             if let LogicalPlan::TableScan(s) = node
@@ -159,7 +159,8 @@ impl Engine {
         views.sort();
         views.dedup();
         let mut versions = HashMap::new();
-        for view in views {
+        for view in &views {
+            let view = view.clone();
             let query = self.inner.catalog().jobs.get(&view).map(|j| j.query.clone());
             let Some(query) = query else {
                 return Err(Error::plan(format!("view '{view}' has no job"), at));
@@ -179,18 +180,30 @@ impl Engine {
             .clone()
             .transform_up_with_subqueries(|node| {
                 let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
-                let Some(a) = as_of(scan) else { return Ok(Transformed::no(node)) };
+                let Some(a) = as_of(scan).filter(|a| !a.processing_time()) else {
+                    return Ok(Transformed::no(node));
+                };
                 let Some(v) = versions.get(&a.stream) else { return Ok(Transformed::no(node)) };
                 let versioned = Versioned { view: a.stream.clone(), keys: v.keys.clone() };
                 let read = self.read_versions(&v.plan, &a.time, &versioned)?;
                 // The columns the scan reads, under its name.
+                if !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return plan_err!(
+                        "view {} read as of {}: a scan with filters",
+                        a.stream,
+                        a.time
+                    );
+                }
                 let read = match &scan.projection {
                     Some(columns) => {
                         let all = read.schema().columns();
                         let exprs = columns
                             .iter()
-                            .filter_map(|i| all.get(*i).cloned().map(Expr::Column))
-                            .collect::<Vec<_>>();
+                            .map(|i| match all.get(*i) {
+                                Some(c) => Ok(Expr::Column(c.clone())),
+                                None => plan_err!("view {} has no column {i}", a.stream),
+                            })
+                            .collect::<DfResult<Vec<_>>>()?;
                         LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(read))?)
                     }
                     None => read,
@@ -202,7 +215,7 @@ impl Engine {
                 t.data.transform_up_with_subqueries(|n| n.recompute_schema().map(Transformed::yes))
             })
             .map_err(|e| crate::error::planning(e, at))?;
-        Ok(Some(expanded.data))
+        Ok(Some((expanded.data, views)))
     }
 
     /// A view's versions with each stream it reads read `FOR SYSTEM_TIME AS OF time`.

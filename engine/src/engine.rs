@@ -624,7 +624,10 @@ impl Engine {
         let emit = self.emit_mode(emit, at)?;
         // Deduplicating views read as of an event time: their inputs, as versions.
         let expanded = self.expand_versions(plan, at).await?;
-        let plan = expanded.as_ref().unwrap_or(plan);
+        let (plan, views) = match &expanded {
+            Some((p, views)) => (p, views.as_slice()),
+            None => (plan, &[][..]),
+        };
         let (optimized, state) = self.optimize_continuous(plan, at)?;
         let inner = Arc::clone(&self.inner);
         let resolve = move |scan: &datafusion::logical_expr::TableScan| {
@@ -633,10 +636,22 @@ impl Engine {
         // Joins, and the aggregations and TopNs over or under them: a graph of operators.
         let streams = |name: &str| crate::view::stream_info(&self.inner, name);
         let as_of = crate::as_of::as_of;
-        if let Some(g) = kappa_sql::graph::compile_graph(
+        let graph = kappa_sql::graph::compile_graph(
             &optimized, &state, at, &resolve, &streams, &as_of, emit,
-        )? {
-            return Ok(JobPlan::Windowed(Box::new(g)));
+        )?
+        .map(|g| JobPlan::Windowed(Box::new(g)));
+        // A view expanded into its versions is only the table of a temporal join.
+        let used = graph.as_ref().map(JobPlan::uses).unwrap_or_default();
+        if let Some(v) = views.iter().find(|v| !used.contains(v)) {
+            return Err(Error::not_supported(
+                format!(
+                    "reading view {v} FOR SYSTEM_TIME AS OF an event time other than as the table a JOIN looks up as of the other side's time"
+                ),
+                at,
+            ));
+        }
+        if let Some(g) = graph {
+            return Ok(g);
         }
         if let Some(w) =
             kappa_sql::windowed_plan::compile_windowed(&optimized, &state, at, &resolve, emit)?
@@ -708,11 +723,15 @@ impl Engine {
         // A temporal join needs both sides' event times, which the query may not select: the
         // columns are not pruned then.
         let temporal = crate::as_of::reads_as_of(plan);
+        // Nor are filters pushed into a temporal join's table: a version filtered out is
+        // still the latest of its key (a filter over the join's output is not one over its
+        // versions).
         let rules = state
             .optimizers()
             .iter()
             .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
             .filter(|r| !temporal || r.name() != "optimize_projections")
+            .filter(|r| !temporal || r.name() != "push_down_filter")
             .cloned()
             .collect();
         let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)

@@ -101,6 +101,9 @@ pub fn dedup_versions(
         let i = input_schema.index_of_column(c).ok()?;
         input.origins.get(i).cloned().flatten()
     };
+    if input.inputs.len() != 1 {
+        return refuse("deduplicates the rows of several streams (UNION ALL)");
+    }
     let [order] = params.order_by.as_slice() else {
         return refuse("does not order by its stream's event time alone");
     };
@@ -113,6 +116,18 @@ pub fn dedup_versions(
     }
     if order.asc {
         return refuse("keeps the first row per key, not the latest (ORDER BY its time DESC)");
+    }
+    // (A row without a time is no version; the view must not keep it over one with a time.)
+    let nullable = match &order.expr {
+        Expr::Column(c) => {
+            input_schema.index_of_column(c).map_or(true, |i| input_schema.field(i).is_nullable())
+        }
+        _ => true,
+    };
+    if nullable && order.nulls_first {
+        return refuse(
+            "keeps a row without a time over those with one (ORDER BY its time DESC puts NULLs first: write DESC NULLS LAST, or declare the column NOT NULL)",
+        );
     }
     if params.partition_by.is_empty() {
         return refuse("has no key (PARTITION BY)");
@@ -145,6 +160,11 @@ pub fn dedup_versions(
         .and_then(|p| p.transform_up(|n| n.recompute_schema().map(Transformed::yes)))
         .map_err(|e| Error::plan(e.message().to_string(), at))?
         .data;
+    // The versions' times are among the view's columns.
+    let selected = crate::stream_plan::compile(&plan, state, at).map(|p| p.origins);
+    if !selected.is_ok_and(|o| o.contains(&time)) {
+        return refuse("does not select its event time (a version's time)");
+    }
     Ok(Versions { plan, keys })
 }
 

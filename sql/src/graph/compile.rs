@@ -327,8 +327,16 @@ impl Builder<'_> {
             .collect::<Result<Vec<_>>>()?;
         let k = self.nodes.len();
         let out_changelog = spec.changelog_output();
-        let late =
-            if spec.temporal.is_some() { [true, true] } else { [spec.bounded(1), spec.bounded(0)] };
+        // (A deduplicating view keeps a late row, so its versions do too.)
+        let late = match &spec.temporal {
+            Some(t) if t.view.is_some() => {
+                let mut l = [true, true];
+                l[t.table] = false;
+                l
+            }
+            Some(_) => [true, true],
+            None => [spec.bounded(1), spec.bounded(0)],
+        };
         self.nodes.push(GraphNode {
             op: NodeOp::Join(Box::new(spec)),
             parent: None,
@@ -441,7 +449,8 @@ impl Builder<'_> {
         a.sort();
         a.dedup();
         b.sort();
-        if a != b || joined.len() != v.keys.len() {
+        b.dedup();
+        if a != b {
             return Err(Error::plan(
                 format!(
                     "a temporal join with view {} as of the event time joins on the view's key ({}), as it holds one row per key; this one joins on {}",
