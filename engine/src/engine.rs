@@ -104,8 +104,10 @@ pub(crate) struct Inner {
     pub state_ttl: Mutex<Option<std::time::Duration>>,
     /// Materialized views' published rows, by view.
     pub views: Mutex<HashMap<String, Arc<crate::view::ViewState>>>,
-    /// Retention in the background (set once open).
+    /// Retention and rates in the background (set once open).
     pub retention: std::sync::OnceLock<crate::retention::RetentionTask>,
+    /// Rates of streams and jobs, sampled in the background.
+    pub meter: crate::meter::Meter,
 }
 
 impl std::fmt::Debug for Inner {
@@ -286,6 +288,7 @@ impl Engine {
             views: Mutex::new(HashMap::new()),
             state_ttl: Mutex::new(None),
             retention: std::sync::OnceLock::new(),
+            meter: crate::meter::Meter::default(),
         });
         let every = options.retention_check.unwrap_or(crate::retention::DEFAULT_CHECK);
         let _ = inner

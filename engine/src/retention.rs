@@ -1,4 +1,5 @@
-//! Retention in the background: every [`EngineOptions::retention_check`] (default a minute,
+//! The engine's background task: every second it samples the rates `SHOW DATAFLOW` reports
+//! ([`crate::meter`]). Retention: every [`EngineOptions::retention_check`] (default a minute,
 //! as often as Kafka's `log.retention.check.interval` is at its shortest in practice), each
 //! stream with a `retention` removes its whole closed segments that are too old or beyond its
 //! size (the store also does it when a segment rolls, but a stream that no longer receives
@@ -30,13 +31,20 @@ impl RetentionTask {
     /// Start enforcing every stream's retention every `every`.
     pub fn spawn(inner: Weak<Inner>, every: Duration) -> RetentionTask {
         let (stop, mut stopped) = watch::channel(false);
+        let tick = every.min(crate::meter::TICK);
         let task = tokio::spawn(async move {
+            let mut last = tokio::time::Instant::now();
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep(tick) => {}
                     _ = stopped.changed() => return,
                 }
                 let Some(inner) = inner.upgrade() else { return };
+                crate::meter::sample(&inner);
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = tokio::time::Instant::now();
                 let store = std::sync::Arc::clone(&inner.store);
                 drop(inner);
                 // (Errors are the store's: a failed partition reports them to its writers and

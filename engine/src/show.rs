@@ -12,7 +12,7 @@ use kappa_sql::ast::ShowObject;
 
 use crate::catalog::{JobKind, JobState};
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::Status;
 use crate::output::Output;
 
@@ -120,7 +120,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 ],
             )
         }
-        ShowObject::Dataflow => Err(Error::not_supported("SHOW DATAFLOW", at)),
+        ShowObject::Dataflow { dot } => crate::dataflow::show(engine, None, dot, at),
     }
 }
 
@@ -159,28 +159,80 @@ pub(crate) fn describe(engine: &Engine, name: &str, at: Option<Location>) -> Res
 
 /// One row of `SHOW JOBS`.
 #[derive(Default)]
-struct JobRow {
-    name: String,
-    kind: &'static str,
-    output: String,
-    inputs: String,
-    state: &'static str,
-    rows_in: u64,
-    rows_out: u64,
-    lag: u64,
+pub(crate) struct JobRow {
+    pub name: String,
+    pub kind: &'static str,
+    pub output: String,
+    pub inputs: Vec<String>,
+    /// Per input, the rows it has not read yet (empty when not known).
+    pub input_lags: Vec<u64>,
+    pub state: &'static str,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub lag: u64,
     /// Milliseconds since the job last had read all its inputs held (0 when it has).
-    lag_ms: u64,
-    late: u64,
+    pub lag_ms: u64,
+    pub late: u64,
     /// The watermark (windowed jobs and push queries), milliseconds.
-    watermark: Option<i64>,
+    pub watermark: Option<i64>,
     /// The last checkpoint's epoch and time (milliseconds).
-    checkpoint: Option<(u64, i64)>,
-    error: Option<String>,
+    pub checkpoint: Option<(u64, i64)>,
+    pub error: Option<String>,
 }
 
 /// `SHOW JOBS`: jobs, connector sources (and connectors that could not be restored), push
 /// queries.
 fn show_jobs(engine: &Engine) -> Result<Output> {
+    let out = job_rows(engine);
+    let strings = |f: fn(&JobRow) -> String| text(out.iter().map(|r| Some(f(r))).collect());
+    let numbers = |f: fn(&JobRow) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(out.iter().map(f)))
+    };
+    rows(
+        vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("output", DataType::Utf8, false),
+            Field::new("inputs", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("rows_in", DataType::UInt64, false),
+            Field::new("rows_out", DataType::UInt64, false),
+            Field::new("lag_rows", DataType::UInt64, false),
+            Field::new("lag_ms", DataType::UInt64, false),
+            Field::new("late_rows", DataType::UInt64, false),
+            Field::new("watermark", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("checkpoint", DataType::UInt64, true),
+            Field::new("checkpoint_at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("error", DataType::Utf8, true),
+        ],
+        vec![
+            strings(|r| r.name.clone()),
+            strings(|r| r.kind.to_string()),
+            strings(|r| r.output.clone()),
+            strings(|r| r.inputs.join(", ")),
+            strings(|r| r.state.to_string()),
+            numbers(|r| r.rows_in),
+            numbers(|r| r.rows_out),
+            numbers(|r| r.lag),
+            numbers(|r| r.lag_ms),
+            numbers(|r| r.late),
+            Arc::new(TimestampMillisecondArray::from(
+                out.iter().map(|r| r.watermark).collect::<Vec<_>>(),
+            )),
+            Arc::new(UInt64Array::from(
+                out.iter().map(|r| r.checkpoint.map(|c| c.0)).collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampMillisecondArray::from(
+                out.iter().map(|r| r.checkpoint.map(|c| c.1)).collect::<Vec<_>>(),
+            )),
+            text(out.iter().map(|r| r.error.clone()).collect()),
+        ],
+    )
+}
+
+/// The rows of `SHOW JOBS`: jobs, connector sources (and connectors that could not be
+/// restored), push queries.
+pub(crate) fn job_rows(engine: &Engine) -> Vec<JobRow> {
     use std::sync::atomic::Ordering::Relaxed;
     let inner = &engine.inner;
     let mut out: Vec<JobRow> = Vec::new();
@@ -196,7 +248,7 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             (JobState::Running, Some(_)) => ("running", None),
             (JobState::Running, None) => ("stopped", None),
         };
-        let lag: u64 = match &live {
+        let input_lags: Vec<u64> = match &live {
             Some(p) => e
                 .inputs
                 .iter()
@@ -208,9 +260,10 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                         .map(|s| s.readable_end().saturating_sub(*pos))
                         .unwrap_or(0)
                 })
-                .sum(),
-            None => 0,
+                .collect(),
+            None => vec![0; e.inputs.len()],
         };
+        let lag: u64 = input_lags.iter().sum();
         let lag_ms = match &live {
             Some(p) if lag > 0 => p.behind_since.map_or(0, |t| t.elapsed().as_millis() as u64),
             _ => 0,
@@ -232,7 +285,8 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                 JobKind::InsertInto => "insert into",
             },
             output: e.output.clone(),
-            inputs: e.inputs.join(", "),
+            inputs: e.inputs.clone(),
+            input_lags,
             state,
             rows_in: live.as_ref().map_or(0, |p| p.rows_in),
             rows_out: live.as_ref().map_or(0, |p| p.rows_out),
@@ -291,67 +345,26 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
     let running: Vec<(u64, Arc<crate::subscribe::PushEntry>)> =
         inner.push_queries.running().iter().map(|(id, e)| (*id, Arc::clone(e))).collect();
     for (id, e) in running {
+        let lags: Vec<u64> = e
+            .inputs
+            .iter()
+            .zip(&e.positions)
+            .map(|(s, p)| s.readable_end().saturating_sub(p.load(Relaxed)))
+            .collect();
         out.push(JobRow {
             name: format!("push-{id}"),
             kind: "push query",
             output: "(client)".to_string(),
-            inputs: e.inputs.iter().map(|s| s.name().to_string()).collect::<Vec<_>>().join(", "),
+            inputs: e.inputs.iter().map(|s| s.name().to_string()).collect(),
+            input_lags: lags.clone(),
             state: "running",
             rows_in: e.rows_in.load(Relaxed),
             rows_out: e.rows_out.load(Relaxed),
-            lag: e
-                .inputs
-                .iter()
-                .zip(&e.positions)
-                .map(|(s, p)| s.readable_end().saturating_sub(p.load(Relaxed)))
-                .sum(),
+            lag: lags.iter().sum(),
             late: e.late_rows.load(Relaxed),
             watermark: Some(e.watermark.load(Relaxed)).filter(|w| *w != i64::MIN && *w != i64::MAX),
             ..JobRow::default()
         });
     }
-    let strings = |f: fn(&JobRow) -> String| text(out.iter().map(|r| Some(f(r))).collect());
-    let numbers = |f: fn(&JobRow) -> u64| -> ArrayRef {
-        Arc::new(UInt64Array::from_iter_values(out.iter().map(f)))
-    };
-    rows(
-        vec![
-            Field::new("name", DataType::Utf8, false),
-            Field::new("kind", DataType::Utf8, false),
-            Field::new("output", DataType::Utf8, false),
-            Field::new("inputs", DataType::Utf8, false),
-            Field::new("state", DataType::Utf8, false),
-            Field::new("rows_in", DataType::UInt64, false),
-            Field::new("rows_out", DataType::UInt64, false),
-            Field::new("lag_rows", DataType::UInt64, false),
-            Field::new("lag_ms", DataType::UInt64, false),
-            Field::new("late_rows", DataType::UInt64, false),
-            Field::new("watermark", DataType::Timestamp(TimeUnit::Millisecond, None), true),
-            Field::new("checkpoint", DataType::UInt64, true),
-            Field::new("checkpoint_at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
-            Field::new("error", DataType::Utf8, true),
-        ],
-        vec![
-            strings(|r| r.name.clone()),
-            strings(|r| r.kind.to_string()),
-            strings(|r| r.output.clone()),
-            strings(|r| r.inputs.clone()),
-            strings(|r| r.state.to_string()),
-            numbers(|r| r.rows_in),
-            numbers(|r| r.rows_out),
-            numbers(|r| r.lag),
-            numbers(|r| r.lag_ms),
-            numbers(|r| r.late),
-            Arc::new(TimestampMillisecondArray::from(
-                out.iter().map(|r| r.watermark).collect::<Vec<_>>(),
-            )),
-            Arc::new(UInt64Array::from(
-                out.iter().map(|r| r.checkpoint.map(|c| c.0)).collect::<Vec<_>>(),
-            )),
-            Arc::new(TimestampMillisecondArray::from(
-                out.iter().map(|r| r.checkpoint.map(|c| c.1)).collect::<Vec<_>>(),
-            )),
-            text(out.iter().map(|r| r.error.clone()).collect()),
-        ],
-    )
+    out
 }

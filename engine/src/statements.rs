@@ -107,9 +107,9 @@ impl Engine {
             )),
             Statement::Show(what) => crate::show::show(self, what, at),
             Statement::Describe { name } => crate::show::describe(self, &name, at),
-            Statement::Explain { target: kappa_sql::ast::ExplainTarget::Dataflow(_) } => {
-                Err(Error::not_supported("EXPLAIN DATAFLOW", at))
-            }
+            Statement::Explain {
+                target: kappa_sql::ast::ExplainTarget::Dataflow { name, dot },
+            } => crate::dataflow::show(self, Some(&name), dot, at),
             Statement::Explain { target: kappa_sql::ast::ExplainTarget::Statement(target) } => {
                 self.explain(*target, at).await
             }

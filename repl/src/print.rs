@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use kappa::datafusion::arrow::array::RecordBatch;
+use kappa::datafusion::arrow::array::{RecordBatch, StringArray};
 use std::sync::Arc;
 
 use kappa::datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -113,6 +113,18 @@ pub fn rows(
     batches: &[RecordBatch],
 ) -> std::io::Result<()> {
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    // Text to print as it is (`SHOW DATAFLOW`, also as DOT for Graphviz).
+    let (key, value) = kappa::PRINT_LINES;
+    if schema.metadata().get(key).is_some_and(|v| v == value) {
+        for b in batches {
+            if let Some(lines) = b.column(0).as_any().downcast_ref::<StringArray>() {
+                for line in lines.iter().flatten() {
+                    writeln!(w, "{line}")?;
+                }
+            }
+        }
+        return Ok(());
+    }
     match style.format {
         Format::Table => {
             let shown = style.max_rows.map_or(total, |m| m.min(total));

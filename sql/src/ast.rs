@@ -184,8 +184,11 @@ pub enum ShowObject {
     Views,
     /// `SHOW JOBS`.
     Jobs,
-    /// `SHOW DATAFLOW`.
-    Dataflow,
+    /// `SHOW DATAFLOW [FORMAT TEXT | DOT]`.
+    Dataflow {
+        /// `FORMAT DOT`: Graphviz.
+        dot: bool,
+    },
 }
 
 /// Kinds of catalog objects.
@@ -230,8 +233,13 @@ pub enum RebuildFrom {
 pub enum ExplainTarget {
     /// A statement.
     Statement(Box<ParsedStatement>),
-    /// `EXPLAIN DATAFLOW x`.
-    Dataflow(String),
+    /// `EXPLAIN DATAFLOW x [FORMAT TEXT | DOT]`.
+    Dataflow {
+        /// The stream, view, table or job.
+        name: String,
+        /// `FORMAT DOT`: Graphviz.
+        dot: bool,
+    },
 }
 
 /// The source of `COPY ... TO`.

@@ -655,7 +655,9 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Res
                 "EXPLAIN" => {
                     s.p.next_token();
                     if s.eat_word("DATAFLOW") {
-                        Statement::Explain { target: ExplainTarget::Dataflow(s.name()?) }
+                        let name = s.name()?;
+                        let dot = dataflow_format(&mut s)?;
+                        Statement::Explain { target: ExplainTarget::Dataflow { name, dot } }
                     } else {
                         // The explained statement is parsed like any other.
                         let from = s.peek().span.start;
@@ -813,11 +815,25 @@ fn parse_show(s: &mut P<'_>) -> Result<Statement> {
     } else if s.eat_word("JOBS") {
         ShowObject::Jobs
     } else if s.eat_word("DATAFLOW") {
-        ShowObject::Dataflow
+        ShowObject::Dataflow { dot: dataflow_format(s)? }
     } else {
         return Err(expected("STREAMS, TABLES, VIEWS, JOBS or DATAFLOW", s.peek()));
     };
     Ok(Statement::Show(what))
+}
+
+/// `[FORMAT TEXT | DOT]` after `DATAFLOW`: whether it is `DOT`.
+fn dataflow_format(s: &mut P<'_>) -> Result<bool> {
+    if !s.eat_word("FORMAT") {
+        return Ok(false);
+    }
+    if s.eat_word("DOT") {
+        Ok(true)
+    } else if s.eat_word("TEXT") {
+        Ok(false)
+    } else {
+        Err(expected("TEXT or DOT", s.peek()))
+    }
 }
 
 fn object_kind(s: &mut P<'_>) -> Result<ObjectKind> {

@@ -1,0 +1,74 @@
+//! `SHOW DATAFLOW` and `EXPLAIN DATAFLOW` over a real engine: a stream read by a derived
+//! stream (with its late-row stream), a view and a sink; rates (which depend on timing) are
+//! left out of the comparison.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use arrow::array::{Array, StringArray};
+use kappa::Engine;
+
+async fn lines(engine: &Engine, sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in engine.query(sql).await.unwrap() {
+        assert_eq!(
+            b.schema().metadata().get(kappa::PRINT_LINES.0).map(String::as_str),
+            Some(kappa::PRINT_LINES.1)
+        );
+        let a = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..a.len() {
+            // (Rates depend on when the background task sampled.)
+            let line: Vec<&str> = a.value(i).split(", ").filter(|f| !f.ends_with("/s")).collect();
+            out.push(line.join(", ").replace(" rows read/s", ""));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dataflow_of_streams_jobs_views_and_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).await.unwrap();
+    engine
+        .execute(
+            "CREATE STREAM s (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);
+             CREATE STREAM per_window AS SELECT k, count(*) AS n, window_end
+               FROM TUMBLE(s, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end;
+             CREATE MATERIALIZED VIEW totals AS SELECT k, count(*) AS n FROM s GROUP BY k;
+             CREATE TABLE out (k BIGINT) WITH ('connector' = 'blackhole');
+             INSERT INTO out SELECT k FROM s;
+             INSERT INTO s VALUES (1, TIMESTAMP '2026-01-01 00:00:01'), (2, TIMESTAMP '2026-01-01 00:00:12');
+             INSERT INTO s VALUES (3, TIMESTAMP '2026-01-01 00:00:02');
+             SEAL STREAM s",
+        )
+        .await
+        .unwrap();
+    engine.wait_for_jobs().await.unwrap();
+    let got = lines(&engine, "SHOW DATAFLOW").await;
+    assert_eq!(
+        got,
+        [
+            "dataflow: 3 jobs, 3 streams, 1 table, 1 view",
+            "stream s: 3 rows, event time ts (watermark ts - INTERVAL '1' SECOND), sealed",
+            "  -> (lag 0) job insert_into_out_1 (insert into): finished, lag 0 rows",
+            "    -> table out (blackhole)",
+            "  -> (lag 0) job per_window (derived stream): finished, lag 0 rows, 1 late row",
+            "    -> stream per_window: 2 rows, sealed",
+            "    -> (late) stream per_window__late (late rows of job per_window): 1 row, sealed",
+            "  -> (lag 0) job totals (materialized view): finished, lag 0 rows",
+            "    -> view totals: 3 rows",
+        ]
+    );
+    // EXPLAIN DATAFLOW keeps what feeds the view and what it feeds.
+    let got = lines(&engine, "EXPLAIN DATAFLOW totals").await;
+    assert_eq!(got[0], "dataflow: 1 job, 1 stream, 1 view", "{got:#?}");
+    assert_eq!(got.len(), 4, "{got:#?}");
+    let dot = lines(&engine, "EXPLAIN DATAFLOW totals FORMAT DOT").await;
+    assert_eq!(dot[0], "digraph dataflow {");
+    assert!(dot.iter().any(|l| l.trim() == r#""job totals" -> "data totals";"#), "{dot:#?}");
+    assert!(
+        dot.iter().any(|l| l.trim() == r#""data s" -> "job totals" [label="lag 0"];"#),
+        "{dot:#?}"
+    );
+    let e = engine.query("EXPLAIN DATAFLOW nothing").await.unwrap_err();
+    assert!(e.to_string().contains("no stream, view, table or job is named 'nothing'"), "{e}");
+    engine.close().await.unwrap();
+}
