@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::output::Output;
 
 mod graph;
+mod window;
 
 pub(crate) fn ms(v: i64) -> String {
     if v % 1000 == 0 { format!("{} s", v / 1000) } else { format!("{v} ms") }

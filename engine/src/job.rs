@@ -68,6 +68,10 @@ pub(crate) struct Progress {
     pub late_rows: u64,
     /// The watermark (windowed jobs, once there is one), in milliseconds.
     pub watermark: Option<i64>,
+    /// Where each input (each source of a plan of several operators) stands (windowed jobs).
+    pub inputs: Vec<kappa_sql::windowed_plan::InputStatus>,
+    /// The windows kept open: the end of the next to close, and how many (windowed jobs).
+    pub windows: Option<(Option<i64>, usize)>,
     /// The last checkpoint (from this run, or the one it restarted from).
     pub checkpoint: Option<Taken>,
     /// Since when the job is behind its inputs (`None`: it had read all they held when it
@@ -89,6 +93,8 @@ impl Progress {
             rows_out: 0,
             late_rows: 0,
             watermark: None,
+            inputs: Vec::new(),
+            windows: None,
             checkpoint: None,
             behind_since: None,
             uncommitted: false,

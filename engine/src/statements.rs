@@ -107,6 +107,9 @@ impl Engine {
             )),
             Statement::Show(what) => crate::show::show(self, what, at),
             Statement::Describe { name } => crate::show::describe(self, &name, at),
+            Statement::Explain { target: kappa_sql::ast::ExplainTarget::Window(name) } => {
+                self.explain_window(&name, at)
+            }
             Statement::Explain {
                 target: kappa_sql::ast::ExplainTarget::Dataflow { name, dot },
             } => crate::dataflow::show(self, Some(&name), dot, at),

@@ -685,6 +685,8 @@ async fn run_job(
                 p.rows_out = rows_out;
                 p.late_rows = run.late_rows();
                 p.watermark = (run.watermark() != i64::MIN).then_some(run.watermark());
+                p.inputs = run.input_states();
+                p.windows = run.window_status();
                 p.behind_since = recovery::behind_since(caught_up, p.behind_since);
                 p.uncommitted |= rows_out > written_before;
             });

@@ -233,6 +233,8 @@ pub enum RebuildFrom {
 pub enum ExplainTarget {
     /// A statement.
     Statement(Box<ParsedStatement>),
+    /// `EXPLAIN WINDOW job`: why its windows have not closed.
+    Window(String),
     /// `EXPLAIN DATAFLOW x [FORMAT TEXT | DOT]`.
     Dataflow {
         /// The stream, view, table or job.

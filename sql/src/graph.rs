@@ -214,13 +214,48 @@ impl GraphRun {
     /// The lowest watermark of the sources that are neither idle nor ended (`i64::MIN`: none
     /// yet).
     pub fn watermark(&self) -> i64 {
-        let mut w = i64::MAX;
+        let (mut live, mut open) = (i64::MAX, i64::MAX);
         for (s, own) in self.sources.iter().zip(self.input_watermarks()) {
             if !s.ended {
-                w = w.min(own);
+                open = open.min(own);
+                if !s.idle {
+                    live = live.min(own);
+                }
             }
         }
-        w
+        // (Every source idle: the lowest of them, as nothing moves then.)
+        if live == i64::MAX { open } else { live }
+    }
+
+    /// Where each source stands.
+    pub fn input_states(&self) -> Vec<crate::windowed_run::InputStatus> {
+        self.sources
+            .iter()
+            .zip(self.input_watermarks())
+            .map(|(s, watermark)| crate::windowed_run::InputStatus {
+                watermark,
+                idle: s.idle,
+                ended: s.ended,
+            })
+            .collect()
+    }
+
+    /// The windows its runs keep open: the earliest end of a window to close, and how many.
+    pub fn window_status(&self) -> Option<(Option<i64>, usize)> {
+        let mut out: Option<(Option<i64>, usize)> = None;
+        for n in &self.nodes {
+            if let NodeRun::Run(r) = n
+                && let Some((end, open)) = r.window_status()
+            {
+                let (e, o) = out.unwrap_or((None, 0));
+                let end = match (e, end) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                out = Some((end, o + open));
+            }
+        }
+        out
     }
 
     /// Each source's watermark.

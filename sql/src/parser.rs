@@ -654,7 +654,9 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, sql: &str, index: &LineIndex) -> Res
                 "SET" => parse_set(&mut s)?,
                 "EXPLAIN" => {
                     s.p.next_token();
-                    if s.eat_word("DATAFLOW") {
+                    if s.eat_word("WINDOW") {
+                        Statement::Explain { target: ExplainTarget::Window(s.name()?) }
+                    } else if s.eat_word("DATAFLOW") {
                         let name = s.name()?;
                         let dot = dataflow_format(&mut s)?;
                         Statement::Explain { target: ExplainTarget::Dataflow { name, dot } }

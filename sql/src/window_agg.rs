@@ -216,6 +216,12 @@ impl WindowAggregate {
         self.open.len()
     }
 
+    /// The end of the next window to close (the earliest open one, or pane: a window ends
+    /// at each pane's end).
+    pub fn next_end(&self) -> Option<i64> {
+        self.open.keys().next().copied()
+    }
+
     fn open_window(&self) -> Result<Open> {
         let groups =
             new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None).map_err(exec)?;

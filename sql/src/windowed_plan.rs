@@ -30,7 +30,9 @@ use crate::stream_plan::{InputPipeline, Op, physical};
 use crate::updating_agg::UpdatingAggregateSpec;
 use crate::window::{WindowRead, WindowSpec, windowed_schema};
 use crate::window_agg::{Aggregate, Panes, WindowAggregateSpec};
-pub use crate::windowed_run::{AggregationSnapshot, RunSnapshot, StatePart, WindowedRun};
+pub use crate::windowed_run::{
+    AggregationSnapshot, InputStatus, RunSnapshot, StatePart, WindowedRun,
+};
 
 /// What the engine knows of a window table function's scan.
 #[derive(Debug, Clone)]

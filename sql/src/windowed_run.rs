@@ -33,6 +33,17 @@ enum State {
     Graph(Box<crate::graph::GraphRun>),
 }
 
+/// Where an input stands, for `EXPLAIN WINDOW`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputStatus {
+    /// Its watermark (`i64::MIN` before its first row).
+    pub watermark: i64,
+    /// Idle: no data for its idle timeout, so it does not hold the watermark back.
+    pub idle: bool,
+    /// Ended (sealed and read): `+inf`.
+    pub ended: bool,
+}
+
 /// Where one input stands.
 #[derive(Debug, Clone, Copy)]
 struct InputState {

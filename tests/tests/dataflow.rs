@@ -1,6 +1,7 @@
 //! `SHOW DATAFLOW` and `EXPLAIN DATAFLOW` over a real engine: a stream read by a derived
 //! stream (with its late-row stream), a view and a sink; rates (which depend on timing) are
-//! left out of the comparison.
+//! left out of the comparison. `EXPLAIN WINDOW` of a windowed job waiting for newer rows, of
+//! a finished one, and of a window join one of whose inputs went idle.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use arrow::array::{Array, StringArray};
@@ -70,5 +71,80 @@ async fn dataflow_of_streams_jobs_views_and_sinks() {
     );
     let e = engine.query("EXPLAIN DATAFLOW nothing").await.unwrap_err();
     assert!(e.to_string().contains("no stream, view, table or job is named 'nothing'"), "{e}");
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_window_says_what_holds_the_watermark_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).await.unwrap();
+    engine
+        .execute(
+            "CREATE STREAM a (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);
+             CREATE STREAM w AS SELECT k, count(*) AS n, window_end
+               FROM TUMBLE(a, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end;
+             INSERT INTO a VALUES (1, TIMESTAMP '2026-01-01 00:00:01'), (1, TIMESTAMP '2026-01-01 00:00:25');
+             INSERT INTO a VALUES (1, TIMESTAMP '2026-01-01 00:00:03')",
+        )
+        .await
+        .unwrap();
+    // (A snapshot query waits until the job has read what its input holds.)
+    engine.query("SELECT count(*) FROM w").await.unwrap();
+    assert_eq!(
+        lines(&engine, "EXPLAIN WINDOW w").await,
+        [
+            "job w: watermark 2026-01-01 00:00:24.000",
+            "the watermark is the lowest of the inputs that are neither idle nor sealed",
+            "  input 1 (a): watermark 2026-01-01 00:00:24.000; holds the watermark back: it has read all its stream holds and waits for newer rows (WITH (idle_timeout = '...') on the stream would stop waiting for it)",
+            "next window to close: the one ending 2026-01-01 00:00:30.000, once the watermark reaches 2026-01-01 00:00:29.999 (5999 ms of event time to go); 1 open",
+            "late rows: 1 (rows behind the watermark, left out of their windows; kept in w__late)",
+        ]
+    );
+    let e = engine.query("EXPLAIN WINDOW a").await.unwrap_err();
+    assert!(e.to_string().contains("there is no job 'a'"), "{e}");
+    engine.execute("SEAL STREAM a").await.unwrap();
+    engine.wait_for_jobs().await.unwrap();
+    assert_eq!(
+        lines(&engine, "EXPLAIN WINDOW w").await,
+        ["job w finished: every input ended, so every window closed"]
+    );
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_window_of_a_join_with_an_idle_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).await.unwrap();
+    engine
+        .execute(
+            "CREATE STREAM a (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);
+             CREATE STREAM b (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+               WITH (idle_timeout = '1 s');
+             CREATE STREAM w AS SELECT x.k, x.n, y.m, x.window_end
+               FROM (SELECT k, count(*) AS n, window_end FROM TUMBLE(a, ts, INTERVAL '10' SECOND)
+                     GROUP BY k, window_start, window_end) x
+               JOIN (SELECT k, count(*) AS m, window_end FROM TUMBLE(b, ts, INTERVAL '10' SECOND)
+                     GROUP BY k, window_start, window_end) y
+               ON x.k = y.k AND x.window_end = y.window_end;
+             INSERT INTO a VALUES (1, TIMESTAMP '2026-01-01 00:00:01'), (1, TIMESTAMP '2026-01-01 00:00:25');
+             INSERT INTO b VALUES (1, TIMESTAMP '2026-01-01 00:00:03')",
+        )
+        .await
+        .unwrap();
+    engine.query("SELECT count(*) FROM w").await.unwrap();
+    // b goes idle after a second without rows.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let got = lines(&engine, "EXPLAIN WINDOW w").await;
+    assert_eq!(got[0], "job w: watermark 2026-01-01 00:00:24.000", "{got:#?}");
+    assert_eq!(
+        got[3],
+        "  input 2 (b): watermark 2026-01-01 00:00:02.000; idle (no rows for its idle_timeout): left out until its next row",
+        "{got:#?}"
+    );
+    assert!(
+        got[4].starts_with("next window to close: the one ending 2026-01-01 00:00:10.000"),
+        "{got:#?}"
+    );
+    assert!(got[4].contains("reads an idle input"), "{got:#?}");
     engine.close().await.unwrap();
 }

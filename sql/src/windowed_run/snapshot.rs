@@ -268,6 +268,28 @@ impl WindowedRun {
         })
     }
 
+    /// Where each input stands (a graph's: each source).
+    pub fn input_states(&self) -> Vec<super::InputStatus> {
+        if let State::Graph(g) = &self.state {
+            return g.input_states();
+        }
+        self.inputs
+            .iter()
+            .map(|i| super::InputStatus { watermark: i.watermark, idle: i.idle, ended: i.ended })
+            .collect()
+    }
+
+    /// The windows it keeps open: the end of the next to close (`None` for sessions, which
+    /// close at their gap), and how many. `None` without windows.
+    pub fn window_status(&self) -> Option<(Option<i64>, usize)> {
+        match &self.state {
+            State::Windows(a) => Some((a.next_end(), a.open_windows())),
+            State::Sessions(s) => Some((None, s.open_sessions())),
+            State::Graph(g) => g.window_status(),
+            State::Updating(_) | State::TopN(_) => None,
+        }
+    }
+
     /// Each input's watermark (`i64::MIN` before its first).
     pub fn input_watermarks(&self) -> Vec<i64> {
         if let State::Graph(g) = &self.state {
