@@ -30,6 +30,13 @@ pub(crate) struct StreamEntry {
     /// The job that writes this stream, for a derived stream.
     #[serde(default)]
     pub job: Option<String>,
+    /// The log holding it, when not the one of its name: a rebuilt stream's or view's
+    /// (`x__v2`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// Its version: 1, then one more at each rebuild.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 /// A declared watermark.
@@ -162,6 +169,16 @@ impl Catalog {
             .filter(|(_, j)| j.inputs.iter().chain(&j.uses).any(|i| i == stream))
             .map(|(n, _)| n.clone())
             .collect()
+    }
+
+    /// The log holding stream `name` ([`StreamEntry::log`]; its own name otherwise).
+    pub fn log_name(&self, name: &str) -> String {
+        self.streams.get(name).and_then(|e| e.log.clone()).unwrap_or_else(|| name.to_string())
+    }
+
+    /// The logs the catalog's streams are held in.
+    pub fn logs(&self) -> std::collections::BTreeSet<String> {
+        self.streams.iter().map(|(n, e)| e.log.clone().unwrap_or_else(|| n.clone())).collect()
     }
 
     pub fn readers_of(&self, stream: &str) -> Vec<String> {

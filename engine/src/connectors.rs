@@ -154,7 +154,7 @@ impl Engine {
 
     /// Start filling stream `name` (unless it is sealed: its source is done).
     pub(crate) fn start_source(&self, name: &str, settings: NexmarkSource) -> Result<()> {
-        let stream = self.inner.store.stream(name)?;
+        let stream = self.inner.log(name)?;
         if stream.info().sealed.is_some() {
             return Ok(());
         }

@@ -78,7 +78,7 @@ fn build(engine: &Engine) -> Graph {
         (streams, sinks, views)
     };
     for (name, entry) in &streams {
-        let Ok(s) = inner.store.stream(name) else { continue };
+        let Ok(s) = inner.log(name) else { continue };
         let info = s.info();
         let mut facts = Vec::new();
         let changes = inner.meter.rate(&format!("stream {name}"));

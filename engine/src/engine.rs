@@ -162,10 +162,28 @@ impl Inner {
     }
 
     pub fn stream(&self, name: &str, at: Option<kappa_sql::Location>) -> Result<Arc<Stream>> {
-        if !self.catalog().streams.contains_key(name) {
-            return Err(Error::plan(format!("stream '{name}' does not exist"), at));
-        }
-        Ok(self.store.stream(name)?)
+        let log = {
+            let c = self.catalog();
+            match c.streams.get(name) {
+                Some(e) => e.log.clone().unwrap_or_else(|| name.to_string()),
+                None => return Err(Error::plan(format!("stream '{name}' does not exist"), at)),
+            }
+        };
+        Ok(self.store.stream(&log)?)
+    }
+
+    /// The log that holds stream (or view) `name` now: its own, or after a rebuild the new
+    /// version's ([`crate::catalog::StreamEntry::log`]).
+    pub fn log_name(&self, name: &str) -> String {
+        self.catalog().log_name(name)
+    }
+
+    /// The log of stream (or view) `name` ([`Inner::log_name`]).
+    ///
+    /// # Errors
+    /// When it does not exist.
+    pub fn log(&self, name: &str) -> Result<Arc<Stream>> {
+        Ok(self.store.stream(&self.log_name(name))?)
     }
 
     pub fn check_open(&self) -> Result<()> {
@@ -206,10 +224,10 @@ impl Inner {
         self.views.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
-    pub fn register_table(&self, stream: Arc<Stream>) -> Result<()> {
-        let name = stream.name().to_string();
-        let _ = self.ctx.deregister_table(name.as_str())?;
-        self.ctx.register_table(name.as_str(), Arc::new(StreamTable::new(stream)))?;
+    /// Make stream `name` (held in `stream`, its log) a table of snapshot queries.
+    pub fn register_table(&self, name: &str, stream: Arc<Stream>) -> Result<()> {
+        let _ = self.ctx.deregister_table(name)?;
+        self.ctx.register_table(name, Arc::new(StreamTable::new(stream)))?;
         Ok(())
     }
 }
@@ -251,15 +269,19 @@ impl Engine {
         let mut catalog = Catalog::load(&store)?;
         // Reconcile: logs the catalog does not know were never acknowledged; entries without
         // their log were being dropped.
+        // (After a rebuild a stream's log is the new version's, `x__v2`; the old version's
+        // log, no longer the catalog's, goes here if the switch did not drop it.)
         let names: BTreeSet<String> = store.stream_names().into_iter().collect();
+        let logs = catalog.logs();
         for n in &names {
-            if !catalog.streams.contains_key(n) {
+            if !logs.contains(n) {
                 store.drop_stream(n)?;
             }
         }
-        catalog.streams.retain(|n, _| names.contains(n));
+        catalog.streams.retain(|n, e| names.contains(e.log.as_deref().unwrap_or(n)));
         let sinks: BTreeSet<String> = catalog.sinks.keys().cloned().collect();
-        catalog.jobs.retain(|_, j| names.contains(&j.output) || sinks.contains(&j.output));
+        let outputs: BTreeSet<String> = catalog.streams.keys().cloned().collect();
+        catalog.jobs.retain(|_, j| outputs.contains(&j.output) || sinks.contains(&j.output));
         catalog.save(&store)?;
         let mut config = SessionConfig::new().with_information_schema(true);
         config.options_mut().sql_parser.collect_spans = true;
@@ -296,7 +318,7 @@ impl Engine {
             .set(crate::retention::RetentionTask::spawn(Arc::downgrade(&inner), every));
         let streams: Vec<String> = inner.catalog().streams.keys().cloned().collect();
         for name in streams {
-            let s = inner.store.stream(&name)?;
+            let s = inner.log(&name)?;
             if inner.catalog().is_view(&name) {
                 inner.register_view(
                     &name,
@@ -305,7 +327,7 @@ impl Engine {
                     )),
                 )?;
             } else {
-                inner.register_table(s)?;
+                inner.register_table(&name, s)?;
             }
         }
         for name in kappa_sql::window::WINDOW_FUNCTIONS {
@@ -434,7 +456,7 @@ impl Engine {
         let mut out: Vec<_> = names
             .into_iter()
             .filter_map(|n| {
-                let schema = Arc::clone(self.inner.store.stream(&n).ok()?.schema());
+                let schema = Arc::clone(self.inner.log(&n).ok()?.schema());
                 Some((n, schema))
             })
             .collect();
@@ -454,7 +476,7 @@ impl Engine {
     /// The rows stream `name` holds now (retained and readable), if it exists (for a shell's
     /// progress display).
     pub fn stream_rows(&self, name: &str) -> Option<u64> {
-        let info = self.inner.store.stream(name).ok()?.info();
+        let info = self.inner.log(name).ok()?.info();
         Some(info.end - info.start)
     }
 
@@ -568,12 +590,11 @@ impl Engine {
             };
             let targets: Vec<u64> = inputs
                 .iter()
-                .map(|s| self.inner.store.stream(s).map(|s| s.readable_end()).unwrap_or(0))
+                .map(|s| self.inner.log(s).map(|s| s.readable_end()).unwrap_or(0))
                 .collect();
             // A job whose inputs are all sealed runs to its end (and seals its output).
-            let sealed = inputs
-                .iter()
-                .all(|s| self.inner.store.stream(s).is_ok_and(|s| s.info().sealed.is_some()));
+            let sealed =
+                inputs.iter().all(|s| self.inner.log(s).is_ok_and(|s| s.info().sealed.is_some()));
             let rx =
                 self.inner.jobs().get(name).map(|j| (j.progress.clone(), Arc::clone(&j.request)));
             if let Some((mut rx, request)) = rx {
@@ -879,7 +900,7 @@ impl Engine {
         if entry.kind.owns_output() {
             // Planned again, the query must still give the stream's columns (a setting or a
             // function that changed since could change a type).
-            let stream = self.inner.store.stream(&entry.output)?;
+            let stream = self.inner.log(&entry.output)?;
             let columns = |s: &datafusion::arrow::datatypes::Schema| -> Vec<String> {
                 s.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect()
             };
@@ -905,13 +926,13 @@ impl Engine {
         let inputs = plan
             .inputs()
             .iter()
-            .map(|s| self.inner.store.stream(s))
+            .map(|s| self.inner.log(s))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         // A sink table takes the rows without a log.
         let output = if self.inner.catalog().sinks.contains_key(&entry.output) {
             None
         } else {
-            Some(self.inner.store.stream(&entry.output)?)
+            Some(self.inner.log(&entry.output)?)
         };
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let job_name = name.to_string();

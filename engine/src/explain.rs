@@ -91,7 +91,7 @@ pub(crate) fn input(engine: &Engine, lines: &mut Vec<String>, p: &InputPipeline)
         ops(lines, "    ", &p.ops);
         return;
     }
-    let columns = engine.inner.store.stream(&p.stream).ok().map(|s| {
+    let columns = engine.inner.log(&p.stream).ok().map(|s| {
         let schema = s.schema();
         match &p.projection {
             Some(cols) => cols.iter().map(|i| schema.field(*i).name().clone()).collect(),
@@ -227,16 +227,15 @@ impl Engine {
         }
         if let (Some(session), Some(first)) = (&w.session, p.inputs.first()) {
             let first = &first.pipeline;
-            let names: Vec<String> =
-                match (self.inner.store.stream(&first.stream), &first.projection) {
-                    (Ok(stream), Some(read)) => session
-                        .partition
-                        .iter()
-                        .filter_map(|k| read.get(*k))
-                        .map(|c| stream.schema().field(*c).name().clone())
-                        .collect(),
-                    _ => Vec::new(),
-                };
+            let names: Vec<String> = match (self.inner.log(&first.stream), &first.projection) {
+                (Ok(stream), Some(read)) => session
+                    .partition
+                    .iter()
+                    .filter_map(|k| read.get(*k))
+                    .map(|c| stream.schema().field(*c).name().clone())
+                    .collect(),
+                _ => Vec::new(),
+            };
             let per =
                 if names.is_empty() { String::new() } else { format!(" per {}", names.join(", ")) };
             lines.insert(

@@ -39,9 +39,9 @@ impl Engine {
                     None,
                 ));
             }
-            return Ok(self.inner.store.stream(&name)?);
+            return Ok(self.inner.log(&name)?);
         }
-        let schema = Arc::clone(self.inner.store.stream(input)?.schema());
+        let schema = Arc::clone(self.inner.log(input)?.schema());
         // Readers see its rows once a checkpoint of the job commits them.
         let options = StreamOptions { derived: true, ..StreamOptions::default() };
         let stream = self.inner.store.create_stream(&name, schema, options)?;
@@ -56,7 +56,7 @@ impl Engine {
             let _ = self.inner.store.drop_stream(&name);
             return Err(e);
         }
-        self.inner.register_table(Arc::clone(&stream))?;
+        self.inner.register_table(&name, Arc::clone(&stream))?;
         Ok(stream)
     }
 
@@ -102,13 +102,15 @@ impl Engine {
     /// When the catalog cannot be saved or a stream's files removed.
     pub(crate) fn drop_late_stream(&self, job: &str) -> Result<()> {
         for name in self.late_streams_of(job) {
-            {
+            let log = {
                 let mut c = self.inner.catalog();
+                let log = c.log_name(&name);
                 c.streams.remove(&name);
                 c.save(&self.inner.store)?;
-            }
+                log
+            };
             let _ = self.inner.ctx.deregister_table(&name);
-            self.inner.store.drop_stream(&name)?;
+            self.inner.store.drop_stream(&log)?;
         }
         Ok(())
     }

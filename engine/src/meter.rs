@@ -11,8 +11,9 @@ pub(crate) const TICK: Duration = Duration::from_secs(1);
 /// Sample every stream's rows and every job's rows read.
 pub(crate) fn sample(inner: &crate::engine::Inner) {
     let now = Instant::now();
-    for name in inner.store.stream_names() {
-        if let Ok(s) = inner.store.stream(&name) {
+    let names: Vec<String> = inner.catalog().streams.keys().cloned().collect();
+    for name in names {
+        if let Ok(s) = inner.log(&name) {
             inner.meter.sample(&format!("stream {name}"), s.readable_end(), now);
         }
     }

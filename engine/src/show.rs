@@ -42,7 +42,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
             let (mut names, mut counts, mut bytes, mut sealed, mut times, mut wms, mut jobs) =
                 (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
             for (name, e) in entries {
-                let stream = inner.store.stream(&name)?;
+                let stream = inner.log(&name)?;
                 let info = stream.info();
                 names.push(Some(name));
                 // (A derived stream: the rows its readers see, up to its last checkpoint.)
@@ -102,7 +102,7 @@ pub(crate) fn show(engine: &Engine, what: ShowObject, at: Option<Location>) -> R
                 let published = inner.view(name).and_then(|v| v.current());
                 rows_now.push(published.as_ref().map(|p| p.rows.num_rows() as u64));
                 as_of.push(published.as_ref().map(|p| p.end));
-                let stream = inner.store.stream(name)?;
+                let stream = inner.log(name)?;
                 changes.push(stream.readable_end());
             }
             rows(
@@ -314,7 +314,7 @@ pub(crate) fn job_rows(engine: &Engine) -> Vec<JobRow> {
         out.push(JobRow {
             name: format!("nexmark-{stream}"),
             kind: "nexmark source",
-            rows_out: inner.store.stream(&stream).map(|s| s.end_offset()).unwrap_or(0),
+            rows_out: inner.log(&stream).map(|s| s.end_offset()).unwrap_or(0),
             output: stream,
             state,
             error,

@@ -214,7 +214,7 @@ impl Engine {
                     entry.options.insert("state_ttl".into(), format!("{}ms", ttl.as_millis()));
                 }
                 self.inner.store.create_stream(&c.name, Arc::clone(&schema), options)?;
-                let stream = self.inner.store.stream(&c.name)?;
+                let stream = self.inner.log(&c.name)?;
                 self.inner.catalog().streams.insert(c.name.clone(), entry);
                 if let Err(e) =
                     self.create_job(&c.name, JobKind::DerivedStream, &c.name, &text, compiled)
@@ -226,7 +226,7 @@ impl Engine {
                     let _ = self.inner.store.drop_stream(&c.name);
                     return Err(e);
                 }
-                self.inner.register_table(stream)?;
+                self.inner.register_table(&c.name, stream)?;
                 Ok(done("CREATE STREAM"))
             }
             None => {
@@ -282,7 +282,7 @@ impl Engine {
                         Some(WatermarkEntry { column: column.clone(), expr: expr_text.clone() });
                 }
                 self.inner.store.create_stream(&c.name, schema, options)?;
-                let stream = self.inner.store.stream(&c.name)?;
+                let stream = self.inner.log(&c.name)?;
                 {
                     let mut cat = self.inner.catalog();
                     cat.streams.insert(c.name.clone(), entry);
@@ -293,7 +293,7 @@ impl Engine {
                         return Err(e);
                     }
                 }
-                self.inner.register_table(stream)?;
+                self.inner.register_table(&c.name, stream)?;
                 if let Some(src) = source
                     && let Err(e) = self.start_source(&c.name, src)
                 {
@@ -564,16 +564,17 @@ impl Engine {
     pub(crate) async fn drop_log_and_job(&self, name: &str, at: At) -> Result<()> {
         self.check_late_unread(name, at)?;
         self.stop_job(name).await;
-        let job_id = {
+        let (job_id, log) = {
             let mut c = self.inner.catalog();
+            let log = c.log_name(name);
             let id = c.jobs.remove(name).map(|j| j.id);
             c.streams.remove(name);
             c.save(&self.inner.store)?;
-            id
+            (id, log)
         };
         self.stop_sources(Some(name)).await;
         let _ = self.inner.ctx.deregister_table(name);
-        self.inner.store.drop_stream(name)?;
+        self.inner.store.drop_stream(&log)?;
         if let Some(id) = job_id {
             crate::job::forget(&self.inner.store, id)?;
             self.drop_late_stream(name)?;

@@ -139,7 +139,7 @@ pub(crate) async fn start(
     let mut inputs: Vec<InputSpec> = Vec::new();
     let mut sealed = true;
     for p in &compiled.inputs {
-        let s = engine.inner.store.stream(&p.stream)?;
+        let s = engine.inner.log(&p.stream)?;
         let info = s.info();
         sealed &= info.sealed.is_some();
         inputs.push((s, p.projection.clone(), info.start));
@@ -204,7 +204,7 @@ fn start_windowed(
     let mut timeouts = Vec::with_capacity(plan.inputs.len());
     let mut sealed = true;
     for i in &plan.inputs {
-        let stream = engine.inner.store.stream(&i.pipeline.stream)?;
+        let stream = engine.inner.log(&i.pipeline.stream)?;
         let info = stream.info();
         sealed &= info.sealed.is_some();
         timeouts.push(engine.idle_timeout(&i.pipeline.stream)?);
@@ -323,7 +323,7 @@ async fn start_view(
     let columns: Vec<usize> = pipeline.projection.clone().unwrap_or_else(|| (0..width).collect());
     let mut read = columns.clone();
     read.push(width);
-    let stream = engine.inner.store.stream(&view_name)?;
+    let stream = engine.inner.log(&view_name)?;
     let sealed = stream.info().sealed.is_some();
     let inputs: Vec<InputSpec> = vec![(stream, Some(read), start)];
     let ends = limit.is_some() || sealed;

@@ -112,7 +112,7 @@ pub(crate) fn changelog_columns(
     inner: &crate::engine::Inner,
     stream: &str,
 ) -> Option<kappa_sql::updating_plan::ChangelogColumns> {
-    let s = inner.store.stream(stream).ok()?;
+    let s = inner.log(stream).ok()?;
     let fields = s.schema().fields();
     let last = fields.last()?;
     if last.name() != kappa_sql::window_agg::changes::OP_COLUMN
@@ -131,7 +131,7 @@ pub(crate) fn stream_info(
     inner: &crate::engine::Inner,
     stream: &str,
 ) -> Option<kappa_sql::graph::StreamInfo> {
-    let s = inner.store.stream(stream).ok()?;
+    let s = inner.log(stream).ok()?;
     let watermark = inner.catalog().streams.get(stream)?.watermark.clone();
     Some(kappa_sql::graph::StreamInfo {
         schema: Arc::clone(s.schema()),

@@ -73,7 +73,7 @@ impl Engine {
             p.inputs.iter().filter(|i| !i.idle && !i.ended).map(|i| i.watermark).collect();
         let lowest = live.iter().copied().min();
         for (i, (stream, s)) in entry.inputs.iter().zip(&p.inputs).enumerate() {
-            let lag = match (inner.store.stream(stream), p.positions.get(i)) {
+            let lag = match (inner.log(stream), p.positions.get(i)) {
                 (Ok(st), Some(pos)) => st.readable_end().saturating_sub(*pos),
                 _ => 0,
             };
