@@ -96,6 +96,14 @@ pub(crate) struct JobEntry {
     /// deduplicating view): they are not dropped while it exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uses: Vec<String>,
+    /// For a new version of a stream or view being rebuilt (`ALTER ... REBUILD`, `CREATE OR
+    /// REPLACE`): the stream or view it takes over once caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// Where each input starts when there is no checkpoint yet (empty: the first retained
+    /// row; `REBUILD FROM OFFSET | TIMESTAMP` sets it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start: Vec<u64>,
     /// Running, finished or failed.
     pub state: JobState,
 }
@@ -216,6 +224,8 @@ mod tests {
                 query: "SELECT * FROM s".into(),
                 inputs: vec!["s".into()],
                 uses: Vec::new(),
+                replaces: None,
+                start: Vec::new(),
                 state: JobState::Running,
             },
         );

@@ -353,6 +353,8 @@ impl Engine {
             }
         }
         engine.publish_idle_views().await;
+        // Rebuilds under way switch once caught up.
+        engine.watch_versions();
         Ok(engine)
     }
 
@@ -498,7 +500,7 @@ impl Engine {
                 return Err(Error::plan(format!("job {name} failed: {m}"), None));
             }
         }
-        Ok(())
+        self.wait_for_rebuilds().await
     }
 
     /// Stop every job (each records its progress) and close the logs.
@@ -952,6 +954,7 @@ impl Engine {
                 kind: entry.kind,
                 plan: Arc::new(plan),
                 inputs,
+                start: (!entry.start.is_empty()).then(|| entry.start.clone()),
                 output,
                 store: Arc::clone(&self.inner.store),
                 interval: self.inner.checkpoint_interval.clone(),
@@ -973,6 +976,7 @@ impl Engine {
                     kind: entry.kind,
                     plan: *plan,
                     inputs,
+                    start: (!entry.start.is_empty()).then(|| entry.start.clone()),
                     idle,
                     output,
                     late,
@@ -1006,6 +1010,22 @@ impl Engine {
         query_text: &str,
         plan: JobPlan,
     ) -> Result<()> {
+        self.create_job_version(name, kind, output, query_text, plan, None, Vec::new())
+    }
+
+    /// [`Engine::create_job`] of a new version of stream or view `replaces`, its inputs
+    /// starting at `start` (empty: their first retained rows).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_job_version(
+        &self,
+        name: &str,
+        kind: JobKind,
+        output: &str,
+        query_text: &str,
+        plan: JobPlan,
+        replaces: Option<String>,
+        start: Vec<u64>,
+    ) -> Result<()> {
         let entry = {
             let mut c = self.inner.catalog();
             if c.jobs.len() >= crate::catalog::MAX_JOBS {
@@ -1026,6 +1046,8 @@ impl Engine {
                 query: query_text.to_string(),
                 inputs: plan.inputs(),
                 uses: plan.uses(),
+                replaces,
+                start,
                 state: JobState::Running,
             };
             c.jobs.insert(name.to_string(), entry.clone());

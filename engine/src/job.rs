@@ -141,6 +141,8 @@ pub(crate) struct JobSpec {
     pub kind: JobKind,
     pub plan: Arc<StatelessPlan>,
     pub inputs: Vec<Arc<Stream>>,
+    /// Where the inputs start without a checkpoint (`None`: their first retained rows).
+    pub start: Option<Vec<u64>>,
     /// The output log; `None` for a blackhole sink.
     pub output: Option<Arc<Stream>>,
     pub store: Arc<Store>,
@@ -220,7 +222,10 @@ fn resume_positions(spec: &JobSpec) -> Result<Vec<u64>> {
             }
             (r.positions, r.output_end)
         }
-        None => (spec.inputs.iter().map(|s| s.info().start).collect(), 0),
+        None => match &spec.start {
+            Some(start) => (start.clone(), 0),
+            None => (spec.inputs.iter().map(|s| s.info().start).collect(), 0),
+        },
     };
     if let Some(output) = &spec.output {
         skip_written(spec, output, from, &mut positions)?;

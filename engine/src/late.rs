@@ -39,7 +39,7 @@ impl Engine {
                     None,
                 ));
             }
-            return Ok(self.inner.log(&name)?);
+            return self.inner.log(&name);
         }
         let schema = Arc::clone(self.inner.log(input)?.schema());
         // Readers see its rows once a checkpoint of the job commits them.

@@ -54,6 +54,7 @@ mod meter;
 pub mod nexmark;
 mod options;
 mod output;
+mod rebuild;
 mod recovery;
 mod retention;
 mod show;

@@ -77,8 +77,9 @@ impl Engine {
                     crate::view::NewView { name, or_replace, if_not_exists, options, query, emit };
                 self.create_view(view, &s.text, at).await
             }
-            Statement::Rebuild { kind, .. } => {
-                Err(Error::not_supported(format!("ALTER {} ... REBUILD", kind.sql()), at))
+            Statement::Rebuild { kind, name, from } => {
+                let _guard = self.inner.ddl.lock().await;
+                self.rebuild(kind, &name, from, at).await
             }
             Statement::Insert { stream, stream_location, statement, .. } => {
                 let _guard = self.inner.ddl.lock().await;
@@ -124,14 +125,73 @@ impl Engine {
         }
     }
 
+    /// The catalog entry of a derived stream written by job `job` running `compiled`, and
+    /// its log's options: the inputs' event time and watermark when the query passes the
+    /// column, `state_ttl` kept for a changelog's state.
+    ///
+    /// # Errors
+    /// When `ttl` is set for a plan that reads a changelog.
+    pub(crate) fn derived_entry(
+        &self,
+        compiled: &crate::engine::JobPlan,
+        declared: BTreeMap<String, String>,
+        options: &mut kappa_storage::StreamOptions,
+        job: &str,
+        ttl: Option<std::time::Duration>,
+        at: At,
+    ) -> Result<StreamEntry> {
+        let schema = Arc::clone(compiled.schema());
+        let mut entry =
+            StreamEntry { options: declared, job: Some(job.to_string()), ..Default::default() };
+        let wms: Vec<Option<WatermarkEntry>> = compiled
+            .inputs()
+            .iter()
+            .map(|s| self.inner.catalog().streams.get(s).and_then(|e| e.watermark.clone()))
+            .collect();
+        if let Some(Some(first)) = wms.first()
+            && wms.iter().all(|w| w.as_ref() == Some(first))
+            && let Some(j) =
+                compiled.origins().iter().position(|o| o.as_deref() == Some(&first.column))
+            && schema.field(j).name() == &first.column
+        {
+            options.event_time_column = Some(first.column.clone());
+            entry.watermark = Some(first.clone());
+        }
+        // Readers see its rows once a checkpoint of the job commits them.
+        options.derived = true;
+        // A changelog's state (without windows) expires after `state_ttl`, kept.
+        crate::view::check_ttl(compiled, ttl, at)?;
+        if let (crate::engine::JobPlan::Windowed(p), Some(ttl)) = (compiled, ttl)
+            && p.windows().is_none()
+        {
+            entry.options.insert("state_ttl".into(), format!("{}ms", ttl.as_millis()));
+        }
+        Ok(entry)
+    }
+
     pub(crate) async fn create_stream(
         &self,
         c: CreateStream,
         full_text: &str,
         at: At,
     ) -> Result<Output> {
-        if c.or_replace {
-            return Err(Error::not_supported("CREATE OR REPLACE STREAM", at));
+        if c.or_replace && self.inner.catalog().streams.contains_key(&c.name) {
+            if c.query.is_none() {
+                return Err(Error::not_supported(
+                    "CREATE OR REPLACE STREAM of a stream without a query (a new version runs a query: CREATE OR REPLACE STREAM s AS SELECT ...)",
+                    at,
+                ));
+            }
+            return self.replace(kappa_sql::ast::ObjectKind::Stream, &c.name, full_text, at).await;
+        }
+        if crate::rebuild::is_version_name(&c.name) {
+            return Err(Error::plan(
+                format!(
+                    "stream names ending with {}<n> are kept for the versions of rebuilt streams",
+                    crate::rebuild::VERSION_MARK
+                ),
+                at,
+            ));
         }
         if c.name.contains(crate::late::SUFFIX) {
             return Err(Error::plan(
@@ -183,36 +243,9 @@ impl Engine {
                 let compiled = self.compile_job(&plan, emit.as_ref(), at).await?;
                 let schema: SchemaRef = Arc::clone(compiled.schema());
                 check_unique_names(&schema, at)?;
-                // Keep the inputs' event time and watermark when the query passes the column.
-                let mut entry = StreamEntry {
-                    options: declared,
-                    job: Some(c.name.clone()),
-                    ..Default::default()
-                };
-                let wms: Vec<Option<WatermarkEntry>> = compiled
-                    .inputs()
-                    .iter()
-                    .map(|s| self.inner.catalog().streams.get(s).and_then(|e| e.watermark.clone()))
-                    .collect();
-                if let Some(Some(first)) = wms.first()
-                    && wms.iter().all(|w| w.as_ref() == Some(first))
-                    && let Some(j) =
-                        compiled.origins().iter().position(|o| o.as_deref() == Some(&first.column))
-                    && schema.field(j).name() == &first.column
-                {
-                    options.event_time_column = Some(first.column.clone());
-                    entry.watermark = Some(first.clone());
-                }
-                // Readers see its rows once a checkpoint of the job commits them.
-                options.derived = true;
-                // A changelog's state (without windows) expires after `SET state_ttl`, kept.
-                crate::view::check_ttl(&compiled, self.inner.state_ttl(), at)?;
-                if let (crate::engine::JobPlan::Windowed(p), Some(ttl)) =
-                    (&compiled, self.inner.state_ttl())
-                    && p.windows().is_none()
-                {
-                    entry.options.insert("state_ttl".into(), format!("{}ms", ttl.as_millis()));
-                }
+                let ttl = self.inner.state_ttl();
+                let entry =
+                    self.derived_entry(&compiled, declared, &mut options, &c.name, ttl, at)?;
                 self.inner.store.create_stream(&c.name, Arc::clone(&schema), options)?;
                 let stream = self.inner.log(&c.name)?;
                 self.inner.catalog().streams.insert(c.name.clone(), entry);
@@ -461,6 +494,7 @@ impl Engine {
                         at,
                     ));
                 }
+                self.cancel_rebuild(name, at).await?;
                 let readers = self.inner.catalog().readers_of(name);
                 if !readers.is_empty() {
                     return Err(Error::plan(
@@ -501,6 +535,7 @@ impl Engine {
                         at,
                     ));
                 }
+                self.cancel_rebuild(name, at).await?;
                 let readers = self.inner.catalog().all_readers_of(name);
                 if !readers.is_empty() {
                     return Err(Error::plan(
@@ -523,6 +558,11 @@ impl Engine {
                     }
                     return Err(Error::plan(format!("job '{name}' does not exist"), at));
                 };
+                if entry.replaces.is_some() {
+                    // A new version being built: cancelled, its log goes with it.
+                    self.drop_version(name, at).await?;
+                    return Ok(done("DROP JOB"));
+                }
                 match entry.kind {
                     JobKind::DerivedStream => {
                         return Err(Error::plan(

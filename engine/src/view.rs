@@ -162,8 +162,19 @@ impl crate::engine::Engine {
         use kappa_sql::ast::Emit;
         let done =
             || crate::output::Output::Done { tag: "CREATE MATERIALIZED VIEW".into(), rows: None };
-        if v.or_replace {
-            return Err(Error::not_supported("CREATE OR REPLACE MATERIALIZED VIEW", at));
+        if v.or_replace && self.inner.catalog().is_view(&v.name) {
+            return self
+                .replace(kappa_sql::ast::ObjectKind::MaterializedView, &v.name, text, at)
+                .await;
+        }
+        if crate::rebuild::is_version_name(&v.name) {
+            return Err(Error::plan(
+                format!(
+                    "names ending with {}<n> are kept for the versions of rebuilt views",
+                    crate::rebuild::VERSION_MARK
+                ),
+                at,
+            ));
         }
         if v.name.contains(crate::late::SUFFIX) {
             return Err(Error::plan(
@@ -213,21 +224,7 @@ impl crate::engine::Engine {
         let plan = self.plan_query(v.query, at).await?;
         let compiled = self.compile_job(&plan, v.emit.as_ref(), at).await?;
         check_ttl(&compiled, ttl, at)?;
-        let updating = matches!(&compiled, JobPlan::Windowed(p) if p.keeps_rows());
-        if !updating {
-            let what = match compiled {
-                JobPlan::Windowed(p) if p.windows().is_none() => {
-                    "a materialized view of a join without an aggregation or a TopN over it (CREATE STREAM ... AS gives its rows as a stream)"
-                }
-                JobPlan::Windowed(_) => {
-                    "a materialized view of a windowed aggregation (CREATE STREAM ... AS gives its windows as a stream)"
-                }
-                JobPlan::Stateless(_) => {
-                    "a materialized view of a query without GROUP BY or TopN (CREATE STREAM ... AS gives its rows as a stream)"
-                }
-            };
-            return Err(Error::not_supported(what, at));
-        }
+        check_view_plan(&compiled, at)?;
         let schema = Arc::clone(compiled.schema());
         crate::statements::check_unique_names(&schema, at)?;
         let mut options = crate::options::stream_options(&Default::default(), at)?;
@@ -304,6 +301,30 @@ impl crate::engine::Engine {
         }
         Ok(())
     }
+}
+
+/// A materialized view publishes the rows its plan keeps: an aggregation, a TopN, or a
+/// graph whose last operator is one.
+///
+/// # Errors
+/// [`Error::NotSupported`] naming what the plan is instead.
+pub(crate) fn check_view_plan(compiled: &JobPlan, at: Option<kappa_sql::Location>) -> Result<()> {
+    let updating = matches!(&compiled, JobPlan::Windowed(p) if p.keeps_rows());
+    if !updating {
+        let what = match compiled {
+            JobPlan::Windowed(p) if p.windows().is_none() => {
+                "a materialized view of a join without an aggregation or a TopN over it (CREATE STREAM ... AS gives its rows as a stream)"
+            }
+            JobPlan::Windowed(_) => {
+                "a materialized view of a windowed aggregation (CREATE STREAM ... AS gives its windows as a stream)"
+            }
+            JobPlan::Stateless(_) => {
+                "a materialized view of a query without GROUP BY or TopN (CREATE STREAM ... AS gives its rows as a stream)"
+            }
+        };
+        return Err(Error::not_supported(what, at));
+    }
+    Ok(())
 }
 
 /// `state_ttl` is refused over a changelog input: a group forgotten would meet retractions of

@@ -44,6 +44,8 @@ pub(crate) struct WindowJobSpec {
     pub plan: WindowedPlan,
     /// The input streams, in the order of the plan's inputs.
     pub inputs: Vec<Arc<Stream>>,
+    /// Where the inputs start without a checkpoint (`None`: their first retained rows).
+    pub start: Option<Vec<u64>>,
     /// Each input stream's `idle_timeout`.
     pub idle: Vec<Option<Duration>>,
     /// The output log; `None` for a blackhole sink.
@@ -232,7 +234,11 @@ fn replay(spec: &WindowJobSpec) -> Result<(WindowedRun, Vec<u64>, Written)> {
     {
         run.skip_through(end_of(w));
     }
-    let positions = spec.inputs.iter().map(|s| s.info().start).collect();
+    let mut positions = match &spec.start {
+        Some(start) => start.clone(),
+        None => spec.inputs.iter().map(|s| s.info().start).collect(),
+    };
+    recovery::check_positions(&spec.name, &spec.inputs, &mut positions)?;
     Ok((run, positions, Written { windows, late }))
 }
 

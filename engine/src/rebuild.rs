@@ -1,0 +1,605 @@
+//! Reprocessing (the Kappa architecture): `ALTER STREAM | MATERIALIZED VIEW x REBUILD [FROM
+//! OFFSET n | FROM TIMESTAMP 't']` runs `x`'s query again, `CREATE OR REPLACE STREAM |
+//! MATERIALIZED VIEW x AS ...` a new one, as a new version beside the old:
+//!
+//! 1. The new version is a job `x__v<n>` writing its own log `x__v<n>` (a stream, or a view
+//!    with its published rows), from the first retained rows of its inputs (or the offset, or
+//!    the first rows at or after the time); its catalog entry says which stream it `replaces`.
+//!    Readers of `x` keep reading the old version.
+//! 2. A watcher task switches once the new version has caught up: it has read all its inputs
+//!    hold, a checkpoint has committed its output there, and its watermark has reached the old
+//!    version's (or it finished).
+//! 3. The switch, under the DDL lock: both jobs stop (the new one checkpoints); one catalog
+//!    write makes `x` the new version (its log is `x__v<n>`, its job is named `x`, its late
+//!    streams are `x`'s) and forgets the old; the tables are registered again and the new job
+//!    resumes as `x` from its checkpoint; the old job's checkpoints and, after a grace period
+//!    for scans under way, its logs are removed.
+//!
+//! A crash before the catalog write leaves the old version serving and the new one resuming
+//! (the watcher starts again on open); after it, the old logs are no longer the catalog's and
+//! go on open. `DROP JOB x__v<n>` cancels a rebuild; dropping `x` drops its new version too.
+//! A stream or view other jobs read is not rebuilt (their results would mix the versions).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kappa_sql::Location;
+use kappa_sql::ast::{ObjectKind, RebuildFrom};
+
+use crate::catalog::{JobEntry, StreamEntry};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::output::Output;
+
+/// What marks a version's name: `x__v2`.
+pub(crate) const VERSION_MARK: &str = "__v";
+
+/// How often the watcher looks at a new version.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// How long the old version's logs stay after a switch, for scans that read them.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// The name of version `n` of `name`.
+pub(crate) fn version_name(name: &str, n: u32) -> String {
+    format!("{name}{VERSION_MARK}{n}")
+}
+
+/// Whether `name` is reserved for versions (ends with `__v` and digits).
+pub(crate) fn is_version_name(name: &str) -> bool {
+    name.rsplit_once(VERSION_MARK)
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A statement that defines a stream or a view by a query.
+struct Definition {
+    query: Box<kappa_sql::sqlparser::ast::Query>,
+    emit: Option<kappa_sql::ast::Emit>,
+    options: Vec<(String, String)>,
+    view: bool,
+}
+
+fn definition(text: &str, at: Option<Location>) -> Result<Definition> {
+    match kappa_sql::parse_one(text)?.statement {
+        kappa_sql::Statement::CreateStream(c) => match c.query {
+            Some((query, emit)) => Ok(Definition { query, emit, options: c.options, view: false }),
+            None => Err(Error::plan("the statement defines no query", at)),
+        },
+        kappa_sql::Statement::CreateMaterializedView { query, emit, options, .. } => {
+            Ok(Definition { query, emit, options, view: true })
+        }
+        _ => Err(Error::plan("the statement defines no stream or view by a query", at)),
+    }
+}
+
+/// Whether the new version is ready to take over.
+enum Ready {
+    /// Not yet.
+    No,
+    /// It is gone (cancelled, failed, or the engine closed): stop watching.
+    Gone,
+    /// It has caught up: switch `x` to it.
+    Yes(String),
+}
+
+impl Engine {
+    /// `ALTER STREAM | MATERIALIZED VIEW name REBUILD [FROM ...]`.
+    ///
+    /// # Errors
+    /// When `name` is not a derived stream or view, another rebuild of it runs, jobs read it,
+    /// or the start point is outside what its inputs retain.
+    pub(crate) async fn rebuild(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        from: Option<RebuildFrom>,
+        at: Option<Location>,
+    ) -> Result<Output> {
+        let text = self.inner.catalog().jobs.get(name).map(|j| j.query.clone());
+        let Some(text) = text else {
+            return Err(self.not_rebuildable(name, at));
+        };
+        self.new_version(kind, name, &text, from, at).await
+    }
+
+    /// `CREATE OR REPLACE STREAM | MATERIALIZED VIEW name AS ...` of an existing `name`.
+    ///
+    /// # Errors
+    /// As [`Engine::rebuild`].
+    pub(crate) async fn replace(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        text: &str,
+        at: Option<Location>,
+    ) -> Result<Output> {
+        self.new_version(kind, name, text, None, at).await
+    }
+
+    fn not_rebuildable(&self, name: &str, at: Option<Location>) -> Error {
+        let c = self.inner.catalog();
+        if c.streams.contains_key(name) {
+            Error::plan(
+                format!(
+                    "stream '{name}' has no query to run again: only streams made by CREATE STREAM ... AS and materialized views are rebuilt"
+                ),
+                at,
+            )
+        } else {
+            Error::plan(format!("stream or view '{name}' does not exist"), at)
+        }
+    }
+
+    async fn new_version(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        text: &str,
+        from: Option<RebuildFrom>,
+        at: Option<Location>,
+    ) -> Result<Output> {
+        let (entry, job, is_view, running, readers) = {
+            let c = self.inner.catalog();
+            let entry = c.streams.get(name).cloned();
+            let job =
+                c.jobs.get(name).filter(|j| j.output == name && j.kind.owns_output()).cloned();
+            let running = c
+                .jobs
+                .iter()
+                .find(|(_, j)| j.replaces.as_deref() == Some(name))
+                .map(|(n, _)| n.clone());
+            let mut readers = c.all_readers_of(name);
+            for late in
+                c.streams.iter().filter(|(n, e)| e.job.as_deref() == Some(name) && *n != name)
+            {
+                readers.extend(c.all_readers_of(late.0));
+            }
+            (entry, job, c.is_view(name), running, readers)
+        };
+        let (Some(entry), Some(job)) = (entry, job) else {
+            return Err(self.not_rebuildable(name, at));
+        };
+        match (kind, is_view) {
+            (ObjectKind::Stream, true) => {
+                return Err(Error::plan(
+                    format!(
+                        "'{name}' is a materialized view: ALTER MATERIALIZED VIEW {name} REBUILD, or CREATE OR REPLACE MATERIALIZED VIEW"
+                    ),
+                    at,
+                ));
+            }
+            (ObjectKind::MaterializedView | ObjectKind::View, false) => {
+                return Err(Error::plan(
+                    format!(
+                        "'{name}' is a stream: ALTER STREAM {name} REBUILD, or CREATE OR REPLACE STREAM"
+                    ),
+                    at,
+                ));
+            }
+            _ => {}
+        }
+        if let Some(v) = running {
+            return Err(Error::plan(
+                format!("'{name}' is being rebuilt already, by job {v} (DROP JOB {v} cancels it)"),
+                at,
+            ));
+        }
+        if !readers.is_empty() {
+            return Err(Error::not_supported(
+                format!(
+                    "rebuilding '{name}' while job {} reads it (its results would mix the two versions; drop it first, and create it again after)",
+                    readers.join(", ")
+                ),
+                at,
+            ));
+        }
+        let def = definition(text, at)?;
+        if def.view != is_view {
+            return Err(Error::plan(
+                format!("'{name}' is {}", if is_view { "a materialized view" } else { "a stream" }),
+                at,
+            ));
+        }
+        let version = entry.version.unwrap_or(1) + 1;
+        let vname = version_name(name, version);
+        if self.inner.catalog().streams.contains_key(&vname) {
+            return Err(Error::plan(format!("stream '{vname}' exists already"), at));
+        }
+        let plan = self.plan_query(def.query, at).await?;
+        let compiled = self.compile_job(&plan, def.emit.as_ref(), at).await?;
+        let schema = Arc::clone(compiled.schema());
+        crate::statements::check_unique_names(&schema, at)?;
+        // The options: the statement's (a rebuild's are the old version's), `state_ttl` apart.
+        let mut declared: std::collections::BTreeMap<String, String> =
+            def.options.iter().cloned().collect();
+        let mut ttl = match declared.remove("state_ttl") {
+            Some(v) => crate::view::parse_ttl(&v, at)?,
+            None => None,
+        };
+        if ttl.is_none() && text != job.query {
+            ttl = self.inner.state_ttl();
+        }
+        let (options, mut sentry) = if is_view {
+            crate::view::check_ttl(&compiled, ttl, at)?;
+            crate::view::check_view_plan(&compiled, at)?;
+            let mut options = crate::options::stream_options(&Default::default(), at)?;
+            options.derived = true;
+            let mut e = StreamEntry { job: Some(vname.clone()), ..Default::default() };
+            if let Some(ttl) = ttl {
+                e.options.insert("state_ttl".into(), format!("{}ms", ttl.as_millis()));
+            }
+            (options, e)
+        } else {
+            let (_, own) = crate::connectors::split_connector(name, &declared, at)?;
+            let mut options = crate::options::stream_options(&own, at)?;
+            let e = self.derived_entry(&compiled, declared, &mut options, &vname, ttl, at)?;
+            (options, e)
+        };
+        sentry.version = Some(version);
+        let start = self.start_positions(&compiled.inputs(), from.as_ref(), at)?;
+        self.inner.store.create_stream(&vname, Arc::clone(&schema), options)?;
+        let stream = self.inner.store.stream(&vname)?;
+        {
+            let mut c = self.inner.catalog();
+            c.streams.insert(vname.clone(), sentry);
+            c.save(&self.inner.store)?;
+        }
+        let registered = if is_view {
+            let rows = kappa_sql::window_agg::changes::rows_schema(&schema);
+            self.inner.register_view(&vname, crate::view::ViewState::new(rows))
+        } else {
+            self.inner.register_table(&vname, stream)
+        };
+        let created = registered.and_then(|()| {
+            self.create_job_version(
+                &vname,
+                job.kind,
+                &vname,
+                text,
+                compiled,
+                Some(name.to_string()),
+                start,
+            )
+        });
+        if let Err(e) = created {
+            let mut c = self.inner.catalog();
+            c.streams.remove(&vname);
+            let _ = c.save(&self.inner.store);
+            drop(c);
+            self.inner.views.lock().unwrap_or_else(|p| p.into_inner()).remove(&vname);
+            let _ = self.inner.ctx.deregister_table(vname.as_str());
+            let _ = self.inner.store.drop_stream(&vname);
+            return Err(e);
+        }
+        self.watch_version(&vname);
+        let what = if is_view { "MATERIALIZED VIEW" } else { "STREAM" };
+        Ok(Output::Done { tag: format!("REBUILD {what} {name} AS {vname}"), rows: None })
+    }
+
+    /// Where each input starts: `None` the first retained rows (empty); an offset (one
+    /// input); the first row at or after a time (inputs with an event time).
+    fn start_positions(
+        &self,
+        inputs: &[String],
+        from: Option<&RebuildFrom>,
+        at: Option<Location>,
+    ) -> Result<Vec<u64>> {
+        let Some(from) = from else { return Ok(Vec::new()) };
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let s = self.inner.log(input)?;
+            let info = s.info();
+            let retained = |what: String| {
+                Error::plan(
+                    format!(
+                        "stream {input} retains offsets {}..{} (its retention removed what came before): {what} is not retained",
+                        info.start,
+                        s.end_offset()
+                    ),
+                    at,
+                )
+            };
+            match from {
+                RebuildFrom::Offset(n) => {
+                    if inputs.len() != 1 {
+                        return Err(Error::plan(
+                            format!(
+                                "FROM OFFSET takes one input's offset; the query reads {}: FROM TIMESTAMP starts each at a time",
+                                inputs.join(", ")
+                            ),
+                            at,
+                        ));
+                    }
+                    if *n < info.start || *n > s.end_offset() {
+                        return Err(retained(format!("offset {n}")));
+                    }
+                    out.push(*n);
+                }
+                RebuildFrom::Timestamp(t) => {
+                    let Some(column) = s.options().event_time_column.clone() else {
+                        return Err(Error::plan(
+                            format!(
+                                "FROM TIMESTAMP needs inputs with an event time; stream {input} has none"
+                            ),
+                            at,
+                        ));
+                    };
+                    let raw = event_time(&s, &column, t, at)?;
+                    let position = s.reader(kappa_storage::ReadFrom::EventTime(raw))?.position();
+                    // Rows before the first retained may have been at or after the time.
+                    if info.start > 0 && position == info.start {
+                        return Err(retained(format!("TIMESTAMP '{t}'")));
+                    }
+                    out.push(position);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Start the task that switches `vname`'s stream to it once it has caught up.
+    pub(crate) fn watch_version(&self, vname: &str) {
+        let weak = Arc::downgrade(&self.inner);
+        let vname = vname.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                let engine = Engine { inner };
+                match engine.ready(&vname) {
+                    Ready::No => {}
+                    Ready::Gone => return,
+                    Ready::Yes(name) => {
+                        if let Err(e) = engine.switch(&name, &vname).await {
+                            engine
+                                .inner
+                                .restart_errors()
+                                .insert(vname.clone(), format!("could not take over {name}: {e}"));
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    fn ready(&self, vname: &str) -> Ready {
+        let inner = &self.inner;
+        let (entry, old) = {
+            let c = inner.catalog();
+            let Some(e) = c.jobs.get(vname).cloned() else { return Ready::Gone };
+            let old = e.replaces.as_ref().and_then(|n| c.jobs.get(n)).cloned();
+            (e, old)
+        };
+        let Some(name) = entry.replaces.clone() else { return Ready::Gone };
+        if matches!(entry.state, crate::catalog::JobState::Failed(_)) {
+            return Ready::Gone;
+        }
+        let jobs = inner.jobs();
+        let Some(handle) = jobs.get(vname) else { return Ready::No };
+        let p = handle.progress.borrow().clone();
+        match &p.status {
+            crate::job::Status::Failed(_) => return Ready::Gone,
+            crate::job::Status::Finished => return Ready::Yes(name),
+            _ => {}
+        }
+        // All its inputs hold, read.
+        for (input, pos) in entry.inputs.iter().zip(&p.positions) {
+            match inner.log(input) {
+                Ok(s) if *pos >= s.readable_end() => {}
+                _ => return Ready::No,
+            }
+        }
+        // Committed: readers of the new version see it all.
+        let committed = p.checkpoint.as_ref().is_some_and(|c| c.positions == p.positions);
+        if !committed || p.uncommitted {
+            handle.request.notify_one();
+            return Ready::No;
+        }
+        // Its watermark has reached the old version's.
+        if old.is_some()
+            && let Some(o) = jobs.get(&name).and_then(|h| h.progress.borrow().watermark)
+            && p.watermark.unwrap_or(i64::MIN) < o
+        {
+            return Ready::No;
+        }
+        Ready::Yes(name)
+    }
+
+    /// Make `vname` the version of `name` (see the module's documentation).
+    async fn switch(&self, name: &str, vname: &str) -> Result<()> {
+        let _guard = self.inner.ddl.lock().await;
+        let still = self
+            .inner
+            .catalog()
+            .jobs
+            .get(vname)
+            .is_some_and(|j| j.replaces.as_deref() == Some(name));
+        if !still {
+            return Ok(());
+        }
+        self.stop_job(name).await;
+        self.stop_job(vname).await;
+        let late_names = |c: &crate::catalog::Catalog, job: &str| -> Vec<String> {
+            c.streams
+                .iter()
+                .filter(|(n, e)| e.job.as_deref() == Some(job) && n.as_str() != job)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let (new_job, old_logs, old_id, view) = {
+            let mut c = self.inner.catalog();
+            let mut old_logs = vec![c.log_name(name)];
+            for late in late_names(&c, name) {
+                old_logs.push(c.log_name(&late));
+                c.streams.remove(&late);
+            }
+            let old_id = c.jobs.remove(name).map(|j| j.id);
+            let Some(mut job) = c.jobs.remove(vname) else {
+                return Err(Error::plan(format!("job {vname} is gone"), None));
+            };
+            job.output = name.to_string();
+            job.replaces = None;
+            let Some(mut stream) = c.streams.remove(vname) else {
+                return Err(Error::plan(format!("stream {vname} is gone"), None));
+            };
+            stream.log = Some(vname.to_string());
+            stream.job = Some(name.to_string());
+            c.streams.insert(name.to_string(), stream);
+            for late in late_names(&c, vname) {
+                let log = c.log_name(&late);
+                let Some(mut e) = c.streams.remove(&late) else { continue };
+                e.log = Some(log);
+                e.job = Some(name.to_string());
+                let logical = format!("{name}{}", &late[vname.len()..]);
+                c.streams.insert(logical, e);
+            }
+            c.jobs.insert(name.to_string(), job.clone());
+            let view = c.is_view(name);
+            // The commit point: from here on `name` is the new version.
+            c.save(&self.inner.store)?;
+            (job, old_logs, old_id, view)
+        };
+        // Tables for queries: the new version under the name.
+        if view {
+            let state = self.inner.views.lock().unwrap_or_else(|p| p.into_inner()).remove(vname);
+            if let Some(state) = state {
+                self.inner.register_view(name, state)?;
+            }
+        } else {
+            self.inner.register_table(name, self.inner.log(name)?)?;
+        }
+        let _ = self.inner.ctx.deregister_table(vname);
+        let lates: Vec<String> = {
+            let c = self.inner.catalog();
+            late_names(&c, name)
+        };
+        for late in lates {
+            let _ =
+                self.inner.ctx.deregister_table(format!("{vname}{}", &late[name.len()..]).as_str());
+            self.inner.register_table(&late, self.inner.log(&late)?)?;
+        }
+        // The new job goes on as `name`, from its checkpoint.
+        let plan = self.compile_entry(&new_job).await?;
+        self.launch_job(name, &new_job, plan)?;
+        // The old version: its checkpoints now, its logs after scans under way are done.
+        if let Some(id) = old_id {
+            crate::job::forget(&self.inner.store, id)?;
+        }
+        let store = Arc::clone(&self.inner.store);
+        tokio::spawn(async move {
+            tokio::time::sleep(GRACE).await;
+            for log in old_logs {
+                let _ = store.drop_stream(&log);
+            }
+        });
+        Ok(())
+    }
+
+    /// Cancel the rebuild of `name`, if one runs (its job and log go).
+    pub(crate) async fn cancel_rebuild(&self, name: &str, at: Option<Location>) -> Result<()> {
+        let versions: Vec<String> = self
+            .inner
+            .catalog()
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.replaces.as_deref() == Some(name))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for v in versions {
+            self.drop_version(&v, at).await?;
+        }
+        Ok(())
+    }
+
+    /// Drop version job `vname` with its log (and view).
+    pub(crate) async fn drop_version(&self, vname: &str, at: Option<Location>) -> Result<()> {
+        self.drop_log_and_job(vname, at).await?;
+        self.inner.views.lock().unwrap_or_else(|p| p.into_inner()).remove(vname);
+        Ok(())
+    }
+
+    /// Wait until every rebuild under way has switched (its job caught up).
+    ///
+    /// # Errors
+    /// When a new version failed, or has not switched within a minute of being caught up.
+    pub(crate) async fn wait_for_rebuilds(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let versions: Vec<(String, JobEntry)> = self
+                .inner
+                .catalog()
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.replaces.is_some())
+                .map(|(n, j)| (n.clone(), j.clone()))
+                .collect();
+            let Some((v, j)) = versions.first() else { return Ok(()) };
+            let failed = match &j.state {
+                crate::catalog::JobState::Failed(m) => Some(m.clone()),
+                _ => self.inner.restart_errors().get(v).cloned(),
+            };
+            if let Some(m) = failed {
+                return Err(Error::plan(format!("the rebuild job {v} failed: {m}"), None));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::plan(format!("the rebuild job {v} has not taken over"), None));
+            }
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
+    }
+
+    /// Start watching the versions being built (on open).
+    pub(crate) fn watch_versions(&self) {
+        let versions: Vec<String> = self
+            .inner
+            .catalog()
+            .jobs
+            .iter()
+            .filter(|(_, j): &(&String, &JobEntry)| j.replaces.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for v in versions {
+            self.watch_version(&v);
+        }
+    }
+}
+
+/// `t` as a raw value of stream `s`'s event-time column `column`.
+fn event_time(
+    s: &kappa_storage::Stream,
+    column: &str,
+    t: &str,
+    at: Option<Location>,
+) -> Result<i64> {
+    use datafusion::arrow::array::{Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    let field = s.schema().field_with_name(column).map_err(|e| Error::plan(e.to_string(), at))?;
+    let value = StringArray::from(vec![t]);
+    let cast = datafusion::arrow::compute::cast(&value, field.data_type())
+        .and_then(|a| datafusion::arrow::compute::cast(&a, &DataType::Int64))
+        .map_err(|e| Error::plan(format!("TIMESTAMP '{t}': {e}"), at))?;
+    let ints = cast.as_any().downcast_ref::<datafusion::arrow::array::PrimitiveArray<Int64Type>>();
+    match ints {
+        Some(a) if a.is_valid(0) => Ok(a.value(0)),
+        _ => Err(Error::plan(format!("TIMESTAMP '{t}' is not a time"), at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_names() {
+        assert_eq!(version_name("x", 2), "x__v2");
+        assert!(is_version_name("x__v2"));
+        assert!(is_version_name("a__v_b__v10"));
+        assert!(!is_version_name("x__v"));
+        assert!(!is_version_name("x__vx"));
+        assert!(!is_version_name("x"));
+    }
+}
