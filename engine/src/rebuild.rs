@@ -375,8 +375,11 @@ impl Engine {
             (e, old)
         };
         let Some(name) = entry.replaces.clone() else { return Ready::Gone };
-        if matches!(entry.state, crate::catalog::JobState::Failed(_)) {
-            return Ready::Gone;
+        match entry.state {
+            crate::catalog::JobState::Failed(_) => return Ready::Gone,
+            // (It read all its inputs will ever hold, in this run or an earlier.)
+            crate::catalog::JobState::Finished => return Ready::Yes(name),
+            crate::catalog::JobState::Running => {}
         }
         let jobs = inner.jobs();
         let Some(handle) = jobs.get(vname) else { return Ready::No };
@@ -482,9 +485,11 @@ impl Engine {
                 self.inner.ctx.deregister_table(format!("{vname}{}", &late[name.len()..]).as_str());
             self.inner.register_table(&late, self.inner.log(&late)?)?;
         }
-        // The new job goes on as `name`, from its checkpoint.
-        let plan = self.compile_entry(&new_job).await?;
-        self.launch_job(name, &new_job, plan)?;
+        // The new job goes on as `name`, from its checkpoint (unless it has finished).
+        if new_job.state == crate::catalog::JobState::Running {
+            let plan = self.compile_entry(&new_job).await?;
+            self.launch_job(name, &new_job, plan)?;
+        }
         // The old version: its checkpoints now, its logs after scans under way are done.
         if let Some(id) = old_id {
             crate::job::forget(&self.inner.store, id)?;
