@@ -137,6 +137,10 @@ fn build(engine: &Engine) -> Graph {
         if row.late > 0 {
             facts.push(count(row.late, "late row"));
         }
+        if let Some(x) = &row.rebuilds {
+            let read = row.progress.map(|p| format!(", {p:.0}% read")).unwrap_or_default();
+            facts.push(format!("new version of {x}{read}"));
+        }
         if let Some(e) = &row.error {
             facts.push(format!("error: {e}"));
         }

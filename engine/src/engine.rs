@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub retention: std::sync::OnceLock<crate::retention::RetentionTask>,
     /// Rates of streams and jobs, sampled in the background.
     pub meter: crate::meter::Meter,
+    /// Bumped at every switch of a stream or view to a new version (push queries follow).
+    pub switches: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -311,6 +313,7 @@ impl Engine {
             state_ttl: Mutex::new(None),
             retention: std::sync::OnceLock::new(),
             meter: crate::meter::Meter::default(),
+            switches: tokio::sync::watch::channel(0).0,
         });
         let every = options.retention_check.unwrap_or(crate::retention::DEFAULT_CHECK);
         let _ = inner

@@ -72,6 +72,7 @@ pub use dataflow::LINES as PRINT_LINES;
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Location, Result};
 pub use output::{Output, Subscription};
+pub use rebuild::RebuildProgress;
 
 /// DataFusion, as kappa uses it (for UDFs and Arrow types).
 pub use datafusion;

@@ -51,6 +51,19 @@ pub(crate) fn is_version_name(name: &str) -> bool {
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Where the rebuild of a stream or view stands ([`Engine::rebuild_progress`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildProgress {
+    /// The new version's job (and log).
+    pub job: String,
+    /// The share of its inputs' rows (from where it started) it has read, in percent.
+    pub percent: f64,
+    /// The rows its inputs hold that it has not read yet.
+    pub lag_rows: u64,
+    /// Why it stopped, if it failed (the old version keeps serving).
+    pub failed: Option<String>,
+}
+
 /// A statement that defines a stream or a view by a query.
 struct Definition {
     query: Box<kappa_sql::sqlparser::ast::Query>,
@@ -494,6 +507,8 @@ impl Engine {
         if let Some(id) = old_id {
             crate::job::forget(&self.inner.store, id)?;
         }
+        // Push queries over it follow (a view's) or end (a stream's).
+        self.inner.switches.send_modify(|n| *n += 1);
         let store = Arc::clone(&self.inner.store);
         tokio::spawn(async move {
             tokio::time::sleep(GRACE).await;
@@ -555,6 +570,23 @@ impl Engine {
             }
             tokio::time::sleep(WATCH_EVERY).await;
         }
+    }
+
+    /// Where the rebuild of stream or view `name` stands; `None` when none runs (it switched,
+    /// was cancelled, or never started).
+    pub fn rebuild_progress(&self, name: &str) -> Option<RebuildProgress> {
+        let rows = crate::show::job_rows(self);
+        let row = rows.iter().find(|r| r.rebuilds.as_deref() == Some(name))?;
+        let failed = match row.state {
+            "failed" => Some(row.error.clone().unwrap_or_else(|| "failed".into())),
+            _ => None,
+        };
+        Some(RebuildProgress {
+            job: row.name.clone(),
+            percent: row.progress.unwrap_or(0.0),
+            lag_rows: row.lag,
+            failed,
+        })
     }
 
     /// Start watching the versions being built (on open).

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, StringArray, TimestampMillisecondArray, UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, StringArray, TimestampMillisecondArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -178,6 +178,10 @@ pub(crate) struct JobRow {
     /// The last checkpoint's epoch and time (milliseconds).
     pub checkpoint: Option<(u64, i64)>,
     pub error: Option<String>,
+    /// For a new version being built: the stream or view it takes over.
+    pub rebuilds: Option<String>,
+    /// How much of what its inputs hold it has read, in percent (jobs that run).
+    pub progress: Option<f64>,
 }
 
 /// `SHOW JOBS`: jobs, connector sources (and connectors that could not be restored), push
@@ -204,6 +208,8 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
             Field::new("checkpoint", DataType::UInt64, true),
             Field::new("checkpoint_at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
             Field::new("error", DataType::Utf8, true),
+            Field::new("rebuilds", DataType::Utf8, true),
+            Field::new("progress_pct", DataType::Float64, true),
         ],
         vec![
             strings(|r| r.name.clone()),
@@ -226,6 +232,12 @@ fn show_jobs(engine: &Engine) -> Result<Output> {
                 out.iter().map(|r| r.checkpoint.map(|c| c.1)).collect::<Vec<_>>(),
             )),
             text(out.iter().map(|r| r.error.clone()).collect()),
+            text(out.iter().map(|r| r.rebuilds.clone()).collect()),
+            Arc::new(Float64Array::from(
+                out.iter()
+                    .map(|r| r.progress.map(|p| (p * 10.0).round() / 10.0))
+                    .collect::<Vec<_>>(),
+            )),
         ],
     )
 }
@@ -264,6 +276,21 @@ pub(crate) fn job_rows(engine: &Engine) -> Vec<JobRow> {
             None => vec![0; e.inputs.len()],
         };
         let lag: u64 = input_lags.iter().sum();
+        // Of the rows from where it started to the inputs' ends, the share read.
+        let progress = live.as_ref().map(|_| {
+            let total: u64 = e
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    inner.log(s).map_or(0, |s| {
+                        let first = e.start.get(i).copied().unwrap_or(s.info().start);
+                        s.readable_end().saturating_sub(first)
+                    })
+                })
+                .sum();
+            if total == 0 { 100.0 } else { 100.0 * total.saturating_sub(lag) as f64 / total as f64 }
+        });
         let lag_ms = match &live {
             Some(p) if lag > 0 => p.behind_since.map_or(0, |t| t.elapsed().as_millis() as u64),
             _ => 0,
@@ -285,6 +312,8 @@ pub(crate) fn job_rows(engine: &Engine) -> Vec<JobRow> {
                 JobKind::InsertInto => "insert into",
             },
             output: e.output.clone(),
+            rebuilds: e.replaces.clone(),
+            progress,
             inputs: e.inputs.clone(),
             input_lags,
             state,

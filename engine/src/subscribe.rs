@@ -149,6 +149,8 @@ pub(crate) async fn start(
     let schema = Arc::clone(&compiled.schema);
     let (tx, rx) = mpsc::channel(QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let names: Vec<String> = compiled.inputs.iter().map(|p| p.stream.clone()).collect();
+    let rebuilt = (names, inputs.iter().map(|i| i.0.name().to_string()).collect(), tx.clone());
     let task = tokio::spawn(async move {
         // Dropping `stop_tx` (when this task ends or is aborted) stops the readers.
         let _stop = stop_tx;
@@ -188,7 +190,62 @@ pub(crate) async fn start(
             }
         }
     });
+    end_on_rebuild(engine, rebuilt, &task);
     Ok(Subscription { schema, rx, task, ends, _listed: listed })
+}
+
+/// A push query over streams ends when one of them switches to a new version (a rebuild): its
+/// rows start over there, which a query that gave the old version's cannot show without
+/// mixing them. `what`: the streams' names, the logs read, and where to send the error.
+fn end_on_rebuild(
+    engine: &Engine,
+    what: (
+        Vec<String>,
+        Vec<String>,
+        mpsc::Sender<Result<datafusion::arrow::record_batch::RecordBatch>>,
+    ),
+    task: &tokio::task::JoinHandle<()>,
+) {
+    let (names, logs, tx) = what;
+    // (Weak: the query's channel closes when it ends, as if this were not watching.)
+    let tx = tx.downgrade();
+    let inner = Arc::downgrade(&engine.inner);
+    let mut switches = engine.inner.switches.subscribe();
+    let abort = task.abort_handle();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = switches.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                    if abort.is_finished() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let Some(inner) = inner.upgrade() else { return };
+            let Some(name) =
+                names.iter().zip(&logs).find(|(n, l)| inner.log_name(n) != **l).map(|p| p.0)
+            else {
+                continue;
+            };
+            let Some(tx) = tx.upgrade() else { return };
+            abort.abort();
+            let _ = tx
+                .send(Err(Error::plan(
+                    format!(
+                        "stream {name} was rebuilt: its new version's rows start over, so this push query ends (run it again to read them)"
+                    ),
+                    None,
+                )))
+                .await;
+            return;
+        }
+    });
 }
 
 /// A push query of a windowed aggregation: the streams from their first retained rows,
@@ -219,9 +276,11 @@ fn start_windowed(
         kappa_sql::windowed_plan::Grouping::Updating(u) if u.retracting
     ) || matches!(&plan.grouping, kappa_sql::windowed_plan::Grouping::Graph(g) if g.retracts());
     let ttl = if retracting { None } else { engine.inner.state_ttl() };
+    let names: Vec<String> = plan.inputs.iter().map(|i| i.pipeline.stream.clone()).collect();
     let mut run = kappa_sql::windowed_plan::WindowedRun::new(plan)?;
     let (entry, listed) = list(engine, &inputs);
     let (tx, rx) = mpsc::channel(QUEUE);
+    let rebuilt = (names, inputs.iter().map(|i| i.0.name().to_string()).collect(), tx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         let _stop = stop_tx;
@@ -286,6 +345,7 @@ fn start_windowed(
             let _ = tx.send(Err(e)).await;
         }
     });
+    end_on_rebuild(engine, rebuilt, &task);
     Ok(Subscription { schema, rx, task, ends, _listed: listed })
 }
 
@@ -325,6 +385,16 @@ async fn start_view(
     read.push(width);
     let stream = engine.inner.log(&view_name)?;
     let sealed = stream.info().sealed.is_some();
+    // (A rebuild of the view switches the query to the new version: see below.)
+    let follow = Follow {
+        inner: Arc::downgrade(&engine.inner),
+        view: view_name.clone(),
+        log: stream.name().to_string(),
+        state: Arc::clone(&view),
+        columns: columns.clone(),
+        read: read.clone(),
+        switches: engine.inner.switches.subscribe(),
+    };
     let inputs: Vec<InputSpec> = vec![(stream, Some(read), start)];
     let ends = limit.is_some() || sealed;
     let (entry, listed) = list(engine, &inputs);
@@ -349,9 +419,8 @@ async fn start_view(
         _ => None,
     };
     let (tx, rx) = mpsc::channel(QUEUE);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        let _stop = stop_tx;
+        let mut follow = follow;
         let mut left = limit.unwrap_or(usize::MAX);
         if left == 0 {
             return;
@@ -361,18 +430,56 @@ async fn start_view(
         {
             return;
         }
-        let (mut input_rx, _readers) = spawn_inputs(&inputs, &stop_rx);
-        while let Some(msg) = input_rx.recv().await {
+        // Dropping (or setting) a generation's sender stops its readers.
+        let (mut generation, stop_rx) = watch::channel(false);
+        let (mut input_rx, mut _readers) = spawn_inputs(&inputs, &stop_rx);
+        let mut read_to = start;
+        let mut switching = false;
+        loop {
+            // The view switched to a new version: once the old changelog is read to the end
+            // its last rows reflect, its rows go (-D) and the new version's come (+I), then
+            // the new changelog from there.
+            if switching && read_to >= follow.state.current().map_or(0, |p| p.end) {
+                let next = match follow.switch(&apply) {
+                    Ok(next) => next,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let Some((changes, spec)) = next else { return };
+                for out in changes {
+                    if !entry.deliver(out, &mut left, &tx).await {
+                        return;
+                    }
+                }
+                read_to = spec.2;
+                let _ = generation.send(true);
+                let (g, stop_rx) = watch::channel(false);
+                generation = g;
+                (input_rx, _readers) = spawn_inputs(std::slice::from_ref(&spec), &stop_rx);
+                switching = false;
+                continue;
+            }
+            let msg = tokio::select! {
+                msg = input_rx.recv() => msg,
+                changed = follow.switches.changed(), if !switching => {
+                    switching = changed.is_ok() && follow.switched();
+                    continue;
+                }
+            };
             let result = match msg {
-                InputMsg::Batch(i, b) => {
+                None => return,
+                Some(InputMsg::Batch(i, b)) => {
                     entry.read(i, &b);
+                    read_to = b.offset + b.batch.num_rows() as u64;
                     match kappa_sql::stream_plan::split_op(&b.batch) {
                         Ok((data, op)) => apply(data, &op),
                         Err(e) => Err(e.into()),
                     }
                 }
-                InputMsg::End(_) => return,
-                InputMsg::Failed(e) => Err(e.into()),
+                Some(InputMsg::End(_)) => return,
+                Some(InputMsg::Failed(e)) => Err(e.into()),
             };
             match result {
                 Ok(Some(out)) => {
@@ -389,4 +496,56 @@ async fn start_view(
         }
     });
     Ok(Subscription { schema, rx, task, ends, _listed: listed })
+}
+
+/// What a push query over a view needs to follow it to a new version (a rebuild).
+struct Follow {
+    inner: std::sync::Weak<crate::engine::Inner>,
+    view: String,
+    /// The log read now.
+    log: String,
+    /// The version read now.
+    state: Arc<crate::view::ViewState>,
+    columns: Vec<usize>,
+    read: Vec<usize>,
+    switches: watch::Receiver<u64>,
+}
+
+type Apply<'a> = dyn Fn(
+        datafusion::arrow::array::RecordBatch,
+        &[i8],
+    ) -> Result<Option<datafusion::arrow::array::RecordBatch>>
+    + 'a;
+
+impl Follow {
+    /// Whether the view's log is another now (a rebuild switched it).
+    fn switched(&self) -> bool {
+        self.inner.upgrade().is_some_and(|i| i.log_name(&self.view) != self.log)
+    }
+
+    /// Move to the view's new version: the changes from the old version's rows to the new
+    /// one's (through `apply`), and where to read its changelog. `None` when the engine closed.
+    fn switch(
+        &mut self,
+        apply: &Apply<'_>,
+    ) -> Result<Option<(Vec<datafusion::arrow::array::RecordBatch>, InputSpec)>> {
+        use kappa_sql::window_agg::changes::{DELETE, INSERT};
+        let Some(inner) = self.inner.upgrade() else { return Ok(None) };
+        let Some(state) = inner.view(&self.view) else {
+            return Err(Error::plan(format!("view {} is gone", self.view), None));
+        };
+        let stream = inner.log(&self.view)?;
+        let mut changes = Vec::new();
+        for (published, op) in [(self.state.current(), DELETE), (state.current(), INSERT)] {
+            if let Some(p) = published.filter(|p| p.rows.num_rows() > 0) {
+                let rows = p.rows.project(&self.columns)?;
+                let ops = vec![op; rows.num_rows()];
+                changes.extend(apply(rows, &ops)?);
+            }
+        }
+        let start = state.current().map_or(0, |p| p.end);
+        self.log = stream.name().to_string();
+        self.state = state;
+        Ok(Some((changes, (stream, Some(self.read.clone()), start))))
+    }
 }

@@ -1,5 +1,7 @@
 //! Progress on stderr (a terminal only) for a statement that runs for more than a second:
-//! the time so far, and for `COPY ... FROM` the rows in the target stream.
+//! the time so far, and for `COPY ... FROM` the rows in the target stream; and after a
+//! rebuild (`ALTER ... REBUILD`, `CREATE OR REPLACE`), a bar while the new version catches up,
+//! until it takes over.
 
 use std::io::Write;
 use std::sync::mpsc::RecvTimeoutError;
@@ -71,5 +73,73 @@ impl Drop for Progress {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The stream or view a rebuild's command tag names (`REBUILD STREAM x AS x__v2`).
+pub fn rebuilt(tag: &str) -> Option<String> {
+    let rest = tag.strip_prefix("REBUILD ")?;
+    let rest = rest.strip_prefix("MATERIALIZED VIEW ").or_else(|| rest.strip_prefix("STREAM "))?;
+    rest.split(" AS ").next().map(str::to_string)
+}
+
+/// A bar of `width` characters, `percent` full.
+pub fn bar(percent: f64, width: usize) -> String {
+    let full = ((percent.clamp(0.0, 100.0) / 100.0) * width as f64).round() as usize;
+    format!("[{}{}]", "#".repeat(full), ".".repeat(width - full))
+}
+
+/// Show the rebuild of `name` catching up, until it takes over, fails, or Ctrl-C (which stops
+/// watching; the rebuild goes on). Returns what to tell the user at the end.
+pub fn follow(session: &Session, name: &str) -> String {
+    let engine = session.engine.clone();
+    let (mut interrupts, _) = session.fresh_interrupts();
+    let name = name.to_string();
+    session.runtime.block_on(async move {
+        let mut shown = false;
+        let end = loop {
+            let Some(p) = engine.rebuild_progress(&name) else {
+                break format!("{name} now serves its new version");
+            };
+            if let Some(e) = p.failed {
+                break format!("the rebuild of {name} failed ({e}); the old version serves on (DROP JOB {} cleans up)", p.job);
+            }
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r\x1b[2K{} {:>5.1}% {} catching up ({} rows to read)",
+                bar(p.percent, 30),
+                p.percent,
+                p.job,
+                p.lag_rows
+            );
+            let _ = err.flush();
+            shown = true;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = crate::session::pressed(&mut interrupts) => {
+                    break format!("stopped watching: the rebuild of {name} goes on (SHOW JOBS shows it)");
+                }
+            }
+        };
+        if shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+        end
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebuild_tags_and_bars() {
+        assert_eq!(rebuilt("REBUILD STREAM slow AS slow__v2").as_deref(), Some("slow"));
+        assert_eq!(rebuilt("REBUILD MATERIALIZED VIEW v AS v__v3").as_deref(), Some("v"));
+        assert_eq!(rebuilt("CREATE STREAM"), None);
+        assert_eq!(bar(50.0, 10), "[#####.....]");
+        assert_eq!(bar(0.0, 4), "[....]");
+        assert_eq!(bar(120.0, 4), "[####]");
     }
 }

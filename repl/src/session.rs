@@ -393,11 +393,20 @@ impl Session {
         for out in outputs {
             let written = match out {
                 Output::Done { tag, rows } => {
+                    let rebuilt = crate::progress::rebuilt(&tag);
                     let text = match rows {
                         Some(n) => format!("{tag} {n}"),
                         None => tag,
                     };
-                    self.notice(&text)
+                    // A rebuild in the shell: a bar until the new version takes over.
+                    match rebuilt {
+                        Some(name) if self.settings.interactive && self.settings.progress => {
+                            let notice = self.notice(&text);
+                            let end = crate::progress::follow(self, &name);
+                            notice.and_then(|()| self.notice(&end))
+                        }
+                        _ => self.notice(&text),
+                    }
                 }
                 Output::Rows { schema, batches } => {
                     let style = self.settings.style.clone();

@@ -2,7 +2,9 @@
 //! stream) is replaced. Readers polling it never see a mix of the two versions (every row of
 //! a snapshot carries the same version number) and never go back to the old one; after the
 //! switch the view equals DataFusion batch over all rows with the new query, and the old
-//! version's log is gone from the data directory.
+//! version's log is gone from the data directory. A push query over the view follows it to
+//! the new version (its changes, applied, give the new rows); one over the stream ends with
+//! an error saying it was rebuilt.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -98,6 +100,10 @@ async fn replacing_under_load_switches_readers_at_once() {
     };
     let view_reader = reader("SELECT * FROM per_page");
     let stream_reader = reader("SELECT * FROM slow");
+    // Push queries: over the view it follows the new version; over the stream it ends.
+    let mut view_changes =
+        engine.subscribe("SELECT page, n, version FROM per_page EMIT CHANGES").await.unwrap();
+    let mut stream_rows = engine.subscribe("SELECT * FROM slow EMIT CHANGES").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     engine
         .execute(
@@ -121,6 +127,24 @@ async fn replacing_under_load_switches_readers_at_once() {
     assert_eq!(v, 2, "the view's readers saw the new version ({n} snapshots)");
     let (v, n) = stream_reader.await.unwrap();
     assert_eq!(v, 2, "the stream's readers saw the new version ({n} snapshots)");
+    // The view's push query: the changes, applied, give the new version's rows.
+    let mut changes = Vec::new();
+    while let Ok(Some(b)) =
+        tokio::time::timeout(Duration::from_millis(1500), view_changes.next()).await
+    {
+        changes.extend(format_rows(&[b.unwrap()]).unwrap());
+    }
+    let applied = kappa_tests::apply_changelog(changes).unwrap();
+    assert_eq!(applied, sorted(&engine, "SELECT page, n, version FROM per_page").await);
+    // The stream's ends with an error saying why.
+    let error = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream_rows.next()).await.unwrap() {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break e.to_string(),
+            None => panic!("the push query over the stream ended without an error"),
+        }
+    };
+    assert!(error.contains("stream slow was rebuilt"), "{error}");
     // The new versions over every row.
     assert_eq!(
         sorted(&engine, "SELECT page, n FROM per_page").await,
