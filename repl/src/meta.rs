@@ -15,6 +15,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("\\dv", ".views", "list materialized views (SHOW VIEWS)"),
     ("\\d NAME", ".schema NAME", "describe a stream (DESCRIBE NAME)"),
     ("\\jobs", ".jobs", "running jobs (SHOW JOBS)"),
+    ("\\flow", ".flow", "how streams, jobs and views feed each other (SHOW DATAFLOW)"),
     ("\\i FILE", ".read FILE", "run the statements of FILE"),
     ("\\timing [on|off]", ".timer on|off", "print how long each statement took"),
     ("\\x [on|off]", ".expanded on|off", "expanded display: a block per row"),
@@ -81,6 +82,7 @@ pub fn run(session: &mut Session, line: &str) -> Result<Flow, String> {
         "\\dv" | ".views" => Ok(sql(session, "SHOW VIEWS".into())),
         "\\d" | ".schema" | ".describe" => Ok(sql(session, format!("DESCRIBE {rest}"))),
         "\\jobs" | ".jobs" => Ok(sql(session, "SHOW JOBS".into())),
+        "\\flow" | ".flow" => Ok(sql(session, "SHOW DATAFLOW".into())),
         "\\i" | "\\include" | ".read" => {
             let Some(path) = arg.map(unquote) else {
                 return Err(format!("{cmd} needs a file"));
