@@ -9,6 +9,8 @@
 //! - Many subscribers: push queries that never read (their bounded queues full) and a job do
 //!   not slow the producer: every append completes, and a reader that does read gets every row
 //!   in order.
+//! - A rebuild from an offset or a time retention removed is refused, naming what is retained;
+//!   from what is retained it reads the rows from there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -158,5 +160,58 @@ async fn stalled_subscribers_do_not_slow_the_producer() {
     // The job read it all too, at its own pace.
     assert_eq!(ids(&engine, "SELECT count(*) FROM evens").await, vec![10_000]);
     drop(stalled);
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_from_before_what_is_retained_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path()).await;
+    engine
+        .execute(
+            "CREATE STREAM s (id BIGINT NOT NULL, pad VARCHAR NOT NULL, ts TIMESTAMP(3) NOT NULL,
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH (retention = '1 s', segment_size = '16 KiB');
+             CREATE STREAM d AS SELECT id, ts FROM s",
+        )
+        .await
+        .unwrap();
+    for i in 0..100i64 {
+        let b = rows(i * 40, 40);
+        let ts = arrow::array::TimestampMillisecondArray::from_iter_values(
+            (i * 40..i * 40 + 40).map(|v| 1_767_225_600_000 + v * 1000),
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("pad", DataType::Utf8, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                false,
+            ),
+        ]));
+        let b = RecordBatch::try_new(
+            schema,
+            vec![Arc::clone(b.column(0)), Arc::clone(b.column(1)), Arc::new(ts)],
+        )
+        .unwrap();
+        engine.append("s", b).await.unwrap();
+    }
+    engine.wait_for_jobs().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let first = ids(&engine, "SELECT min(id) FROM s").await[0];
+    assert!(first > 0, "retention removed the first segments");
+    // From offset 0, or from the first second: gone.
+    let e = engine.execute("ALTER STREAM d REBUILD FROM OFFSET 0").await.unwrap_err();
+    assert!(e.to_string().contains(&format!("stream s retains offsets {first}..4000")), "{e}");
+    let e = engine
+        .execute("ALTER STREAM d REBUILD FROM TIMESTAMP '2026-01-01 00:00:00'")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("TIMESTAMP '2026-01-01 00:00:00' is not retained"), "{e}");
+    // From what is retained: the rows from there.
+    engine.execute(&format!("ALTER STREAM d REBUILD FROM OFFSET {first}")).await.unwrap();
+    engine.wait_for_jobs().await.unwrap();
+    assert_eq!(ids(&engine, "SELECT count(*) FROM d").await, vec![4000 - first]);
     engine.close().await.unwrap();
 }
