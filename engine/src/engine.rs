@@ -180,6 +180,23 @@ impl Inner {
         self.catalog().log_name(name)
     }
 
+    /// Create log `name` for a stream. A log of that name the catalog no longer holds (an
+    /// old version's, dropped after a grace period) goes first.
+    ///
+    /// # Errors
+    /// As [`Store::create_stream`].
+    pub fn create_log(
+        &self,
+        name: &str,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        options: kappa_storage::StreamOptions,
+    ) -> Result<Arc<Stream>> {
+        if self.store.stream(name).is_ok() && !self.catalog().logs().contains(name) {
+            self.store.drop_stream(name)?;
+        }
+        Ok(self.store.create_stream(name, schema, options)?)
+    }
+
     /// The log of stream (or view) `name` ([`Inner::log_name`]).
     ///
     /// # Errors
@@ -271,6 +288,21 @@ impl Engine {
         let mut catalog = Catalog::load(&store)?;
         // Reconcile: logs the catalog does not know were never acknowledged; entries without
         // their log were being dropped.
+        // A new version's stream whose job was never written (a crash between the two
+        // catalog writes of a rebuild) goes, and its log below.
+        let orphans: Vec<String> = catalog
+            .streams
+            .iter()
+            .filter(|(n, e)| {
+                crate::rebuild::is_version_name(n)
+                    && e.job.as_deref() == Some(n.as_str())
+                    && !catalog.jobs.contains_key(n.as_str())
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in orphans {
+            catalog.streams.remove(&n);
+        }
         // (After a rebuild a stream's log is the new version's, `x__v2`; the old version's
         // log, no longer the catalog's, goes here if the switch did not drop it.)
         let names: BTreeSet<String> = store.stream_names().into_iter().collect();
@@ -315,7 +347,10 @@ impl Engine {
             meter: crate::meter::Meter::default(),
             switches: tokio::sync::watch::channel(0).0,
         });
-        let every = options.retention_check.unwrap_or(crate::retention::DEFAULT_CHECK);
+        let every = options
+            .retention_check
+            .unwrap_or(crate::retention::DEFAULT_CHECK)
+            .max(std::time::Duration::from_millis(10));
         let _ = inner
             .retention
             .set(crate::retention::RetentionTask::spawn(Arc::downgrade(&inner), every));
@@ -900,7 +935,7 @@ impl Engine {
     }
 
     /// Start a job from its catalog entry (on open).
-    async fn restart_job(&self, name: &str, entry: &JobEntry) -> Result<()> {
+    pub(crate) async fn restart_job(&self, name: &str, entry: &JobEntry) -> Result<()> {
         let compiled = self.compile_entry(entry).await?;
         if entry.kind.owns_output() {
             // Planned again, the query must still give the stream's columns (a setting or a
@@ -966,12 +1001,13 @@ impl Engine {
             JobPlan::Windowed(plan) => {
                 let mut late = Vec::with_capacity(inputs.len());
                 let mut idle = Vec::with_capacity(inputs.len());
-                for (i, input) in inputs.iter().enumerate() {
+                let names = plan.inputs.iter().map(|i| i.pipeline.stream.clone());
+                for (i, (input, stream)) in inputs.iter().zip(names).enumerate() {
                     // (An aggregation without windows has no late rows.)
                     if plan.windows().is_some() {
                         late.push(self.late_stream(name, i, input.name())?);
                     }
-                    idle.push(self.idle_timeout(input.name())?);
+                    idle.push(self.idle_timeout(&stream)?);
                 }
                 crate::window_job::start(crate::window_job::WindowJobSpec {
                     name: name.to_string(),
@@ -1031,6 +1067,21 @@ impl Engine {
     ) -> Result<()> {
         let entry = {
             let mut c = self.inner.catalog();
+            // (A new version reads the stream's inputs, never what is being rebuilt.)
+            let rebuilding = crate::rebuild::being_rebuilt(&c);
+            if let Some((read, v)) = plan
+                .inputs()
+                .iter()
+                .chain(plan.uses().iter())
+                .find_map(|s| rebuilding.get(s).map(|v| (s.clone(), v.clone())))
+            {
+                return Err(Error::not_supported(
+                    format!(
+                        "a job reading '{read}' while job {v} rebuilds it (its reads would span the two versions: wait for the switch, or DROP JOB {v})"
+                    ),
+                    None,
+                ));
+            }
             if c.jobs.len() >= crate::catalog::MAX_JOBS {
                 return Err(Error::plan(
                     format!("at most {} jobs may exist", crate::catalog::MAX_JOBS),

@@ -44,7 +44,7 @@ impl Engine {
         let schema = Arc::clone(self.inner.log(input)?.schema());
         // Readers see its rows once a checkpoint of the job commits them.
         let options = StreamOptions { derived: true, ..StreamOptions::default() };
-        let stream = self.inner.store.create_stream(&name, schema, options)?;
+        let stream = self.inner.create_log(&name, schema, options)?;
         let entry = StreamEntry { job: Some(job.to_string()), ..Default::default() };
         let saved = {
             let mut c = self.inner.catalog();

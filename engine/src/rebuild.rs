@@ -161,13 +161,7 @@ impl Engine {
                 .iter()
                 .find(|(_, j)| j.replaces.as_deref() == Some(name))
                 .map(|(n, _)| n.clone());
-            let mut readers = c.all_readers_of(name);
-            for late in
-                c.streams.iter().filter(|(n, e)| e.job.as_deref() == Some(name) && *n != name)
-            {
-                readers.extend(c.all_readers_of(late.0));
-            }
-            (entry, job, c.is_view(name), running, readers)
+            (entry, job, c.is_view(name), running, readers_of(&c, name))
         };
         let (Some(entry), Some(job)) = (entry, job) else {
             return Err(self.not_rebuildable(name, at));
@@ -220,6 +214,12 @@ impl Engine {
         }
         let plan = self.plan_query(def.query, at).await?;
         let compiled = self.compile_job(&plan, def.emit.as_ref(), at).await?;
+        if compiled.inputs().iter().chain(compiled.uses().iter()).any(|s| s == name) {
+            return Err(Error::plan(
+                format!("the new query of '{name}' reads '{name}' itself"),
+                at,
+            ));
+        }
         let schema = Arc::clone(compiled.schema());
         crate::statements::check_unique_names(&schema, at)?;
         // The options: the statement's (a rebuild's are the old version's), `state_ttl` apart.
@@ -229,8 +229,11 @@ impl Engine {
             Some(v) => crate::view::parse_ttl(&v, at)?,
             None => None,
         };
-        if ttl.is_none() && text != job.query {
-            ttl = self.inner.state_ttl();
+        if ttl.is_none() {
+            // A rebuild keeps the old version's (`SET state_ttl` when it was created); a
+            // replacement takes the session's, as a creation does.
+            ttl =
+                if text == job.query { self.inner.job_ttl(name)? } else { self.inner.state_ttl() };
         }
         let (options, mut sentry) = if is_view {
             crate::view::check_ttl(&compiled, ttl, at)?;
@@ -250,7 +253,7 @@ impl Engine {
         };
         sentry.version = Some(version);
         let start = self.start_positions(&compiled.inputs(), from.as_ref(), at)?;
-        self.inner.store.create_stream(&vname, Arc::clone(&schema), options)?;
+        self.inner.create_log(&vname, Arc::clone(&schema), options)?;
         let stream = self.inner.store.stream(&vname)?;
         {
             let mut c = self.inner.catalog();
@@ -323,7 +326,16 @@ impl Engine {
                             at,
                         ));
                     }
-                    if *n < info.start || *n > s.end_offset() {
+                    if *n > s.end_offset() {
+                        return Err(Error::plan(
+                            format!(
+                                "stream {input} holds offsets up to {}: FROM OFFSET {n} is past its end",
+                                s.end_offset()
+                            ),
+                            at,
+                        ));
+                    }
+                    if *n < info.start {
                         return Err(retained(format!("offset {n}")));
                     }
                     out.push(*n);
@@ -415,30 +427,48 @@ impl Engine {
             handle.request.notify_one();
             return Ready::No;
         }
-        // Its watermark has reached the old version's.
+        // Its watermark has reached the old version's (when both have one: a stateless
+        // query has none, and one that read everything without a time has none yet).
         if old.is_some()
             && let Some(o) = jobs.get(&name).and_then(|h| h.progress.borrow().watermark)
-            && p.watermark.unwrap_or(i64::MIN) < o
+            && let Some(n) = p.watermark
+            && n < o
         {
             return Ready::No;
         }
         Ready::Yes(name)
     }
 
-    /// Make `vname` the version of `name` (see the module's documentation).
+    /// Make `vname` the version of `name` (see the module's documentation). Before the
+    /// catalog write, any failure leaves the old version serving (both jobs resumed); after
+    /// it, errors are the new `name`'s.
     async fn switch(&self, name: &str, vname: &str) -> Result<()> {
         let _guard = self.inner.ddl.lock().await;
-        let still = self
-            .inner
-            .catalog()
-            .jobs
-            .get(vname)
-            .is_some_and(|j| j.replaces.as_deref() == Some(name));
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let (still, readers) = {
+            let c = self.inner.catalog();
+            let still = c.jobs.get(vname).is_some_and(|j| j.replaces.as_deref() == Some(name));
+            (still, readers_of(&c, name))
+        };
         if !still {
             return Ok(());
         }
-        self.stop_job(name).await;
-        self.stop_job(vname).await;
+        if !readers.is_empty() {
+            return Err(Error::plan(
+                format!("job {} reads {name}: the rebuild waits", readers.join(", ")),
+                None,
+            ));
+        }
+        // Both jobs stop; the new one checkpoints as it does.
+        let old = self.inner.jobs().remove(name);
+        let new = self.inner.jobs().remove(vname);
+        let _ = stop_and_wait(old).await;
+        if let Some(crate::job::Status::Failed(m)) = stop_and_wait(new).await {
+            self.resume(name).await;
+            return Err(Error::plan(format!("job {vname} failed as it stopped: {m}"), None));
+        }
         let late_names = |c: &crate::catalog::Catalog, job: &str| -> Vec<String> {
             c.streams
                 .iter()
@@ -446,40 +476,83 @@ impl Engine {
                 .map(|(n, _)| n.clone())
                 .collect()
         };
-        let (new_job, old_logs, old_id, view) = {
-            let mut c = self.inner.catalog();
-            let mut old_logs = vec![c.log_name(name)];
-            for late in late_names(&c, name) {
-                old_logs.push(c.log_name(&late));
-                c.streams.remove(&late);
-            }
-            let old_id = c.jobs.remove(name).map(|j| j.id);
-            let Some(mut job) = c.jobs.remove(vname) else {
-                return Err(Error::plan(format!("job {vname} is gone"), None));
-            };
-            job.output = name.to_string();
-            job.replaces = None;
-            let Some(mut stream) = c.streams.remove(vname) else {
-                return Err(Error::plan(format!("stream {vname} is gone"), None));
-            };
-            stream.log = Some(vname.to_string());
-            stream.job = Some(name.to_string());
-            c.streams.insert(name.to_string(), stream);
-            for late in late_names(&c, vname) {
-                let log = c.log_name(&late);
-                let Some(mut e) = c.streams.remove(&late) else { continue };
-                e.log = Some(log);
-                e.job = Some(name.to_string());
-                let logical = format!("{name}{}", &late[vname.len()..]);
-                c.streams.insert(logical, e);
-            }
-            c.jobs.insert(name.to_string(), job.clone());
-            let view = c.is_view(name);
-            // The commit point: from here on `name` is the new version.
-            c.save(&self.inner.store)?;
-            (job, old_logs, old_id, view)
+        // The next catalog, written whole before it replaces the one in memory.
+        let mut c = self.inner.catalog().clone();
+        let old_lates = late_names(&c, name);
+        let new_lates = late_names(&c, vname);
+        let mut old_logs = vec![c.log_name(name)];
+        for late in &old_lates {
+            old_logs.push(c.log_name(late));
+            c.streams.remove(late);
+        }
+        let old_id = c.jobs.remove(name).map(|j| j.id);
+        let (Some(mut job), Some(mut stream)) = (c.jobs.remove(vname), c.streams.remove(vname))
+        else {
+            self.resume(name).await;
+            return Err(Error::plan(format!("job {vname} is gone"), None));
         };
-        // Tables for queries: the new version under the name.
+        job.output = name.to_string();
+        job.replaces = None;
+        job.start = Vec::new();
+        stream.log = Some(vname.to_string());
+        stream.job = Some(name.to_string());
+        c.streams.insert(name.to_string(), stream);
+        let mut renamed = Vec::new();
+        for late in &new_lates {
+            let log = c.log_name(late);
+            let Some(mut e) = c.streams.remove(late) else { continue };
+            e.log = Some(log);
+            e.job = Some(name.to_string());
+            let logical = format!("{name}{}", &late[vname.len()..]);
+            renamed.push(logical.clone());
+            c.streams.insert(logical, e);
+        }
+        c.jobs.insert(name.to_string(), job.clone());
+        let view = c.is_view(name);
+        // The commit point: from here on `name` is the new version.
+        if let Err(e) = c.save(&self.inner.store) {
+            self.resume(name).await;
+            self.resume(vname).await;
+            return Err(e);
+        }
+        *self.inner.catalog() = c;
+        let lates = [old_lates, new_lates].concat();
+        let after = self.after_switch(name, vname, view, &job, &lates, &renamed).await;
+        if let Err(e) = &after {
+            self.inner.restart_errors().insert(name.to_string(), format!("after its rebuild: {e}"));
+        }
+        // The old version: its checkpoints now, its logs once scans under way are done (if
+        // the catalog has not taken the names back meanwhile).
+        if let Some(id) = old_id {
+            let _ = crate::job::forget(&self.inner.store, id);
+        }
+        self.inner.switches.send_modify(|n| *n += 1);
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            tokio::time::sleep(GRACE).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let _guard = inner.ddl.lock().await;
+            if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let logs = inner.catalog().logs();
+            for log in old_logs.iter().filter(|l| !logs.contains(*l)) {
+                let _ = inner.store.drop_stream(log);
+            }
+        });
+        after
+    }
+
+    /// What follows the catalog write of a switch: tables, and the new job as `name`.
+    async fn after_switch(
+        &self,
+        name: &str,
+        vname: &str,
+        view: bool,
+        job: &JobEntry,
+        lates: &[String],
+        renamed: &[String],
+    ) -> Result<()> {
         if view {
             let state = self.inner.views.lock().unwrap_or_else(|p| p.into_inner()).remove(vname);
             if let Some(state) = state {
@@ -489,34 +562,29 @@ impl Engine {
             self.inner.register_table(name, self.inner.log(name)?)?;
         }
         let _ = self.inner.ctx.deregister_table(vname);
-        let lates: Vec<String> = {
-            let c = self.inner.catalog();
-            late_names(&c, name)
-        };
         for late in lates {
-            let _ =
-                self.inner.ctx.deregister_table(format!("{vname}{}", &late[name.len()..]).as_str());
-            self.inner.register_table(&late, self.inner.log(&late)?)?;
+            let _ = self.inner.ctx.deregister_table(late.as_str());
+        }
+        for late in renamed {
+            self.inner.register_table(late, self.inner.log(late)?)?;
         }
         // The new job goes on as `name`, from its checkpoint (unless it has finished).
-        if new_job.state == crate::catalog::JobState::Running {
-            let plan = self.compile_entry(&new_job).await?;
-            self.launch_job(name, &new_job, plan)?;
+        if job.state == crate::catalog::JobState::Running {
+            let plan = self.compile_entry(job).await?;
+            self.launch_job(name, job, plan)?;
         }
-        // The old version: its checkpoints now, its logs after scans under way are done.
-        if let Some(id) = old_id {
-            crate::job::forget(&self.inner.store, id)?;
-        }
-        // Push queries over it follow (a view's) or end (a stream's).
-        self.inner.switches.send_modify(|n| *n += 1);
-        let store = Arc::clone(&self.inner.store);
-        tokio::spawn(async move {
-            tokio::time::sleep(GRACE).await;
-            for log in old_logs {
-                let _ = store.drop_stream(&log);
-            }
-        });
         Ok(())
+    }
+
+    /// Start job `name` again from its checkpoint, if the catalog says it runs (after a
+    /// switch that did not happen); a failure is shown in `SHOW JOBS`.
+    async fn resume(&self, name: &str) {
+        let entry = self.inner.catalog().jobs.get(name).cloned();
+        if let Some(entry) = entry.filter(|e| e.state == crate::catalog::JobState::Running)
+            && let Err(e) = self.restart_job(name, &entry).await
+        {
+            self.inner.restart_errors().insert(name.to_string(), format!("could not resume: {e}"));
+        }
     }
 
     /// Cancel the rebuild of `name`, if one runs (its job and log go).
@@ -545,9 +613,10 @@ impl Engine {
     /// Wait until every rebuild under way has switched (its job caught up).
     ///
     /// # Errors
-    /// When a new version failed, or has not switched within a minute of being caught up.
+    /// When a new version failed, or has made no progress for a minute.
     pub(crate) async fn wait_for_rebuilds(&self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut last = None;
         loop {
             let versions: Vec<(String, JobEntry)> = self
                 .inner
@@ -564,6 +633,11 @@ impl Engine {
             };
             if let Some(m) = failed {
                 return Err(Error::plan(format!("the rebuild job {v} failed: {m}"), None));
+            }
+            let progress = self.inner.jobs().get(v).map(|h| h.progress.borrow().rows_in);
+            if progress != last {
+                last = progress;
+                deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(Error::plan(format!("the rebuild job {v} has not taken over"), None));
@@ -603,6 +677,46 @@ impl Engine {
             self.watch_version(&v);
         }
     }
+}
+
+/// Stop a job and wait for it; how it ended (`None`: it was not running).
+async fn stop_and_wait(h: Option<crate::job::JobHandle>) -> Option<crate::job::Status> {
+    let h = h?;
+    let _ = h.stop.send(true);
+    let progress = h.progress.clone();
+    let _ = h.task.await;
+    let status = progress.borrow().status.clone();
+    Some(status)
+}
+
+/// The jobs that read stream or view `name` or its late rows (through their inputs or as a
+/// temporal join's versions).
+pub(crate) fn readers_of(c: &crate::catalog::Catalog, name: &str) -> Vec<String> {
+    let mut readers = c.all_readers_of(name);
+    for (late, _) in c.streams.iter().filter(|(n, e)| e.job.as_deref() == Some(name) && *n != name)
+    {
+        readers.extend(c.all_readers_of(late));
+    }
+    readers.retain(|r| r != name);
+    readers
+}
+
+/// The streams being rebuilt, their versions' logs and their late streams (by the version
+/// job): no new job may read them until the switch (its reads would span two versions).
+pub(crate) fn being_rebuilt(
+    c: &crate::catalog::Catalog,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (v, j) in &c.jobs {
+        let Some(x) = &j.replaces else { continue };
+        for (n, e) in &c.streams {
+            let owner = e.job.as_deref();
+            if n == x || n == v || owner == Some(x.as_str()) || owner == Some(v.as_str()) {
+                out.insert(n.clone(), v.clone());
+            }
+        }
+    }
+    out
 }
 
 /// `t` as a raw value of stream `s`'s event-time column `column`.

@@ -266,11 +266,7 @@ pub(crate) fn job_rows(engine: &Engine) -> Vec<JobRow> {
                 .iter()
                 .zip(&p.positions)
                 .map(|(s, pos)| {
-                    inner
-                        .store
-                        .stream(s)
-                        .map(|s| s.readable_end().saturating_sub(*pos))
-                        .unwrap_or(0)
+                    inner.log(s).map(|s| s.readable_end().saturating_sub(*pos)).unwrap_or(0)
                 })
                 .collect(),
             None => vec![0; e.inputs.len()],

@@ -246,7 +246,7 @@ impl Engine {
                 let ttl = self.inner.state_ttl();
                 let entry =
                     self.derived_entry(&compiled, declared, &mut options, &c.name, ttl, at)?;
-                self.inner.store.create_stream(&c.name, Arc::clone(&schema), options)?;
+                self.inner.create_log(&c.name, Arc::clone(&schema), options)?;
                 let stream = self.inner.log(&c.name)?;
                 self.inner.catalog().streams.insert(c.name.clone(), entry);
                 if let Err(e) =
@@ -314,7 +314,7 @@ impl Engine {
                     entry.watermark =
                         Some(WatermarkEntry { column: column.clone(), expr: expr_text.clone() });
                 }
-                self.inner.store.create_stream(&c.name, schema, options)?;
+                self.inner.create_log(&c.name, schema, options)?;
                 let stream = self.inner.log(&c.name)?;
                 {
                     let mut cat = self.inner.catalog();
@@ -494,7 +494,6 @@ impl Engine {
                         at,
                     ));
                 }
-                self.cancel_rebuild(name, at).await?;
                 let readers = self.inner.catalog().readers_of(name);
                 if !readers.is_empty() {
                     return Err(Error::plan(
@@ -505,6 +504,7 @@ impl Engine {
                         at,
                     ));
                 }
+                self.cancel_rebuild(name, at).await?;
                 let writers: Vec<String> = self
                     .inner
                     .catalog()
@@ -535,7 +535,6 @@ impl Engine {
                         at,
                     ));
                 }
-                self.cancel_rebuild(name, at).await?;
                 let readers = self.inner.catalog().all_readers_of(name);
                 if !readers.is_empty() {
                     return Err(Error::plan(
@@ -546,6 +545,7 @@ impl Engine {
                         at,
                     ));
                 }
+                self.cancel_rebuild(name, at).await?;
                 self.drop_log_and_job(name, at).await?;
                 self.inner.views.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
                 Ok(done("DROP MATERIALIZED VIEW"))

@@ -369,21 +369,30 @@ async fn start_view(
         ));
     };
     let view_name = pipeline.stream.clone();
-    let Some(view) = engine.inner.view(&view_name) else {
+    if engine.inner.view(&view_name).is_none() {
         return Err(Error::not_supported(
             format!("a push query over materialized view {view_name} and other streams"),
             at,
         ));
-    };
+    }
+    // (Watching for switches before the version is read: none is missed.)
+    let switches = engine.inner.switches.subscribe();
     // Read-your-writes: the rows as of what the view's inputs hold now.
     engine.catch_up(std::slice::from_ref(&view_name)).await?;
+    // The version and its log together (a switch changes both under the DDL lock).
+    let (view, stream) = {
+        let _ddl = engine.inner.ddl.lock().await;
+        let Some(view) = engine.inner.view(&view_name) else {
+            return Err(Error::plan(format!("view {view_name} is gone"), at));
+        };
+        (view, engine.inner.log(&view_name)?)
+    };
     let published = view.current();
     let start = published.as_ref().map_or(0, |p| p.end);
     let width = view.schema().fields().len();
     let columns: Vec<usize> = pipeline.projection.clone().unwrap_or_else(|| (0..width).collect());
     let mut read = columns.clone();
     read.push(width);
-    let stream = engine.inner.log(&view_name)?;
     let sealed = stream.info().sealed.is_some();
     // (A rebuild of the view switches the query to the new version: see below.)
     let follow = Follow {
@@ -393,7 +402,7 @@ async fn start_view(
         state: Arc::clone(&view),
         columns: columns.clone(),
         read: read.clone(),
-        switches: engine.inner.switches.subscribe(),
+        switches,
     };
     let inputs: Vec<InputSpec> = vec![(stream, Some(read), start)];
     let ends = limit.is_some() || sealed;
@@ -535,15 +544,16 @@ impl Follow {
             return Err(Error::plan(format!("view {} is gone", self.view), None));
         };
         let stream = inner.log(&self.view)?;
+        let now = state.current();
+        let start = now.as_ref().map_or(0, |p| p.end);
         let mut changes = Vec::new();
-        for (published, op) in [(self.state.current(), DELETE), (state.current(), INSERT)] {
+        for (published, op) in [(self.state.current(), DELETE), (now, INSERT)] {
             if let Some(p) = published.filter(|p| p.rows.num_rows() > 0) {
                 let rows = p.rows.project(&self.columns)?;
                 let ops = vec![op; rows.num_rows()];
                 changes.extend(apply(rows, &ops)?);
             }
         }
-        let start = state.current().map_or(0, |p| p.end);
         self.log = stream.name().to_string();
         self.state = state;
         Ok(Some((changes, (stream, Some(self.read.clone()), start))))

@@ -230,7 +230,7 @@ impl crate::engine::Engine {
         let mut options = crate::options::stream_options(&Default::default(), at)?;
         // Readers see its changes once a checkpoint of the job commits them.
         options.derived = true;
-        self.inner.store.create_stream(&v.name, Arc::clone(&schema), options)?;
+        self.inner.create_log(&v.name, Arc::clone(&schema), options)?;
         let mut entry =
             crate::catalog::StreamEntry { job: Some(v.name.clone()), ..Default::default() };
         if let Some(ttl) = ttl {

@@ -91,6 +91,7 @@ impl TableFunctionImpl for WindowFunction {
         }
         let schema = windowed_schema(stream.schema(), None).map_err(plan_error)?;
         Ok(Arc::new(WindowTable {
+            name: table.name.clone(),
             stream: Arc::clone(&stream),
             source: StreamTable::new(stream),
             spec,
@@ -104,6 +105,8 @@ impl TableFunctionImpl for WindowFunction {
 /// A stream with its rows' windows.
 #[derive(Debug)]
 pub(crate) struct WindowTable {
+    /// The stream's name (its log may be another's: a rebuilt stream's).
+    name: String,
     pub stream: Arc<kappa_storage::Stream>,
     source: StreamTable,
     pub spec: WindowSpec,
@@ -272,7 +275,7 @@ impl ExecutionPlan for WindowExec {
 pub(crate) fn stream_of(scan: &datafusion::logical_expr::TableScan) -> Option<String> {
     let provider = datafusion::datasource::source_as_provider(&scan.source).ok()?;
     let any: &dyn std::any::Any = provider.as_ref();
-    Some(any.downcast_ref::<WindowTable>()?.stream.name().to_string())
+    Some(any.downcast_ref::<WindowTable>()?.name.clone())
 }
 
 /// The window function behind a scan of a continuous query, if it reads one (for
@@ -284,7 +287,7 @@ pub(crate) fn window_source(
     let provider = datafusion::datasource::source_as_provider(&scan.source).ok()?;
     let any: &dyn std::any::Any = provider.as_ref();
     let table = any.downcast_ref::<WindowTable>()?;
-    let stream = table.stream.name().to_string();
+    let stream = table.name.clone();
     let declared = inner.catalog().streams.get(&stream)?.watermark.clone();
     Some(kappa_sql::windowed_plan::WindowSource {
         stream_schema: Arc::clone(table.stream.schema()),
