@@ -41,6 +41,19 @@ async fn open(dir: &std::path::Path) -> Engine {
     Engine::open_with(dir, options).await.unwrap()
 }
 
+/// An engine with stream `s` keeping a second of 16 KiB segments.
+async fn with_retention(dir: &std::path::Path) -> Engine {
+    let engine = open(dir).await;
+    engine
+        .execute(
+            "CREATE STREAM s (id BIGINT NOT NULL, pad VARCHAR NOT NULL)
+             WITH (retention = '1 s', segment_size = '16 KiB')",
+        )
+        .await
+        .unwrap();
+    engine
+}
+
 async fn ids(engine: &Engine, sql: &str) -> Vec<i64> {
     let mut out = Vec::new();
     for b in engine.query(sql).await.unwrap() {
@@ -53,14 +66,7 @@ async fn ids(engine: &Engine, sql: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_whole_expired_segments_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    engine
-        .execute(
-            "CREATE STREAM s (id BIGINT NOT NULL, pad VARCHAR NOT NULL)
-             WITH (retention = '1 s', segment_size = '16 KiB')",
-        )
-        .await
-        .unwrap();
+    let engine = with_retention(dir.path()).await;
     // About 50 segments of 16 KiB (a batch of 40 rows is one frame of about 5 KiB).
     for i in 0..200 {
         engine.append("s", rows(i * 40, 40)).await.unwrap();
@@ -85,14 +91,7 @@ async fn retention_removes_whole_expired_segments_in_the_background() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_behind_retention_gets_an_error_not_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path()).await;
-    engine
-        .execute(
-            "CREATE STREAM s (id BIGINT NOT NULL, pad VARCHAR NOT NULL)
-             WITH (retention = '1 s', segment_size = '16 KiB')",
-        )
-        .await
-        .unwrap();
+    let engine = with_retention(dir.path()).await;
     engine.append("s", rows(0, 40)).await.unwrap();
     let mut sub = engine.subscribe("SELECT id FROM s").await.unwrap();
     // It reads the first batch, then stalls: its queue (16 batches) fills.
