@@ -160,6 +160,17 @@ impl WindowSpec {
 }
 
 impl WindowSpec {
+    /// Where windows end: at `offset + k * unit` (`None` for sessions, which end where their
+    /// rows say).
+    pub fn end_grid(&self) -> Option<(i64, i64)> {
+        match *self {
+            WindowSpec::Tumble { size, offset } => Some((size, offset)),
+            WindowSpec::Hop { slide, offset, .. } => Some((slide, offset)),
+            WindowSpec::Cumulate { step, offset, .. } => Some((step, offset)),
+            WindowSpec::Session { .. } => None,
+        }
+    }
+
     /// The end of the last window that holds time `t` (for a session: of the row's own
     /// window, `t + gap`); `i64::MIN` for a time beyond [`MAX_TIME`].
     pub fn last_end(&self, t: i64) -> i64 {

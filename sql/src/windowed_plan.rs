@@ -453,6 +453,30 @@ impl Watermark {
             .ok_or_else(|| fail("not a timestamp".into()))?;
         Ok(max(ms).map_or(i64::MIN, |m| m.saturating_sub(delay)))
     }
+
+    /// Each row's watermark value (`i64::MIN` for a NULL), in milliseconds.
+    ///
+    /// # Errors
+    /// As [`Watermark::of`].
+    pub fn per_row(&self, batch: &RecordBatch) -> Result<Vec<i64>> {
+        let fail = |e: String| Error::plan(format!("the watermark: {e}"), None);
+        let (values, delay) = match self {
+            Watermark::Delay { column, delay_ms } => (Arc::clone(batch.column(*column)), *delay_ms),
+            Watermark::Expr(e) => (
+                e.evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(|e| fail(e.message().to_string()))?,
+                0,
+            ),
+        };
+        let ms = cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None))
+            .map_err(|e| fail(e.to_string()))?;
+        let ms = ms
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .ok_or_else(|| fail("not a timestamp".into()))?;
+        Ok(ms.iter().map(|v| v.map_or(i64::MIN, |m| m.saturating_sub(delay))).collect())
+    }
 }
 
 /// `column - INTERVAL` with a fixed length (or the column alone): the column's index and the

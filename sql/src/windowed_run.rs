@@ -189,6 +189,62 @@ impl WindowedRun {
     /// # Errors
     /// When an expression fails on the data, or the state passes its limit.
     pub fn push(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+        // A row is late against the watermark of the rows before it, whatever the batches:
+        // the batch goes in pieces inside which no window closes (a log's batches may be
+        // merged by compaction, and a replay must count the same rows late).
+        let cuts = self.cuts(input, &batch)?;
+        if cuts.len() <= 1 {
+            return self.push_piece(input, batch);
+        }
+        let (mut out, mut late, mut from) = (Vec::new(), Vec::new(), 0usize);
+        for to in cuts {
+            out.extend(self.push_piece(input, batch.slice(from, to - from))?);
+            late.extend(self.late.iter().map(|p| p + from as u32));
+            from = to;
+        }
+        self.late = late;
+        Ok(out)
+    }
+
+    /// Where to cut a batch of input `input` into pieces (their ends): after each row that
+    /// moves the input's watermark past a window's last instant. Empty: no cut (no windows on
+    /// a grid, or no watermark).
+    fn cuts(&self, input: usize, batch: &RecordBatch) -> Result<Vec<usize>> {
+        let (State::Windows(_), Grouping::Windows(w)) = (&self.state, &self.plan.grouping) else {
+            return Ok(Vec::new());
+        };
+        let Some(spec) = self.plan.inputs.get(input) else { return Ok(Vec::new()) };
+        let (Some(watermark), Some(Op::Window { .. })) =
+            (&spec.watermark, spec.pipeline.ops.first())
+        else {
+            return Ok(Vec::new());
+        };
+        let Some((unit, offset)) = w.window.end_grid() else { return Ok(Vec::new()) };
+        let n = batch.num_rows();
+        if n < 2 || unit <= 0 {
+            return Ok(Vec::new());
+        }
+        // The windows closed at watermark `w` end at or before grid line `closed(w)`.
+        let closed = |w: i64| match w {
+            i64::MIN => i64::MIN,
+            w => w.saturating_add(1).saturating_sub(offset).div_euclid(unit),
+        };
+        let mut wm = self.inputs[input].watermark;
+        let mut cuts = Vec::new();
+        for (r, v) in watermark.per_row(batch)?.into_iter().enumerate() {
+            let next = wm.max(v);
+            if closed(next) > closed(wm) && r + 1 < n {
+                cuts.push(r + 1);
+            }
+            wm = next;
+        }
+        if !cuts.is_empty() {
+            cuts.push(n);
+        }
+        Ok(cuts)
+    }
+
+    fn push_piece(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
         let Some(spec) = self.plan.inputs.get(input) else {
             return Err(Error::plan(format!("the windowed plan has no input {input}"), None));
         };
