@@ -626,7 +626,11 @@ impl Engine {
                 .filter(|(_, j)| j.replaces.is_some())
                 .map(|(n, j)| (n.clone(), j.clone()))
                 .collect();
-            let Some((v, j)) = versions.first() else { return Ok(()) };
+            let Some((v, j)) = versions.first() else {
+                // (A switch under way holds the DDL lock until the new job runs as the name.)
+                drop(self.inner.ddl.lock().await);
+                return Ok(());
+            };
             let failed = match &j.state {
                 crate::catalog::JobState::Failed(m) => Some(m.clone()),
                 _ => self.inner.restart_errors().get(v).cloned(),
