@@ -81,7 +81,7 @@ fn build(engine: &Engine) -> Graph {
         let Ok(s) = inner.log(name) else { continue };
         let info = s.info();
         let mut facts = Vec::new();
-        let changes = inner.meter.rate(&format!("stream {name}"));
+        let changes = inner.meter.rate(&format!("stream {}", s.name()));
         let node = if views.contains(name) {
             let rows = inner.view(name).and_then(|v| v.current()).map(|p| p.rows.num_rows());
             facts.push(rows.map_or("no rows published yet".into(), |r| count(r as u64, "row")));

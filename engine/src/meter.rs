@@ -14,7 +14,8 @@ pub(crate) fn sample(inner: &crate::engine::Inner) {
     let names: Vec<String> = inner.catalog().streams.keys().cloned().collect();
     for name in names {
         if let Ok(s) = inner.log(&name) {
-            inner.meter.sample(&format!("stream {name}"), s.readable_end(), now);
+            // (By log: a rebuilt stream's new log starts its own series.)
+            inner.meter.sample(&format!("stream {}", s.name()), s.readable_end(), now);
         }
     }
     let jobs: Vec<(String, u64)> =
