@@ -1002,9 +1002,16 @@ impl Engine {
                 let mut late = Vec::with_capacity(inputs.len());
                 let mut idle = Vec::with_capacity(inputs.len());
                 let names = plan.inputs.iter().map(|i| i.pipeline.stream.clone());
+                // (An aggregation without windows has no late rows; a plan of several
+                // operators has when one of its inputs is read by event time.)
+                let has_late = plan.windows().is_some()
+                    || matches!(
+                        &plan.grouping,
+                        kappa_sql::windowed_plan::Grouping::Graph(g)
+                            if g.sources.iter().any(|s| s.late_by.is_some() || s.raw)
+                    );
                 for (i, (input, stream)) in inputs.iter().zip(names).enumerate() {
-                    // (An aggregation without windows has no late rows.)
-                    if plan.windows().is_some() {
+                    if has_late {
                         late.push(self.late_stream(name, i, input.name())?);
                     }
                     idle.push(self.idle_timeout(&stream)?);

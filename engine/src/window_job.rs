@@ -627,8 +627,16 @@ async fn run_job(
                             rows_at(&spec.inputs[i], b.offset, n, &late)
                         })?;
                         let tag = Tag { producer: late_producer(producer, i), seq: pos };
+                        let Some(late_stream) = spec.late.get(i) else {
+                            return Err(Error::Job(format!(
+                                "job {}: {} late rows of input {} and no late-data stream to keep them",
+                                spec.name,
+                                late.len(),
+                                i + 1
+                            )));
+                        };
                         let pending =
-                            tokio::task::block_in_place(|| spec.late[i].submit_tagged(&rows, tag))?;
+                            tokio::task::block_in_place(|| late_stream.submit_tagged(&rows, tag))?;
                         tokio::task::block_in_place(|| pending.wait())?;
                     }
                     closed
