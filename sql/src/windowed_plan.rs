@@ -435,23 +435,8 @@ impl Watermark {
     /// # Errors
     /// When the expression fails or is not a timestamp.
     pub fn of(&self, batch: &RecordBatch) -> Result<i64> {
-        let fail = |e: String| Error::plan(format!("the watermark: {e}"), None);
-        let (values, delay) = match self {
-            Watermark::Delay { column, delay_ms } => (Arc::clone(batch.column(*column)), *delay_ms),
-            Watermark::Expr(e) => (
-                e.evaluate(batch)
-                    .and_then(|v| v.into_array(batch.num_rows()))
-                    .map_err(|e| fail(e.message().to_string()))?,
-                0,
-            ),
-        };
-        let ms = cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None))
-            .map_err(|e| fail(e.to_string()))?;
-        let ms = ms
-            .as_any()
-            .downcast_ref::<TimestampMillisecondArray>()
-            .ok_or_else(|| fail("not a timestamp".into()))?;
-        Ok(max(ms).map_or(i64::MIN, |m| m.saturating_sub(delay)))
+        let (ms, delay) = self.millis(batch)?;
+        Ok(max(&ms).map_or(i64::MIN, |m| m.saturating_sub(delay)))
     }
 
     /// Each row's watermark value (`i64::MIN` for a NULL), in milliseconds.
@@ -459,6 +444,13 @@ impl Watermark {
     /// # Errors
     /// As [`Watermark::of`].
     pub fn per_row(&self, batch: &RecordBatch) -> Result<Vec<i64>> {
+        let (ms, delay) = self.millis(batch)?;
+        Ok(ms.iter().map(|v| v.map_or(i64::MIN, |m| m.saturating_sub(delay))).collect())
+    }
+
+    /// The values the watermark is the largest of, in milliseconds, and the delay to take
+    /// off them.
+    fn millis(&self, batch: &RecordBatch) -> Result<(TimestampMillisecondArray, i64)> {
         let fail = |e: String| Error::plan(format!("the watermark: {e}"), None);
         let (values, delay) = match self {
             Watermark::Delay { column, delay_ms } => (Arc::clone(batch.column(*column)), *delay_ms),
@@ -474,8 +466,9 @@ impl Watermark {
         let ms = ms
             .as_any()
             .downcast_ref::<TimestampMillisecondArray>()
-            .ok_or_else(|| fail("not a timestamp".into()))?;
-        Ok(ms.iter().map(|v| v.map_or(i64::MIN, |m| m.saturating_sub(delay))).collect())
+            .ok_or_else(|| fail("not a timestamp".into()))?
+            .clone();
+        Ok((ms, delay))
     }
 }
 

@@ -192,13 +192,15 @@ impl WindowedRun {
         // A row is late against the watermark of the rows before it, whatever the batches:
         // the batch goes in pieces inside which no window closes (a log's batches may be
         // merged by compaction, and a replay must count the same rows late).
-        let cuts = self.cuts(input, &batch)?;
-        if cuts.len() <= 1 {
-            return self.push_piece(input, batch);
+        let Some(pieces) = self.pieces(input, &batch)? else {
+            return self.push_piece(input, batch, None);
+        };
+        if let [(_, wm)] = pieces.as_slice() {
+            return self.push_piece(input, batch, Some(*wm));
         }
         let (mut out, mut late, mut from) = (Vec::new(), Vec::new(), 0usize);
-        for to in cuts {
-            out.extend(self.push_piece(input, batch.slice(from, to - from))?);
+        for (to, wm) in pieces {
+            out.extend(self.push_piece(input, batch.slice(from, to - from), Some(wm))?);
             late.extend(self.late.iter().map(|p| p + from as u32));
             from = to;
         }
@@ -206,23 +208,23 @@ impl WindowedRun {
         Ok(out)
     }
 
-    /// Where to cut a batch of input `input` into pieces (their ends): after each row that
-    /// moves the input's watermark past a window's last instant. Empty: no cut (no windows on
-    /// a grid, or no watermark).
-    fn cuts(&self, input: usize, batch: &RecordBatch) -> Result<Vec<usize>> {
+    /// The pieces to cut a batch of input `input` into, each its end and the input's
+    /// watermark after it: a cut after each row that moves the watermark past a window's last
+    /// instant. `None`: no cut to look for (no windows on a grid, or no watermark).
+    fn pieces(&self, input: usize, batch: &RecordBatch) -> Result<Option<Vec<(usize, i64)>>> {
         let (State::Windows(_), Grouping::Windows(w)) = (&self.state, &self.plan.grouping) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let Some(spec) = self.plan.inputs.get(input) else { return Ok(Vec::new()) };
+        let Some(spec) = self.plan.inputs.get(input) else { return Ok(None) };
         let (Some(watermark), Some(Op::Window { .. })) =
             (&spec.watermark, spec.pipeline.ops.first())
         else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let Some((unit, offset)) = w.window.end_grid() else { return Ok(Vec::new()) };
+        let Some((unit, offset)) = w.window.end_grid() else { return Ok(None) };
         let n = batch.num_rows();
         if n < 2 || unit <= 0 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         // The windows closed at watermark `w` end at or before grid line `closed(w)`.
         let closed = |w: i64| match w {
@@ -230,27 +232,34 @@ impl WindowedRun {
             w => w.saturating_add(1).saturating_sub(offset).div_euclid(unit),
         };
         let mut wm = self.inputs[input].watermark;
-        let mut cuts = Vec::new();
+        let mut pieces = Vec::new();
         for (r, v) in watermark.per_row(batch)?.into_iter().enumerate() {
             let next = wm.max(v);
             if closed(next) > closed(wm) && r + 1 < n {
-                cuts.push(r + 1);
+                pieces.push((r + 1, next));
             }
             wm = next;
         }
-        if !cuts.is_empty() {
-            cuts.push(n);
-        }
-        Ok(cuts)
+        pieces.push((n, wm));
+        Ok(Some(pieces))
     }
 
-    fn push_piece(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+    /// Push a piece of a batch; `known`: the input's watermark after it, when the caller
+    /// computed it.
+    fn push_piece(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        known: Option<i64>,
+    ) -> Result<Vec<(i64, RecordBatch)>> {
         let Some(spec) = self.plan.inputs.get(input) else {
             return Err(Error::plan(format!("the windowed plan has no input {input}"), None));
         };
         let mut wm = self.inputs[input].watermark;
-        if let Some(w) = &spec.watermark {
-            wm = wm.max(w.of(&batch)?);
+        match (known, &spec.watermark) {
+            (Some(k), _) => wm = wm.max(k),
+            (None, Some(w)) => wm = wm.max(w.of(&batch)?),
+            (None, None) => {}
         }
         self.inputs[input] = InputState { watermark: wm, idle: false, ended: false };
         if let State::Graph(g) = &mut self.state {
