@@ -184,6 +184,16 @@ impl Catalog {
         self.streams.get(name).and_then(|e| e.log.clone()).unwrap_or_else(|| name.to_string())
     }
 
+    /// The late-data streams of job `job` (`<job>__late`, `<job>__late2`, ...).
+    pub fn late_streams_of(&self, job: &str) -> Vec<String> {
+        let prefix = crate::late::name_of(job, 0);
+        self.streams
+            .iter()
+            .filter(|(n, e)| n.starts_with(&prefix) && e.job.as_deref() == Some(job))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// The logs the catalog's streams are held in.
     pub fn logs(&self) -> std::collections::BTreeSet<String> {
         self.streams.iter().map(|(n, e)| e.log.clone().unwrap_or_else(|| n.clone())).collect()

@@ -62,7 +62,8 @@ fn count(n: u64, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
-fn time(ms: i64) -> String {
+/// A time in milliseconds as `YYYY-MM-DD hh:mm:ss.mmm`.
+pub(crate) fn time(ms: i64) -> String {
     datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime(ms)
         .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
 }
@@ -291,10 +292,17 @@ pub(crate) fn show(
             Error::plan(format!("no stream, view, table or job is named '{name}'"), at)
         })?;
     }
-    let lines = if dot { g.dot() } else { g.text() };
+    lines("dataflow", if dot { g.dot() } else { g.text() })
+}
+
+/// Lines of text in one column `column`, which clients print as they are ([`LINES`]).
+///
+/// # Errors
+/// Never in practice (one string column).
+pub(crate) fn lines(column: &str, lines: Vec<String>) -> Result<Output> {
     let metadata = [(LINES.0.to_string(), LINES.1.to_string())].into_iter().collect();
     let schema = Arc::new(Schema::new_with_metadata(
-        vec![Field::new("dataflow", DataType::Utf8, false)],
+        vec![Field::new(column, DataType::Utf8, false)],
         metadata,
     ));
     let batch =

@@ -86,14 +86,7 @@ impl Engine {
 
     /// The late-data streams of job `job`.
     fn late_streams_of(&self, job: &str) -> Vec<String> {
-        let prefix = name_of(job, 0);
-        self.inner
-            .catalog()
-            .streams
-            .iter()
-            .filter(|(n, e)| n.starts_with(&prefix) && e.job.as_deref() == Some(job))
-            .map(|(n, _)| n.clone())
-            .collect()
+        self.inner.catalog().late_streams_of(job)
     }
 
     /// Drop the late-data streams of job `job` (the job is stopped).

@@ -469,17 +469,10 @@ impl Engine {
             self.resume(name).await;
             return Err(Error::plan(format!("job {vname} failed as it stopped: {m}"), None));
         }
-        let late_names = |c: &crate::catalog::Catalog, job: &str| -> Vec<String> {
-            c.streams
-                .iter()
-                .filter(|(n, e)| e.job.as_deref() == Some(job) && n.as_str() != job)
-                .map(|(n, _)| n.clone())
-                .collect()
-        };
         // The next catalog, written whole before it replaces the one in memory.
         let mut c = self.inner.catalog().clone();
-        let old_lates = late_names(&c, name);
-        let new_lates = late_names(&c, vname);
+        let old_lates = c.late_streams_of(name);
+        let new_lates = c.late_streams_of(vname);
         let mut old_logs = vec![c.log_name(name)];
         for late in &old_lates {
             old_logs.push(c.log_name(late));
@@ -697,9 +690,8 @@ async fn stop_and_wait(h: Option<crate::job::JobHandle>) -> Option<crate::job::S
 /// temporal join's versions).
 pub(crate) fn readers_of(c: &crate::catalog::Catalog, name: &str) -> Vec<String> {
     let mut readers = c.all_readers_of(name);
-    for (late, _) in c.streams.iter().filter(|(n, e)| e.job.as_deref() == Some(name) && *n != name)
-    {
-        readers.extend(c.all_readers_of(late));
+    for late in c.late_streams_of(name) {
+        readers.extend(c.all_readers_of(&late));
     }
     readers.retain(|r| r != name);
     readers

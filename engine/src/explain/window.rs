@@ -3,25 +3,12 @@
 //! far behind the stream's end it reads), which inputs hold the watermark back, the next window
 //! to close and how much event time is left before it does, and the late rows.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::StringArray;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
 use kappa_sql::Location;
 
+use crate::dataflow::time;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::output::Output;
-
-fn time(ms: i64) -> String {
-    datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime(ms)
-        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-}
-
-fn span(ms: i64) -> String {
-    super::ms(ms)
-}
 
 impl Engine {
     /// `EXPLAIN WINDOW job`.
@@ -41,9 +28,10 @@ impl Engine {
         let finished = matches!(entry.state, crate::catalog::JobState::Finished)
             || live.as_ref().is_some_and(|p| matches!(p.status, crate::job::Status::Finished));
         if finished {
-            return lines_output(vec![format!(
-                "job {name} finished: every input ended, so every window closed"
-            )]);
+            return crate::dataflow::lines(
+                "window",
+                vec![format!("job {name} finished: every input ended, so every window closed")],
+            );
         }
         let Some(p) = live else {
             return Err(Error::plan(
@@ -96,7 +84,7 @@ impl Engine {
                     match idle {
                         Some(t) => format!(
                             "it has read all its stream holds; after {} without rows it is idle",
-                            span(t.as_millis() as i64)
+                            super::ms(t.as_millis() as i64)
                         ),
                         None => "it has read all its stream holds and waits for newer rows (WITH (idle_timeout = '...') on the stream would stop waiting for it)".to_string(),
                     }
@@ -113,7 +101,7 @@ impl Engine {
             Some((Some(end), open)) => {
                 let left = wm.filter(|w| *w != i64::MAX).map(|w| end - 1 - w);
                 let when = match left {
-                    Some(l) if l > 0 => format!(" ({} of event time to go)", span(l)),
+                    Some(l) if l > 0 => format!(" ({} of event time to go)", super::ms(l)),
                     Some(_) => " (the job's watermark has passed it, but the operator keeping it reads an idle input, whose own watermark has not: its next row or SEAL STREAM closes it)".to_string(),
                     None => String::new(),
                 };
@@ -141,19 +129,6 @@ impl Engine {
                 late.join(", ")
             ),
         });
-        lines_output(lines)
+        crate::dataflow::lines("window", lines)
     }
-}
-
-/// Lines of text, printed as they are.
-fn lines_output(lines: Vec<String>) -> Result<Output> {
-    let (key, value) = crate::dataflow::LINES;
-    let metadata = [(key.to_string(), value.to_string())].into_iter().collect();
-    let schema = Arc::new(Schema::new_with_metadata(
-        vec![Field::new("window", DataType::Utf8, false)],
-        metadata,
-    ));
-    let batch =
-        RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(StringArray::from(lines))])?;
-    Ok(Output::Rows { schema, batches: vec![batch] })
 }
