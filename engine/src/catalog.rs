@@ -104,6 +104,14 @@ pub(crate) struct JobEntry {
     /// row; `REBUILD FROM OFFSET | TIMESTAMP` sets it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub start: Vec<u64>,
+    /// For a version rebuilt because it reads a stream being rebuilt (a cascade): that
+    /// stream, whose rebuild started it; the versions of a cascade switch together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Tables its query reads under another name until the switch: in a cascade, each stream
+    /// being rebuilt with it, by its new version (`x` → `x__v2`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reads: BTreeMap<String, String>,
     /// Running, finished or failed.
     pub state: JobState,
 }
@@ -234,8 +242,10 @@ mod tests {
                 query: "SELECT * FROM s".into(),
                 inputs: vec!["s".into()],
                 uses: Vec::new(),
-                replaces: None,
+                replaces: Some("x".into()),
                 start: Vec::new(),
+                group: Some("w".into()),
+                reads: BTreeMap::from([("w".into(), "w__v2".into())]),
                 state: JobState::Running,
             },
         );

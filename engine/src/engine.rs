@@ -376,6 +376,7 @@ impl Engine {
         inner.ctx.register_udtf("__as_of", Arc::new(as_of));
         let engine = Engine { inner };
         engine.open_connectors();
+        engine.abandon_incomplete().await;
         let to_start: Vec<(String, JobEntry)> = engine
             .inner
             .catalog()
@@ -915,19 +916,23 @@ impl Engine {
     /// When the statement no longer parses, plans or compiles.
     pub(crate) async fn compile_entry(&self, entry: &JobEntry) -> Result<JobPlan> {
         let parsed = kappa_sql::parse_one(&entry.query)?;
+        // (A version in a cascade reads the new versions of its inputs until the switch.)
+        let renamed = |mut query: Box<kappa_sql::sqlparser::ast::Query>| {
+            kappa_sql::rename::rename_tables(&mut query, &entry.reads).map(|()| query)
+        };
         let (plan, emit) = match parsed.statement {
             kappa_sql::Statement::Query { query, emit } => {
-                (self.plan_query(query, None).await?, emit)
+                (self.plan_query(renamed(query)?, None).await?, emit)
             }
             kappa_sql::Statement::CreateStream(c) => match c.query {
-                Some((query, emit)) => (self.plan_query(query, None).await?, emit),
+                Some((query, emit)) => (self.plan_query(renamed(query)?, None).await?, emit),
                 None => return Err(Error::plan("a job's statement has no query", None)),
             },
             kappa_sql::Statement::Insert { statement, .. } => {
                 (self.plan_insert(*statement, None).await?, None)
             }
             kappa_sql::Statement::CreateMaterializedView { query, emit, .. } => {
-                (self.plan_query(query, None).await?, emit)
+                (self.plan_query(renamed(query)?, None).await?, emit)
             }
             _ => return Err(Error::plan("a job's query is not a query", None)),
         };
@@ -1056,12 +1061,10 @@ impl Engine {
         query_text: &str,
         plan: JobPlan,
     ) -> Result<()> {
-        self.create_job_version(name, kind, output, query_text, plan, None, Vec::new())
+        self.create_job_version(name, kind, output, query_text, plan, None)
     }
 
-    /// [`Engine::create_job`] of a new version of stream or view `replaces`, its inputs
-    /// starting at `start` (empty: their first retained rows).
-    #[allow(clippy::too_many_arguments)]
+    /// [`Engine::create_job`], or of a new version of a stream or view (`version`).
     pub(crate) fn create_job_version(
         &self,
         name: &str,
@@ -1069,19 +1072,21 @@ impl Engine {
         output: &str,
         query_text: &str,
         plan: JobPlan,
-        replaces: Option<String>,
-        start: Vec<u64>,
+        version: Option<crate::cascade::VersionOf>,
     ) -> Result<()> {
         let entry = {
             let mut c = self.inner.catalog();
-            // (A new version reads the stream's inputs, never what is being rebuilt.)
+            // (A new version reads the stream's inputs, or the new versions of its cascade;
+            // never what is being rebuilt otherwise.)
             let rebuilding = crate::rebuild::being_rebuilt(&c);
-            if let Some((read, v)) = plan
-                .inputs()
-                .iter()
-                .chain(plan.uses().iter())
-                .find_map(|s| rebuilding.get(s).map(|v| (s.clone(), v.clone())))
-            {
+            let own = version.as_ref().map(|v| v.root().to_string());
+            let other = |v: &String| {
+                let root = c.jobs.get(v).map(crate::cascade::root_of);
+                own.is_none() || root.flatten() != own.as_deref()
+            };
+            if let Some((read, v)) = plan.inputs().iter().chain(plan.uses().iter()).find_map(|s| {
+                rebuilding.get(s).filter(|v| other(v)).map(|v| (s.clone(), v.clone()))
+            }) {
                 return Err(Error::not_supported(
                     format!(
                         "a job reading '{read}' while job {v} rebuilds it (its reads would span the two versions: wait for the switch, or DROP JOB {v})"
@@ -1107,8 +1112,10 @@ impl Engine {
                 query: query_text.to_string(),
                 inputs: plan.inputs(),
                 uses: plan.uses(),
-                replaces,
-                start,
+                replaces: version.as_ref().map(|v| v.replaces.clone()),
+                start: version.as_ref().map(|v| v.start.clone()).unwrap_or_default(),
+                group: version.as_ref().and_then(|v| v.group.clone()),
+                reads: version.map(|v| v.reads).unwrap_or_default(),
                 state: JobState::Running,
             };
             c.jobs.insert(name.to_string(), entry.clone());

@@ -38,6 +38,7 @@
 
 mod acker;
 mod as_of;
+mod cascade;
 mod catalog;
 mod checkpoint;
 mod compute;
@@ -61,6 +62,7 @@ mod show;
 mod sink;
 mod statements;
 mod subscribe;
+mod switch;
 mod table;
 mod view;
 mod window_job;

@@ -26,6 +26,7 @@ use std::time::Duration;
 use kappa_sql::Location;
 use kappa_sql::ast::{ObjectKind, RebuildFrom};
 
+use crate::cascade::VersionOf;
 use crate::catalog::{JobEntry, StreamEntry};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -36,9 +37,6 @@ pub(crate) const VERSION_MARK: &str = "__v";
 
 /// How often the watcher looks at a new version.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
-
-/// How long the old version's logs stay after a switch, for scans that read them.
-const GRACE: Duration = Duration::from_secs(5);
 
 /// The name of version `n` of `name`.
 pub(crate) fn version_name(name: &str, n: u32) -> String {
@@ -92,7 +90,7 @@ enum Ready {
     /// It is gone (cancelled, failed, or the engine closed): stop watching.
     Gone,
     /// It has caught up: switch `x` to it.
-    Yes(String),
+    Yes,
 }
 
 impl Engine {
@@ -151,21 +149,20 @@ impl Engine {
         from: Option<RebuildFrom>,
         at: Option<Location>,
     ) -> Result<Output> {
-        let (entry, job, is_view, running, readers) = {
+        let (owned, is_view, running, readers) = {
             let c = self.inner.catalog();
-            let entry = c.streams.get(name).cloned();
-            let job =
-                c.jobs.get(name).filter(|j| j.output == name && j.kind.owns_output()).cloned();
+            let owned = c.streams.contains_key(name)
+                && c.jobs.get(name).is_some_and(|j| j.output == name && j.kind.owns_output());
             let running = c
                 .jobs
                 .iter()
                 .find(|(_, j)| j.replaces.as_deref() == Some(name))
                 .map(|(n, _)| n.clone());
-            (entry, job, c.is_view(name), running, readers_of(&c, name))
+            (owned, c.is_view(name), running, crate::cascade::downstream(&c, name, at))
         };
-        let (Some(entry), Some(job)) = (entry, job) else {
+        if !owned {
             return Err(self.not_rebuildable(name, at));
-        };
+        }
         match (kind, is_view) {
             (ObjectKind::Stream, true) => {
                 return Err(Error::plan(
@@ -191,24 +188,85 @@ impl Engine {
                 at,
             ));
         }
-        if !readers.is_empty() {
-            return Err(Error::not_supported(
-                format!(
-                    "rebuilding '{name}' while job {} reads it (its results would mix the two versions; drop it first, and create it again after)",
-                    readers.join(", ")
-                ),
-                at,
-            ));
+        let readers = readers?;
+        let start = VersionOf {
+            replaces: name.to_string(),
+            group: None,
+            reads: Default::default(),
+            start: Vec::new(),
+        };
+        let vname = self.create_version(text, start, from.as_ref(), at).await?;
+        // The jobs reading it are rebuilt with it, each over the new versions it reads.
+        let mut made = vec![(name.to_string(), vname.clone())];
+        for reader in &readers {
+            let query = self.inner.catalog().jobs.get(reader).map(|j| j.query.clone());
+            let reads = crate::cascade::renames(&self.inner.catalog(), &made);
+            let version = VersionOf {
+                replaces: reader.clone(),
+                group: Some(name.to_string()),
+                reads,
+                start: Vec::new(),
+            };
+            let created = match query {
+                Some(q) => self.create_version(&q, version, None, at).await,
+                None => Err(Error::plan(format!("job {reader} is gone"), at)),
+            };
+            match created {
+                Ok(v) => made.push((reader.clone(), v)),
+                Err(e) => {
+                    for (_, v) in made.iter().rev() {
+                        let _ = self.drop_version_only(v, at).await;
+                    }
+                    return Err(Error::plan(
+                        format!(
+                            "{reader} reads {name} and is rebuilt with it, but its query fails over the new version: {e}"
+                        ),
+                        at,
+                    ));
+                }
+            }
         }
-        let def = definition(text, at)?;
+        self.watch_version(&vname);
+        let what = if is_view { "MATERIALIZED VIEW" } else { "STREAM" };
+        let mut tag = format!("REBUILD {what} {name} AS {vname}");
+        if made.len() > 1 {
+            let with: Vec<String> = made[1..].iter().map(|(n, v)| format!("{n} AS {v}")).collect();
+            tag = format!("{tag} WITH {}", with.join(", "));
+        }
+        Ok(Output::Done { tag, rows: None })
+    }
+
+    /// Start a new version of `version.replaces` running `text` (from `from`, or its inputs'
+    /// first retained rows) into its own log; returns its name.
+    async fn create_version(
+        &self,
+        text: &str,
+        version: VersionOf,
+        from: Option<&RebuildFrom>,
+        at: Option<Location>,
+    ) -> Result<String> {
+        let name = version.replaces.clone();
+        let name = name.as_str();
+        let (entry, job, is_view) = {
+            let c = self.inner.catalog();
+            let entry = c.streams.get(name).cloned();
+            let job =
+                c.jobs.get(name).filter(|j| j.output == name && j.kind.owns_output()).cloned();
+            (entry, job, c.is_view(name))
+        };
+        let (Some(entry), Some(job)) = (entry, job) else {
+            return Err(self.not_rebuildable(name, at));
+        };
+        let mut def = definition(text, at)?;
         if def.view != is_view {
             return Err(Error::plan(
                 format!("'{name}' is {}", if is_view { "a materialized view" } else { "a stream" }),
                 at,
             ));
         }
-        let version = entry.version.unwrap_or(1) + 1;
-        let vname = version_name(name, version);
+        kappa_sql::rename::rename_tables(&mut def.query, &version.reads)?;
+        let number = entry.version.unwrap_or(1) + 1;
+        let vname = version_name(name, number);
         if self.inner.catalog().streams.contains_key(&vname) {
             return Err(Error::plan(format!("stream '{vname}' exists already"), at));
         }
@@ -251,8 +309,8 @@ impl Engine {
             let e = self.derived_entry(&compiled, declared, &mut options, &vname, ttl, at)?;
             (options, e)
         };
-        sentry.version = Some(version);
-        let start = self.start_positions(&compiled.inputs(), from.as_ref(), at)?;
+        sentry.version = Some(number);
+        let start = self.start_positions(&compiled.inputs(), from, at)?;
         self.inner.create_log(&vname, Arc::clone(&schema), options)?;
         let stream = self.inner.store.stream(&vname)?;
         {
@@ -266,16 +324,9 @@ impl Engine {
         } else {
             self.inner.register_table(&vname, stream)
         };
+        let version = VersionOf { start, ..version };
         let created = registered.and_then(|()| {
-            self.create_job_version(
-                &vname,
-                job.kind,
-                &vname,
-                text,
-                compiled,
-                Some(name.to_string()),
-                start,
-            )
+            self.create_job_version(&vname, job.kind, &vname, text, compiled, Some(version))
         });
         if let Err(e) = created {
             let mut c = self.inner.catalog();
@@ -287,9 +338,7 @@ impl Engine {
             let _ = self.inner.store.drop_stream(&vname);
             return Err(e);
         }
-        self.watch_version(&vname);
-        let what = if is_view { "MATERIALIZED VIEW" } else { "STREAM" };
-        Ok(Output::Done { tag: format!("REBUILD {what} {name} AS {vname}"), rows: None })
+        Ok(vname)
     }
 
     /// Where each input starts: `None` the first retained rows (empty); an offset (one
@@ -374,21 +423,41 @@ impl Engine {
                     return;
                 }
                 let engine = Engine { inner };
-                match engine.ready(&vname) {
+                let root = engine.inner.catalog().jobs.get(&vname).and_then(|j| j.replaces.clone());
+                let Some(root) = root else { return };
+                match engine.ready_group(&root) {
                     Ready::No => {}
                     Ready::Gone => return,
-                    Ready::Yes(name) => {
-                        if let Err(e) = engine.switch(&name, &vname).await {
+                    Ready::Yes => {
+                        if let Err(e) = engine.switch(&root).await {
                             engine
                                 .inner
                                 .restart_errors()
-                                .insert(vname.clone(), format!("could not take over {name}: {e}"));
+                                .insert(vname.clone(), format!("could not take over {root}: {e}"));
                         }
                         return;
                     }
                 }
             }
         });
+    }
+
+    /// Whether every version of the cascade `root` started is ready (each is asked to
+    /// checkpoint as it needs).
+    fn ready_group(&self, root: &str) -> Ready {
+        let members = crate::cascade::group(&self.inner.catalog(), root);
+        if members.is_empty() {
+            return Ready::Gone;
+        }
+        let mut all = Ready::Yes;
+        for (_, v) in &members {
+            match self.ready(v) {
+                Ready::Gone => return Ready::Gone,
+                Ready::No => all = Ready::No,
+                Ready::Yes => {}
+            }
+        }
+        all
     }
 
     fn ready(&self, vname: &str) -> Ready {
@@ -403,7 +472,7 @@ impl Engine {
         match entry.state {
             crate::catalog::JobState::Failed(_) => return Ready::Gone,
             // (It read all its inputs will ever hold, in this run or an earlier.)
-            crate::catalog::JobState::Finished => return Ready::Yes(name),
+            crate::catalog::JobState::Finished => return Ready::Yes,
             crate::catalog::JobState::Running => {}
         }
         let jobs = inner.jobs();
@@ -411,7 +480,7 @@ impl Engine {
         let p = handle.progress.borrow().clone();
         match &p.status {
             crate::job::Status::Failed(_) => return Ready::Gone,
-            crate::job::Status::Finished => return Ready::Yes(name),
+            crate::job::Status::Finished => return Ready::Yes,
             _ => {}
         }
         // All its inputs hold, read.
@@ -436,148 +505,7 @@ impl Engine {
         {
             return Ready::No;
         }
-        Ready::Yes(name)
-    }
-
-    /// Make `vname` the version of `name` (see the module's documentation). Before the
-    /// catalog write, any failure leaves the old version serving (both jobs resumed); after
-    /// it, errors are the new `name`'s.
-    async fn switch(&self, name: &str, vname: &str) -> Result<()> {
-        let _guard = self.inner.ddl.lock().await;
-        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Ok(());
-        }
-        let (still, readers) = {
-            let c = self.inner.catalog();
-            let still = c.jobs.get(vname).is_some_and(|j| j.replaces.as_deref() == Some(name));
-            (still, readers_of(&c, name))
-        };
-        if !still {
-            return Ok(());
-        }
-        if !readers.is_empty() {
-            return Err(Error::plan(
-                format!("job {} reads {name}: the rebuild waits", readers.join(", ")),
-                None,
-            ));
-        }
-        // Both jobs stop; the new one checkpoints as it does.
-        let old = self.inner.jobs().remove(name);
-        let new = self.inner.jobs().remove(vname);
-        let _ = stop_and_wait(old).await;
-        if let Some(crate::job::Status::Failed(m)) = stop_and_wait(new).await {
-            self.resume(name).await;
-            return Err(Error::plan(format!("job {vname} failed as it stopped: {m}"), None));
-        }
-        // The next catalog, written whole before it replaces the one in memory.
-        let mut c = self.inner.catalog().clone();
-        let old_lates = c.late_streams_of(name);
-        let new_lates = c.late_streams_of(vname);
-        let mut old_logs = vec![c.log_name(name)];
-        for late in &old_lates {
-            old_logs.push(c.log_name(late));
-            c.streams.remove(late);
-        }
-        let old_id = c.jobs.remove(name).map(|j| j.id);
-        let (Some(mut job), Some(mut stream)) = (c.jobs.remove(vname), c.streams.remove(vname))
-        else {
-            self.resume(name).await;
-            return Err(Error::plan(format!("job {vname} is gone"), None));
-        };
-        job.output = name.to_string();
-        job.replaces = None;
-        job.start = Vec::new();
-        stream.log = Some(vname.to_string());
-        stream.job = Some(name.to_string());
-        c.streams.insert(name.to_string(), stream);
-        let mut renamed = Vec::new();
-        for late in &new_lates {
-            let log = c.log_name(late);
-            let Some(mut e) = c.streams.remove(late) else { continue };
-            e.log = Some(log);
-            e.job = Some(name.to_string());
-            let logical = format!("{name}{}", &late[vname.len()..]);
-            renamed.push(logical.clone());
-            c.streams.insert(logical, e);
-        }
-        c.jobs.insert(name.to_string(), job.clone());
-        let view = c.is_view(name);
-        // The commit point: from here on `name` is the new version.
-        if let Err(e) = c.save(&self.inner.store) {
-            self.resume(name).await;
-            self.resume(vname).await;
-            return Err(e);
-        }
-        *self.inner.catalog() = c;
-        let lates = [old_lates, new_lates].concat();
-        let after = self.after_switch(name, vname, view, &job, &lates, &renamed).await;
-        if let Err(e) = &after {
-            self.inner.restart_errors().insert(name.to_string(), format!("after its rebuild: {e}"));
-        }
-        // The old version: its checkpoints now, its logs once scans under way are done (if
-        // the catalog has not taken the names back meanwhile).
-        if let Some(id) = old_id {
-            let _ = crate::job::forget(&self.inner.store, id);
-        }
-        self.inner.switches.send_modify(|n| *n += 1);
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            tokio::time::sleep(GRACE).await;
-            let Some(inner) = weak.upgrade() else { return };
-            let _guard = inner.ddl.lock().await;
-            if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-                return;
-            }
-            let logs = inner.catalog().logs();
-            for log in old_logs.iter().filter(|l| !logs.contains(*l)) {
-                let _ = inner.store.drop_stream(log);
-            }
-        });
-        after
-    }
-
-    /// What follows the catalog write of a switch: tables, and the new job as `name`.
-    async fn after_switch(
-        &self,
-        name: &str,
-        vname: &str,
-        view: bool,
-        job: &JobEntry,
-        lates: &[String],
-        renamed: &[String],
-    ) -> Result<()> {
-        if view {
-            let state = self.inner.views.lock().unwrap_or_else(|p| p.into_inner()).remove(vname);
-            if let Some(state) = state {
-                self.inner.register_view(name, state)?;
-            }
-        } else {
-            self.inner.register_table(name, self.inner.log(name)?)?;
-        }
-        let _ = self.inner.ctx.deregister_table(vname);
-        for late in lates {
-            let _ = self.inner.ctx.deregister_table(late.as_str());
-        }
-        for late in renamed {
-            self.inner.register_table(late, self.inner.log(late)?)?;
-        }
-        // The new job goes on as `name`, from its checkpoint (unless it has finished).
-        if job.state == crate::catalog::JobState::Running {
-            let plan = self.compile_entry(job).await?;
-            self.launch_job(name, job, plan)?;
-        }
-        Ok(())
-    }
-
-    /// Start job `name` again from its checkpoint, if the catalog says it runs (after a
-    /// switch that did not happen); a failure is shown in `SHOW JOBS`.
-    async fn resume(&self, name: &str) {
-        let entry = self.inner.catalog().jobs.get(name).cloned();
-        if let Some(entry) = entry.filter(|e| e.state == crate::catalog::JobState::Running)
-            && let Err(e) = self.restart_job(name, &entry).await
-        {
-            self.inner.restart_errors().insert(name.to_string(), format!("could not resume: {e}"));
-        }
+        Ready::Yes
     }
 
     /// Cancel the rebuild of `name`, if one runs (its job and log go).
@@ -596,8 +524,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Drop version job `vname` with its log (and view).
+    /// Drop version job `vname` and the other versions of its cascade, with their logs.
     pub(crate) async fn drop_version(&self, vname: &str, at: Option<Location>) -> Result<()> {
+        // The whole cascade goes: its versions switch together or not at all.
+        let versions = {
+            let c = self.inner.catalog();
+            let root = c.jobs.get(vname).and_then(crate::cascade::root_of).map(String::from);
+            root.map(|r| crate::cascade::group(&c, &r)).unwrap_or_default()
+        };
+        for (_, v) in versions.iter().rev() {
+            self.drop_version_only(v, at).await?;
+        }
+        Ok(())
+    }
+
+    /// Drop version job `vname` with its log (and view), alone.
+    pub(crate) async fn drop_version_only(&self, vname: &str, at: Option<Location>) -> Result<()> {
         self.drop_log_and_job(vname, at).await?;
         self.inner.views.lock().unwrap_or_else(|p| p.into_inner()).remove(vname);
         Ok(())
@@ -646,16 +588,21 @@ impl Engine {
     /// Where the rebuild of stream or view `name` stands; `None` when none runs (it switched,
     /// was cancelled, or never started).
     pub fn rebuild_progress(&self, name: &str) -> Option<RebuildProgress> {
+        let versions = crate::cascade::group(&self.inner.catalog(), name);
+        let (_, first) = versions.first()?;
         let rows = crate::show::job_rows(self);
-        let row = rows.iter().find(|r| r.rebuilds.as_deref() == Some(name))?;
-        let failed = match row.state {
-            "failed" => Some(row.error.clone().unwrap_or_else(|| "failed".into())),
-            _ => None,
-        };
+        let rows: Vec<_> =
+            rows.iter().filter(|r| versions.iter().any(|(_, v)| *v == r.name)).collect();
+        // (A cascade is as far as its slowest version.)
+        let percent = rows.iter().map(|r| r.progress.unwrap_or(0.0)).fold(100.0, f64::min);
+        let failed = rows
+            .iter()
+            .find(|r| r.state == "failed")
+            .map(|r| format!("{}: {}", r.name, r.error.clone().unwrap_or_else(|| "failed".into())));
         Some(RebuildProgress {
-            job: row.name.clone(),
-            percent: row.progress.unwrap_or(0.0),
-            lag_rows: row.lag,
+            job: first.clone(),
+            percent,
+            lag_rows: rows.iter().map(|r| r.lag).sum(),
             failed,
         })
     }
@@ -667,23 +614,13 @@ impl Engine {
             .catalog()
             .jobs
             .iter()
-            .filter(|(_, j): &(&String, &JobEntry)| j.replaces.is_some())
+            .filter(|(_, j): &(&String, &JobEntry)| j.replaces.is_some() && j.group.is_none())
             .map(|(n, _)| n.clone())
             .collect();
         for v in versions {
             self.watch_version(&v);
         }
     }
-}
-
-/// Stop a job and wait for it; how it ended (`None`: it was not running).
-async fn stop_and_wait(h: Option<crate::job::JobHandle>) -> Option<crate::job::Status> {
-    let h = h?;
-    let _ = h.stop.send(true);
-    let progress = h.progress.clone();
-    let _ = h.task.await;
-    let status = progress.borrow().status.clone();
-    Some(status)
 }
 
 /// The jobs that read stream or view `name` or its late rows (through their inputs or as a

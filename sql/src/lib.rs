@@ -17,6 +17,7 @@ pub mod graph;
 mod group_window;
 pub mod join;
 mod parser;
+pub mod rename;
 pub mod session;
 pub mod session_agg;
 pub mod stream_plan;
