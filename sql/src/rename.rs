@@ -6,9 +6,15 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Ident, ObjectNamePart, Query, TableAlias, TableFactor, VisitMut, VisitorMut};
+use sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, Ident, ObjectNamePart, Query, TableAlias, TableFactor,
+    VisitMut, VisitorMut,
+};
 
 use crate::error::{Error, Result};
+
+/// The table function the parser makes of `FOR SYSTEM_TIME AS OF` an event time.
+const AS_OF: &str = "__as_of";
 
 /// A table's name as the planner resolves it: unquoted names are lower case.
 fn normalized(ident: &Ident) -> String {
@@ -43,12 +49,26 @@ impl VisitorMut for Renamer<'_> {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<Error> {
-        let TableFactor::Table { name, alias, .. } = factor else {
+        let TableFactor::Table { name, alias, args, .. } = factor else {
             return ControlFlow::Continue(());
         };
         let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
             return ControlFlow::Continue(());
         };
+        // A table function reading a stream names it first: `TUMBLE(x, ts, ...)`, and the
+        // parser's `__as_of(x, 'e')` for `x FOR SYSTEM_TIME AS OF e`.
+        if let Some(args) = args {
+            let function = normalized(ident);
+            let reads_table =
+                function == AS_OF || crate::window::WINDOW_FUNCTIONS.contains(&function.as_str());
+            if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(table)))) =
+                args.args.first_mut().filter(|_| reads_table)
+                && let Some(to) = self.map.get(&normalized(table))
+            {
+                *table = Ident::with_quote('"', to.clone());
+            }
+            return ControlFlow::Continue(());
+        }
         let written = normalized(ident);
         let Some(to) = self.map.get(&written) else { return ControlFlow::Continue(()) };
         if alias.is_none() {
@@ -108,6 +128,15 @@ mod tests {
         assert_eq!(
             renamed("SELECT * FROM (SELECT * FROM x) WHERE a IN (SELECT a FROM x)").unwrap(),
             r#"SELECT * FROM (SELECT * FROM "x__v2" AS "x") WHERE a IN (SELECT a FROM "x__v2" AS "x")"#
+        );
+        assert_eq!(
+            renamed("SELECT window_end, count(*) FROM TUMBLE(x, ts, INTERVAL '1' SECOND) GROUP BY window_end").unwrap(),
+            r#"SELECT window_end, count(*) FROM tumble("x__v2", ts, INTERVAL '1' SECOND) GROUP BY window_end"#
+        );
+        assert!(
+            renamed("SELECT * FROM o JOIN x FOR SYSTEM_TIME AS OF o.ts AS r ON o.k = r.k")
+                .unwrap()
+                .contains(r#""x__v2""#)
         );
         // A quoted name keeps its case: "X" is another table.
         assert_eq!(renamed(r#"SELECT * FROM "X""#).unwrap(), r#"SELECT * FROM "X""#);
