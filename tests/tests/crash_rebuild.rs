@@ -4,7 +4,8 @@
 //! (default 12), before, during and after the switches. Then the engine is opened once more,
 //! the source finishes, the rebuilds under way switch, and each name must serve one version,
 //! whole: every row of the view and of the stream carries the same version, and they equal
-//! the batch answers over all the bids; no log is left but the catalog's.
+//! the batch answers over all the bids; so does a view over the stream, rebuilt with it (a
+//! cascade), of the version the stream serves; no log is left but the catalog's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
@@ -127,6 +128,21 @@ async fn a_killed_rebuild_leaves_one_version_serving() {
             expected.len()
         );
     }
+    // The view over the stream, rebuilt with it: of one version of it, whole.
+    let versions =
+        rows(&engine.query("SELECT DISTINCT low, version FROM cheap_per_auction").await.unwrap());
+    let cheap = rows(&engine.query("SELECT DISTINCT version FROM cheap").await.unwrap());
+    assert_eq!(versions.len(), 1, "cheap_per_auction reads one version: {versions:?}");
+    assert_eq!(versions[0], format!("{} {}", cheap[0], cheap[0]), "the version cheap serves");
+    assert_eq!(
+        rows(&engine.query("SELECT auction, n FROM cheap_per_auction").await.unwrap()),
+        rows(
+            &engine
+                .query("SELECT auction, count(*) FROM bid WHERE price % 3 = 0 GROUP BY auction")
+                .await
+                .unwrap()
+        )
+    );
     // Only the catalog's logs are left (the last switch's old logs go after a grace period).
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let jobs = rows(&engine.query("SHOW JOBS").await.unwrap());
@@ -137,6 +153,6 @@ async fn a_killed_rebuild_leaves_one_version_serving() {
         .filter(|n| !n.starts_with('.'))
         .collect();
     logs.sort();
-    assert_eq!(logs.len(), 3, "bid, the view's and the stream's logs: {logs:?}");
+    assert_eq!(logs.len(), 4, "bid, the views' and the stream's logs: {logs:?}");
     engine.close().await.unwrap();
 }

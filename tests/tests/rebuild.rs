@@ -4,7 +4,8 @@
 //! switch the view equals DataFusion batch over all rows with the new query, and the old
 //! version's log is gone from the data directory. A push query over the view follows it to
 //! the new version (its changes, applied, give the new rows); one over the stream ends with
-//! an error saying it was rebuilt.
+//! an error saying it was rebuilt. A view over the stream is rebuilt with it (a cascade), and
+//! its snapshots too are of one version of the stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -65,7 +66,10 @@ async fn replacing_under_load_switches_readers_at_once() {
              CREATE STREAM clicks (page VARCHAR NOT NULL, ms BIGINT NOT NULL);
              CREATE MATERIALIZED VIEW per_page AS
                SELECT page, count(*) AS n, CAST(1 AS BIGINT) AS version FROM clicks GROUP BY page;
-             CREATE STREAM slow AS SELECT page, ms, CAST(1 AS BIGINT) AS version FROM clicks WHERE ms > 90",
+             CREATE STREAM slow AS SELECT page, ms, CAST(1 AS BIGINT) AS version FROM clicks WHERE ms > 90;
+             CREATE MATERIALIZED VIEW slow_pages AS
+               SELECT page, count(*) AS n, min(version) AS low, max(version) AS version
+               FROM slow GROUP BY page",
         )
         .await
         .unwrap();
@@ -100,6 +104,9 @@ async fn replacing_under_load_switches_readers_at_once() {
     };
     let view_reader = reader("SELECT * FROM per_page");
     let stream_reader = reader("SELECT * FROM slow");
+    // (A view over the stream is rebuilt with it: none of its rows mixes the two either.)
+    let cascade_reader =
+        reader("SELECT low AS version FROM slow_pages UNION ALL SELECT version FROM slow_pages");
     // Push queries: over the view it follows the new version; over the stream it ends.
     let mut view_changes =
         engine.subscribe("SELECT page, n, version FROM per_page EMIT CHANGES").await.unwrap();
@@ -127,6 +134,8 @@ async fn replacing_under_load_switches_readers_at_once() {
     assert_eq!(v, 2, "the view's readers saw the new version ({n} snapshots)");
     let (v, n) = stream_reader.await.unwrap();
     assert_eq!(v, 2, "the stream's readers saw the new version ({n} snapshots)");
+    let (v, n) = cascade_reader.await.unwrap();
+    assert_eq!(v, 2, "the readers of the view over the stream saw its new version ({n} snapshots)");
     // The view's push query: the changes, applied, give the new version's rows.
     let mut changes = Vec::new();
     while let Ok(Some(b)) =
@@ -154,6 +163,10 @@ async fn replacing_under_load_switches_readers_at_once() {
         sorted(&engine, "SELECT page, ms FROM slow").await,
         sorted(&engine, "SELECT page, ms FROM clicks WHERE ms > 95").await
     );
+    assert_eq!(
+        sorted(&engine, "SELECT page, n FROM slow_pages").await,
+        sorted(&engine, "SELECT page, count(*) FROM clicks WHERE ms > 95 GROUP BY page").await
+    );
     // The old versions' logs go after a grace period for scans under way.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut logs: Vec<String> = std::fs::read_dir(dir.path().join("streams"))
@@ -161,11 +174,12 @@ async fn replacing_under_load_switches_readers_at_once() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     logs.sort();
-    assert_eq!(logs, ["clicks", "per_page__v2", "slow__v2"]);
+    assert_eq!(logs, ["clicks", "per_page__v2", "slow__v2", "slow_pages__v2"]);
     engine.close().await.unwrap();
     // Reopened, the names read the new versions.
     let engine = Engine::open(dir.path()).await.unwrap();
     assert_eq!(versions(&engine, "SELECT * FROM per_page").await, [2]);
     assert_eq!(versions(&engine, "SELECT * FROM slow").await, [2]);
+    assert_eq!(versions(&engine, "SELECT * FROM slow_pages").await, [2]);
     engine.close().await.unwrap();
 }

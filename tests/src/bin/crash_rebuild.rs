@@ -1,7 +1,8 @@
 //! Child process of the rebuild crash test: opens an engine on a directory and, on first use,
 //! creates a Nexmark `bid` stream filled in real time, a materialized view and a derived stream
-//! over it; then, unless a rebuild of them runs already, replaces both queries by the same
-//! ones stamped with version `VERSION` (`CREATE OR REPLACE`), and lets everything run until it
+//! over it, and a view over that stream; then, unless a rebuild of them runs already, replaces
+//! the first two queries by the same ones stamped with version `VERSION` (`CREATE OR
+//! REPLACE`; the view over the stream is rebuilt with it), and lets everything run until it
 //! is killed. Checkpoints every 50 ms.
 //!
 //! Usage: `kappa-crash-rebuild DIR EVENTS RATE VERSION`.
@@ -27,7 +28,10 @@ async fn main() -> Result<()> {
                SELECT auction, count(*) AS n, max(price) AS hi, CAST(0 AS BIGINT) AS version
                FROM bid GROUP BY auction;
              CREATE STREAM IF NOT EXISTS cheap AS
-               SELECT auction, price, CAST(0 AS BIGINT) AS version FROM bid WHERE price % 3 = 0"
+               SELECT auction, price, CAST(0 AS BIGINT) AS version FROM bid WHERE price % 3 = 0;
+             CREATE MATERIALIZED VIEW IF NOT EXISTS cheap_per_auction AS
+               SELECT auction, count(*) AS n, min(version) AS low, max(version) AS version
+               FROM cheap GROUP BY auction"
         ))
         .await?;
     println!("ready");
