@@ -18,7 +18,8 @@
 //! A crash before the catalog write leaves the old version serving and the new one resuming
 //! (the watcher starts again on open); after it, the old logs are no longer the catalog's and
 //! go on open. `DROP JOB x__v<n>` cancels a rebuild; dropping `x` drops its new version too.
-//! A stream or view other jobs read is not rebuilt (their results would mix the versions).
+//! The jobs reading `x` are rebuilt with it and switch together ([`crate::cascade`], the
+//! switch itself in [`crate::switch`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,9 +55,10 @@ pub(crate) fn is_version_name(name: &str) -> bool {
 pub struct RebuildProgress {
     /// The new version's job (and log).
     pub job: String,
-    /// The share of its inputs' rows (from where it started) it has read, in percent.
+    /// The share of its inputs' rows (from where it started) it has read, in percent (in a
+    /// cascade, the least of its versions').
     pub percent: f64,
-    /// The rows its inputs hold that it has not read yet.
+    /// The rows its inputs hold that it has not read yet (summed over a cascade's versions).
     pub lag_rows: u64,
     /// Why it stopped, if it failed (the old version keeps serving).
     pub failed: Option<String>,
