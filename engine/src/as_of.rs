@@ -161,15 +161,18 @@ impl Engine {
         let mut versions = HashMap::new();
         for view in &views {
             let view = view.clone();
-            let query = self.inner.catalog().jobs.get(&view).map(|j| j.query.clone());
-            let Some(query) = query else {
+            let job =
+                self.inner.catalog().jobs.get(&view).map(|j| (j.query.clone(), j.reads.clone()));
+            let Some((query, reads)) = job else {
                 return Err(Error::plan(format!("view '{view}' has no job"), at));
             };
-            let kappa_sql::Statement::CreateMaterializedView { query, .. } =
+            let kappa_sql::Statement::CreateMaterializedView { mut query, .. } =
                 kappa_sql::parse_one(&query)?.statement
             else {
                 return Err(Error::plan(format!("view '{view}' has no query"), at));
             };
+            // (A view's version in a cascade reads the new versions of its inputs.)
+            kappa_sql::rename::rename_tables(&mut query, &reads)?;
             let planned = self.plan_query(query, at).await?;
             let (optimized, state) = self.optimize_continuous(&planned, at)?;
             let streams = |name: &str| crate::view::stream_info(&self.inner, name);

@@ -29,13 +29,6 @@ pub(crate) struct VersionOf {
     pub start: Vec<u64>,
 }
 
-impl VersionOf {
-    /// The stream whose rebuild it belongs to.
-    pub fn root(&self) -> &str {
-        self.group.as_deref().unwrap_or(&self.replaces)
-    }
-}
-
 /// The stream whose rebuild job `j` belongs to, if it is a new version.
 pub(crate) fn root_of(j: &JobEntry) -> Option<&str> {
     j.replaces.as_ref().map(|r| j.group.as_deref().unwrap_or(r))
@@ -76,6 +69,18 @@ fn closure(c: &Catalog, root: &str) -> Vec<(String, String)> {
 /// When one appends to a stream (`INSERT INTO`), is being rebuilt already, or they read
 /// each other in a cycle.
 pub(crate) fn downstream(c: &Catalog, root: &str, at: Option<Location>) -> Result<Vec<String>> {
+    // (A new version of another rebuild reading it would be left reading the old version.)
+    let versions = crate::rebuild::readers_of(c, root)
+        .into_iter()
+        .filter(|r| c.jobs.get(r).is_some_and(|j| j.replaces.is_some()));
+    if let Some(v) = versions.into_iter().next() {
+        return Err(Error::plan(
+            format!(
+                "job {v}, a new version being built, reads '{root}': wait for its switch, or DROP JOB {v}"
+            ),
+            at,
+        ));
+    }
     let found = closure(c, root);
     for (r, read) in &found {
         let Some(j) = c.jobs.get(r) else { continue };

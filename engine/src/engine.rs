@@ -1076,17 +1076,18 @@ impl Engine {
     ) -> Result<()> {
         let entry = {
             let mut c = self.inner.catalog();
-            // (A new version reads the stream's inputs, or the new versions of its cascade;
-            // never what is being rebuilt otherwise.)
+            // (A new version reads the stream's inputs, and in a cascade the new versions it
+            // reads under the old names; never anything else being rebuilt.)
             let rebuilding = crate::rebuild::being_rebuilt(&c);
-            let own = version.as_ref().map(|v| v.root().to_string());
-            let other = |v: &String| {
-                let root = c.jobs.get(v).map(crate::cascade::root_of);
-                own.is_none() || root.flatten() != own.as_deref()
-            };
-            if let Some((read, v)) = plan.inputs().iter().chain(plan.uses().iter()).find_map(|s| {
-                rebuilding.get(s).filter(|v| other(v)).map(|v| (s.clone(), v.clone()))
-            }) {
+            let renamed: Vec<&String> =
+                version.as_ref().map(|v| v.reads.values().collect()).unwrap_or_default();
+            if let Some((read, v)) = plan
+                .inputs()
+                .iter()
+                .chain(plan.uses().iter())
+                .filter(|s| !renamed.contains(s))
+                .find_map(|s| rebuilding.get(s).map(|v| (s.clone(), v.clone())))
+            {
                 return Err(Error::not_supported(
                     format!(
                         "a job reading '{read}' while job {v} rebuilds it (its reads would span the two versions: wait for the switch, or DROP JOB {v})"

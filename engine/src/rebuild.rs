@@ -198,6 +198,22 @@ impl Engine {
             start: Vec::new(),
         };
         let vname = self.create_version(text, start, from.as_ref(), at).await?;
+        // Its new query may not read what reads it (the versions would feed each other).
+        let loop_read = {
+            let c = self.inner.catalog();
+            let reads = c.jobs.get(&vname).map(|j| [j.inputs.clone(), j.uses.clone()].concat());
+            reads.unwrap_or_default().into_iter().find(|s| {
+                let owner = c.streams.get(s).and_then(|e| e.job.clone());
+                readers.iter().any(|r| r == s || owner.as_ref() == Some(r))
+            })
+        };
+        if let Some(s) = loop_read {
+            let _ = self.drop_version_only(&vname, at).await;
+            return Err(Error::plan(
+                format!("the new query of '{name}' reads '{s}', which is derived from '{name}'"),
+                at,
+            ));
+        }
         // The jobs reading it are rebuilt with it, each over the new versions it reads.
         let mut made = vec![(name.to_string(), vname.clone())];
         for reader in &readers {
@@ -563,25 +579,37 @@ impl Engine {
                 .filter(|(_, j)| j.replaces.is_some())
                 .map(|(n, j)| (n.clone(), j.clone()))
                 .collect();
-            let Some((v, j)) = versions.first() else {
+            if versions.is_empty() {
                 // (A switch under way holds the DDL lock until the new job runs as the name.)
                 drop(self.inner.ddl.lock().await);
                 return Ok(());
-            };
-            let failed = match &j.state {
-                crate::catalog::JobState::Failed(m) => Some(m.clone()),
-                _ => self.inner.restart_errors().get(v).cloned(),
-            };
-            if let Some(m) = failed {
-                return Err(Error::plan(format!("the rebuild job {v} failed: {m}"), None));
             }
-            let progress = self.inner.jobs().get(v).map(|h| h.progress.borrow().rows_in);
-            if progress != last {
-                last = progress;
+            for (v, j) in &versions {
+                let failed = match &j.state {
+                    crate::catalog::JobState::Failed(m) => Some(m.clone()),
+                    _ => self.inner.restart_errors().get(v).cloned(),
+                };
+                if let Some(m) = failed {
+                    return Err(Error::plan(format!("the rebuild job {v} failed: {m}"), None));
+                }
+            }
+            let progress: Vec<Option<u64>> = {
+                let jobs = self.inner.jobs();
+                versions
+                    .iter()
+                    .map(|(v, _)| jobs.get(v).map(|h| h.progress.borrow().rows_in))
+                    .collect()
+            };
+            if Some(&progress) != last.as_ref() {
+                last = Some(progress);
                 deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::plan(format!("the rebuild job {v} has not taken over"), None));
+                let names: Vec<&str> = versions.iter().map(|(v, _)| v.as_str()).collect();
+                return Err(Error::plan(
+                    format!("the rebuild job {} has not taken over", names.join(", ")),
+                    None,
+                ));
             }
             tokio::time::sleep(WATCH_EVERY).await;
         }

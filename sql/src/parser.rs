@@ -590,6 +590,21 @@ fn as_of_tables(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
         call.push(token(Token::Comma));
         call.push(token(Token::SingleQuotedString(time)));
         call.push(token(Token::RParen));
+        // Without an alias, the table keeps its name (`t.col`), as without FOR SYSTEM_TIME.
+        let aliased = match solid(&tokens, end + 1).map(|n| &tokens[n].token) {
+            Some(Token::Word(w)) => {
+                w.quote_style.is_some()
+                    || w.keyword == sqlparser::keywords::Keyword::AS
+                    || !sqlparser::keywords::RESERVED_FOR_TABLE_ALIAS.contains(&w.keyword)
+            }
+            _ => false,
+        };
+        if let Some(name) = before(&tokens, i).map(|n| tokens[n].clone()).filter(|_| !aliased) {
+            call.push(token(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space)));
+            call.push(token(Token::make_keyword("AS")));
+            call.push(token(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space)));
+            call.push(name);
+        }
         let n = call.len();
         tokens.splice(start..=end, call);
         i = start + n;

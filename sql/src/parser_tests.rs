@@ -198,3 +198,23 @@ fn split_reports_an_unterminated_string_where_it_starts() {
     // An unterminated block comment too.
     assert!(crate::split("SELECT 1 /* no end").is_err());
 }
+
+#[test]
+fn a_table_as_of_a_time_keeps_its_name_or_alias() {
+    let text = |sql: &str| match one(sql) {
+        Statement::Query { query, .. } => query.to_string(),
+        s => panic!("{s:?}"),
+    };
+    assert_eq!(
+        text("SELECT r.v FROM o JOIN r FOR SYSTEM_TIME AS OF o.ts ON o.k = r.k"),
+        "SELECT r.v FROM o JOIN __as_of(r, 'o.ts') AS r ON o.k = r.k"
+    );
+    assert_eq!(
+        text("SELECT x.v FROM o JOIN r FOR SYSTEM_TIME AS OF PROCTIME() x ON o.k = x.k"),
+        "SELECT x.v FROM o JOIN __as_of(r, 'PROCTIME()') x ON o.k = x.k"
+    );
+    assert_eq!(
+        text("SELECT * FROM r FOR SYSTEM_TIME AS OF PROCTIME()"),
+        "SELECT * FROM __as_of(r, 'PROCTIME()') AS r"
+    );
+}
