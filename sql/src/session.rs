@@ -124,6 +124,21 @@ impl Sessions {
     /// When the time column is not a timestamp, or the open sessions pass
     /// [`MAX_OPEN_SESSIONS`].
     pub fn assign(&mut self, batch: &RecordBatch) -> Result<Vec<Option<u64>>> {
+        self.assign_behind(batch, None)
+    }
+
+    /// [`Sessions::assign`], a row also late when at or behind its entry of `behind`: the
+    /// watermark of the rows before it, so that lateness does not depend on how rows are cut
+    /// into batches. (The sessions that watermark would close need not be closed first: a row
+    /// after it cannot reach them.)
+    ///
+    /// # Errors
+    /// As [`Sessions::assign`].
+    pub fn assign_behind(
+        &mut self,
+        batch: &RecordBatch,
+        behind: Option<&[i64]>,
+    ) -> Result<Vec<Option<u64>>> {
         let ms = millis(batch.column(self.time))?;
         let rows: Option<Rows> = match &self.converter {
             Some(c) => {
@@ -140,7 +155,9 @@ impl Sessions {
                 continue;
             }
             let t = ms.value(i);
-            if self.watermark != i64::MIN && t <= self.watermark {
+            let watermark =
+                behind.and_then(|b| b.get(i)).map_or(self.watermark, |b| self.watermark.max(*b));
+            if watermark != i64::MIN && t <= watermark {
                 ids.push(None);
                 continue;
             }

@@ -158,12 +158,16 @@ impl SessionAggregate {
 
     /// Give each row of `batch` (as read from the stream) its session: the rows with the id
     /// in the three window columns ([`SessionPlan::assigned`]), and the positions of the late
-    /// rows.
+    /// rows (`behind`: each row's watermark before it, [`Sessions::assign_behind`]).
     ///
     /// # Errors
     /// As [`Sessions::assign`].
-    pub fn assign(&mut self, batch: &RecordBatch) -> Result<(Option<RecordBatch>, Vec<u32>)> {
-        let ids = self.sessions.assign(batch)?;
+    pub fn assign(
+        &mut self,
+        batch: &RecordBatch,
+        behind: Option<&[i64]>,
+    ) -> Result<(Option<RecordBatch>, Vec<u32>)> {
+        let ids = self.sessions.assign_behind(batch, behind)?;
         let ids: Vec<Option<i64>> =
             ids.iter().map(|id| id.map(|id| self.sessions.resolve(id) as i64)).collect();
         for (gone, into) in self.sessions.take_merges() {

@@ -173,6 +173,25 @@ impl WindowedRun {
         &self.late
     }
 
+    /// The plan's watermark before each row of a batch of input `input` whose rows' own
+    /// watermark values are `values`: as if the batch had been cut before every row.
+    fn watermarks_before(&self, input: usize, values: &[i64]) -> Vec<i64> {
+        let others = self
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i != input && !s.idle && !s.ended)
+            .map(|(_, s)| s.watermark)
+            .min();
+        let mut wm = self.inputs.get(input).map_or(i64::MIN, |s| s.watermark);
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            out.push(others.map_or(wm, |o| o.min(wm)).max(self.watermark));
+            wm = wm.max(*v);
+        }
+        out
+    }
+
     /// The minimum over the inputs that are neither idle nor ended; never lower than before.
     fn combined(&self) -> i64 {
         let live = self.inputs.iter().filter(|i| !i.idle && !i.ended);
@@ -255,6 +274,13 @@ impl WindowedRun {
         let Some(spec) = self.plan.inputs.get(input) else {
             return Err(Error::plan(format!("the windowed plan has no input {input}"), None));
         };
+        // A session's row is late against the watermark of the rows before it.
+        let behind = match (&self.state, &spec.watermark) {
+            (State::Sessions(_), Some(w)) if batch.num_rows() > 1 => {
+                Some(self.watermarks_before(input, &w.per_row(&batch)?))
+            }
+            _ => None,
+        };
         let mut wm = self.inputs[input].watermark;
         match (known, &spec.watermark) {
             (Some(k), _) => wm = wm.max(k),
@@ -278,7 +304,7 @@ impl WindowedRun {
                 }
                 _ => (Some(batch), Vec::new()),
             },
-            (State::Sessions(state), _) => state.assign(&batch)?,
+            (State::Sessions(state), _) => state.assign(&batch, behind.as_deref())?,
             (State::Updating(state), _) => {
                 if state.spec().retracting {
                     // The changelog's `__op`, read last: rows -U and -D take rows back.

@@ -2,8 +2,8 @@
 //! without a time, appended one frame at a time to the input of a windowed derived stream (each
 //! window kind). The test computes on its own which rows are late (a NULL time; for TUMBLE,
 //! HOP and CUMULATE, the last window holding the row had closed at the watermark of the rows
-//! before it, whatever the frames; for SESSION, the row is at or behind the watermark when its
-//! frame was read), and checks that the job's late-data
+//! before it, whatever the frames; for SESSION, the row is at or behind that watermark), and
+//! checks that the job's late-data
 //! stream holds exactly those rows, whole, and that the job's output equals DataFusion batch
 //! over the other rows, each in the windows that were still open when it came (a HOP or
 //! CUMULATE row can be late for some of its windows and not others; Flink's rule).
@@ -117,9 +117,7 @@ async fn check(events: Vec<Event>, cut: usize, kind: Kind) {
             (*k, *v, late.map(|l| base - l))
         })
         .collect();
-    // The watermark of the rows before a row decides whether it is late (for windows on a
-    // grid: whatever the frames; for sessions, the watermark before its frame).
-    let per_row = !matches!(kind, Kind::Session(_));
+    // The watermark of the rows before a row decides whether it is late, whatever the frames.
     let advance = |w: Option<i64>, t: Option<i64>| match t {
         Some(t) => Some(w.map_or(t - DELAY, |w| w.max(t - DELAY))),
         None => w,
@@ -131,12 +129,7 @@ async fn check(events: Vec<Event>, cut: usize, kind: Kind) {
                 Some(t) if !kind.late(t, watermark) => kept.push((*r, watermark)),
                 _ => late.push(*r),
             }
-            if per_row {
-                watermark = advance(watermark, r.2);
-            }
-        }
-        if !per_row {
-            watermark = advance(watermark, frame.iter().filter_map(|r| r.2).max());
+            watermark = advance(watermark, r.2);
         }
         engine.append("ev", batch(frame)).await.unwrap();
     }
