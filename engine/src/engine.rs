@@ -262,6 +262,10 @@ fn multi_thread_runtime() -> Result<()> {
     }
 }
 
+/// How long read-your-writes waits for a job the catalog runs but that is not running (a
+/// rebuild's switch stops it for a few milliseconds).
+const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Engine {
     /// Open (creating if needed) the data directory `dir`: recover every log, load the catalog,
     /// and restart every job where it left off.
@@ -626,20 +630,41 @@ impl Engine {
 
     async fn catch_up_jobs(&self, jobs: &[String]) -> Result<()> {
         for name in jobs {
-            let Some(inputs) = self.inner.catalog().jobs.get(name).map(|j| j.inputs.clone()) else {
-                continue;
-            };
-            let targets: Vec<u64> = inputs
-                .iter()
-                .map(|s| self.inner.log(s).map(|s| s.readable_end()).unwrap_or(0))
-                .collect();
-            // A job whose inputs are all sealed runs to its end (and seals its output).
-            let sealed =
-                inputs.iter().all(|s| self.inner.log(s).is_ok_and(|s| s.info().sealed.is_some()));
-            let rx =
-                self.inner.jobs().get(name).map(|j| (j.progress.clone(), Arc::clone(&j.request)));
-            if let Some((mut rx, request)) = rx {
-                job::wait_for(&mut rx, &request, &targets, sealed).await;
+            // A job the catalog runs is stopped for the few milliseconds of a rebuild's switch
+            // (its new version then resumes under the name): wait for it, a while.
+            let deadline = tokio::time::Instant::now() + SWITCH_WAIT;
+            loop {
+                let entry = self
+                    .inner
+                    .catalog()
+                    .jobs
+                    .get(name)
+                    .map(|j| (j.inputs.clone(), j.state.clone()));
+                let Some((inputs, state)) = entry else { break };
+                let targets: Vec<u64> = inputs
+                    .iter()
+                    .map(|s| self.inner.log(s).map(|s| s.readable_end()).unwrap_or(0))
+                    .collect();
+                // A job whose inputs are all sealed runs to its end (and seals its output).
+                let sealed = inputs
+                    .iter()
+                    .all(|s| self.inner.log(s).is_ok_and(|s| s.info().sealed.is_some()));
+                let rx = self
+                    .inner
+                    .jobs()
+                    .get(name)
+                    .map(|j| (j.progress.clone(), Arc::clone(&j.request)));
+                if let Some((mut rx, request)) = rx {
+                    job::wait_for(&mut rx, &request, &targets, sealed).await;
+                    break;
+                }
+                let stopped = state != JobState::Running
+                    || self.inner.restart_errors().contains_key(name)
+                    || tokio::time::Instant::now() > deadline;
+                if stopped {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
         Ok(())

@@ -90,7 +90,9 @@ async fn replacing_under_load_switches_readers_at_once() {
         tokio::spawn(async move {
             let mut highest = 0;
             let mut snapshots = 0;
-            while !done.load(Ordering::Acquire) {
+            // (Until a snapshot that started after the switches.)
+            loop {
+                let last = done.load(Ordering::Acquire);
                 let v = versions(&engine, sql).await;
                 assert!(v.len() <= 1, "{sql}: a snapshot mixes versions {v:?}");
                 if let Some(v) = v.first() {
@@ -98,6 +100,9 @@ async fn replacing_under_load_switches_readers_at_once() {
                     highest = *v;
                 }
                 snapshots += 1;
+                if last {
+                    break;
+                }
             }
             (highest, snapshots)
         })
