@@ -87,7 +87,7 @@ pub(crate) fn downstream(c: &Catalog, root: &str, at: Option<Location>) -> Resul
         if !(j.kind.owns_output() && j.output == *r) {
             return Err(Error::not_supported(
                 format!(
-                    "rebuilding '{root}' while job {r} reads {read} and appends to stream {}: its rows would be written twice (drop the job first, and create it again after)",
+                    "rebuilding '{root}' while job {r} reads {read} and appends to {}: replayed, its rows would be written twice (drop the job first, and create it again after)",
                     j.output
                 ),
                 at,
