@@ -10,7 +10,9 @@
 //! memory (`RssAnon` in `/proc/self/status`, Linux), sampled every 2 ms; the log's segments are
 //! memory-mapped files, page cache that the kernel may drop, and are left out. With
 //! `--baseline`, DataFusion runs the same SELECT in batch over the same stored streams (rows
-//! streamed and dropped), and the table shows the ratio of kappa's throughput to it.
+//! streamed and dropped), and the table shows the ratio of kappa's throughput to it. With
+//! `--rebuild`, each materialized view is then rebuilt (`ALTER MATERIALIZED VIEW ...
+//! REBUILD`) and timed until its new version serves (its rows checked against the first).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +35,9 @@ Options:
       --events N           events to generate, of all kinds [default: 1000000]
       --rate R             events per second of event time [default: 10000]
       --baseline           also run each SELECT in batch on DataFusion, and print the ratio
+      --rebuild            also rebuild each materialized view (ALTER MATERIALIZED VIEW
+                           REBUILD: a new version from the retained input) and time it until
+                           the new version serves
       --queries-dir DIR    where the query files are [default: queries/nexmark]
       --checkpoint-interval D
                            the jobs' checkpoint interval ('1s', '100ms', 'off')
@@ -48,6 +53,7 @@ struct Options {
     events: u64,
     rate: u64,
     baseline: bool,
+    rebuild: bool,
     queries_dir: PathBuf,
     data_dir: Option<PathBuf>,
     checkpoint_interval: Option<String>,
@@ -60,6 +66,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         events: 1_000_000,
         rate: 10_000,
         baseline: false,
+        rebuild: false,
         queries_dir: PathBuf::from("queries/nexmark"),
         data_dir: None,
         checkpoint_interval: None,
@@ -89,6 +96,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--events" => o.events = number(value("a number")?)?,
             "--rate" => o.rate = number(value("a number")?)?,
             "--baseline" => o.baseline = true,
+            "--rebuild" => o.rebuild = true,
             "--queries-dir" => o.queries_dir = PathBuf::from(value("a directory")?),
             "-d" | "--data-dir" => o.data_dir = Some(PathBuf::from(value("a directory")?)),
             "--checkpoint-interval" => o.checkpoint_interval = Some(value("a duration")?),
@@ -321,6 +329,9 @@ async fn measure_all(engine: &Engine, o: &Options, files: &[QueryFile]) -> Resul
         "{:<6} {:>11} {:>8} {:>10} {:>12} {:>9}",
         "query", "events", "seconds", "events/s", "output rows", "peak MiB"
     );
+    if o.rebuild {
+        header.push_str(&format!(" {:>10}", "rebuild s"));
+    }
     if o.baseline {
         header.push_str(&format!(
             " {:>10} {:>10} {:>9} {:>6}",
@@ -330,7 +341,24 @@ async fn measure_all(engine: &Engine, o: &Options, files: &[QueryFile]) -> Resul
     println!("{header}");
     for f in files {
         clean_up(engine, &f.sink, f.view).await?;
-        let job = measure_job(engine, f).await;
+        let mut job = measure_job(engine, f).await;
+        let mut rebuilt = None;
+        if let Ok(done) = &job
+            && o.rebuild
+            && f.view
+        {
+            match measure_rebuild(engine, f).await {
+                Ok(r) if r.rows != done.rows => {
+                    eprintln!(
+                        "warning: {}: the view had {} rows, its rebuilt version {}",
+                        f.name, done.rows, r.rows
+                    );
+                    rebuilt = Some(r.seconds);
+                }
+                Ok(r) => rebuilt = Some(r.seconds),
+                Err(e) => job = Err(e.context("rebuilding the view")),
+            }
+        }
         clean_up(engine, &f.sink, f.view).await?;
         let job = job.with_context(|| format!("query {}", f.name))?;
         let rate = o.events as f64 / job.seconds;
@@ -343,6 +371,10 @@ async fn measure_all(engine: &Engine, o: &Options, files: &[QueryFile]) -> Resul
             job.rows,
             mib(job.peak_mib)
         );
+        if o.rebuild {
+            // (An INSERT INTO a sink is not rebuilt: its rows would be written twice.)
+            line.push_str(&rebuilt.map_or(format!(" {:>10}", "-"), |s| format!(" {s:>10.3}")));
+        }
         if o.baseline {
             let batch = measure_batch(engine, f)
                 .await
@@ -394,15 +426,30 @@ async fn measure_job(engine: &Engine, f: &QueryFile) -> Result<Measured> {
     let peak_mib = memory.and_then(PeakMemory::finish);
     let rows = if f.view {
         // The view's rows (its changelog is longer), to compare with the batch answer.
-        let counted = engine.query(&format!("SELECT count(*) FROM {}", f.sink)).await?;
-        counted
-            .first()
-            .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>().filter(|a| !a.is_empty()))
-            .map_or(0, |a| a.value(0) as u64)
+        view_rows(engine, &f.sink).await?
     } else {
         rows_out(engine, &job).await?
     };
     Ok(Measured { seconds, rows, peak_mib })
+}
+
+/// Rebuild the query's view and wait until its new version serves; its rows then.
+async fn measure_rebuild(engine: &Engine, f: &QueryFile) -> Result<Measured> {
+    let started = Instant::now();
+    engine.execute(&format!("ALTER MATERIALIZED VIEW {} REBUILD", f.sink)).await?;
+    engine.wait_for_jobs().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rows = view_rows(engine, &f.sink).await?;
+    Ok(Measured { seconds, rows, peak_mib: None })
+}
+
+/// The rows of view `name`.
+async fn view_rows(engine: &Engine, name: &str) -> Result<u64> {
+    let counted = engine.query(&format!("SELECT count(*) FROM {name}")).await?;
+    Ok(counted
+        .first()
+        .and_then(|b| b.column(0).as_primitive_opt::<Int64Type>().filter(|a| !a.is_empty()))
+        .map_or(0, |a| a.value(0) as u64))
 }
 
 /// The rows job `name` produced (`SHOW JOBS`).
@@ -487,7 +534,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(o.queries, Some(vec!["q0".to_string(), "q2".to_string()]));
-        assert_eq!((o.events, o.rate, o.baseline), (2000, 10_000, true));
+        assert_eq!((o.events, o.rate, o.baseline, o.rebuild), (2000, 10_000, true, false));
+        assert!(parse(&args(&["nexmark", "--rebuild"])).unwrap().unwrap().rebuild);
         assert_eq!(parse(&args(&["nexmark", "-h"])).unwrap(), None);
         assert!(parse(&args(&["tpch"])).unwrap_err().contains("unknown benchmark 'tpch'"));
         assert!(parse(&args(&["nexmark", "--events"])).unwrap_err().contains("needs a number"));

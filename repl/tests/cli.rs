@@ -235,14 +235,23 @@ fn the_nexmark_files_run_in_the_shell_and_in_the_benchmark() {
     // q0 passes every bid through; q2 keeps the bids on every 123rd auction.
     assert!(lines[1].starts_with("q0") && lines[1].contains(" 18400 "), "{stdout}");
     assert!(lines[2].starts_with("q2"), "{stdout}");
-    // Run again on the same directory: the streams are reused.
+    // Run again on the same directory: the streams are reused. With --rebuild, a view (q4)
+    // is rebuilt and timed (its rows the same); a sink (q0) is not.
     let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
         .current_dir(dir.path())
-        .args(["bench", "nexmark", "--events", "20000", "--queries", "q0"])
+        .args(["bench", "nexmark", "--events", "20000", "--queries", "q0,q4", "--rebuild"])
         .args(["--queries-dir", queries.to_str().unwrap(), "-d", "bench-data"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("reusing"), "{out:?}");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stderr.contains("reusing"), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("warning"), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].ends_with("rebuild s"), "{stdout}");
+    assert!(lines[1].starts_with("q0") && lines[1].ends_with(" -"), "{stdout}");
+    let rebuild = lines[2].split_whitespace().last().and_then(|s| s.parse::<f64>().ok());
+    assert!(lines[2].starts_with("q4") && rebuild.is_some_and(|s| s > 0.0), "{stdout}");
     // A different rate on the same directory is refused.
     let out = Command::new(env!("CARGO_BIN_EXE_kappa"))
         .current_dir(dir.path())
