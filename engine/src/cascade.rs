@@ -27,6 +27,9 @@ pub(crate) struct VersionOf {
     pub reads: BTreeMap<String, String>,
     /// Where each input starts (empty: the first retained rows).
     pub start: Vec<u64>,
+    /// What it may not read: the streams derived from the one rebuilt (its version would
+    /// feed itself).
+    pub avoid: Vec<String>,
 }
 
 /// The stream whose rebuild job `j` belongs to, if it is a new version.
@@ -69,19 +72,22 @@ fn closure(c: &Catalog, root: &str) -> Vec<(String, String)> {
 /// When one appends to a stream (`INSERT INTO`), is being rebuilt already, or they read
 /// each other in a cycle.
 pub(crate) fn downstream(c: &Catalog, root: &str, at: Option<Location>) -> Result<Vec<String>> {
-    // (A new version of another rebuild reading it would be left reading the old version.)
-    let versions = crate::rebuild::readers_of(c, root)
-        .into_iter()
-        .filter(|r| c.jobs.get(r).is_some_and(|j| j.replaces.is_some()));
-    if let Some(v) = versions.into_iter().next() {
-        return Err(Error::plan(
-            format!(
-                "job {v}, a new version being built, reads '{root}': wait for its switch, or DROP JOB {v}"
-            ),
-            at,
-        ));
-    }
     let found = closure(c, root);
+    // (A new version of another rebuild reading any of them would be left reading the old
+    // version.)
+    for n in std::iter::once(root).chain(found.iter().map(|(r, _)| r.as_str())) {
+        let versions = crate::rebuild::readers_of(c, n)
+            .into_iter()
+            .filter(|r| c.jobs.get(r).is_some_and(|j| j.replaces.is_some()));
+        if let Some(v) = versions.into_iter().next() {
+            return Err(Error::plan(
+                format!(
+                    "job {v}, a new version being built, reads '{n}': wait for its switch, or DROP JOB {v}"
+                ),
+                at,
+            ));
+        }
+    }
     for (r, read) in &found {
         let Some(j) = c.jobs.get(r) else { continue };
         if !(j.kind.owns_output() && j.output == *r) {

@@ -409,9 +409,7 @@ pub(crate) async fn copy_to(
             }
         }
     };
-    let plan = engine.plan_query(query, at).await?;
-    engine.catch_up(&crate::statements::scanned_streams(&plan)).await?;
-    let plan = crate::view::pin_views(plan)?;
+    let plan = engine.plan_caught_up(query, at).await?;
     let schema: SchemaRef = Arc::clone(plan.schema().inner());
     let mut batches = engine.inner.ctx.execute_logical_plan(plan).await?.execute_stream().await?;
     let target = PathBuf::from(path);

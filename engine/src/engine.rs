@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub meter: crate::meter::Meter,
     /// Bumped at every switch of a stream or view to a new version (push queries follow).
     pub switches: tokio::sync::watch::Sender<u64>,
+    /// Rebuild switches under way (their jobs are stopped for a moment).
+    pub switching: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Inner {
@@ -350,6 +352,7 @@ impl Engine {
             retention: std::sync::OnceLock::new(),
             meter: crate::meter::Meter::default(),
             switches: tokio::sync::watch::channel(0).0,
+            switching: std::sync::atomic::AtomicUsize::new(0),
         });
         let every = options
             .retention_check
@@ -443,9 +446,7 @@ impl Engine {
         let at = Some(s.location);
         match s.statement {
             kappa_sql::Statement::Query { query, emit: None } => {
-                let plan = self.plan_query(query, at).await.map_err(|e| e.or_at(at))?;
-                self.catch_up(&crate::statements::scanned_streams(&plan)).await?;
-                let plan = crate::view::pin_views(plan)?;
+                let plan = self.plan_caught_up(query, at).await.map_err(|e| e.or_at(at))?;
                 Ok(self.inner.ctx.execute_logical_plan(plan).await?.execute_stream().await?)
             }
             _ => Err(Error::plan("query_stream() takes a query (SELECT ... without EMIT)", at)),
@@ -595,6 +596,26 @@ impl Engine {
             .collect()
     }
 
+    /// Plan a snapshot query over what every job upstream of it has processed of its inputs
+    /// now ([`Engine::catch_up`]), its views pinned. When a rebuild switched a name meanwhile,
+    /// the plan (which may read the old version, whose job stopped) is made again.
+    pub(crate) async fn plan_caught_up(
+        &self,
+        query: Box<kappa_sql::sqlparser::ast::Query>,
+        at: Option<kappa_sql::Location>,
+    ) -> Result<LogicalPlan> {
+        let mut tries = 0;
+        loop {
+            let before = *self.inner.switches.borrow();
+            let plan = self.plan_query(query.clone(), at).await?;
+            self.catch_up(&crate::statements::scanned_streams(&plan)).await?;
+            tries += 1;
+            if *self.inner.switches.borrow() == before || tries == 3 {
+                return crate::view::pin_views(plan);
+            }
+        }
+    }
+
     /// Read-your-writes: for every job upstream of `streams`, wait until it has processed what
     /// its inputs held when this was called (upstream jobs first).
     pub(crate) async fn catch_up(&self, streams: &[String]) -> Result<()> {
@@ -659,7 +680,7 @@ impl Engine {
                     break;
                 }
                 let stopped = state != JobState::Running
-                    || self.inner.restart_errors().contains_key(name)
+                    || self.inner.switching.load(std::sync::atomic::Ordering::Acquire) == 0
                     || tokio::time::Instant::now() > deadline;
                 if stopped {
                     break;

@@ -196,24 +196,9 @@ impl Engine {
             group: None,
             reads: Default::default(),
             start: Vec::new(),
+            avoid: readers.clone(),
         };
         let vname = self.create_version(text, start, from.as_ref(), at).await?;
-        // Its new query may not read what reads it (the versions would feed each other).
-        let loop_read = {
-            let c = self.inner.catalog();
-            let reads = c.jobs.get(&vname).map(|j| [j.inputs.clone(), j.uses.clone()].concat());
-            reads.unwrap_or_default().into_iter().find(|s| {
-                let owner = c.streams.get(s).and_then(|e| e.job.clone());
-                readers.iter().any(|r| r == s || owner.as_ref() == Some(r))
-            })
-        };
-        if let Some(s) = loop_read {
-            let _ = self.drop_version_only(&vname, at).await;
-            return Err(Error::plan(
-                format!("the new query of '{name}' reads '{s}', which is derived from '{name}'"),
-                at,
-            ));
-        }
         // The jobs reading it are rebuilt with it, each over the new versions it reads.
         let mut made = vec![(name.to_string(), vname.clone())];
         for reader in &readers {
@@ -224,6 +209,7 @@ impl Engine {
                 group: Some(name.to_string()),
                 reads,
                 start: Vec::new(),
+                avoid: Vec::new(),
             };
             let created = match query {
                 Some(q) => self.create_version(&q, version, None, at).await,
@@ -293,6 +279,20 @@ impl Engine {
         if compiled.inputs().iter().chain(compiled.uses().iter()).any(|s| s == name) {
             return Err(Error::plan(
                 format!("the new query of '{name}' reads '{name}' itself"),
+                at,
+            ));
+        }
+        // Nor what is derived from it (the versions would feed each other).
+        let derived = {
+            let c = self.inner.catalog();
+            compiled.inputs().into_iter().chain(compiled.uses()).find(|s| {
+                let owner = c.streams.get(s).and_then(|e| e.job.clone());
+                version.avoid.iter().any(|r| r == s || owner.as_ref() == Some(r))
+            })
+        };
+        if let Some(s) = derived {
+            return Err(Error::plan(
+                format!("the new query of '{name}' reads '{s}', which is derived from '{name}'"),
                 at,
             ));
         }

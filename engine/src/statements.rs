@@ -440,9 +440,7 @@ impl Engine {
     }
 
     async fn snapshot(&self, query: Box<Query>, at: At) -> Result<Output> {
-        let plan = self.plan_query(query, at).await?;
-        self.catch_up(&scanned_streams(&plan)).await?;
-        let plan = crate::view::pin_views(plan)?;
+        let plan = self.plan_caught_up(query, at).await?;
         let schema: SchemaRef = Arc::clone(plan.schema().inner());
         let batches = self.inner.ctx.execute_logical_plan(plan).await?.collect().await?;
         Ok(Output::Rows { schema, batches })

@@ -48,10 +48,20 @@ impl Engine {
         }
         if !stray.is_empty() {
             return Err(Error::plan(
-                format!("job {} reads {root}: the rebuild waits", stray.join(", ")),
+                format!(
+                    "job {} reads {root} and has no new version: the rebuild stops (DROP JOB of a version cleans up)",
+                    stray.join(", ")
+                ),
                 None,
             ));
         }
+        // (Read-your-writes waits for the jobs while they are stopped.)
+        let _switching = Switching::new(&self.inner.switching);
+        self.switch_group(&members).await
+    }
+
+    /// [`Engine::switch`] of the versions `members` (name, version), the DDL lock held.
+    async fn switch_group(&self, members: &[(String, String)]) -> Result<()> {
         // Every job stops; the new ones checkpoint as they do.
         let all = || members.iter().flat_map(|(n, v)| [n.clone(), v.clone()]);
         let handles: Vec<_> = {
@@ -81,7 +91,7 @@ impl Engine {
         let mut old_ids = Vec::new();
         // What the new jobs read under their version names, by the names they take.
         let mut logical = BTreeMap::new();
-        for (name, vname) in &members {
+        for (name, vname) in members {
             let old_lates = c.late_streams_of(name);
             let new_lates = c.late_streams_of(vname);
             old_logs.push(c.log_name(name));
@@ -213,6 +223,22 @@ impl Engine {
         {
             self.inner.restart_errors().insert(name.to_string(), format!("could not resume: {e}"));
         }
+    }
+}
+
+/// Counts a switch under way while it lives.
+struct Switching<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Switching<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Switching<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Switching(count)
+    }
+}
+
+impl Drop for Switching<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

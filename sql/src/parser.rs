@@ -591,12 +591,22 @@ fn as_of_tables(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
         call.push(token(Token::SingleQuotedString(time)));
         call.push(token(Token::RParen));
         // Without an alias, the table keeps its name (`t.col`), as without FOR SYSTEM_TIME.
-        let aliased = match solid(&tokens, end + 1).map(|n| &tokens[n].token) {
+        let after = solid(&tokens, end + 1);
+        let aliased = match after.map(|n| &tokens[n].token) {
+            // (`EMIT CHANGES` is kappa's clause, not an alias.)
+            Some(Token::Word(w))
+                if w.quote_style.is_none()
+                    && w.value.eq_ignore_ascii_case("EMIT")
+                    && emit_follows(&tokens[after.map_or(end, |n| n + 1)..]) =>
+            {
+                false
+            }
             Some(Token::Word(w)) => {
                 w.quote_style.is_some()
                     || w.keyword == sqlparser::keywords::Keyword::AS
                     || !sqlparser::keywords::RESERVED_FOR_TABLE_ALIAS.contains(&w.keyword)
             }
+            Some(Token::SingleQuotedString(_)) => true,
             _ => false,
         };
         if let Some(name) = before(&tokens, i).map(|n| tokens[n].clone()).filter(|_| !aliased) {

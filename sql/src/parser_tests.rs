@@ -217,4 +217,8 @@ fn a_table_as_of_a_time_keeps_its_name_or_alias() {
         text("SELECT * FROM r FOR SYSTEM_TIME AS OF PROCTIME()"),
         "SELECT * FROM __as_of(r, 'PROCTIME()') AS r"
     );
+    assert_eq!(
+        text("SELECT r.v FROM r FOR SYSTEM_TIME AS OF PROCTIME() EMIT CHANGES"),
+        "SELECT r.v FROM __as_of(r, 'PROCTIME()') AS r"
+    );
 }
