@@ -62,6 +62,9 @@ pub struct RebuildProgress {
     pub lag_rows: u64,
     /// Why it stopped, if it failed (the old version keeps serving).
     pub failed: Option<String>,
+    /// The new versions that switch together: 1, or more in a cascade (the jobs reading the
+    /// stream, rebuilt with it).
+    pub versions: usize,
 }
 
 /// A statement that defines a stream or a view by a query.
@@ -634,6 +637,7 @@ impl Engine {
             percent,
             lag_rows: rows.iter().map(|r| r.lag).sum(),
             failed,
+            versions: versions.len(),
         })
     }
 

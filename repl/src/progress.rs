@@ -104,13 +104,17 @@ pub fn follow(session: &Session, name: &str) -> String {
             if let Some(e) = p.failed {
                 break format!("the rebuild of {name} failed ({e}); the old version serves on (DROP JOB {} cleans up)", p.job);
             }
+            let what = match p.versions {
+                0 | 1 => p.job.clone(),
+                2 => format!("{} and 1 job reading it", p.job),
+                n => format!("{} and {} jobs reading it", p.job, n - 1),
+            };
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,
-                "\r\x1b[2K{} {:>5.1}% {} catching up ({} rows to read)",
+                "\r\x1b[2K{} {:>5.1}% {what} catching up ({} rows to read)",
                 bar(p.percent, 30),
                 p.percent,
-                p.job,
                 p.lag_rows
             );
             let _ = err.flush();
