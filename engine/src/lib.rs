@@ -33,6 +33,14 @@
 //! - **Push queries** (`subscribe`): the same plan, from the first retained rows on, into a
 //!   bounded channel read by a [`Subscription`].
 //! - **COPY** (`copy`): CSV, JSON lines and Parquet in and out; COPY FROM is all or nothing.
+//! - **Planning** (`planning`): continuous queries optimized once, then compiled; a job's
+//!   lifecycle (create, restart from its checkpoint, stop) in `launch`; read-your-writes in
+//!   `catch_up`.
+//! - **Reprocessing** (`rebuild`, `cascade`, `switch`): `ALTER ... REBUILD` and `CREATE OR
+//!   REPLACE` run new versions beside the old (with the jobs reading them, a cascade) and
+//!   switch the names to them in one catalog write once they have caught up; `retention`
+//!   removes expired segments in the background; `dataflow` and `explain` show the graph and
+//!   why a window has not fired.
 //!
 //! The engine must run inside a multi-thread tokio runtime.
 
@@ -40,6 +48,7 @@ mod acker;
 mod as_of;
 mod cascade;
 mod catalog;
+mod catch_up;
 mod checkpoint;
 mod compute;
 mod connectors;
@@ -51,10 +60,12 @@ mod explain;
 mod functions;
 mod job;
 mod late;
+mod launch;
 mod meter;
 pub mod nexmark;
 mod options;
 mod output;
+mod planning;
 mod rebuild;
 mod recovery;
 mod retention;
