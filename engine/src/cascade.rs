@@ -190,3 +190,83 @@ impl Engine {
         }
     }
 }
+
+impl Engine {
+    /// What rebuilding `name` (from `from`) would run, for `EXPLAIN`: its new version, then
+    /// the jobs rebuilt with it, in the order they are created, each with what it reads
+    /// under another name; the same refusals as the statement.
+    ///
+    /// # Errors
+    /// When `name` is no derived stream or view, is being rebuilt, or a reader refuses it.
+    pub(crate) fn explain_rebuild(
+        &self,
+        name: &str,
+        from: Option<&kappa_sql::ast::RebuildFrom>,
+        at: Option<Location>,
+    ) -> Result<Vec<String>> {
+        let c = self.inner.catalog();
+        let owned = c.jobs.get(name).is_some_and(|j| j.output == name && j.kind.owns_output());
+        if !owned || !c.streams.contains_key(name) {
+            return Err(Error::plan(
+                format!("'{name}' is no stream or view made by a query: nothing to rebuild"),
+                at,
+            ));
+        }
+        if let Some((v, _)) = c.jobs.iter().find(|(_, j)| j.replaces.as_deref() == Some(name)) {
+            return Err(Error::plan(
+                format!("'{name}' is being rebuilt already, by job {v} (DROP JOB {v} cancels it)"),
+                at,
+            ));
+        }
+        let readers = downstream(&c, name, at)?;
+        let version = |n: &str| {
+            let number = c.streams.get(n).and_then(|e| e.version).unwrap_or(1) + 1;
+            crate::rebuild::version_name(n, number)
+        };
+        let what = |n: &str| if c.is_view(n) { "view" } else { "stream" };
+        let start = match from {
+            None => "the first retained rows of its inputs".to_string(),
+            Some(kappa_sql::ast::RebuildFrom::Offset(o)) => format!("offset {o} of its input"),
+            Some(kappa_sql::ast::RebuildFrom::Timestamp(t)) => {
+                format!("the first rows of its inputs at or after {t}")
+            }
+        };
+        let mut lines = vec![format!(
+            "rebuild of {} {name}: a new version {} runs its query from {start}, beside the old one",
+            what(name),
+            version(name)
+        )];
+        let mut renamed = vec![(name.to_string(), version(name))];
+        for r in &readers {
+            let reads: Vec<String> = c
+                .jobs
+                .get(r)
+                .map(|j| j.inputs.iter().chain(&j.uses).cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| {
+                    let owner = c.streams.get(&i).and_then(|e| e.job.clone());
+                    renamed.iter().find(|(n, _)| *n == i || owner.as_ref() == Some(n)).map(
+                        |(n, v)| match i.strip_prefix(n.as_str()) {
+                            Some(late) if !late.is_empty() => format!("{i} as {v}{late}"),
+                            _ => format!("{i} as {v}"),
+                        },
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "  rebuilt with it: {} {r} as {}, reading {}",
+                what(r),
+                version(r),
+                reads.join(", ")
+            ));
+            renamed.push((r.clone(), version(r)));
+        }
+        lines.push(if readers.is_empty() {
+            "  it takes over in one catalog write once it has read its inputs, committed, and reached the old version's watermark; until then readers see the old version".to_string()
+        } else {
+            "  they take over together, in one catalog write, once each has read its inputs, committed, and reached its old version's watermark; until then readers see the old versions".to_string()
+        });
+        Ok(lines)
+    }
+}

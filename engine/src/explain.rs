@@ -140,8 +140,17 @@ impl Engine {
                 let plan = self.plan_query(query, at).await?;
                 let what = format!("job deriving stream {}", c.name);
                 self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at).await?;
+                if c.or_replace && self.inner.catalog().jobs.contains_key(&c.name) {
+                    lines.extend(self.explain_rebuild(&c.name, None, at)?);
+                }
             }
-            Statement::CreateMaterializedView { name, query, emit, options, .. } => {
+            Statement::Rebuild { name, from, .. } => {
+                lines.extend(self.explain_rebuild(&name, from.as_ref(), at)?);
+            }
+            Statement::CreateMaterializedView {
+                name, query, emit, options, or_replace, ..
+            } => {
+                let replaces = or_replace && self.inner.catalog().is_view(&name);
                 let plan = self.plan_query(query, at).await?;
                 let mut ttl = ttl;
                 for (k, v) in &options {
@@ -151,6 +160,9 @@ impl Engine {
                 }
                 let what = format!("job of materialized view {name}");
                 self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at).await?;
+                if replaces {
+                    lines.extend(self.explain_rebuild(&name, None, at)?);
+                }
             }
             Statement::Insert { stream, statement, .. } => {
                 let plan = self.plan_insert(*statement, at).await?;
@@ -163,7 +175,7 @@ impl Engine {
             }
             _ => {
                 return Err(Error::not_supported(
-                    "EXPLAIN of statements other than queries, CREATE STREAM ... AS, CREATE MATERIALIZED VIEW and INSERT",
+                    "EXPLAIN of statements other than queries, CREATE STREAM ... AS, CREATE MATERIALIZED VIEW, ALTER ... REBUILD and INSERT",
                     at,
                 ));
             }
