@@ -86,6 +86,7 @@ pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Location, Result};
 pub use output::{Output, Subscription};
 pub use rebuild::RebuildProgress;
+pub use show::JobProgress;
 
 /// DataFusion, as kappa uses it (for UDFs and Arrow types).
 pub use datafusion;

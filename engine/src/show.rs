@@ -393,3 +393,31 @@ pub(crate) fn job_rows(engine: &Engine) -> Vec<JobRow> {
     }
     out
 }
+
+/// How far a job has read its inputs ([`Engine::job_progress`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobProgress {
+    /// The share of its inputs' rows (from where it started) it has read, in percent.
+    pub percent: f64,
+    /// The rows its inputs hold that it has not read yet.
+    pub lag_rows: u64,
+    /// `running`, `finished` (every input sealed and read), `failed` or `stopped`.
+    pub state: &'static str,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl Engine {
+    /// How far job `name` (a derived stream's, a view's or an `INSERT INTO` job) has read its
+    /// inputs: for a backfill, a new job reading a long retained history. `None` when there is
+    /// no such job.
+    pub fn job_progress(&self, name: &str) -> Option<JobProgress> {
+        let row = job_rows(self).into_iter().find(|r| r.name == name)?;
+        Some(JobProgress {
+            percent: row.progress.unwrap_or(if row.state == "finished" { 100.0 } else { 0.0 }),
+            lag_rows: row.lag,
+            state: row.state,
+            error: row.error,
+        })
+    }
+}

@@ -1,7 +1,8 @@
 //! Progress on stderr (a terminal only) for a statement that runs for more than a second:
-//! the time so far, and for `COPY ... FROM` the rows in the target stream; and after a
-//! rebuild (`ALTER ... REBUILD`, `CREATE OR REPLACE`), a bar while the new version catches up,
-//! until it takes over.
+//! the time so far, and for `COPY ... FROM` the rows in the target stream; after a rebuild
+//! (`ALTER ... REBUILD`, `CREATE OR REPLACE`), a bar while the new version catches up, until
+//! it takes over; after a statement that starts a job over a stream's history (a backfill), a
+//! bar while the job reads it, if that takes more than a second.
 
 use std::io::Write;
 use std::sync::mpsc::RecvTimeoutError;
@@ -83,6 +84,73 @@ pub fn rebuilt(tag: &str) -> Option<String> {
     rest.split(" AS ").next().map(str::to_string)
 }
 
+/// The job a statement started that reads its inputs' history (a backfill): `CREATE STREAM x
+/// AS ...` and `CREATE MATERIALIZED VIEW x` (named by the statement), `INSERT INTO ... SELECT`
+/// (named by its tag, `INSERT JOB x`).
+pub fn backfill(text: &str, tag: &str) -> Option<String> {
+    if let Some(job) = tag.strip_prefix("INSERT JOB ") {
+        return Some(job.to_string());
+    }
+    match (tag, kappa::sql::parse_one(text).ok()?.statement) {
+        ("CREATE STREAM", kappa::sql::Statement::CreateStream(c)) if c.query.is_some() => {
+            Some(c.name)
+        }
+        (
+            "CREATE MATERIALIZED VIEW",
+            kappa::sql::Statement::CreateMaterializedView { name, .. },
+        ) => Some(name),
+        _ => None,
+    }
+}
+
+/// After a second, a bar while job `job` reads what its inputs hold, until it has (or it
+/// fails, or Ctrl-C, which stops watching: the job goes on). Returns what to tell the user at
+/// the end, if anything (nothing when it caught up within the second).
+pub fn catch_up(session: &Session, job: &str) -> Option<String> {
+    let engine = session.engine.clone();
+    let (mut interrupts, _) = session.fresh_interrupts();
+    let job = job.to_string();
+    session.runtime.block_on(async move {
+        let start = Instant::now();
+        let mut shown = false;
+        let end = loop {
+            let Some(p) = engine.job_progress(&job) else { break None };
+            match p.state {
+                "failed" => {
+                    break Some(format!(
+                        "job {job} failed: {}",
+                        p.error.unwrap_or_else(|| "(no reason given)".into())
+                    ));
+                }
+                "running" if p.lag_rows > 0 => {}
+                _ => break shown.then(|| format!("{job} has read its input's history")),
+            }
+            if start.elapsed() >= Duration::from_secs(1) {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(
+                    err,
+                    "\r\x1b[2K{} {:>5.1}% {job} reading its input's history ({} rows to read)",
+                    bar(p.percent, 30),
+                    p.percent,
+                    p.lag_rows
+                );
+                let _ = err.flush();
+                shown = true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = crate::session::pressed(&mut interrupts) => {
+                    break Some(format!("stopped watching: job {job} goes on (SHOW JOBS shows it)"));
+                }
+            }
+        };
+        if shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+        end
+    })
+}
+
 /// A bar of `width` characters, `percent` full.
 pub fn bar(percent: f64, width: usize) -> String {
     let full = ((percent.clamp(0.0, 100.0) / 100.0) * width as f64).round() as usize;
@@ -145,5 +213,20 @@ mod tests {
         assert_eq!(bar(50.0, 10), "[#####.....]");
         assert_eq!(bar(0.0, 4), "[....]");
         assert_eq!(bar(120.0, 4), "[####]");
+    }
+
+    #[test]
+    fn backfills_by_statement_and_tag() {
+        let create = "CREATE STREAM d AS SELECT * FROM s";
+        assert_eq!(backfill(create, "CREATE STREAM").as_deref(), Some("d"));
+        assert_eq!(backfill("CREATE STREAM s (a INT)", "CREATE STREAM"), None);
+        let view = "CREATE MATERIALIZED VIEW v AS SELECT k, count(*) FROM s GROUP BY k";
+        assert_eq!(backfill(view, "CREATE MATERIALIZED VIEW").as_deref(), Some("v"));
+        assert_eq!(backfill("INSERT INTO t SELECT * FROM s", "INSERT JOB j").as_deref(), Some("j"));
+        assert_eq!(backfill("INSERT INTO t VALUES (1)", "INSERT 1"), None);
+        assert_eq!(
+            backfill("CREATE OR REPLACE STREAM d AS SELECT 1", "REBUILD STREAM d AS d__v2"),
+            None
+        );
     }
 }

@@ -369,7 +369,7 @@ impl Session {
             Some(r) => r,
         };
         let flow = match result {
-            Ok(outputs) => self.show(outputs, seen, (line, column)),
+            Ok(outputs) => self.show(outputs, seen, (line, column), text),
             Err(e) => {
                 let at = e.location().map(|l| in_script(l, line, column));
                 report::error(&e, at, source, script, self.settings.color);
@@ -389,21 +389,31 @@ impl Session {
     }
 
     /// Print the outputs of a statement.
-    fn show(&mut self, outputs: Vec<Output>, seen: u64, at: (u64, u64)) -> Flow {
+    fn show(&mut self, outputs: Vec<Output>, seen: u64, at: (u64, u64), text: &str) -> Flow {
         for out in outputs {
             let written = match out {
                 Output::Done { tag, rows } => {
                     let rebuilt = crate::progress::rebuilt(&tag);
+                    let backfill = crate::progress::backfill(text, &tag);
                     let text = match rows {
                         Some(n) => format!("{tag} {n}"),
                         None => tag,
                     };
-                    // A rebuild in the shell: a bar until the new version takes over.
-                    match rebuilt {
-                        Some(name) if self.settings.interactive && self.settings.progress => {
+                    let watch = self.settings.interactive && self.settings.progress;
+                    match (rebuilt, backfill) {
+                        // A rebuild in the shell: a bar until the new version takes over.
+                        (Some(name), _) if watch => {
                             let notice = self.notice(&text);
                             let end = crate::progress::follow(self, &name);
                             notice.and_then(|()| self.notice(&end))
+                        }
+                        // A new job over a long history: a bar while it reads it.
+                        (None, Some(job)) if watch => {
+                            let notice = self.notice(&text);
+                            match crate::progress::catch_up(self, &job) {
+                                Some(end) => notice.and_then(|()| self.notice(&end)),
+                                None => notice,
+                            }
                         }
                         _ => self.notice(&text),
                     }

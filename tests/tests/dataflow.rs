@@ -71,6 +71,48 @@ async fn dataflow_of_streams_jobs_views_and_sinks() {
     );
     let e = engine.query("EXPLAIN DATAFLOW nothing").await.unwrap_err();
     assert!(e.to_string().contains("no stream, view, table or job is named 'nothing'"), "{e}");
+    // A job's progress through its inputs' history (the shell's bar after a backfill).
+    let p = engine.job_progress("totals").unwrap();
+    assert_eq!((p.percent, p.lag_rows, p.state, p.error), (100.0, 0, "finished", None));
+    assert!(engine.job_progress("s").is_none());
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_job_reports_how_much_of_the_history_it_has_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).await.unwrap();
+    engine.execute("CREATE STREAM s (k BIGINT)").await.unwrap();
+    let batch = arrow::array::RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "k",
+            arrow::datatypes::DataType::Int64,
+            true,
+        )])),
+        vec![std::sync::Arc::new(arrow::array::Int64Array::from_iter_values(0..100_000))],
+    )
+    .unwrap();
+    for _ in 0..20 {
+        engine.append("s", batch.clone()).await.unwrap();
+    }
+    engine
+        .execute("CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n FROM s GROUP BY k")
+        .await
+        .unwrap();
+    // From 0 % (or more: it has begun) to 100 %, never back, lag falling to 0.
+    let mut last = -1.0;
+    loop {
+        let p = engine.job_progress("per_k").unwrap();
+        assert!(p.percent >= last && p.percent <= 100.0, "{p:?} after {last}");
+        assert_eq!(p.state, "running", "{p:?}");
+        last = p.percent;
+        if p.lag_rows == 0 {
+            assert_eq!(p.percent, 100.0);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(engine.query("SELECT count(*) FROM per_k").await.unwrap()[0].num_rows(), 1);
     engine.close().await.unwrap();
 }
 
