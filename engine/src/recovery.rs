@@ -170,12 +170,21 @@ pub(crate) fn last(
     }
     let recorded: Vec<&str> = m.outputs.iter().map(|o| o.stream.as_str()).collect();
     let now: Vec<&str> = outputs.iter().map(|s| s.name()).collect();
-    if recorded != now {
+    // (A build that gave the job fewer outputs: late-data streams added since, new and empty,
+    // start at their beginning.)
+    let added = now.len() > recorded.len()
+        && now.starts_with(&recorded)
+        && outputs[recorded.len()..].iter().all(|s| s.end_offset() == 0);
+    if recorded != now && !added {
         return Err(damaged(
             checkpoints,
             job,
             format!("its checkpoint wrote {recorded:?}, and the job now writes {now:?}"),
         ));
+    }
+    let mut m = m;
+    for s in &outputs[m.outputs.len()..] {
+        m.outputs.push(crate::checkpoint::OutputEnd { stream: s.name().to_string(), end: 0 });
     }
     Ok(Some(m))
 }
@@ -269,4 +278,47 @@ pub(crate) fn caught_up(inputs: &[Arc<Stream>], positions: &[u64]) -> bool {
 /// was behind before.
 pub(crate) fn behind_since(caught_up: bool, before: Option<Instant>) -> Option<Instant> {
     if caught_up { None } else { Some(before.unwrap_or_else(Instant::now)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{InputPosition, Manifest, OutputEnd};
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use kappa_storage::{Store, StoreOptions, StreamOptions};
+
+    #[test]
+    fn a_checkpoint_without_outputs_added_since_is_used_while_they_are_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let stream = |n: &str| {
+            store.create_stream(n, Arc::clone(&schema), StreamOptions::default()).unwrap()
+        };
+        let (input, out, late) = (stream("in"), stream("out"), stream("j__late"));
+        let c = Checkpoints::new(Arc::clone(&store), 3);
+        let m = Manifest {
+            format: crate::checkpoint::FORMAT,
+            job: 3,
+            epoch: 1,
+            inputs: vec![InputPosition { stream: "in".into(), offset: 0 }],
+            outputs: vec![OutputEnd { stream: "out".into(), end: 0 }],
+            watermarks: vec![None],
+            state: Vec::new(),
+            taken_ms: 0,
+        };
+        c.commit(&m).unwrap();
+        let got = last(&c, "j", &[Arc::clone(&input)], &[&out, &late]).unwrap().unwrap();
+        let ends: Vec<(&str, u64)> =
+            got.outputs.iter().map(|o| (o.stream.as_str(), o.end)).collect();
+        assert_eq!(ends, [("out", 0), ("j__late", 0)]);
+        // Not once the added one holds rows (they would be written again), nor for others.
+        let rows =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![1]))])
+                .unwrap();
+        late.append(&rows).unwrap();
+        assert!(last(&c, "j", &[Arc::clone(&input)], &[&out, &late]).is_err());
+        assert!(last(&c, "j", &[input], &[&late]).is_err());
+    }
 }
