@@ -197,28 +197,16 @@ impl Engine {
     /// under another name; the same refusals as the statement.
     ///
     /// # Errors
-    /// When `name` is no derived stream or view, is being rebuilt, or a reader refuses it.
+    /// As [`Engine::check_rebuild`].
     pub(crate) fn explain_rebuild(
         &self,
+        kind: kappa_sql::ast::ObjectKind,
         name: &str,
         from: Option<&kappa_sql::ast::RebuildFrom>,
         at: Option<Location>,
     ) -> Result<Vec<String>> {
+        let (_, readers) = self.check_rebuild(kind, name, at)?;
         let c = self.inner.catalog();
-        let owned = c.jobs.get(name).is_some_and(|j| j.output == name && j.kind.owns_output());
-        if !owned || !c.streams.contains_key(name) {
-            return Err(Error::plan(
-                format!("'{name}' is no stream or view made by a query: nothing to rebuild"),
-                at,
-            ));
-        }
-        if let Some((v, _)) = c.jobs.iter().find(|(_, j)| j.replaces.as_deref() == Some(name)) {
-            return Err(Error::plan(
-                format!("'{name}' is being rebuilt already, by job {v} (DROP JOB {v} cancels it)"),
-                at,
-            ));
-        }
-        let readers = downstream(&c, name, at)?;
         let version = |n: &str| {
             let number = c.streams.get(n).and_then(|e| e.version).unwrap_or(1) + 1;
             crate::rebuild::version_name(n, number)

@@ -12,7 +12,7 @@ use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::displayable;
-use kappa_sql::ast::Statement;
+use kappa_sql::ast::{ObjectKind, Statement};
 use kappa_sql::stream_plan::{InputPipeline, Op};
 use kappa_sql::window::WindowSpec;
 use kappa_sql::windowed_plan::EmitMode;
@@ -141,11 +141,11 @@ impl Engine {
                 let what = format!("job deriving stream {}", c.name);
                 self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at).await?;
                 if c.or_replace && self.inner.catalog().jobs.contains_key(&c.name) {
-                    lines.extend(self.explain_rebuild(&c.name, None, at)?);
+                    lines.extend(self.explain_rebuild(ObjectKind::Stream, &c.name, None, at)?);
                 }
             }
-            Statement::Rebuild { name, from, .. } => {
-                lines.extend(self.explain_rebuild(&name, from.as_ref(), at)?);
+            Statement::Rebuild { kind, name, from } => {
+                lines.extend(self.explain_rebuild(kind, &name, from.as_ref(), at)?);
             }
             Statement::CreateMaterializedView {
                 name, query, emit, options, or_replace, ..
@@ -161,7 +161,12 @@ impl Engine {
                 let what = format!("job of materialized view {name}");
                 self.explain_continuous(&mut lines, &what, &plan, emit.as_ref(), ttl, at).await?;
                 if replaces {
-                    lines.extend(self.explain_rebuild(&name, None, at)?);
+                    lines.extend(self.explain_rebuild(
+                        ObjectKind::MaterializedView,
+                        &name,
+                        None,
+                        at,
+                    )?);
                 }
             }
             Statement::Insert { stream, statement, .. } => {

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::output::Output;
 
 /// What marks a version's name: `x__v2`.
-pub(crate) const VERSION_MARK: &str = "__v";
+const VERSION_MARK: &str = "__v";
 
 /// How often the watcher looks at a new version.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
@@ -48,6 +48,24 @@ pub(crate) fn version_name(name: &str, n: u32) -> String {
 pub(crate) fn is_version_name(name: &str) -> bool {
     name.rsplit_once(VERSION_MARK)
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Refuse `name` for a new stream (or view) when it has the shape of a version's name.
+///
+/// # Errors
+/// When `name` ends with `__v` and digits.
+pub(crate) fn check_not_version_name(name: &str, view: bool, at: Option<Location>) -> Result<()> {
+    if !is_version_name(name) {
+        return Ok(());
+    }
+    let message = if view {
+        format!("names ending with {VERSION_MARK}<n> are kept for the versions of rebuilt views")
+    } else {
+        format!(
+            "stream names ending with {VERSION_MARK}<n> are kept for the versions of rebuilt streams"
+        )
+    };
+    Err(Error::plan(message, at))
 }
 
 /// Where the rebuild of a stream or view stands ([`Engine::rebuild_progress`]).
@@ -132,28 +150,18 @@ impl Engine {
         self.new_version(kind, name, text, None, at).await
     }
 
-    fn not_rebuildable(&self, name: &str, at: Option<Location>) -> Error {
-        let c = self.inner.catalog();
-        if c.streams.contains_key(name) {
-            Error::plan(
-                format!(
-                    "stream '{name}' has no query to run again: only streams made by CREATE STREAM ... AS and materialized views are rebuilt"
-                ),
-                at,
-            )
-        } else {
-            Error::plan(format!("stream or view '{name}' does not exist"), at)
-        }
-    }
-
-    async fn new_version(
+    /// Whether `name` can be rebuilt as `kind` now (a stream or view made by a query, of that
+    /// kind, not being rebuilt, its readers rebuildable): whether it is a view, and the jobs
+    /// to rebuild with it ([`crate::cascade::downstream`]).
+    ///
+    /// # Errors
+    /// When it cannot, saying why.
+    pub(crate) fn check_rebuild(
         &self,
         kind: ObjectKind,
         name: &str,
-        text: &str,
-        from: Option<RebuildFrom>,
         at: Option<Location>,
-    ) -> Result<Output> {
+    ) -> Result<(bool, Vec<String>)> {
         let (owned, is_view, running, readers) = {
             let c = self.inner.catalog();
             let owned = c.streams.contains_key(name)
@@ -193,7 +201,32 @@ impl Engine {
                 at,
             ));
         }
-        let readers = readers?;
+        Ok((is_view, readers?))
+    }
+
+    fn not_rebuildable(&self, name: &str, at: Option<Location>) -> Error {
+        let c = self.inner.catalog();
+        if c.streams.contains_key(name) {
+            Error::plan(
+                format!(
+                    "stream '{name}' has no query to run again: only streams made by CREATE STREAM ... AS and materialized views are rebuilt"
+                ),
+                at,
+            )
+        } else {
+            Error::plan(format!("stream or view '{name}' does not exist"), at)
+        }
+    }
+
+    async fn new_version(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        text: &str,
+        from: Option<RebuildFrom>,
+        at: Option<Location>,
+    ) -> Result<Output> {
+        let (is_view, readers) = self.check_rebuild(kind, name, at)?;
         let start = VersionOf {
             replaces: name.to_string(),
             group: None,

@@ -184,15 +184,7 @@ impl Engine {
             }
             return self.replace(kappa_sql::ast::ObjectKind::Stream, &c.name, full_text, at).await;
         }
-        if crate::rebuild::is_version_name(&c.name) {
-            return Err(Error::plan(
-                format!(
-                    "stream names ending with {}<n> are kept for the versions of rebuilt streams",
-                    crate::rebuild::VERSION_MARK
-                ),
-                at,
-            ));
-        }
+        crate::rebuild::check_not_version_name(&c.name, false, at)?;
         if c.name.contains(crate::late::SUFFIX) {
             return Err(Error::plan(
                 format!(

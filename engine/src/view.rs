@@ -167,15 +167,7 @@ impl crate::engine::Engine {
                 .replace(kappa_sql::ast::ObjectKind::MaterializedView, &v.name, text, at)
                 .await;
         }
-        if crate::rebuild::is_version_name(&v.name) {
-            return Err(Error::plan(
-                format!(
-                    "names ending with {}<n> are kept for the versions of rebuilt views",
-                    crate::rebuild::VERSION_MARK
-                ),
-                at,
-            ));
-        }
+        crate::rebuild::check_not_version_name(&v.name, true, at)?;
         if v.name.contains(crate::late::SUFFIX) {
             return Err(Error::plan(
                 format!("names holding {} are kept for the late rows of jobs", crate::late::SUFFIX),

@@ -108,40 +108,56 @@ pub fn backfill(text: &str, tag: &str) -> Option<String> {
 /// the end, if anything (nothing when it caught up within the second).
 pub fn catch_up(session: &Session, job: &str) -> Option<String> {
     let engine = session.engine.clone();
+    let stopped = format!("stopped watching: job {job} goes on (SHOW JOBS shows it)");
+    watch(session, Duration::from_secs(1), stopped, |shown| {
+        let Some(p) = engine.job_progress(job) else { return Step::End(None) };
+        match p.state {
+            "failed" => Step::End(Some(format!(
+                "job {job} failed: {}",
+                p.error.unwrap_or_else(|| "(no reason given)".into())
+            ))),
+            "running" if p.lag_rows > 0 => Step::Bar(
+                p.percent,
+                format!("{job} reading its input's history ({} rows to read)", p.lag_rows),
+            ),
+            _ => Step::End(shown.then(|| format!("{job} has read its input's history"))),
+        }
+    })
+}
+
+/// What a watched statement's job is at: still going (the bar's percent and text), or done
+/// (what to tell the user, if anything).
+enum Step {
+    Bar(f64, String),
+    End(Option<String>),
+}
+
+/// Poll `step` every 200 ms (it is told whether a bar was drawn yet), drawing its bar on
+/// stderr once `after` has passed, until it ends or Ctrl-C (then `stopped` is the answer).
+fn watch(
+    session: &Session,
+    after: Duration,
+    stopped: String,
+    mut step: impl FnMut(bool) -> Step,
+) -> Option<String> {
     let (mut interrupts, _) = session.fresh_interrupts();
-    let job = job.to_string();
     session.runtime.block_on(async move {
         let start = Instant::now();
         let mut shown = false;
         let end = loop {
-            let Some(p) = engine.job_progress(&job) else { break None };
-            match p.state {
-                "failed" => {
-                    break Some(format!(
-                        "job {job} failed: {}",
-                        p.error.unwrap_or_else(|| "(no reason given)".into())
-                    ));
+            match step(shown) {
+                Step::End(end) => break end,
+                Step::Bar(percent, what) if start.elapsed() >= after => {
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[2K{} {percent:>5.1}% {what}", bar(percent, 30));
+                    let _ = err.flush();
+                    shown = true;
                 }
-                "running" if p.lag_rows > 0 => {}
-                _ => break shown.then(|| format!("{job} has read its input's history")),
-            }
-            if start.elapsed() >= Duration::from_secs(1) {
-                let mut err = std::io::stderr().lock();
-                let _ = write!(
-                    err,
-                    "\r\x1b[2K{} {:>5.1}% {job} reading its input's history ({} rows to read)",
-                    bar(p.percent, 30),
-                    p.percent,
-                    p.lag_rows
-                );
-                let _ = err.flush();
-                shown = true;
+                Step::Bar(..) => {}
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                () = crate::session::pressed(&mut interrupts) => {
-                    break Some(format!("stopped watching: job {job} goes on (SHOW JOBS shows it)"));
-                }
+                () = crate::session::pressed(&mut interrupts) => break Some(stopped),
             }
         };
         if shown {
@@ -161,44 +177,25 @@ pub fn bar(percent: f64, width: usize) -> String {
 /// watching; the rebuild goes on). Returns what to tell the user at the end.
 pub fn follow(session: &Session, name: &str) -> String {
     let engine = session.engine.clone();
-    let (mut interrupts, _) = session.fresh_interrupts();
-    let name = name.to_string();
-    session.runtime.block_on(async move {
-        let mut shown = false;
-        let end = loop {
-            let Some(p) = engine.rebuild_progress(&name) else {
-                break format!("{name} now serves its new version");
-            };
-            if let Some(e) = p.failed {
-                break format!("the rebuild of {name} failed ({e}); the old version serves on (DROP JOB {} cleans up)", p.job);
-            }
-            let what = match p.versions {
-                0 | 1 => p.job.clone(),
-                2 => format!("{} and 1 job reading it", p.job),
-                n => format!("{} and {} jobs reading it", p.job, n - 1),
-            };
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "\r\x1b[2K{} {:>5.1}% {what} catching up ({} rows to read)",
-                bar(p.percent, 30),
-                p.percent,
-                p.lag_rows
-            );
-            let _ = err.flush();
-            shown = true;
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                () = crate::session::pressed(&mut interrupts) => {
-                    break format!("stopped watching: the rebuild of {name} goes on (SHOW JOBS shows it)");
-                }
-            }
+    let stopped = format!("stopped watching: the rebuild of {name} goes on (SHOW JOBS shows it)");
+    let end = watch(session, Duration::ZERO, stopped, |_| {
+        let Some(p) = engine.rebuild_progress(name) else {
+            return Step::End(Some(format!("{name} now serves its new version")));
         };
-        if shown {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        if let Some(e) = p.failed {
+            return Step::End(Some(format!(
+                "the rebuild of {name} failed ({e}); the old version serves on (DROP JOB {} cleans up)",
+                p.job
+            )));
         }
-        end
-    })
+        let what = match p.versions {
+            0 | 1 => p.job.clone(),
+            2 => format!("{} and 1 job reading it", p.job),
+            n => format!("{} and {} jobs reading it", p.job, n - 1),
+        };
+        Step::Bar(p.percent, format!("{what} catching up ({} rows to read)", p.lag_rows))
+    });
+    end.unwrap_or_default()
 }
 
 #[cfg(test)]
